@@ -1,0 +1,39 @@
+# Thin wrappers over the clbench CLI. The first target that needs the environment creates it from
+# pyproject.toml (python3.11 venv in .venv); every later call reuses it.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.clbench-installed
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install bench test test-all perf report crosscheck lint clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[mlx,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## the default benchmark: every strategy x default stream x 3 seeds, then the report
+bench: $(STAMP)
+	$(BIN)/clbench run configs/bench.yaml
+
+## the test suite (what CI runs)
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+perf: $(STAMP)
+	$(BIN)/clbench perf
+
+report: $(STAMP)
+	$(BIN)/clbench report results/bench -o reports/bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check clbench strategies tasks tests
+
+clean:
+	rm -rf results/* reports/*/ .pytest_cache

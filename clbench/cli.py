@@ -1,0 +1,130 @@
+"""Command line: ``clbench run | list | report | perf``.
+
+    clbench run configs/bench.yaml                       # the default grid
+    clbench run --stream micro --strategies sft --seeds 0 --set train.steps_per_task=20
+    clbench list                                         # strategies and their options
+    clbench report results/bench -o reports/bench        # Markdown summary of stored results
+    clbench perf                                         # training tokens/s and eval items/s
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from clbench.errors import ClbenchError
+
+
+def _config(args):
+    from clbench.config import load_config
+
+    overrides = list(args.set or [])
+    if args.stream:
+        overrides.append(f"stream={args.stream}")
+    if args.strategies:
+        overrides.append(f"strategies=[{args.strategies}]")
+    if args.seeds:
+        overrides.append(f"seeds=[{args.seeds}]")
+    if args.name:
+        overrides.append(f"name={args.name}")
+    if args.results:
+        overrides.append(f"results_dir={args.results}")
+    if args.jobs:
+        overrides.append(f"jobs={args.jobs}")
+    return load_config(args.config, overrides)
+
+
+def cmd_run(args) -> int:
+    from clbench.grid import run_grid
+    from clbench.report import write_summary
+
+    cfg = _config(args)
+    results = run_grid(cfg, progress=not args.quiet)
+    root = Path(cfg.results_dir) / cfg.name
+    print(f"\nclbench: {len(results)} runs finished; results in {root}")
+    if not args.no_report:
+        path = write_summary([root], Path(args.report_dir or f"reports/{cfg.name}"))
+        print(path.read_text().split("\n## ")[0])
+        print(f"clbench: report written to {path}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from clbench import registry
+    from clbench.typed import describe_fields
+
+    for name in registry.names():
+        cls = registry.get(name)
+        print(f"{name}: {cls.describe()}  [{cls.__module__}]")
+        for fname, tp, default, help_ in describe_fields(cls.Options):
+            print(f"    {fname} ({tp}, default {default!r}): {help_}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from clbench.report import write_summary
+
+    path = write_summary(args.results, Path(args.output), args.suite)
+    print(f"clbench: report written to {path}")
+    return 0
+
+
+def cmd_perf(args) -> int:
+    from clbench.perf import main as perf_main
+
+    return perf_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clbench", description="Continual-learning benchmark for language models.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a grid of (strategy, seed) on a stream; finished runs are skipped")
+    r.add_argument("config", nargs="?", help="experiment YAML (configs/*.yaml); defaults apply without one")
+    r.add_argument("--stream", help="stream YAML or shipped stream name (default, micro)")
+    r.add_argument("--strategies", help="comma-separated strategy names, or 'all'")
+    r.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    r.add_argument("--name", help="experiment name (results/<name>/...)")
+    r.add_argument("--results", help="results directory")
+    r.add_argument("--jobs", type=int, help="parallel runs")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. train.lr=1e-3")
+    r.add_argument("--report-dir", help="where the summary goes (default reports/<name>)")
+    r.add_argument("--no-report", action="store_true")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=cmd_run)
+
+    ls = sub.add_parser("list", help="registered strategies and their options")
+    ls.set_defaults(func=cmd_list)
+
+    rep = sub.add_parser("report", help="summarise stored results (never retrains)")
+    rep.add_argument("results", nargs="+", help="results directories")
+    rep.add_argument("-o", "--output", required=True, help="report directory")
+    rep.add_argument("--suite", help="probe suite (default: the stream's primary)")
+    rep.set_defaults(func=cmd_report)
+
+    perf = sub.add_parser("perf", help="benchmark: training tokens/s and evaluation items/s")
+    perf.add_argument("--steps", type=int, default=30)
+    perf.add_argument("--strategies", default="sft")
+    perf.set_defaults(func=cmd_perf)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ClbenchError as exc:
+        print(f"clbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nclbench: interrupted; finished tasks are kept and the next run resumes from them", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

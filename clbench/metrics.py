@@ -1,0 +1,96 @@
+"""Continual-learning metrics as pure functions of the accuracy matrix.
+
+``R`` is a T×T matrix: ``R[i][j]`` is the score on task j's probes after training task i (0-based; a
+task the base model learned in pretraining has the base model's row). ``b[j]`` is the score of an
+untrained (randomly initialised) model of the same architecture, ``base[j]`` the base model's score
+before any stream task. ``None`` marks a task without that probe suite; it is left out of every mean.
+
+With T tasks (formulas 1-based, as in the papers):
+
+* average accuracy       ACC = (1/T) Σ_j R[T,j]
+* backward transfer      BWT = 1/(T−1) Σ_{j<T} (R[T,j] − R[j,j])          (Lopez-Paz & Ranzato 2017)
+* forward transfer       FWT = 1/(T−1) Σ_{j≥2} (R[j−1,j] − b[j])           (Lopez-Paz & Ranzato 2017)
+* average forgetting     F   = 1/(T−1) Σ_{j<T} (max_{l<T} R[l,j] − R[T,j]) (Chaudhry et al. 2018)
+* learning accuracy      LA  = (1/T) Σ_j R[j,j]                             (plasticity; Riemer et al. 2019)
+* general retention      GR  = mean over pretrained tasks g of (R[T,g] − base[g])  (TRACE's general-ability delta)
+
+For a lower-is-better score (perplexity) forgetting uses the best (lowest) earlier value, so F > 0
+means worse in both cases; ACC, BWT, FWT, LA and GR keep their raw sign and ``higher_is_better`` is
+stored beside them.
+
+Avalanche 0.6 defines forgetting per experience as (score right after training it − score now); its
+stream average is −BWT, not Chaudhry's max-based F (``tests/test_metrics_avalanche.py`` checks both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+Matrix = Sequence[Sequence[float | None]]
+
+
+def _mean(xs) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _diff(a, b):
+    return None if a is None or b is None else a - b
+
+
+def average_accuracy(R: Matrix) -> float | None:
+    return _mean(R[-1])
+
+
+def learning_accuracy(R: Matrix) -> float | None:
+    return _mean(R[j][j] for j in range(len(R)))
+
+
+def backward_transfer(R: Matrix) -> float | None:
+    T = len(R)
+    return _mean(_diff(R[T - 1][j], R[j][j]) for j in range(T - 1)) if T > 1 else None
+
+
+def forward_transfer(R: Matrix, b: Sequence[float | None]) -> float | None:
+    T = len(R)
+    return _mean(_diff(R[j - 1][j], b[j]) for j in range(1, T)) if T > 1 else None
+
+
+def forgetting_per_task(R: Matrix, higher_is_better: bool = True) -> list[float | None]:
+    """Chaudhry's f_j for every task j < T (best earlier score minus final score, sign-aligned)."""
+    T = len(R)
+    out = []
+    for j in range(T - 1):
+        earlier = [R[l][j] for l in range(T - 1) if R[l][j] is not None]
+        if not earlier or R[T - 1][j] is None:
+            out.append(None)
+        elif higher_is_better:
+            out.append(max(earlier) - R[T - 1][j])
+        else:
+            out.append(R[T - 1][j] - min(earlier))
+    return out
+
+
+def average_forgetting(R: Matrix, higher_is_better: bool = True) -> float | None:
+    return _mean(forgetting_per_task(R, higher_is_better))
+
+
+def general_retention(R: Matrix, base: Sequence[float | None], general: Sequence[int]) -> float | None:
+    """Change on the general (pretrained) tasks' probes from the base model to the end of the stream."""
+    return _mean(_diff(R[-1][g], base[g]) for g in general) if general else None
+
+
+def summarize(R: Matrix, b: Sequence[float | None], base: Sequence[float | None], general: Sequence[int],
+              higher_is_better: bool = True) -> dict:
+    """Every metric above for one probe suite, as a JSON-able dict."""
+    return {
+        "acc": average_accuracy(R),
+        "bwt": backward_transfer(R),
+        "fwt": forward_transfer(R, b),
+        "forgetting": average_forgetting(R, higher_is_better),
+        "learning_acc": learning_accuracy(R),
+        "general_retention": general_retention(R, base, general),
+        "final_per_task": list(R[-1]),
+        "forgetting_per_task": forgetting_per_task(R, higher_is_better),
+        "higher_is_better": higher_is_better,
+    }

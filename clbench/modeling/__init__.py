@@ -1,0 +1,1 @@
+"""Model construction and loading: the embedded tiny model, its tokenizer, local checkpoints, LoRA."""

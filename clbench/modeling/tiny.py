@@ -1,0 +1,130 @@
+"""The embedded base model: a tiny Llama-shaped LM trained from scratch, cached on disk.
+
+Why pretrain at all: a benchmark of forgetting needs a model that knows something. The base model
+learns the stream's *pretrained* tasks (``general`` world facts) with full-parameter training, plus
+background documents of the other domains written about *different* fictional entities, so that it
+knows the language of medical notes and meeting notes but none of the facts the stream will teach.
+
+The result is saved with ``save_pretrained`` and loaded back with ``from_pretrained`` from the local
+directory, the same code path a real checkpoint takes. The cache key hashes the model config, the
+corpus and the seed; a finished build has ``build.json``, so an interrupted build is simply redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from clbench.config import ModelConfig
+from clbench.data import batch_stream, count_tokens, encode_example
+from clbench.progress import bar
+from clbench.results import atomic_write_json, atomic_write_jsonl
+from clbench.streams import Stream
+
+PRETRAIN_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size",
+                   "pretrain_steps", "pretrain_lr", "pretrain_batch_size", "seed", "max_length")
+
+
+def _record_text(rec: dict) -> str:
+    return rec["text"] if "text" in rec else rec["prompt"] + rec["completion"]
+
+
+def pretrain_corpus(stream: Stream) -> list[dict]:
+    """Training records of the pretrained tasks plus the stream's background documents."""
+    return [r for t in stream.tasks if t.pretrained for r in t.train] + list(stream.background)
+
+
+def tokenizer_corpus(stream: Stream) -> list[str]:
+    """All training text of the stream (spellings only: the tokenizer stores no association)."""
+    return [_record_text(r) for t in stream.tasks for r in t.train] + [_record_text(r) for r in stream.background]
+
+
+def cache_key(cfg: ModelConfig, stream: Stream) -> str:
+    h = hashlib.sha256(json.dumps({k: getattr(cfg, k) for k in PRETRAIN_FIELDS}, sort_keys=True).encode())
+    h.update(json.dumps([pretrain_corpus(stream), tokenizer_corpus(stream)], sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def build_config(cfg: ModelConfig, tokenizer):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=max(128, 2 * cfg.max_length), tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+
+
+def pretrain(model, tokenizer, records: list[dict], cfg: ModelConfig, progress: bool = True) -> list[dict]:
+    """Full-parameter AdamW training from scratch; linear warm-up then linear decay to 10%."""
+    encoded = [encode_example(tokenizer, r, cfg.max_length) for r in records]
+    batches = batch_stream(encoded, cfg.pretrain_batch_size, tokenizer.pad_token_id, seed=cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=0.01)
+    warm, total = max(1, cfg.pretrain_steps // 20), cfg.pretrain_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * max(0.1, 1 - s / total))
+    model.train()
+    log = []
+    for step in bar(range(1, total + 1), desc="pretrain base model", enabled=progress, unit="step"):
+        t0 = time.perf_counter()
+        batch = next(batches)
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        log.append({"step": step, "loss": float(loss.detach()), "lr": sched.get_last_lr()[0],
+                    "step_time": time.perf_counter() - t0, "tokens": count_tokens(batch)})
+    if not math.isfinite(log[-1]["loss"]):
+        raise RuntimeError("base-model pretraining diverged (loss is not finite); lower model.pretrain_lr")
+    return log
+
+
+def build_base_model(cfg: ModelConfig, stream: Stream, cache_dir: Path, progress: bool = True) -> Path:
+    """Directory of the cached base model for ``stream``, building it first if needed."""
+    from transformers import LlamaForCausalLM
+
+    from clbench.modeling.tokenizer import train_bpe_tokenizer
+
+    target = cache_dir / "base_models" / f"{stream.name}-{cache_key(cfg, stream)}"
+    if (target / "build.json").exists():
+        return target
+    records = pretrain_corpus(stream)
+    if not records and cfg.pretrain_steps > 0:
+        raise RuntimeError(f"stream {stream.name!r} has nothing to pretrain the embedded model on: mark a task "
+                           "'pretrained: true', add 'pretrain_background', or set model.pretrain_steps=0")
+    t0 = time.perf_counter()
+    tokenizer = train_bpe_tokenizer(tokenizer_corpus(stream), cfg.vocab_size)
+    torch.manual_seed(cfg.seed)
+    model = LlamaForCausalLM(build_config(cfg, tokenizer))
+    log = pretrain(model, tokenizer, records, cfg, progress) if cfg.pretrain_steps > 0 else []
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    atomic_write_jsonl(tmp / "pretrain_log.jsonl", log)
+    atomic_write_json(tmp / "build.json", {
+        "stream": stream.name, "stream_fingerprint": stream.fingerprint(), "model": {k: getattr(cfg, k) for k in PRETRAIN_FIELDS},
+        "parameters": sum(p.numel() for p in model.parameters()), "pretrain_records": len(records),
+        "seconds": time.perf_counter() - t0, "final_loss": log[-1]["loss"] if log else None})
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def reference_model(base_dir: Path, seed: int, device: torch.device, dtype: torch.dtype):
+    """An untrained model of the base model's architecture (forward transfer's reference b_j)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(base_dir, local_files_only=True)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, dtype=dtype).to(device)

@@ -1,0 +1,232 @@
+"""One run: a strategy through a stream with one seed, evaluated after every task, resumable.
+
+Order of work (each result file written atomically, the row file of a task last):
+
+1. write ``config.json`` and ``provenance.json``; a directory holding a different config is refused;
+2. evaluate an untrained model of the same architecture (``reference``, for forward transfer) and the
+   base model (``base``, row before the stream);
+3. for each task not yet finished: train it (or, for a task the base model learned, take the base
+   row), save the adapter checkpoint and the strategy state, evaluate every probe suite, write the row;
+4. build the matrices, compute the metrics, concatenate the logs, write ``DONE``.
+
+A killed run restarts at step 3 with the first task that has no row: the adapter and strategy state
+of the last finished task are loaded, and every task re-seeds from ``(seed, task index)``, so a resumed
+run produces the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clbench import registry
+from clbench.config import ExperimentConfig, StrategySpec, config_dict
+from clbench.data import encode_example
+from clbench.errors import ConfigError
+from clbench.evaluator import evaluate_row
+from clbench.metrics import summarize
+from clbench.modeling.loading import load_causal_lm, pick_device, pick_dtype
+from clbench.probes import HIGHER_IS_BETTER
+from clbench.provenance import provenance
+from clbench.results import (SCHEMA_VERSION, RunFiles, atomic_write_bytes, atomic_write_json, atomic_write_jsonl,
+                             read_json, run_dir)
+from clbench.streams import Stream
+from clbench.strategy import Strategy, TaskView
+from clbench.trainer import make_optimizer, train_task
+
+
+def make_strategy(spec: StrategySpec, seed: int, cfg: ExperimentConfig) -> Strategy:
+    """Instantiate a grid entry, validating its options (unknown keys name the allowed ones)."""
+    cls = registry.get(spec.name)
+    options = cls.options_from(spec.options, f"strategies[{spec.run_label}].options")
+    return cls(options, seed=seed, train=cfg.train)
+
+
+def task_seed(seed: int, t: int) -> int:
+    return int(hashlib.sha256(f"{seed}:{t}".encode()).hexdigest()[:8], 16)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_record(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int, base_dir: Path) -> dict:
+    """What ``config.json`` stores; two runs with equal records are the same experiment."""
+    return {"schema": SCHEMA_VERSION, "experiment": cfg.name, "seed": seed,
+            "strategy": {"name": spec.name, "label": spec.run_label, "options": spec.options},
+            "stream": {"name": stream.name, "source": stream.source, "fingerprint": stream.fingerprint(),
+                       "tasks": [t.name for t in stream.tasks], "pretrained": [t.pretrained for t in stream.tasks],
+                       "suites": stream.suite_names, "primary_metric": stream.spec.primary_metric},
+            "model": config_dict(cfg.model), "base_model": base_dir.name, "train": config_dict(cfg.train),
+            "eval": config_dict(cfg.eval)}
+
+
+def _same_experiment(a: dict, b: dict) -> bool:
+    drop = ("eval",)  # evaluation batch size does not change results
+    return {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+
+
+def _write_row(files: RunFiles, key: int | str, row: dict, extra: dict) -> None:
+    pred_dir = files.predictions(key)
+    for task, suites in row["items"].items():
+        for suite, items in suites.items():
+            atomic_write_jsonl(pred_dir / f"{task}.{suite}.jsonl", items)
+    path = files.after(key) if isinstance(key, int) else files.root / "eval" / f"{key}.json"
+    atomic_write_json(path, {"scores": row["scores"], "seconds": row["seconds"], "n_items": row["n_items"], **extra})
+
+
+def _save_checkpoint(files: RunFiles, t: int, strategy: Strategy, model, meta: dict, optimizer=None) -> None:
+    from safetensors.torch import save
+
+    ckpt = files.checkpoint(t)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in strategy.checkpoint_tensors(model).items()}
+    metadata = {"clbench": json.dumps({**meta, **strategy.checkpoint_metadata()}, sort_keys=True, default=str)}
+    atomic_write_bytes(ckpt / "adapter.safetensors", save(tensors, metadata=metadata))
+    buf = io.BytesIO()
+    torch.save({"strategy": strategy.state_dict(),
+                "optimizer": optimizer.state_dict() if optimizer is not None else None}, buf)
+    atomic_write_bytes(ckpt / "strategy_state.pt", buf.getvalue())
+
+
+def _load_checkpoint(files: RunFiles, t: int, strategy: Strategy, model) -> dict:
+    from safetensors.torch import load_file
+
+    ckpt = files.checkpoint(t)
+    strategy.load_checkpoint_tensors(model, load_file(ckpt / "adapter.safetensors"))
+    state = torch.load(ckpt / "strategy_state.pt", weights_only=True)
+    strategy.load_state_dict(state["strategy"])
+    return state
+
+
+def matrices(stream: Stream, rows: list[dict], base: dict, reference: dict) -> dict:
+    """``{suite: {"R": T×T, "base": [..], "reference": [..], "kind", "higher_is_better"}}``."""
+    out = {}
+    for suite in stream.suite_names:
+        kind = next(p.kind for t in stream.tasks for p in t.probes if p.name == suite)
+
+        def pick(r):
+            return [r["scores"].get(t.name, {}).get(suite) for t in stream.tasks]
+
+        out[suite] = {"kind": kind, "higher_is_better": HIGHER_IS_BETTER.get(kind, True),
+                      "R": [pick(r) for r in rows], "base": pick(base), "reference": pick(reference)}
+    return out
+
+
+def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int, base_dir: Path,
+            progress: bool = True) -> tuple[Path, str]:
+    """Run (or finish, or skip) one run; returns its directory and ``"done"``/``"skipped"``/``"resumed"``."""
+    files = RunFiles(run_dir(cfg, stream.name, spec, seed))
+    record = run_record(cfg, stream, spec, seed, base_dir)
+    if files.config.exists():
+        if not _same_experiment(read_json(files.config), record):
+            raise ConfigError(str(files.config), "this run directory holds results of a different config; "
+                              "choose another experiment name or delete the directory")
+        if files.done.exists():
+            return files.root, "skipped"
+    atomic_write_json(files.config, record)
+    if not files.provenance.exists():
+        atomic_write_json(files.provenance, provenance())
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+
+    T = len(stream.tasks)
+    start = files.finished_tasks(T)
+    status = "resumed" if start > 0 else "done"
+    device = pick_device(cfg.model.device)
+    dtype = pick_dtype(cfg.model.dtype, device)
+
+    model, tok = load_causal_lm(base_dir, cfg.model.device, cfg.model.dtype, cfg.model.trust_remote_code)
+    strategy = make_strategy(spec, seed, cfg)
+    seed_everything(seed)
+    model = strategy.prepare_model(model).to(device)
+    strategy.mark_trainable(model)
+
+    if not files.reference.exists():
+        from clbench.modeling.tiny import reference_model
+
+        ref = reference_model(base_dir, seed=cfg.model.seed + 1, device=device, dtype=dtype)
+        _write_row(files, "reference", evaluate_row(ref, tok, stream, cfg.eval, "eval reference", progress), {})
+        del ref
+    if not files.base.exists():
+        _write_row(files, "base", evaluate_row(model, tok, stream, cfg.eval, "eval base", progress), {})
+    base = read_json(files.base)
+
+    def encode(rec):
+        return encode_example(tok, rec, cfg.model.max_length)
+
+    views = [TaskView(i, t.name, t.train, encode, t.pretrained) for i, t in enumerate(stream.tasks)]
+    optimizer = None
+    global_step = 0
+    trained_before = [i for i in range(start) if not views[i].pretrained]
+    for i in range(start):
+        if views[i].pretrained:
+            strategy.observe_pretrained(views[i])
+    if trained_before:
+        last = trained_before[-1]
+        state = _load_checkpoint(files, last, strategy, model)
+        global_step = len(trained_before) * cfg.train.steps_per_task
+        if not cfg.train.reset_optimizer and state.get("optimizer") is not None:
+            optimizer = make_optimizer(strategy, model, cfg.train)
+            optimizer.load_state_dict(state["optimizer"])
+
+    for t in range(start, T):
+        view = views[t]
+        if view.pretrained:
+            strategy.observe_pretrained(view)
+            atomic_write_json(files.after(t), {**base, "pretrained": True, "train_seconds": 0.0, "tokens": 0,
+                                               "updated_elements": 0, "diagnostics": {}})
+            continue
+        seed_everything(task_seed(seed, t))
+        strategy.before_task(view, model)
+        if optimizer is None or cfg.train.reset_optimizer:
+            optimizer = make_optimizer(strategy, model, cfg.train)
+        t0 = time.perf_counter()
+        log = train_task(model, tok, strategy, view, optimizer, cfg.train, cfg.model.max_length,
+                         task_seed(seed, t), global_step, progress)
+        train_seconds = time.perf_counter() - t0
+        global_step += cfg.train.steps_per_task
+        strategy.after_task(view, model)
+        atomic_write_jsonl(files.task_log(t), log)
+        diagnostics = strategy.diagnostics()
+        _save_checkpoint(files, t, strategy, model,
+                         {"task": view.name, "task_index": t, "strategy": spec.name, "seed": seed,
+                          "diagnostics": diagnostics},
+                         optimizer if not cfg.train.reset_optimizer else None)
+        row = evaluate_row(model, tok, stream, cfg.eval, f"eval after {view.name}", progress)
+        _write_row(files, t, row, {"pretrained": False, "train_seconds": train_seconds,
+                                   "tokens": sum(r["tokens"] for r in log),
+                                   "updated_elements": sum(r["updated_elements"] for r in log),
+                                   "final_loss": log[-1]["loss"], "diagnostics": diagnostics})
+    finalize(files, stream, strategy, T)
+    return files.root, status
+
+
+def finalize(files: RunFiles, stream: Stream, strategy: Strategy, T: int) -> None:
+    """Matrices, metrics and the concatenated log from the stored rows (never from memory)."""
+    rows = [read_json(files.after(t)) for t in range(T)]
+    mats = matrices(stream, rows, read_json(files.base), read_json(files.reference))
+    general = [i for i, t in enumerate(stream.tasks) if t.pretrained]
+    metrics = {s: summarize(m["R"], m["reference"], m["base"], general, m["higher_is_better"]) for s, m in mats.items()}
+    logs = [rec for t in range(T) if files.task_log(t).exists()
+            for rec in map(json.loads, files.task_log(t).read_text().splitlines())]
+    cost = {"train_seconds": sum(r.get("train_seconds", 0.0) for r in rows),
+            "eval_seconds": sum(r["seconds"] for r in rows if not r.get("pretrained")),
+            "tokens": sum(r.get("tokens", 0) for r in rows),
+            "optimizer_steps": len(logs),
+            "updated_elements": sum(r.get("updated_elements", 0) for r in rows),
+            "trainable_parameters": sum(p.numel() for p in strategy.trainable.values())}
+    atomic_write_json(files.matrix, {"tasks": [t.name for t in stream.tasks], "suites": mats})
+    atomic_write_json(files.metrics, {"primary_metric": stream.spec.primary_metric, "suites": metrics, "cost": cost,
+                                      "final_loss": {stream.tasks[t].name: rows[t].get("final_loss")
+                                                     for t in range(T) if not rows[t].get("pretrained")}})
+    atomic_write_jsonl(files.train_log, logs)
+    atomic_write_bytes(files.done, b"")

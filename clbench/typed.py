@@ -1,0 +1,109 @@
+"""Build frozen dataclasses from YAML/CLI dicts, rejecting unknown keys and wrong types.
+
+One small loader serves the experiment config, the stream files and every strategy's options, so all of
+them fail the same way: ``<file or field>: unknown key 'lr_rate' (allowed: ...) — did you mean 'lr'?``.
+Hand-written rather than pydantic: the rules are few, and errors must name clbench's own files and
+fields in one format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+from clbench.errors import ConfigError, did_you_mean
+
+T = TypeVar("T")
+
+
+def _check(where: str, tp: Any, value: Any) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arm in get_args(tp):
+            try:
+                return _check(where, arm, value)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise ConfigError(where, f"{value!r} matches none of {tp}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(where, f"expected null, got {value!r}")
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise ConfigError(where, f"invalid value {value!r}", [str(a) for a in get_args(tp)])
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(where, f"expected a list, got {value!r}")
+        (arm, *_rest) = get_args(tp) or (Any,)
+        return tuple(_check(f"{where}[{i}]", arm, v) for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(where, f"expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(where, f"expected true or false, got {value!r}")
+    if tp in (int, float, str) and (not isinstance(value, tp) or isinstance(value, bool)):
+        raise ConfigError(where, f"expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: Any, where: str) -> T:
+    """An instance of dataclass ``cls`` from ``data``; missing keys take the field defaults."""
+    if data is None:
+        data = {}
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(where, f"expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(where, f"unknown key {unknown[0]!r}{did_you_mean(unknown[0], names)}", names)
+    kwargs = {k: _check(f"{where}.{k}", hints[k], v) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        raise ConfigError(where, str(exc), names) from None
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain JSON-able data from (nested) dataclasses; tuples become lists."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def describe_fields(cls: type) -> list[tuple[str, str, Any, str]]:
+    """``(name, type, default, help)`` per field, for ``clbench list``; help comes from field metadata."""
+    hints = get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        tp = hints[f.name]
+        rows.append((f.name, getattr(tp, "__name__", str(tp)).replace("typing.", ""), default,
+                     f.metadata.get("help", "")))
+    return rows
+
+
+def opt(default: Any, help: str) -> Any:
+    """A dataclass field with a default and a help text (shown by ``clbench list``)."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
