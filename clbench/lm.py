@@ -16,12 +16,25 @@ import torch
 
 
 class TorchLM:
-    """Probe-facing view of a (possibly peft-wrapped) Hugging Face causal LM."""
+    """Probe-facing view of a (possibly peft-wrapped) Hugging Face causal LM.
+
+    Use as a context manager around evaluation: the model is in eval mode (no dropout) inside and
+    back in its previous mode afterwards.
+    """
 
     def __init__(self, model, tokenizer, batch_size: int = 64):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self._was_training = model.training
+
+    def __enter__(self) -> TorchLM:
+        self._was_training = self.model.training
+        self.model.eval()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.model.train(self._was_training)
 
     @property
     def device(self) -> torch.device:

@@ -31,6 +31,7 @@ from clbench.config import ExperimentConfig, StrategySpec, config_dict
 from clbench.data import encode_example
 from clbench.errors import ConfigError
 from clbench.evaluator import evaluate_row
+from clbench.lm import TorchLM
 from clbench.metrics import summarize
 from clbench.modeling.loading import load_causal_lm, pick_device, pick_dtype
 from clbench.probes import HIGHER_IS_BETTER
@@ -150,14 +151,18 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
     model = strategy.prepare_model(model).to(device)
     strategy.mark_trainable(model)
 
+    def evaluate(m, desc: str) -> dict:
+        with TorchLM(m, tok, batch_size=cfg.eval.batch_size) as lm:
+            return evaluate_row(lm, stream, cfg.eval, desc, progress)
+
     if not files.reference.exists():
         from clbench.modeling.tiny import reference_model
 
         ref = reference_model(base_dir, seed=cfg.model.seed + 1, device=device, dtype=dtype)
-        _write_row(files, "reference", evaluate_row(ref, tok, stream, cfg.eval, "eval reference", progress), {})
+        _write_row(files, "reference", evaluate(ref, "eval reference"), {})
         del ref
     if not files.base.exists():
-        _write_row(files, "base", evaluate_row(model, tok, stream, cfg.eval, "eval base", progress), {})
+        _write_row(files, "base", evaluate(model, "eval base"), {})
     base = read_json(files.base)
 
     def encode(rec):
@@ -173,7 +178,7 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
     if trained_before:
         last = trained_before[-1]
         state = _load_checkpoint(files, last, strategy, model)
-        global_step = len(trained_before) * cfg.train.steps_per_task
+        global_step = len(trained_before) * cfg.train.steps_per_task if strategy.trains else 0
         if not cfg.train.reset_optimizer and state.get("optimizer") is not None:
             optimizer = make_optimizer(strategy, model, cfg.train)
             optimizer.load_state_dict(state["optimizer"])
@@ -187,13 +192,15 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
             continue
         seed_everything(task_seed(seed, t))
         strategy.before_task(view, model)
-        if optimizer is None or cfg.train.reset_optimizer:
-            optimizer = make_optimizer(strategy, model, cfg.train)
         t0 = time.perf_counter()
-        log = train_task(model, tok, strategy, view, optimizer, cfg.train, cfg.model.max_length,
-                         task_seed(seed, t), global_step, progress)
+        log: list[dict] = []
+        if strategy.trains:
+            if optimizer is None or cfg.train.reset_optimizer:
+                optimizer = make_optimizer(strategy, model, cfg.train)
+            log = train_task(model, tok, strategy, view, optimizer, cfg.train, cfg.model.max_length,
+                             task_seed(seed, t), global_step, progress)
+            global_step += cfg.train.steps_per_task
         train_seconds = time.perf_counter() - t0
-        global_step += cfg.train.steps_per_task
         strategy.after_task(view, model)
         atomic_write_jsonl(files.task_log(t), log)
         diagnostics = strategy.diagnostics()
@@ -201,11 +208,11 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
                          {"task": view.name, "task_index": t, "strategy": spec.name, "seed": seed,
                           "diagnostics": diagnostics},
                          optimizer if not cfg.train.reset_optimizer else None)
-        row = evaluate_row(model, tok, stream, cfg.eval, f"eval after {view.name}", progress)
+        row = evaluate(model, f"eval after {view.name}")
         _write_row(files, t, row, {"pretrained": False, "train_seconds": train_seconds,
                                    "tokens": sum(r["tokens"] for r in log),
                                    "updated_elements": sum(r["updated_elements"] for r in log),
-                                   "final_loss": log[-1]["loss"], "diagnostics": diagnostics})
+                                   "final_loss": log[-1]["loss"] if log else None, "diagnostics": diagnostics})
     finalize(files, stream, strategy, T)
     return files.root, status
 

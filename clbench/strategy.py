@@ -75,6 +75,8 @@ class Strategy:
     """
 
     name: str = "base"
+    trains: bool = True  # False: the runner skips training (e.g. the 'frozen' lower bound)
+    requires_trainable: bool = True  # False: no trainable parameter is acceptable
 
     @dataclass(frozen=True)
     class Options:
@@ -162,8 +164,6 @@ class Strategy:
         self.trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
         if not self.trainable and self.requires_trainable:
             raise RuntimeError(f"strategy {self.name!r} left no trainable parameter in the model")
-
-    requires_trainable: bool = True
 
     @classmethod
     def options_from(cls, data: dict, where: str):
