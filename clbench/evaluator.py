@@ -23,5 +23,5 @@ def evaluate_row(lm, stream: Stream, cfg: EvalConfig, desc: str = "eval", progre
         res = score_suite(suite, lm, cfg.max_new_tokens)
         scores.setdefault(task.name, {})[suite.name] = res.score
         items.setdefault(task.name, {})[suite.name] = res.items
-    n = sum(len(s.items) for _, s in work)
+    n = sum(len(v) for suites in items.values() for v in suites.values())  # lm_eval suites: logged samples
     return {"scores": scores, "items": items, "seconds": time.perf_counter() - t0, "n_items": n}

@@ -7,7 +7,9 @@ Per-item records are stored with every run, so any number in a table can be trac
 * exact match: greedy generation, cut at the first newline, compared after :func:`normalize`;
 * multiple choice: the choice with the highest summed log-likelihood of ``" " + choice`` after the
   prompt wins (``acc``, as lm-eval's ``acc``); ties go to the lowest index;
-* perplexity: ``exp(total NLL / total tokens)`` over the suite (token-weighted, lower is better).
+* perplexity: ``exp(total NLL / total tokens)`` over the suite (token-weighted, lower is better);
+* lm_eval: the suite's lm-eval task run by lm-eval's own evaluator (``clbench.lm_eval_probe``); its
+  ``higher_is_better`` is the task's own for the chosen metric.
 """
 
 from __future__ import annotations
@@ -63,6 +65,13 @@ def score_perplexity(suite: ProbeSuite, lm) -> SuiteResult:
     return SuiteResult(math.exp(total), len(items), items)
 
 
+def higher_is_better(suite: ProbeSuite) -> bool:
+    """Direction of a suite's score (an lm-eval suite carries its metric's own)."""
+    if suite.kind == "lm_eval":
+        return suite.config["higher_is_better"]
+    return HIGHER_IS_BETTER[suite.kind]
+
+
 def score_suite(suite: ProbeSuite, lm, max_new_tokens: int = 12) -> SuiteResult:
     if suite.kind == "exact_match":
         return score_exact_match(suite, lm, max_new_tokens)
@@ -70,4 +79,8 @@ def score_suite(suite: ProbeSuite, lm, max_new_tokens: int = 12) -> SuiteResult:
         return score_multiple_choice(suite, lm)
     if suite.kind == "perplexity":
         return score_perplexity(suite, lm)
-    raise ValueError(f"unknown probe kind {suite.kind!r}; known: {sorted(HIGHER_IS_BETTER)}")
+    if suite.kind == "lm_eval":
+        from clbench.lm_eval_probe import score_lm_eval  # imports lm-eval: only for streams that use it
+
+        return score_lm_eval(suite, lm)
+    raise ValueError(f"unknown probe kind {suite.kind!r}; known: {sorted(HIGHER_IS_BETTER) + ['lm_eval']}")

@@ -1,6 +1,6 @@
 """Streams: an ordered list of tasks, each with training records and probe suites, loaded from YAML.
 
-A stream file (``tasks/*.yaml``)::
+A stream file (``tasks/*.yaml``; the full format with every source kind is in ``docs/streams.md``)::
 
     name: general-medical-notes
     version: 1
@@ -9,19 +9,23 @@ A stream file (``tasks/*.yaml``)::
       - name: general
         pretrained: true                # learned by the base model, not by the strategy (row 0 = base)
         generated: {domain: general, entities: 40}
-      - name: emails                    # a user task: JSONL files
-        train: {path: data/emails_train.jsonl}
+        probes:                         # optional: added to the generated qa/mc/ppl (same name = replaced)
+          - {name: gen_mc, kind: lm_eval, task: clbench_general_mc, include_path: lm_eval, metric: acc}
+      - name: emails                    # a user task: local files (JSONL, CSV, Parquet, save_to_disk folder)
+        train: {path: data/emails_train.csv, fields: {prompt: question, completion: answer}}
         probes:
           - {name: qa, kind: exact_match, path: data/emails_qa.jsonl}
-          - {name: mc, kind: multiple_choice, path: data/emails_mc.jsonl}
-          - {name: ppl, kind: perplexity, path: data/emails_heldout.jsonl}
+          - {name: mc, kind: multiple_choice, path: data/emails_mc.parquet}
+          - {name: ppl, kind: perplexity, path: data/emails_heldout, split: test}
     pretrain_background:                # embedded model only: extra pretraining text (language, not facts)
       - {domain: medical, entities: 16, seed: 1000}
 
 Record shapes: training ``{"text"}`` or ``{"prompt","completion"}``; ``exact_match`` probes
 ``{"prompt","answer"}``; ``multiple_choice`` ``{"prompt","choices","label"}``; ``perplexity``
-``{"text"}``. An ``id`` field is optional (the line number is used). Relative paths are relative to the
-stream file. Errors name the file, the line and the field.
+``{"text"}``. An ``id`` field is optional (the line or row number is used). ``fields`` maps these names
+to a file's own columns (``clbench.sources``). ``lm_eval`` suites are scored by an lm-eval task
+(``clbench.lm_eval_probe``). Relative paths are relative to the stream file. Errors name the file, the
+line (or row) and the field.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Literal
 
 from clbench.config import load_yaml
 from clbench.errors import ConfigError
+from clbench.sources import SourceSpec, load_records
 from clbench.typed import from_dict, opt
 
 PROBE_FIELDS = {
@@ -41,7 +46,9 @@ PROBE_FIELDS = {
     "multiple_choice": {"prompt": str, "choices": list, "label": int},
     "perplexity": {"text": str},
 }
+TRAIN_FIELDS = {"text": str, "prompt": str, "completion": str}
 GENERATED_SUITES = {"qa": "exact_match", "mc": "multiple_choice", "ppl": "perplexity"}
+PROBE_KINDS = (*PROBE_FIELDS, "lm_eval")
 STREAMS_DIR = Path(__file__).resolve().parent.parent / "tasks"
 
 
@@ -53,15 +60,33 @@ class GeneratedSpec:
 
 
 @dataclass(frozen=True)
-class SourceSpec:
-    path: str
-
-
-@dataclass(frozen=True)
 class ProbeSpec:
+    """A native probe suite read from a local file (fields as in :class:`clbench.sources.SourceSpec`)."""
+
     name: str
     kind: Literal["exact_match", "multiple_choice", "perplexity"]
     path: str
+    format: Literal["auto", "jsonl", "csv", "parquet", "disk"] = "auto"
+    fields: dict = field(default_factory=dict)
+    split: str | None = None
+
+    @property
+    def source(self) -> SourceSpec:
+        return SourceSpec(self.path, self.format, self.fields, self.split)
+
+
+@dataclass(frozen=True)
+class LmEvalProbeSpec:
+    """A probe suite scored by an lm-eval task through lm-eval's evaluator (``clbench.lm_eval_probe``)."""
+
+    name: str
+    kind: Literal["lm_eval"]
+    task: str  # lm-eval task or group name
+    include_path: str | None = opt(None, "folder of task YAML, relative to the stream; null = built-in tasks")
+    metric: str = opt("acc", "the task's metric that is the suite's score")
+    filter: str = opt("none", "lm-eval filter the metric is read after ('none' unless the task has filters)")
+    num_fewshot: int | None = opt(None, "few-shot examples; null = the task's own setting (0 if unset)")
+    limit: int | None = opt(None, "score only the first N documents (smoke runs)")
 
 
 @dataclass(frozen=True)
@@ -70,7 +95,7 @@ class TaskSpec:
     pretrained: bool = False
     generated: GeneratedSpec | None = None
     train: SourceSpec | None = None
-    probes: tuple[ProbeSpec, ...] = ()
+    probes: tuple[dict, ...] = ()  # ProbeSpec or LmEvalProbeSpec, chosen by 'kind' (parse_probe)
 
 
 @dataclass(frozen=True)
@@ -86,9 +111,12 @@ class StreamSpec:
 
 @dataclass(frozen=True)
 class ProbeSuite:
+    """Items of a native suite, or (``kind == "lm_eval"``, no items) the lm-eval task it runs."""
+
     name: str
     kind: str
     items: tuple[dict, ...]
+    config: dict = field(default_factory=dict)  # lm_eval: task, include_path, metric, filter, digest, ...
 
 
 @dataclass(frozen=True)
@@ -119,10 +147,16 @@ class Stream:
         """A hash of every record: results and cached base models are keyed by it."""
         h = hashlib.sha256()
         for t in self.tasks:
-            h.update(json.dumps([t.name, t.pretrained, t.train, [(p.name, p.kind, p.items) for p in t.probes]],
-                                sort_keys=True).encode())
+            suites = [(p.name, p.kind, p.items) + ((_portable(p.config),) if p.config else ())
+                      for p in t.probes]
+            h.update(json.dumps([t.name, t.pretrained, t.train, suites], sort_keys=True).encode())
         h.update(json.dumps(self.background, sort_keys=True).encode())
         return h.hexdigest()[:16]
+
+
+def _portable(config: dict) -> dict:
+    """A suite config without machine-specific paths (file contents are in its ``digest``)."""
+    return {k: v for k, v in config.items() if k != "include_path"}
 
 
 def _validate_record(rec: object, required: dict[str, type], where: str) -> dict:
@@ -149,23 +183,6 @@ def _validate_train(rec: object, where: str) -> dict:
     raise ConfigError(where, "a training record needs 'text' or 'prompt'+'completion'", ["text", "prompt", "completion"])
 
 
-def read_jsonl(path: Path) -> list[tuple[int, object]]:
-    """``(line number, parsed object)`` for each non-blank line; malformed JSON → ``file:line``."""
-    if not path.exists():
-        raise ConfigError(str(path), "file not found")
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    out.append((n, json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{path}:{n}", f"malformed JSON: {exc.msg}") from None
-    if not out:
-        raise ConfigError(str(path), "no records")
-    return out
-
-
 def _generated(spec: GeneratedSpec, default_seed: int, where: str) -> dict[str, list[dict]]:
     from tasks.generators.build import build_domain
     from tasks.generators.domains import DOMAINS
@@ -175,31 +192,51 @@ def _generated(spec: GeneratedSpec, default_seed: int, where: str) -> dict[str, 
     return build_domain(spec.domain, spec.entities, default_seed if spec.seed is None else spec.seed)
 
 
+def parse_probe(raw: object, where: str) -> ProbeSpec | LmEvalProbeSpec:
+    """A probe entry of a stream file, as the spec class of its ``kind`` (unknown keys name the allowed)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(where, f"expected a mapping, got {raw!r}")
+    if raw.get("kind") not in PROBE_KINDS:
+        raise ConfigError(f"{where}.kind", f"unknown probe kind {raw.get('kind')!r}", PROBE_KINDS)
+    return from_dict(LmEvalProbeSpec if raw["kind"] == "lm_eval" else ProbeSpec, raw, where)
+
+
+def _load_suite(spec: ProbeSpec | LmEvalProbeSpec, base: Path, where: str) -> ProbeSuite:
+    if isinstance(spec, LmEvalProbeSpec):
+        from clbench.lm_eval_probe import resolve_suite  # imports lm-eval: only for streams that use it
+
+        return ProbeSuite(spec.name, spec.kind, (), resolve_suite(spec, base, where))
+    known = {**PROBE_FIELDS[spec.kind], "id": str}
+    items = []
+    for at, n, rec in load_records(spec.source, base, known, where):
+        rec = dict(_validate_record(rec, PROBE_FIELDS[spec.kind], at))
+        rec.setdefault("id", f"{spec.name}-{n}")
+        items.append(rec)
+    return ProbeSuite(spec.name, spec.kind, tuple(items))
+
+
 def _load_task(spec: TaskSpec, base: Path, seed: int, where: str) -> Task:
-    if spec.generated is not None:
-        if spec.train is not None or spec.probes:
-            raise ConfigError(where, "give either 'generated' or 'train'+'probes', not both")
-        data = _generated(spec.generated, seed, f"{where}.generated")
-        probes = tuple(ProbeSuite(name, kind, tuple(data[name])) for name, kind in GENERATED_SUITES.items())
-        return Task(spec.name, tuple(data["train"]), probes, spec.pretrained)
+    if spec.generated is not None and spec.train is not None:
+        raise ConfigError(where, "give either 'generated' or 'train', not both")
+    probe_specs = [parse_probe(p, f"{where}.probes[{i}]") for i, p in enumerate(spec.probes)]
+    names = [p.name for p in probe_specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}.probes", f"probe suite names must be unique within a task, got {names}")
+    suites = {p.name: _load_suite(p, base, f"{where}.probes[{i}]") for i, p in enumerate(probe_specs)}
     train: list[dict] = []
-    if spec.train is not None:
-        path = base / spec.train.path
-        train = [_validate_train(r, f"{path}:{n}") for n, r in read_jsonl(path)]
+    if spec.generated is not None:
+        data = _generated(spec.generated, seed, f"{where}.generated")
+        generated = {n: ProbeSuite(n, kind, tuple(data[n])) for n, kind in GENERATED_SUITES.items()}
+        suites = {**generated, **suites}  # a listed suite with a generated suite's name replaces it
+        train = list(data["train"])
+    elif spec.train is not None:
+        rows = load_records(spec.train, base, TRAIN_FIELDS, f"{where}.train")
+        train = [_validate_train(r, at) for at, _, r in rows]
     elif not spec.pretrained:
         raise ConfigError(where, "a task the strategy trains needs 'train' (or 'generated')")
-    suites = []
-    for i, p in enumerate(spec.probes):
-        path = base / p.path
-        items = []
-        for n, rec in read_jsonl(path):
-            rec = dict(_validate_record(rec, PROBE_FIELDS[p.kind], f"{path}:{n}"))
-            rec.setdefault("id", f"{p.name}-{n}")
-            items.append(rec)
-        suites.append(ProbeSuite(p.name, p.kind, tuple(items)))
     if not suites:
         raise ConfigError(f"{where}.probes", "a task needs at least one probe suite")
-    return Task(spec.name, tuple(train), tuple(suites), spec.pretrained)
+    return Task(spec.name, tuple(train), tuple(suites.values()), spec.pretrained)
 
 
 def resolve_stream_path(name_or_path: str) -> Path:

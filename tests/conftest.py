@@ -25,7 +25,7 @@ def micro_config(tmp_path, **sections):
     """An ExperimentConfig on the micro stream with a microscopic model; ``sections`` override fields."""
     from clbench.config import load_config
 
-    overrides = [f"stream=micro", f"results_dir={tmp_path / 'results'}", "seeds=[0]", "jobs=1",
+    overrides = ["stream=micro", f"results_dir={tmp_path / 'results'}", "seeds=[0]", "jobs=1", "strategies=[sft]",
                  f"cache_dir={sections.pop('cache_dir', tmp_path / 'cache')}"]
     for section, values in (("model", MICRO_MODEL), ("train", MICRO_TRAIN)):
         for k, v in {**values, **sections.pop(section, {})}.items():

@@ -2,24 +2,41 @@
 
 Nothing here reaches a hub: ``local_files_only=True`` is always passed, so a missing local file is an
 error, never a download. Custom model code runs only when the user sets ``trust_remote_code``.
+
+The checkpoint's own tokenizer is loaded from the same folder (with its chat template, if it ships one:
+see ``clbench.modeling.chat``). Device: ``auto`` picks CUDA when available, else CPU; dtype ``auto`` is
+bfloat16 on CUDA (what current checkpoints are trained in; half the memory of float32) and float32 on
+CPU (where bfloat16 matmuls are slow and imprecise).
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
 
 from clbench.errors import ConfigError
 
+DEVICES = ["auto", "cpu", "cuda", "cuda:N", "mps"]
+
 
 def pick_device(requested: str = "auto") -> torch.device:
     """``auto`` → CUDA when available, else CPU; otherwise the requested device, checked."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(requested)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("model.device", f"{requested!r} requested but CUDA is not available", ["auto", "cpu"])
+    try:
+        dev = torch.device(requested)
+    except RuntimeError:
+        raise ConfigError("model.device", f"unknown device {requested!r}", DEVICES) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("model.device", f"{requested!r} requested but CUDA is not available", ["auto", "cpu"])
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError("model.device", f"{requested!r} requested but only {torch.cuda.device_count()} "
+                              "CUDA device(s) are visible")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("model.device", f"{requested!r} requested but MPS is not available", ["auto", "cpu"])
     return dev
 
 
@@ -30,17 +47,58 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     return getattr(torch, requested)
 
 
+def _checkpoint_dir(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if not (path / "config.json").exists():
+        raise ConfigError("model.path", f"{path} is not a local Hugging Face checkpoint (no config.json)")
+    return path
+
+
+@contextlib.contextmanager
+def _remote_code_refused(path: Path):
+    """transformers refuses a checkpoint's own code with a ValueError; name the clbench option instead."""
+    try:
+        yield
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc):
+            raise
+        raise ConfigError("model.trust_remote_code", f"{path} ships its own model code, which runs only with "
+                          "model.trust_remote_code: true (read that code first)") from None
+
+
 def load_causal_lm(path: str | Path, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False):
     """``(model, tokenizer)`` from a local directory, model on the chosen device and dtype."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(path).expanduser()
-    if not (path / "config.json").exists():
-        raise ConfigError("model.path", f"{path} is not a local Hugging Face checkpoint (no config.json)")
+    path = _checkpoint_dir(path)
     dev = pick_device(device)
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    with _remote_code_refused(path):
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=pick_dtype(dtype, dev),
+                                                     trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:  # many causal LMs ship without one; padding is masked anyway
+        if tok.eos_token_id is None:
+            raise ConfigError("model.path", f"the tokenizer in {path} has neither a pad nor an EOS token")
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=pick_dtype(dtype, dev),
-                                                 trust_remote_code=trust_remote_code)
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tok) > rows:  # a token id past the embedding would fail mid-run with an index error
+        raise ConfigError("model.path", f"the tokenizer in {path} has {len(tok)} tokens but the model's embedding "
+                          f"has {rows} rows; save the tokenizer that belongs to this model")
     return model.to(dev), tok
+
+
+def reference_model(path: str | Path, seed: int, device: torch.device, dtype: torch.dtype,
+                    trust_remote_code: bool = False):
+    """A randomly initialised model of the checkpoint's architecture (forward transfer's reference b_j).
+
+    Built from the checkpoint's ``config.json`` alone, so it works for any local checkpoint (custom
+    architectures too when ``trust_remote_code`` is on); no weight file is read.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = _checkpoint_dir(path)
+    with _remote_code_refused(path):
+        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+    return model.to(device)

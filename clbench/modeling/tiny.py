@@ -119,12 +119,3 @@ def build_base_model(cfg: ModelConfig, stream: Stream, cache_dir: Path, progress
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target
-
-
-def reference_model(base_dir: Path, seed: int, device: torch.device, dtype: torch.dtype):
-    """An untrained model of the base model's architecture (forward transfer's reference b_j)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(base_dir, local_files_only=True)
-    torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config, dtype=dtype).to(device)
