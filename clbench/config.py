@@ -25,6 +25,7 @@ class ModelConfig:
     """Which model to fine-tune. ``path: null`` means the embedded tiny Llama-shaped model."""
 
     path: str | None = opt(None, "local Hugging Face checkpoint directory; null = embedded tiny model")
+    backend: Literal["torch", "mlx"] = opt("torch", "torch (transformers + peft) or mlx (mlx-lm; docs/mlx.md)")
     hidden_size: int = opt(128, "tiny model: hidden size")
     num_layers: int = opt(4, "tiny model: transformer blocks")
     num_heads: int = opt(4, "tiny model: attention heads")
@@ -38,6 +39,8 @@ class ModelConfig:
     device: str = opt("auto", "auto (cuda > cpu), cpu, cuda, cuda:N")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt("auto", "auto = bf16 on CUDA, fp32 on CPU")
     trust_remote_code: bool = opt(False, "allow custom model code shipped with a local checkpoint")
+    use_chat_template: bool = opt(False, "wrap prompts in the checkpoint's chat template (instruct models; "
+                                         "docs/real_models.md)")
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"--set {text}", "expected KEY=VALUE, e.g. train.lr=1e-3")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; a number is what anyone means
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key.strip().split("."), value
 
 
 def _apply(data: dict, keys: list[str], value: Any) -> None:

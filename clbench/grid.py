@@ -12,15 +12,15 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
-from clbench import registry
+from clbench.backends import get_backend
 from clbench.config import ExperimentConfig, StrategySpec, strategy_specs
 from clbench.progress import bar
-from clbench.runner import make_strategy, run_one
 from clbench.streams import Stream, load_stream
 
 
 def base_model_dir(cfg: ExperimentConfig, stream: Stream, progress: bool = True) -> Path:
-    """The local checkpoint every run starts from: the user's ``model.path`` or the embedded model."""
+    """The local checkpoint every run starts from: the user's ``model.path`` or the embedded model
+    (built with torch for either backend: the MLX backend loads the same checkpoint)."""
     if cfg.model.path:
         return Path(cfg.model.path).expanduser()
     from clbench.modeling.tiny import build_base_model
@@ -29,11 +29,14 @@ def base_model_dir(cfg: ExperimentConfig, stream: Stream, progress: bool = True)
 
 
 def plan(cfg: ExperimentConfig) -> tuple[Stream, list[StrategySpec]]:
-    """Load the stream and validate every strategy and its options, before anything runs."""
+    """Load the stream and validate every strategy and its options for the configured backend
+    (``model.backend``), before anything runs."""
+    backend = get_backend(cfg.model.backend)
     stream = load_stream(cfg.stream)
-    specs = strategy_specs(cfg, registry.names())
+    backend.check_stream(stream)
+    specs = strategy_specs(cfg, backend.strategy_names())
     for spec in specs:
-        make_strategy(spec, 0, cfg)
+        backend.make_strategy(spec, 0, cfg)
     return stream, specs
 
 
@@ -41,12 +44,14 @@ def _worker(cfg, stream_path, spec, seed, base_dir, threads):
     import torch
 
     torch.set_num_threads(threads)
-    return run_one(cfg, load_stream(stream_path), spec, seed, base_dir, progress=False)
+    return get_backend(cfg.model.backend).run_one(cfg, load_stream(stream_path), spec, seed, base_dir,
+                                                  progress=False)
 
 
 def run_grid(cfg: ExperimentConfig, progress: bool = True, echo=print) -> list[tuple[Path, str]]:
     """Run every (strategy, seed); returns ``(run directory, status)`` in grid order."""
     stream, specs = plan(cfg)
+    run_one = get_backend(cfg.model.backend).run_one
     base_dir = base_model_dir(cfg, stream, progress)
     jobs = [(spec, seed) for spec in specs for seed in cfg.seeds]
     echo(f"clbench: {len(jobs)} runs ({len(specs)} strategies x {len(cfg.seeds)} seeds) on stream "

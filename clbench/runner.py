@@ -33,8 +33,8 @@ from clbench.errors import ConfigError
 from clbench.evaluator import evaluate_row
 from clbench.lm import TorchLM
 from clbench.metrics import summarize
-from clbench.modeling.loading import load_causal_lm, pick_device, pick_dtype
-from clbench.probes import HIGHER_IS_BETTER
+from clbench.modeling.loading import load_causal_lm, pick_device, pick_dtype, reference_model
+from clbench.probes import higher_is_better
 from clbench.provenance import provenance
 from clbench.results import (SCHEMA_VERSION, RunFiles, atomic_write_bytes, atomic_write_json, atomic_write_jsonl,
                              read_json, run_dir)
@@ -112,12 +112,12 @@ def matrices(stream: Stream, rows: list[dict], base: dict, reference: dict) -> d
     """``{suite: {"R": T×T, "base": [..], "reference": [..], "kind", "higher_is_better"}}``."""
     out = {}
     for suite in stream.suite_names:
-        kind = next(p.kind for t in stream.tasks for p in t.probes if p.name == suite)
+        first = next(p for t in stream.tasks for p in t.probes if p.name == suite)
 
         def pick(r):
             return [r["scores"].get(t.name, {}).get(suite) for t in stream.tasks]
 
-        out[suite] = {"kind": kind, "higher_is_better": HIGHER_IS_BETTER.get(kind, True),
+        out[suite] = {"kind": first.kind, "higher_is_better": higher_is_better(first),
                       "R": [pick(r) for r in rows], "base": pick(base), "reference": pick(reference)}
     return out
 
@@ -146,6 +146,10 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
     dtype = pick_dtype(cfg.model.dtype, device)
 
     model, tok = load_causal_lm(base_dir, cfg.model.device, cfg.model.dtype, cfg.model.trust_remote_code)
+    if cfg.model.use_chat_template:
+        from clbench.modeling.chat import chat_stream
+
+        stream = chat_stream(stream, tok)
     strategy = make_strategy(spec, seed, cfg)
     seed_everything(seed)
     model = strategy.prepare_model(model).to(device)
@@ -156,9 +160,8 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
             return evaluate_row(lm, stream, cfg.eval, desc, progress)
 
     if not files.reference.exists():
-        from clbench.modeling.tiny import reference_model
-
-        ref = reference_model(base_dir, seed=cfg.model.seed + 1, device=device, dtype=dtype)
+        ref = reference_model(base_dir, seed=cfg.model.seed + 1, device=device, dtype=dtype,
+                              trust_remote_code=cfg.model.trust_remote_code)
         _write_row(files, "reference", evaluate(ref, "eval reference"), {})
         del ref
     if not files.base.exists():
@@ -213,12 +216,16 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
                                    "tokens": sum(r["tokens"] for r in log),
                                    "updated_elements": sum(r["updated_elements"] for r in log),
                                    "final_loss": log[-1]["loss"] if log else None, "diagnostics": diagnostics})
-    finalize(files, stream, strategy, T)
+    finalize(files, stream, T, sum(p.numel() for p in strategy.trainable.values()))
     return files.root, status
 
 
-def finalize(files: RunFiles, stream: Stream, strategy: Strategy, T: int) -> None:
-    """Matrices, metrics and the concatenated log from the stored rows (never from memory)."""
+def finalize(files: RunFiles, stream: Stream, T: int, trainable_parameters: int) -> None:
+    """Matrices, metrics and the concatenated log from the stored rows (never from memory).
+
+    Backend-neutral (the MLX runner calls it too): the only number not read from disk is the count of
+    trainable parameter elements, which the caller computes with its own array library.
+    """
     rows = [read_json(files.after(t)) for t in range(T)]
     mats = matrices(stream, rows, read_json(files.base), read_json(files.reference))
     general = [i for i, t in enumerate(stream.tasks) if t.pretrained]
@@ -230,7 +237,7 @@ def finalize(files: RunFiles, stream: Stream, strategy: Strategy, T: int) -> Non
             "tokens": sum(r.get("tokens", 0) for r in rows),
             "optimizer_steps": len(logs),
             "updated_elements": sum(r.get("updated_elements", 0) for r in rows),
-            "trainable_parameters": sum(p.numel() for p in strategy.trainable.values())}
+            "trainable_parameters": trainable_parameters}
     atomic_write_json(files.matrix, {"tasks": [t.name for t in stream.tasks], "suites": mats})
     atomic_write_json(files.metrics, {"primary_metric": stream.spec.primary_metric, "suites": metrics, "cost": cost,
                                       "final_loss": {stream.tasks[t].name: rows[t].get("final_loss")

@@ -1,0 +1,118 @@
+"""The probe-facing view of an mlx-lm model: the three methods of ``clbench.lm.TorchLM``.
+
+``clbench.probes`` scores this view unchanged. The answers must equal the torch view's for the same
+weights (the parity test checks the base rows), so the rules are the same:
+
+* ``loglikelihood`` / ``token_nll``: right-padded batches; with causal attention a real token never
+  sees the padding after it, so no padding mask is needed and positions start at 0 as in torch;
+* ``generate``: greedy, stopped at EOS, decoded without special tokens and cut at the first newline.
+  Torch left-pads a batch and masks the padding; mlx-lm's models take no padding mask, so prompts are
+  batched only with prompts of the same token length (no padding at all), which gives the unpadded
+  answer exactly. Decoding stops early once every row has ended or produced a newline (text after the
+  first newline is discarded anyway).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Self
+
+import mlx.core as mx
+import numpy as np
+from mlx import nn
+
+
+class MLXLM:
+    """Probe-facing view of an mlx-lm model; a context manager puts it in eval mode (no dropout)."""
+
+    def __init__(self, model: nn.Module, tokenizer, batch_size: int = 64):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self._was_training = model.training
+
+    def __enter__(self) -> Self:
+        self._was_training = self.model.training
+        self.model.eval()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.model.train(self._was_training)
+
+    def _ids(self, text: str, special: bool = True) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
+
+    def _forward_logprobs(self, seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Log-probs of each next token for right-padded ``seqs``: ``(logp[b, t], mask[b, t])``."""
+        width = max(len(s) for s in seqs)
+        ids = np.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=np.int32)
+        mask = np.zeros((len(seqs), width), dtype=np.int32)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = s
+            mask[i, : len(s)] = 1
+        tokens = mx.array(ids)
+        logits = self.model(tokens).astype(mx.float32)[:, :-1]
+        logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        picked = mx.take_along_axis(logp, tokens[:, 1:, None], axis=-1).squeeze(-1)
+        return np.array(picked), mask[:, 1:]
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Sum of log p(continuation tokens | context) for each ``(context, continuation)``."""
+        out: list[float] = []
+        for start in range(0, len(pairs), self.batch_size):
+            chunk = pairs[start : start + self.batch_size]
+            ctx = [self._ids(c) for c, _ in chunk]
+            cont = [self._ids(x, special=False) for _, x in chunk]
+            logp, _ = self._forward_logprobs([a + b for a, b in zip(ctx, cont)])
+            for i, (a, b) in enumerate(zip(ctx, cont)):
+                out.append(float(logp[i, len(a) - 1 : len(a) - 1 + len(b)].sum()))
+        return out
+
+    def token_nll(self, texts: Sequence[str]) -> list[tuple[float, int]]:
+        """``(summed NLL, predicted tokens)`` of each text, BOS excluded, EOS included."""
+        eos = [self.tokenizer.eos_token_id]
+        out: list[tuple[float, int]] = []
+        for start in range(0, len(texts), self.batch_size):
+            seqs = [self._ids(t) + eos for t in texts[start : start + self.batch_size]]
+            logp, mask = self._forward_logprobs(seqs)
+            for i in range(len(seqs)):
+                out.append((float(-(logp[i] * mask[i]).sum()), int(mask[i].sum())))
+        return out
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 12) -> list[str]:
+        """Greedy continuation of each prompt, decoded and cut at the first newline."""
+        encoded = [self._ids(p) for p in prompts]
+        by_length: dict[int, list[int]] = defaultdict(list)
+        for i, ids in enumerate(encoded):
+            by_length[len(ids)].append(i)
+        out: list[str] = [""] * len(prompts)
+        for _, members in sorted(by_length.items()):
+            for start in range(0, len(members), self.batch_size):
+                rows = members[start : start + self.batch_size]
+                for i, text in zip(rows, self._greedy([encoded[i] for i in rows], max_new_tokens)):
+                    out[i] = text
+        return out
+
+    def _greedy(self, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
+        """Greedy decoding of equal-length prompts with mlx-lm's KV cache."""
+        from mlx_lm.models.cache import make_prompt_cache
+
+        tok = self.tokenizer
+        cache = make_prompt_cache(self.model)
+        logits = self.model(mx.array(prompts), cache=cache)[:, -1]
+        generated: list[list[int]] = [[] for _ in prompts]
+        ended = [False] * len(prompts)
+        for _ in range(max_new_tokens):
+            nxt = mx.argmax(logits, axis=-1)
+            for row, t in enumerate(nxt.tolist()):
+                if not ended[row]:
+                    if t == tok.eos_token_id:
+                        ended[row] = True
+                    else:
+                        generated[row].append(t)
+                        ended[row] = "\n" in tok.decode(generated[row], skip_special_tokens=True)
+            if all(ended):
+                break
+            logits = self.model(nxt[:, None], cache=cache)[:, -1]
+        return [tok.decode(g, skip_special_tokens=True).split("\n")[0] for g in generated]

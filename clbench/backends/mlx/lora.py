@@ -1,0 +1,47 @@
+"""LoRA through mlx-lm's tuner, configured by the torch backend's ``LoraOptions`` (same YAML keys).
+
+Mapping to mlx-lm: its config key is ``scale`` (the multiplier of the low-rank product), so
+``scale = alpha / rank`` as in peft; ``num_layers`` counts blocks *from the last one*, so every block
+gets adapters with ``num_layers = len(model.layers)``. With no ``target_modules``, mlx-lm adapts every
+linear layer inside the blocks (the output head is outside them), the same set as peft's
+``"all-linear"`` for Llama-shaped models. Initialisation matches peft's in distribution (A uniform in
+±1/sqrt(fan_in), B zero), drawn from MLX's generator (seeded by the runner).
+"""
+
+from __future__ import annotations
+
+from mlx import nn
+
+from clbench.errors import ConfigError
+
+
+def target_keys(model: nn.Module, targets: list[str]) -> list[str]:
+    """Block-relative module paths (``self_attn.q_proj``) whose last component is in ``targets``."""
+    found = {path for path, _ in model.layers[0].named_modules() if path}
+    keys = sorted(p for p in found if p.split(".")[-1] in targets)
+    missing = sorted(set(targets) - {k.split(".")[-1] for k in keys})
+    if missing:
+        raise ConfigError("strategies[].options.target_modules", f"no module named {missing[0]!r} in a block",
+                          sorted({p.split(".")[-1] for p in found}))
+    return keys
+
+
+def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0,
+             target_modules: list[str] | None = None) -> nn.Module:
+    """Freeze ``model`` and add fresh LoRA adapters to every block; only the adapters stay trainable."""
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    config = {"rank": rank, "scale": alpha / rank, "dropout": dropout}
+    if target_modules:
+        config["keys"] = target_keys(model, list(target_modules))
+    model.freeze()
+    linear_to_lora_layers(model, len(model.layers), config)
+    return model
+
+
+def prepare_lora_or_full(model: nn.Module, options) -> nn.Module:
+    """``options.mode``: ``lora`` (adapters only) or ``full`` (every weight trainable)."""
+    if options.mode == "full":
+        model.unfreeze()
+        return model
+    return add_lora(model, options.rank, options.alpha, options.dropout, list(options.target_modules) or None)

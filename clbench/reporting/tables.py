@@ -1,0 +1,205 @@
+"""Tables of per-seed numbers: mean ± 95% CI, best per column in bold, a mark where a strategy differs
+from the reference, rendered as Markdown and as LaTeX (booktabs).
+
+A :class:`Table` is built once from per-seed numbers (:func:`build_table`) and rendered by pure
+functions, so the Markdown, the LaTeX and the HTML page always show the same cells. Everything is
+deterministic — fixed row order (the reference first, then labels sorted), fixed decimals, no dates —
+so the same results give byte-identical files. The LaTeX needs nothing but ``\\usepackage{booktabs}``:
+numbers are in math mode (a true minus sign), bold is ``\\mathbf``, and a table with more than five
+columns is a ``table*`` (full width in a two-column paper, an ordinary table in one column).
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from clbench.reporting.stats import CONFIDENCE, best, mean_ci, paired_p, significant
+
+MARK = "†"
+FLAG = "★"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A numeric column: which per-seed number, its header, its direction and its display."""
+
+    key: str
+    header: str
+    higher_is_better: bool
+    decimals: int = 3
+    scale: float = 1.0  # shown values are divided by this (the unit goes in the header)
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str = ""  # a plain cell (label, n, flag), or the formatted mean of a numeric one
+    pm: str | None = None  # formatted CI half-width (numeric cells with n ≥ 2)
+    bold: bool = False
+    mark: bool = False  # differs significantly from the reference strategy
+    numeric: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    label: str  # LaTeX \label
+    caption: str
+    headers: tuple[str, ...]
+    align: str  # one of l/r per column
+    rows: tuple[tuple[Cell, ...], ...]
+    numbers: list[dict] = field(default_factory=list, compare=False)  # statistics behind each cell
+
+
+def fmt(x: float, decimals: int) -> str:
+    """Fixed-point text without a negative zero (``-0.000`` reads as a loss that is not there)."""
+    s = f"{x:.{decimals}f}"
+    return f"{0.0:.{decimals}f}" if float(s) == 0 else s
+
+
+def unit_scale(values: Sequence[float | None]) -> tuple[float, str]:
+    """A divisor and its suffix (k, M, G) that keeps the largest magnitude below 1000."""
+    big = max((abs(v) for v in values if v is not None and math.isfinite(v)), default=0.0)
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if big >= scale:
+            return scale, suffix
+    return 1.0, ""
+
+
+def order_labels(labels, reference: str) -> list[str]:
+    labels = sorted(labels)
+    return ([reference] if reference in labels else []) + [x for x in labels if x != reference]
+
+
+def stats_caption(ns: Sequence[int], reference: str, has_reference: bool, pairs: Sequence[int]) -> str:
+    """The sentence every table caption ends with: interval, n, bold, significance test."""
+    lo, hi = min(ns), max(ns)
+    n_text = f"n = {lo} seed{'s' if lo != 1 else ''}" if lo == hi else f"n = {lo}–{hi} seeds, per row in column n"
+    text = (f"Mean ± {round(CONFIDENCE * 100)}% confidence half-width over seeds (Student t interval, "
+            f"n − 1 degrees of freedom; {n_text}; no interval where n = 1). Bold: best value per column as "
+            f"shown (↑ higher is better, ↓ lower is better).")
+    if has_reference and pairs and max(pairs) >= 2:
+        p_lo, p_hi = min(pairs), max(pairs)
+        p_text = f"{p_lo}" if p_lo == p_hi else f"{p_lo}–{p_hi}"
+        text += (f" {MARK}: differs from {reference} at p < 0.05, two-sided paired t-test over the seeds both "
+                 f"ran ({p_text} pairs; a difference identical on every seed counts as significant).")
+    elif has_reference:
+        text += f" No test against {reference}: fewer than two seeds in common."
+    else:
+        text += f" No test: {reference} (the reference) is not among these runs."
+    return text
+
+
+def build_table(name: str, label: str, caption: str, values: Mapping[str, Mapping[str, Mapping[int, float | None]]],
+                columns: Sequence[Column], reference: str = "sft", flags: Mapping[str, bool] | None = None,
+                flag_header: str = "Pareto") -> Table:
+    """``values[strategy][column key][seed]`` → a table with one row per strategy.
+
+    Columns whose every value is missing are left out. ``flags`` adds a last column with
+    :data:`FLAG` for the strategies it marks (the Pareto front).
+    """
+    labels = order_labels(values, reference)
+    has_ref = reference in values
+    columns = [c for c in columns if any(v is not None for lab in labels for v in values[lab].get(c.key, {}).values())]
+    est = {(lab, c.key): mean_ci(values[lab].get(c.key, {}).values()) for lab in labels for c in columns}
+    shown = {k: (None if e.mean is None else fmt(e.mean / col.scale, col.decimals))
+             for col in columns for k, e in est.items() if k[1] == col.key}
+    winners = {c.key: best([None if shown[(lab, c.key)] is None else float(shown[(lab, c.key)]) for lab in labels],
+                           c.higher_is_better) for c in columns}
+    rows, numbers, ns, pairs = [], [], [], []
+    for i, lab in enumerate(labels):
+        n = max((len([v for v in values[lab].get(c.key, {}).values() if v is not None]) for c in columns), default=0)
+        ns.append(n)
+        cells = [Cell(lab), Cell(str(n))]
+        for c in columns:
+            e = est[(lab, c.key)]
+            p, n_pairs = (None, 0)
+            if has_ref and lab != reference:
+                p, n_pairs = paired_p(values[lab].get(c.key, {}), values[reference].get(c.key, {}))
+                pairs.append(n_pairs)
+            if e.mean is None:
+                cells.append(Cell("–"))
+            else:
+                pm = None if e.half_width is None else fmt(e.half_width / c.scale, c.decimals)
+                cells.append(Cell(shown[(lab, c.key)], pm, i in winners[c.key], significant(p), numeric=True))
+            numbers.append({"strategy": lab, "column": c.key, "mean": e.mean, "half_width": e.half_width, "n": e.n,
+                            "sd": e.sd, "p_vs_reference": p, "pairs": n_pairs,
+                            "seeds": {str(s): v for s, v in sorted(values[lab].get(c.key, {}).items())}})
+        if flags is not None:
+            cells.append(Cell(FLAG if flags.get(lab) else ""))
+        rows.append(tuple(cells))
+    headers = ("Strategy", "n", *(c.header for c in columns), *((flag_header,) if flags is not None else ()))
+    align = "lr" + "r" * len(columns) + ("c" if flags is not None else "")
+    full_caption = f"{caption} {stats_caption(ns or [0], reference, has_ref, pairs)}"
+    return Table(name, label, full_caption, headers, align, tuple(rows), numbers)
+
+
+# --- Markdown ----------------------------------------------------------------------------------------
+def _md_escape(text: str) -> str:
+    """Escape what breaks a pipe table or starts emphasis (GFM leaves ``_`` inside words alone)."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*")
+
+
+def _md_cell(cell: Cell) -> str:
+    if not cell.numeric:
+        return _md_escape(cell.text)
+    body = cell.text if cell.pm is None else f"{cell.text} ± {cell.pm}"
+    return (f"**{body}**" if cell.bold else body) + (MARK if cell.mark else "")
+
+
+def to_markdown(table: Table) -> str:
+    """The caption as a paragraph, then a pipe table (GitHub-flavoured)."""
+    sep = {"l": "---", "r": "---:", "c": ":---:"}
+    lines = [f"**{_md_escape(table.name)}.** {table.caption}", "",
+             "| " + " | ".join(_md_escape(h) for h in table.headers) + " |",
+             "|" + "|".join(sep[a] for a in table.align) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
+    return "\n".join(lines) + "\n"
+
+
+# --- LaTeX -------------------------------------------------------------------------------------------
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "<": r"$<$", ">": r"$>$", "|": r"$|$"}  # OT1 text fonts print < as ¡
+_LATEX_UNICODE = {"±": r"$\pm$", "†": r"$^{\dagger}$", "★": r"$\star$", "↑": r"$\uparrow$",
+                  "↓": r"$\downarrow$", "−": r"$-$", "–": "--", "—": "---", "×": r"$\times$", "≤": r"$\leq$",
+                  "≥": r"$\geq$", "·": r"$\cdot$", "√": r"$\surd$", "…": r"\ldots{}", "→": r"$\rightarrow$"}
+
+
+def latex_escape(text: str) -> str:
+    """Text → LaTeX that compiles with no package beyond the kernel (other non-ASCII is transliterated)."""
+    out = []
+    for ch in text:
+        if ch in _LATEX_SPECIAL:
+            out.append(_LATEX_SPECIAL[ch])
+        elif ch in _LATEX_UNICODE:
+            out.append(_LATEX_UNICODE[ch])
+        elif ord(ch) < 128:
+            out.append(ch)
+        else:
+            out.append(unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode() or "?")
+    return "".join(out)
+
+
+def _tex_cell(cell: Cell) -> str:
+    if not cell.numeric:
+        return r"$\star$" if cell.text == FLAG else ("--" if cell.text == "–" else latex_escape(cell.text))
+    body = cell.text if cell.pm is None else f"{cell.text} \\pm {cell.pm}"
+    body = f"\\mathbf{{{body}}}" if cell.bold else body
+    mark = "^{\\dagger}" if cell.mark else ""
+    return f"${body}{mark}$"
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs ``table``/``table*`` environment (only ``\\usepackage{booktabs}`` needed)."""
+    env = "table*" if len(table.headers) > 5 else "table"
+    lines = [f"% {table.name}: generated by `clbench report` from stored results; edit the results, not this file",
+             f"\\begin{{{env}}}[t]", "\\centering", "\\small", "\\setlength{\\tabcolsep}{4pt}",
+             f"\\caption{{{latex_escape(table.caption)}}}", f"\\label{{{table.label}}}",
+             f"\\begin{{tabular}}{{{table.align}}}", "\\toprule",
+             " & ".join(latex_escape(h) for h in table.headers) + " \\\\", "\\midrule"]
+    lines += [" & ".join(_tex_cell(c) for c in row) + " \\\\" for row in table.rows]
+    lines += ["\\bottomrule", "\\end{tabular}", f"\\end{{{env}}}"]
+    return "\n".join(lines) + "\n"

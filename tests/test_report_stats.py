@@ -1,0 +1,73 @@
+"""The report's statistics against hand computation (t interval, paired test, best, Pareto front)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from clbench.reporting.stats import best, mean_ci, paired_p, pareto_optimal, significant
+
+
+def t975_df2() -> float:
+    """Student t quantile 0.975 with 2 degrees of freedom, closed form: (2p−1) / sqrt(2p(1−p))."""
+    p = 0.975
+    return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+
+
+def test_mean_ci_is_the_student_t_interval():
+    e = mean_ci([0.5, 0.7, 0.9])
+    assert e.n == 3
+    assert e.mean == pytest.approx(0.7, abs=1e-12)
+    assert e.sd == pytest.approx(0.2, abs=1e-12)
+    assert e.half_width == pytest.approx(t975_df2() * 0.2 / math.sqrt(3), rel=1e-9)  # 0.4968...
+    assert (e.low, e.high) == pytest.approx((0.7 - e.half_width, 0.7 + e.half_width))
+
+
+def test_mean_ci_skips_missing_and_has_no_interval_for_one_seed():
+    assert mean_ci([None, 0.4]).mean == pytest.approx(0.4)
+    assert mean_ci([None, 0.4]).half_width is None and mean_ci([0.4]).n == 1
+    assert mean_ci([None, float("nan")]).mean is None and mean_ci([]).n == 0
+    two = mean_ci([1.0, 3.0])  # sd √2, n 2: half-width = t_{0.975,1} = tan(π · 0.475) = 12.706
+    assert two.half_width == pytest.approx(math.tan(math.pi * 0.475), rel=1e-9)
+
+
+def test_paired_t_test_matches_hand_computation_on_common_seeds():
+    a = {0: 1.0, 1: 2.0, 2: 3.5, 7: 100.0}  # seed 7 has no partner: left out
+    b = {0: 0.5, 1: 1.0, 2: 2.0}
+    # differences 0.5, 1.0, 1.5: mean 1, sd 0.5, t = 1 / (0.5 / sqrt 3) = sqrt 12; df 2: p = 1 − t / sqrt(t² + 2)
+    t = math.sqrt(12)
+    p, n = paired_p(a, b)
+    assert n == 3
+    assert p == pytest.approx(1 - t / math.sqrt(t * t + 2), rel=1e-9)  # 0.0742: not significant
+    assert not significant(p)
+
+
+def test_paired_test_degenerate_cases():
+    assert paired_p({0: 2.0, 1: 3.0}, {0: 1.0, 1: 2.0}) == (0.0, 2)  # same difference on every seed
+    assert paired_p({0: 2.0, 1: 3.0}, {0: 2.0, 1: 3.0}) == (1.0, 2)  # no difference
+    assert paired_p({0: 2.0, 1: 3.0}, {0: 1.0, 5: 2.0}) == (None, 1)  # one pair: no test
+    # seed 0 missing on one side: pairs are seeds 1, 2; differences 1.0, 1.5 → t = 1.25 / (0.3536 / √2) = 5,
+    # and with 1 degree of freedom p = 1 − (2/π)·atan(t)
+    p, n = paired_p({0: None, 1: 3.0, 2: 4.0}, {0: 1.0, 1: 2.0, 2: 2.5})
+    assert n == 2 and p == pytest.approx(1 - 2 / math.pi * math.atan(5.0), rel=1e-9)
+    p, n = paired_p({0: 0.9, 1: 0.8, 2: 0.95}, {0: 0.5, 1: 0.45, 2: 0.52})
+    assert n == 3 and significant(p)
+
+
+def test_best_is_direction_aware_and_keeps_ties():
+    assert best([0.2, 0.5, None, 0.5], higher_is_better=True) == {1, 3}
+    assert best([0.2, 0.5, None, 0.1], higher_is_better=False) == {3}
+    assert best([None, None], True) == set()
+
+
+def test_pareto_front_on_forgetting_and_learning_accuracy():
+    points = [(0.10, 0.50),  # A: optimal
+              (0.30, 0.90),  # B: learns most: optimal
+              (0.05, 0.20),  # C: forgets least but learns least: not beaten on both, optimal
+              (0.20, 0.40),  # D: A forgets less and learns more: dominated
+              (0.10, 0.50),  # E: ties A exactly: neither beats the other
+              (None, 0.99)]  # F: no forgetting value: cannot be placed
+    assert pareto_optimal(points) == [True, True, True, False, True, False]
+    # a lower-is-better score (perplexity): D's LA 0.40 is now better than A's 0.50
+    assert pareto_optimal([(0.10, 0.50), (0.20, 0.40), (0.20, 0.60)], la_higher_is_better=False) == [True, True, False]
