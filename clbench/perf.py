@@ -3,8 +3,8 @@
 * training tokens/s of ``sft`` on the default embedded model size and the default stream's records;
 * evaluation items/s for each probe kind (exact match with greedy generation, multiple choice,
   perplexity);
-* step-time ratios of the other strategies against ``sft``, measured side by side in the same process
-  on the same model and batches (``clbench.perf_nested``), when that module is present.
+* step-time ratios of the nested-learning strategies against ``sft``, measured side by side in the
+  same process on the same model and batches (``clbench.perf_nested``).
 
 The model is randomly initialised (speed does not depend on what it knows), so the benchmark needs no
 cached base model. Numbers vary with machine load; compare ratios from one run, not absolute times.
@@ -89,9 +89,7 @@ def main(args=None) -> int:
           f"({tr['tokens_per_step']:.0f} tokens/step)")
     for kind, rate in eval_throughput(cfg, stream).items():
         print(f"  evaluation {kind}: {rate:,.0f} items/s")
-    try:
-        from clbench import perf_nested
-    except ImportError:
-        return 0
-    perf_nested.main(steps=steps)
-    return 0
+    print("\nstep time against sft, side by side in this process (clbench/perf_nested.py):")
+    from clbench import perf_nested
+
+    return perf_nested.main([])

@@ -17,6 +17,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 LAYER_PATTERN = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)(?:\.|$)")
+LORA_PART = re.compile(r"\.lora_(?:A|B|embedding_A|embedding_B|magnitude_vector)\..*$")
+
+
+def check_frequencies(frequencies: Sequence[int]) -> list[int]:
+    """``frequencies`` as a list of positive ints; anything else raises ``ValueError`` naming the value."""
+    freqs = list(frequencies)
+    if not freqs or any(isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in freqs):
+        raise ValueError(f"tier frequencies must be a non-empty list of positive integers, got {freqs!r}")
+    return freqs
 
 
 def active_tiers(step: int, frequencies: Sequence[int]) -> list[int]:
@@ -35,6 +44,13 @@ def layer_of(name: str) -> int | None:
     """The transformer-block index in a parameter name (``...layers.3.mlp...`` → 3), if any."""
     m = LAYER_PATTERN.search(name)
     return int(m.group(1)) if m else None
+
+
+def adapter_unit(name: str) -> str:
+    """The module a parameter belongs to as one adapter: LoRA's ``...q_proj.lora_A.default.weight`` and
+    ``...q_proj.lora_B.default.weight`` are both ``...q_proj`` (their product is one weight change);
+    any other name is its own unit."""
+    return LORA_PART.sub("", name)
 
 
 def split_evenly(n_items: int, n_tiers: int) -> list[int]:

@@ -1,0 +1,55 @@
+"""Shared pieces of the nested-learning tests: a tiny Llama, token batches, and one optimizer step
+spelled out exactly as ``clbench.trainer.train_task`` performs it, so a test can look between steps."""
+
+from __future__ import annotations
+
+import torch
+
+from clbench import registry
+from clbench.config import TrainConfig
+from clbench.strategy import TaskView, UpdateContext
+
+VOCAB = 64
+
+
+def tiny_llama(layers: int = 4, hidden: int = 32, seed: int = 0, dtype=torch.float32):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                      tie_word_embeddings=True)
+    return LlamaForCausalLM(cfg).to(dtype)
+
+
+def token_batch(seed: int, n: int = 4, length: int = 10) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, VOCAB, (n, length), generator=gen)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+
+
+def make(name: str, options: dict | None = None, model=None, train: TrainConfig | None = None, seed: int = 0):
+    """A registered strategy with validated options, its model prepared as the runner prepares it."""
+    cls = registry.get(name)
+    strategy = cls(cls.options_from(options or {}, name), seed=seed, train=train or TrainConfig())
+    model = strategy.prepare_model(model if model is not None else tiny_llama())
+    strategy.mark_trainable(model)
+    return strategy, model
+
+
+def begin(strategy, model, index: int = 1) -> None:
+    strategy.before_task(TaskView(index, f"task{index}", ()), model)
+
+
+def train_step(strategy, model, optimizer, step: int, batches: list[dict], max_grad_norm: float = 0.0) -> int:
+    """One optimizer step as the trainer runs it (``len(batches)`` micro-batches of gradient accumulation)."""
+    strategy.before_step(step)
+    for batch in batches:
+        (strategy.loss(model, batch).loss / len(batches)).backward()
+    updated = strategy.apply_update(UpdateContext(step, step, optimizer, max_grad_norm))
+    optimizer.zero_grad(set_to_none=True)
+    return updated
+
+
+def snapshot(params: dict) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in params.items()}
