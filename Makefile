@@ -29,6 +29,10 @@ test: $(STAMP)
 perf: $(STAMP)
 	$(BIN)/clbench perf
 
+## clbench's sft/ewc/replay vs Avalanche's Naive/EWC/Replay on split digits (docs/baselines.md)
+crosscheck: $(STAMP)
+	$(BIN)/clbench crosscheck
+
 report: $(STAMP)
 	$(BIN)/clbench report results/bench -o reports/bench
 

@@ -3,7 +3,7 @@
     clbench run configs/bench.yaml                       # the default grid
     clbench run --stream micro --strategies sft --seeds 0 --set train.steps_per_task=20
     clbench list                                         # strategies and their options
-    clbench report results/bench -o reports/bench        # Markdown summary of stored results
+    clbench report results/bench -o reports/bench        # tables, figures, index of stored results
     clbench perf                                         # training tokens/s and eval items/s
 """
 
@@ -36,18 +36,23 @@ def _config(args):
     return load_config(args.config, overrides)
 
 
+def _print_report(readme: Path) -> None:
+    """The summary table(s) of a freshly written report, then where the rest is."""
+    for table in sorted(readme.parent.glob("*/tables/summary.md")):
+        print(f"\n{table.read_text()}")
+    print(f"clbench: report written to {readme} (and {readme.parent / 'index.html'})")
+
+
 def cmd_run(args) -> int:
     from clbench.grid import run_grid
-    from clbench.report import write_summary
+    from clbench.report import build_report
 
     cfg = _config(args)
     results = run_grid(cfg, progress=not args.quiet)
     root = Path(cfg.results_dir) / cfg.name
     print(f"\nclbench: {len(results)} runs finished; results in {root}")
     if not args.no_report:
-        path = write_summary([root], Path(args.report_dir or f"reports/{cfg.name}"))
-        print(path.read_text().split("\n## ")[0])
-        print(f"clbench: report written to {path}")
+        _print_report(build_report([root], Path(args.report_dir or f"reports/{cfg.name}")))
     return 0
 
 
@@ -64,10 +69,9 @@ def cmd_list(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from clbench.report import write_summary
+    from clbench.report import build_report
 
-    path = write_summary(args.results, Path(args.output), args.suite)
-    print(f"clbench: report written to {path}")
+    _print_report(build_report(args.results, Path(args.output), args.suite, args.reference, not args.no_figures))
     return 0
 
 
@@ -75,6 +79,28 @@ def cmd_perf(args) -> int:
     from clbench.perf import main as perf_main
 
     return perf_main(args)
+
+
+def cmd_crosscheck(args) -> int:
+    import torch
+
+    from clbench.crosscheck import CrossCheckConfig, render_table, run_crosscheck
+
+    torch.set_num_threads(args.threads)
+    cfg = CrossCheckConfig(seeds=tuple(int(s) for s in args.seeds.split(",")))
+    results = run_crosscheck(cfg)
+    table = render_table(results, cfg)
+    print(table)
+    path = Path(args.output) / "crosscheck.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(table)
+    print(f"clbench: cross-check written to {path}")
+    outside = [r.method for r in results if abs(r.difference) > cfg.tolerance]
+    if outside:
+        print(f"clbench: clbench and Avalanche differ by more than {cfg.tolerance} on: {', '.join(outside)}",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--results", help="results directory")
     r.add_argument("--jobs", type=int, help="parallel runs")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. train.lr=1e-3")
-    r.add_argument("--report-dir", help="where the summary goes (default reports/<name>)")
+    r.add_argument("--report-dir", help="where the report goes (default reports/<name>)")
     r.add_argument("--no-report", action="store_true")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)
@@ -98,16 +124,25 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="registered strategies and their options")
     ls.set_defaults(func=cmd_list)
 
-    rep = sub.add_parser("report", help="summarise stored results (never retrains)")
-    rep.add_argument("results", nargs="+", help="results directories")
+    rep = sub.add_parser("report", help="tables (Markdown + LaTeX), figures (PDF + PNG) and an index from stored "
+                                        "results (never retrains)")
+    rep.add_argument("results", nargs="+", help="results directories (any level: experiment, stream, run)")
     rep.add_argument("-o", "--output", required=True, help="report directory")
     rep.add_argument("--suite", help="probe suite (default: the stream's primary)")
+    rep.add_argument("--reference", default="sft", help="strategy label the significance marks compare with")
+    rep.add_argument("--no-figures", action="store_true", help="tables and index only")
     rep.set_defaults(func=cmd_report)
 
     perf = sub.add_parser("perf", help="benchmark: training tokens/s and evaluation items/s")
     perf.add_argument("--steps", type=int, default=30)
     perf.add_argument("--strategies", default="sft")
     perf.set_defaults(func=cmd_perf)
+
+    cc = sub.add_parser("crosscheck", help="clbench vs Avalanche (Naive/EWC/Replay) on split digits")
+    cc.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    cc.add_argument("-o", "--output", default="reports/crosscheck", help="where crosscheck.md goes")
+    cc.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    cc.set_defaults(func=cmd_crosscheck)
     return p
 
 

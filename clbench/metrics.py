@@ -19,7 +19,10 @@ means worse in both cases; ACC, BWT, FWT, LA and GR keep their raw sign and ``hi
 stored beside them.
 
 Avalanche 0.6 defines forgetting per experience as (score right after training it − score now); its
-stream average is −BWT, not Chaudhry's max-based F (``tests/test_metrics_avalanche.py`` checks both).
+stream average is −BWT, not Chaudhry's max-based F, which is larger whenever a task's score rose after
+it was learned. Avalanche's forward transfer (score after the previous experience − score at random
+initialisation) is FWT with ``b`` = the untrained reference row. ``tests/test_metrics_avalanche.py``
+feeds the same matrices to Avalanche's metric classes and checks all three statements.
 """
 
 from __future__ import annotations

@@ -1,0 +1,101 @@
+"""Elastic weight consolidation (Kirkpatrick et al. 2017), with the online variant (Schwarz et al. 2018).
+
+At the end of each trained task the diagonal empirical Fisher ``F`` of the trainable parameters is
+estimated from the squared gradients of the task's log-likelihood over its last ``fisher_batches``
+training batches, re-scored at the task's final parameters ``θ*``. Later tasks add
+``λ/2 · Σ F (θ − θ*)²`` to the loss: one term per earlier task (``online: false``), or a single term
+whose Fisher decays, ``F ← γ·F + F_new``, and whose anchor is the latest ``θ*`` (``online: true``).
+
+The Fisher batches are the ones the training loop fed this strategy, so EWC needs no tokenizer or
+collate function of its own and works unchanged in the digits cross-check. Nothing protects the base
+model during the first trained task: EWC has no Fisher for the pretraining data.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+
+from clbench.errors import ConfigError
+from clbench.penalties import diagonal_fisher, ewc_penalty
+from clbench.registry import register
+from clbench.strategy import LossOutput, Strategy
+from clbench.typed import opt
+from strategies.sft import LoraOptions, prepare_lora_or_full
+
+
+@dataclass(frozen=True)
+class EWCOptions(LoraOptions):
+    lam: float = opt(1e6, "λ of the penalty λ/2 Σ F (θ − θ*)²")
+    fisher_batches: int = opt(16, "last training batches of a task used for its Fisher")
+    online: bool = opt(False, "online EWC: one decayed Fisher and the latest anchor instead of one term per task")
+    gamma: float = opt(1.0, "online EWC: decay of the earlier Fisher, F ← γF + F_new")
+
+    def __post_init__(self):
+        if self.fisher_batches < 1:
+            raise ConfigError("ewc.fisher_batches", f"must be >= 1, got {self.fisher_batches}")
+        if self.lam < 0 or not 0 <= self.gamma <= 1:
+            raise ConfigError("ewc", f"need lam >= 0 and 0 <= gamma <= 1, got lam={self.lam}, gamma={self.gamma}")
+
+
+@register("ewc")
+class EWC(Strategy):
+    """Elastic weight consolidation: a Fisher-weighted quadratic pull towards each earlier task's parameters."""
+
+    Options = EWCOptions
+
+    def __init__(self, options=None, **kw):
+        super().__init__(options, **kw)
+        self.terms: list[dict[str, dict[str, torch.Tensor]]] = []  # [{"fisher": {...}, "anchor": {...}}]
+        self._recent: deque = deque(maxlen=self.options.fisher_batches)
+        self._last_penalty = 0.0
+
+    def prepare_model(self, model):
+        return prepare_lora_or_full(model, self.options)
+
+    def before_task(self, task, model):
+        self._recent.clear()
+
+    def penalty(self) -> torch.Tensor:
+        total = torch.zeros((), device=next(iter(self.trainable.values())).device)
+        for term in self.terms:
+            total = total + ewc_penalty(self.trainable, term["anchor"], term["fisher"], self.options.lam)
+        return total
+
+    def loss(self, model, batch):
+        self._recent.append(batch)
+        out = model(**batch)
+        if not self.terms:
+            return LossOutput(out.loss)
+        pen = self.penalty()
+        self._last_penalty = float(pen.detach())
+        return LossOutput(out.loss + pen, {"ewc_penalty": self._last_penalty})
+
+    def after_task(self, task, model):
+        was_training = model.training
+        model.eval()  # no dropout while measuring curvature, as Avalanche's EWCPlugin does
+        fisher = diagonal_fisher(self.trainable, (model(**b).loss for b in self._recent))
+        model.train(was_training)
+        self._recent.clear()
+        anchor = {n: p.detach().clone() for n, p in self.trainable.items()}
+        if self.options.online and self.terms:
+            old = self.terms[0]["fisher"]
+            fisher = {n: self.options.gamma * old[n] + f for n, f in fisher.items()}
+            self.terms = []
+        self.terms.append({"fisher": fisher, "anchor": anchor})
+
+    def state_dict(self):
+        return {"terms": [{k: {n: t.cpu() for n, t in d.items()} for k, d in term.items()} for term in self.terms]}
+
+    def load_state_dict(self, state):
+        device = next(iter(self.trainable.values())).device
+        self.terms = [{k: {n: t.to(device) for n, t in d.items()} for k, d in term.items()} for term in state["terms"]]
+
+    def diagnostics(self):
+        def mean(fisher):
+            return float(sum(f.sum() for f in fisher.values()) / sum(f.numel() for f in fisher.values()))
+
+        return {"ewc_terms": len(self.terms), "ewc_penalty_last": self._last_penalty,
+                "fisher_mean": [mean(t["fisher"]) for t in self.terms]}

@@ -1,0 +1,23 @@
+"""No training at all: the base model evaluated after every task (the lower reference).
+
+Its rows show what the stream's probes score without learning anything, so the room between frozen
+and joint — and any strategy's intransigence — is visible in every table.
+"""
+
+from __future__ import annotations
+
+from clbench.registry import register
+from clbench.strategy import Strategy
+
+
+@register("frozen")
+class Frozen(Strategy):
+    """No training: the base model itself, the lower reference."""
+
+    trains = False
+    requires_trainable = False
+
+    def prepare_model(self, model):
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model

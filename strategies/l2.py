@@ -1,0 +1,54 @@
+"""L2 to the previous task's end: ``λ · ‖θ − θ_prev‖²`` on the trainable parameters.
+
+EWC with every Fisher entry set to one: the cheapest regulariser, and the control that shows whether
+EWC's importance weights matter. The anchor is snapshotted before each trained task, so for the first
+task it is the starting point — the base model (a LoRA adapter starts as a no-op) — and afterwards the
+parameters at the end of the previous task, which is also what a resumed run has loaded at that moment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clbench.errors import ConfigError
+from clbench.penalties import l2_to_anchor
+from clbench.registry import register
+from clbench.strategy import LossOutput, Strategy
+from clbench.typed import opt
+from strategies.sft import LoraOptions, prepare_lora_or_full
+
+
+@dataclass(frozen=True)
+class L2Options(LoraOptions):
+    lam: float = opt(0.01, "λ of the penalty λ ‖θ − θ_prev‖²")
+
+    def __post_init__(self):
+        if self.lam < 0:
+            raise ConfigError("l2.lam", f"must be >= 0, got {self.lam}")
+
+
+@register("l2")
+class L2(Strategy):
+    """L2 penalty towards the parameters at the end of the previous task."""
+
+    Options = L2Options
+
+    def __init__(self, options=None, **kw):
+        super().__init__(options, **kw)
+        self.anchor: dict = {}
+        self._last_penalty = 0.0
+
+    def prepare_model(self, model):
+        return prepare_lora_or_full(model, self.options)
+
+    def before_task(self, task, model):
+        self.anchor = {n: p.detach().clone() for n, p in self.trainable.items()}
+
+    def loss(self, model, batch):
+        out = model(**batch)
+        pen = l2_to_anchor(self.trainable, self.anchor, self.options.lam)
+        self._last_penalty = float(pen.detach())
+        return LossOutput(out.loss + pen, {"l2_penalty": self._last_penalty})
+
+    def diagnostics(self):
+        return {"l2_penalty_last": self._last_penalty}

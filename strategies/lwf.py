@@ -1,0 +1,95 @@
+"""Learning without forgetting (Li & Hoiem 2017): distil the previous model's outputs on the new data.
+
+The teacher is the model as it was when the current task started — the trainable parameters are
+snapshotted in ``before_task`` and swapped in with :func:`torch.func.functional_call` (no copy of the
+model, exact) to compute the teacher's logits under ``no_grad``. The loss is
+``task loss + α · T² · KL(teacher_T ‖ student_T)`` over every non-padding position
+(:func:`clbench.penalties.distillation_kl`); it equals the task loss while the model is its teacher.
+
+For the first trained task the teacher is the base model (``first_task_teacher``, default on): for a
+language model that is the natural choice, since the base model holds the general knowledge the stream
+must not erase. Turn it off for a randomly initialised model (the digits cross-check), where the
+first task has nothing to protect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from clbench.errors import ConfigError
+from clbench.penalties import distillation_kl
+from clbench.registry import register
+from clbench.strategy import LossOutput, Strategy
+from clbench.typed import opt
+from strategies.sft import LoraOptions, prepare_lora_or_full
+
+
+@dataclass(frozen=True)
+class LwFOptions(LoraOptions):
+    alpha: float = opt(1.0, "weight α of the distillation term")
+    temperature: float = opt(2.0, "softmax temperature T of the distillation")
+    first_task_teacher: bool = opt(True, "distil to the base model during the first trained task")
+
+    def __post_init__(self):
+        if self.alpha < 0 or self.temperature <= 0:
+            raise ConfigError("lwf", f"need alpha >= 0 and temperature > 0, got {self.alpha}, {self.temperature}")
+
+
+def _position_mask(batch: dict, logits: torch.Tensor) -> torch.Tensor | None:
+    """The attention mask when logits are per token (language model), else None (one row per example)."""
+    mask = batch.get("attention_mask")
+    return mask if mask is not None and mask.shape == logits.shape[:-1] else None
+
+
+@register("lwf")
+class LwF(Strategy):
+    """Learning without forgetting: KL distillation to the model as it was before the current task."""
+
+    Options = LwFOptions
+
+    def __init__(self, options=None, **kw):
+        super().__init__(options, **kw)
+        self.teacher: dict[str, torch.Tensor] | None = None
+        self.trained_before = False  # has any task been trained (so a teacher exists without the base)?
+        self._last_kd = 0.0
+
+    def prepare_model(self, model):
+        return prepare_lora_or_full(model, self.options)
+
+    def before_task(self, task, model):
+        has_teacher = self.trained_before or self.options.first_task_teacher
+        self.teacher = {n: p.detach().clone() for n, p in self.trainable.items()} if has_teacher else None
+
+    def teacher_logits(self, model, batch) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return torch.func.functional_call(model, self.teacher, args=(), kwargs=inputs).logits
+        finally:
+            model.train(was_training)
+
+    def loss(self, model, batch):
+        if self.teacher is None or self.options.alpha == 0:
+            return LossOutput(model(**batch).loss)
+        teacher = self.teacher_logits(model, batch)
+        out = model(**batch)
+        kd = distillation_kl(out.logits, teacher, self.options.temperature, _position_mask(batch, out.logits))
+        self._last_kd = float(kd.detach())
+        return LossOutput(out.loss + self.options.alpha * kd, {"lwf_kd": self._last_kd})
+
+    def after_task(self, task, model):
+        self.trained_before = True
+        self.teacher = None
+
+    def state_dict(self):
+        return {"trained_before": self.trained_before}
+
+    def load_state_dict(self, state):
+        self.trained_before = bool(state["trained_before"])
+
+    def diagnostics(self):
+        return {"lwf_kd_last": self._last_kd}
