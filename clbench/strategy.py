@@ -10,9 +10,9 @@ hooks, in this order, for one run::
         if task is learned by the base model:       # e.g. 'general' in the default stream
             s.observe_pretrained(task)              # optional: remember its data (replay, joint)
             continue
-        examples = s.training_examples(task)        # what to train on (replay mixes, joint takes the union)
         s.before_task(task, model)                  # snapshot, reset per-task state
         optimizer = AdamW(s.param_groups(model))    # built by the runner (kept across tasks if configured)
+        examples = s.training_examples(task)        # what to train on (replay mixes, joint takes the union)
         for step in 1..steps_per_task:              # steps count from 1 within a task
             s.before_step(step)                     # e.g. switch off requires_grad of inactive tiers
             for each micro-batch:
