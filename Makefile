@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install bench test test-all perf report crosscheck lint clean
+.PHONY: install bench bench-variants test perf report crosscheck lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,10 @@ install: $(STAMP)
 ## the default benchmark: every strategy x default stream x 3 seeds, then the report
 bench: $(STAMP)
 	$(BIN)/clbench run configs/bench.yaml
+
+## option variants of the nested strategies, added to the same results and report
+bench-variants: $(STAMP)
+	$(BIN)/clbench run configs/bench_variants.yaml
 
 ## the test suite (what CI runs)
 test: $(STAMP)
@@ -40,4 +44,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check clbench strategies tasks tests
 
 clean:
-	rm -rf results/* reports/*/ .pytest_cache
+	find results -mindepth 1 ! -name .gitkeep -delete; rm -rf reports/*/ .pytest_cache

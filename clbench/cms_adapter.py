@@ -38,6 +38,21 @@ class CMSLevel(nn.Module):
         return h + self.down(self.act(self.up(h)))
 
 
+def check_chain(n_levels: int, hidden: int) -> None:
+    if n_levels < 1 or hidden < 1:
+        raise ValueError(f"need at least one level and a positive hidden width, got {n_levels}, {hidden}")
+
+
+def feed_forward_name(block, i: int, module_type: type) -> str:
+    """The attribute of block ``i`` holding its feed-forward network (the first of ``FFN_NAMES`` that is
+    a ``module_type``: torch's or MLX's ``nn.Module``)."""
+    attr = next((a for a in FFN_NAMES if isinstance(getattr(block, a, None), module_type)), None)
+    if attr is None:
+        raise ValueError(f"block {i} ({type(block).__name__}) has no feed-forward module named "
+                         f"{' / '.join(FFN_NAMES)}")
+    return attr
+
+
 class CMSFeedForward(nn.Module):
     """A block's feed-forward network followed by the CMS chain of levels."""
 
@@ -55,18 +70,14 @@ class CMSFeedForward(nn.Module):
 
 def add_cms_adapters(model: nn.Module, n_levels: int, hidden: int) -> nn.Module:
     """Freeze ``model`` and append an ``n_levels`` chain (MLP width ``hidden``) to every block's FFN."""
-    if n_levels < 1 or hidden < 1:
-        raise ValueError(f"need at least one level and a positive hidden width, got {n_levels}, {hidden}")
+    check_chain(n_levels, hidden)
     width = getattr(getattr(model, "config", None), "hidden_size", None)
     if width is None:
         raise ValueError(f"{type(model).__name__} has no config.hidden_size: cannot size the CMS adapter")
     for p in model.parameters():
         p.requires_grad_(False)
     for i, block in enumerate(decoder_blocks(model)):
-        attr = next((a for a in FFN_NAMES if isinstance(getattr(block, a, None), nn.Module)), None)
-        if attr is None:
-            raise ValueError(f"block {i} ({type(block).__name__}) has no feed-forward module named "
-                             f"{' / '.join(FFN_NAMES)}")
+        attr = feed_forward_name(block, i, nn.Module)
         ffn = getattr(block, attr)
         ref = next(ffn.parameters())
         levels = nn.ModuleList(CMSLevel(width, hidden, lvl, dtype=ref.dtype, device=ref.device)

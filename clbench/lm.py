@@ -1,7 +1,8 @@
 """The three questions a probe asks a language model, answered for a torch causal LM.
 
 Probe scoring (``clbench.probes``) only calls these methods, so another backend (MLX) is a class with the
-same three methods; the scoring rules stay in one place.
+same three methods; the scoring rules stay in one place, and the batching of the two likelihood
+questions is ``clbench.lm_view.LMView``'s (this class gives the forward pass and generation).
 
 * :meth:`TorchLM.generate` — greedy continuation of each prompt, cut at the first newline;
 * :meth:`TorchLM.loglikelihood` — summed log-probability of a continuation given a context;
@@ -14,36 +15,19 @@ from collections.abc import Sequence
 
 import torch
 
+from clbench.lm_view import LMView
 
-class TorchLM:
-    """Probe-facing view of a (possibly peft-wrapped) Hugging Face causal LM.
 
-    Use as a context manager around evaluation: the model is in eval mode (no dropout) inside and
-    back in its previous mode afterwards.
-    """
-
-    def __init__(self, model, tokenizer, batch_size: int = 64):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.batch_size = batch_size
-        self._was_training = model.training
-
-    def __enter__(self) -> TorchLM:
-        self._was_training = self.model.training
-        self.model.eval()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.model.train(self._was_training)
+class TorchLM(LMView):
+    """Probe-facing view of a (possibly peft-wrapped) Hugging Face causal LM; a context manager that
+    puts the model in eval mode (``LMView``)."""
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _ids(self, text: str, special: bool = True) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
-
-    def _forward_logprobs(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    @torch.no_grad()
+    def forward_logprobs(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs of each next token for right-padded ``seqs``: ``(logp[b, t], mask[b, t])``."""
         width = max(len(s) for s in seqs)
         pad = self.tokenizer.pad_token_id
@@ -56,32 +40,6 @@ class TorchLM:
         logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
         logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
         return logp.cpu(), mask[:, 1:].cpu()
-
-    @torch.no_grad()
-    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """Sum of log p(continuation tokens | context) for each ``(context, continuation)``."""
-        out: list[float] = []
-        for start in range(0, len(pairs), self.batch_size):
-            chunk = pairs[start : start + self.batch_size]
-            ctx = [self._ids(c) for c, _ in chunk]
-            cont = [self._ids(x, special=False) for _, x in chunk]
-            logp, _ = self._forward_logprobs([a + b for a, b in zip(ctx, cont)])
-            for i, (a, b) in enumerate(zip(ctx, cont)):
-                # token k of the sequence is predicted at position k-1
-                out.append(float(logp[i, len(a) - 1 : len(a) - 1 + len(b)].sum()))
-        return out
-
-    @torch.no_grad()
-    def token_nll(self, texts: Sequence[str]) -> list[tuple[float, int]]:
-        """``(summed NLL, predicted tokens)`` of each text, BOS excluded, EOS included."""
-        eos = [self.tokenizer.eos_token_id]
-        out: list[tuple[float, int]] = []
-        for start in range(0, len(texts), self.batch_size):
-            seqs = [self._ids(t) + eos for t in texts[start : start + self.batch_size]]
-            logp, mask = self._forward_logprobs(seqs)
-            for i in range(len(seqs)):
-                out.append((float(-(logp[i] * mask[i]).sum()), int(mask[i].sum())))
-        return out
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 12) -> list[str]:

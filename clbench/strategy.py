@@ -30,6 +30,7 @@ They never count tasks or steps themselves: ``task.position`` and ``step`` come 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -67,35 +68,26 @@ class UpdateContext:
     max_grad_norm: float
 
 
-class Strategy:
-    """Base class: plain sequential fine-tuning of whatever ``prepare_model`` leaves trainable.
-
-    Subclasses override only the hooks their algorithm changes. Set ``Options`` to a frozen dataclass
-    (fields made with :func:`clbench.typed.opt` carry their help text into ``clbench list``).
-    """
+class StrategyBase:
+    """What a strategy is on every backend, free of any array library: construction, the task-level
+    hooks and their defaults, plain-data persistence and diagnostics. :class:`Strategy` (torch, below)
+    and ``clbench.backends.mlx.strategy.MLXStrategy`` add ``Options`` and the model, loss and update
+    hooks."""
 
     name: str = "base"
     trains: bool = True  # False: the runner skips training (e.g. the 'frozen' lower bound)
     requires_trainable: bool = True  # False: no trainable parameter is acceptable
 
-    @dataclass(frozen=True)
-    class Options:
-        pass
-
     def __init__(self, options=None, *, seed: int = 0, train: TrainConfig | None = None):
         self.options = options if options is not None else self.Options()
         self.seed = seed
         self.train = train or TrainConfig()
-        self.trainable: dict[str, torch.nn.Parameter] = {}
+        self.trainable: dict = {}  # name -> parameter, fixed by mark_trainable
 
-    # --- set-up -------------------------------------------------------------------------------------
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Wrap or modify the model once, before the first task; return the model to train."""
-        return model
-
-    def param_groups(self, model: torch.nn.Module) -> list[dict]:
-        """Optimizer parameter groups (default: one group of every trainable parameter)."""
-        return [{"params": list(self.trainable.values())}]
+    @property
+    def trainable_parameters(self) -> int:
+        """Elements in the trainable parameters (``metrics.json``'s ``trainable_parameters``)."""
+        return sum(math.prod(p.shape) for p in self.trainable.values())
 
     # --- per task ----------------------------------------------------------------------------------
     def observe_pretrained(self, task: TaskView) -> None:
@@ -105,44 +97,21 @@ class Strategy:
         """The records to train on for ``task`` (default: the task's own)."""
         return list(task.examples)
 
-    def before_task(self, task: TaskView, model: torch.nn.Module) -> None:
+    def before_task(self, task: TaskView, model) -> None:
         """Called before the first step of a trained task."""
 
-    def after_task(self, task: TaskView, model: torch.nn.Module) -> None:
+    def after_task(self, task: TaskView, model) -> None:
         """Called after the last step of a trained task, before evaluation and the checkpoint."""
 
     # --- per step ----------------------------------------------------------------------------------
     def before_step(self, step: int) -> None:
         """Called before the forward pass of optimizer step ``step`` (1-based within the task)."""
 
-    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
-        """The loss to backpropagate for one micro-batch (default: the causal-LM loss)."""
-        return LossOutput(model(**batch).loss)
-
-    def apply_update(self, ctx: UpdateContext) -> int:
-        """Apply the accumulated gradients; return how many parameter elements were updated."""
-        params = [p for p in self.trainable.values() if p.grad is not None]
-        clip_grad_norm(params, ctx.max_grad_norm)
-        ctx.optimizer.step()
-        return sum(p.numel() for p in params)
-
     def step_log(self) -> dict:
         """Extra fields for this step's line in the training log (e.g. active tiers)."""
         return {}
 
     # --- persistence and diagnostics ---------------------------------------------------------------
-    def checkpoint_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """What a task checkpoint stores: the trainable parameters only (the adapter, not the base)."""
-        return {n: p.detach() for n, p in self.trainable.items()}
-
-    def load_checkpoint_tensors(self, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-        missing = sorted(set(self.trainable) ^ set(tensors))
-        if missing:
-            raise RuntimeError(f"checkpoint does not match the model's trainable parameters: {missing[:5]}")
-        with torch.no_grad():
-            for n, p in self.trainable.items():
-                p.copy_(tensors[n].to(p.device, p.dtype))
-
     def state_dict(self) -> dict:
         """Strategy memory needed to resume after a task (buffers, Fisher, anchors); torch-saveable."""
         return {}
@@ -158,6 +127,58 @@ class Strategy:
         """JSON-able metadata stored inside the task checkpoint (e.g. the tier map)."""
         return {}
 
+    @classmethod
+    def describe(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+class Strategy(StrategyBase):
+    """Base class: plain sequential fine-tuning of whatever ``prepare_model`` leaves trainable.
+
+    Subclasses override only the hooks their algorithm changes. Set ``Options`` to a frozen dataclass
+    (fields made with :func:`clbench.typed.opt` carry their help text into ``clbench list``).
+    """
+
+    @dataclass(frozen=True)
+    class Options:
+        pass
+
+    trainable: dict[str, torch.nn.Parameter]
+
+    # --- set-up -------------------------------------------------------------------------------------
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Wrap or modify the model once, before the first task; return the model to train."""
+        return model
+
+    def param_groups(self, model: torch.nn.Module) -> list[dict]:
+        """Optimizer parameter groups (default: one group of every trainable parameter)."""
+        return [{"params": list(self.trainable.values())}]
+
+    # --- per step ----------------------------------------------------------------------------------
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
+        """The loss to backpropagate for one micro-batch (default: the causal-LM loss)."""
+        return LossOutput(model(**batch).loss)
+
+    def apply_update(self, ctx: UpdateContext) -> int:
+        """Apply the accumulated gradients; return how many parameter elements were updated."""
+        params = [p for p in self.trainable.values() if p.grad is not None]
+        clip_grad_norm(params, ctx.max_grad_norm)
+        ctx.optimizer.step()
+        return sum(p.numel() for p in params)
+
+    # --- persistence -------------------------------------------------------------------------------
+    def checkpoint_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """What a task checkpoint stores: the trainable parameters only (the adapter, not the base)."""
+        return {n: p.detach() for n, p in self.trainable.items()}
+
+    def load_checkpoint_tensors(self, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+        missing = sorted(set(self.trainable) ^ set(tensors))
+        if missing:
+            raise RuntimeError(f"checkpoint does not match the model's trainable parameters: {missing[:5]}")
+        with torch.no_grad():
+            for n, p in self.trainable.items():
+                p.copy_(tensors[n].to(p.device, p.dtype))
+
     # --- helpers for subclasses --------------------------------------------------------------------
     def mark_trainable(self, model: torch.nn.Module) -> None:
         """Record the parameters that require grad now as the strategy's trainable set."""
@@ -170,10 +191,6 @@ class Strategy:
         from clbench.typed import from_dict
 
         return from_dict(cls.Options, data, where)
-
-    @classmethod
-    def describe(cls) -> str:
-        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
 
 
 def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float) -> float | None:

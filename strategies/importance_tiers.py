@@ -25,6 +25,7 @@ If a task is shorter than the warm-up, the ranking is made at its end from the s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,71 +45,73 @@ class ImportanceTierOptions(TierOptions):
     unit: Literal["adapter", "tensor"] = opt("adapter", "rank LoRA A+B of a layer together, or every tensor alone")
 
 
-@register("importance_tiers")
-class ImportanceTiers(TieredStrategy):
-    """Nested learning: parameters tiered by mean |gradient| measured in a warm-up (largest → fastest)."""
+class ImportanceRanking:
+    """The algorithm on every backend, free of array code (mixed in before the backend's
+    ``TieredStrategy``; the MLX twin is ``clbench.backends.mlx.strategies.importance_tiers``): warm-up,
+    ranking, diagnostics and state. A backend gives ``unit_of`` (its names of one LoRA adapter's
+    tensors), :meth:`reset_abs_sums` and :meth:`add_abs_grads`."""
 
-    Options = ImportanceTierOptions
+    unit_of = staticmethod(adapter_unit)
 
     def __init__(self, options=None, *, seed: int = 0, train=None):
         super().__init__(options, seed=seed, train=train)
         self.scores: dict[str, float] = {}  # unit -> mean |grad| of the last ranking
         self.ranked_at: list[int] = []  # task indices at which a ranking was made
-        self._warming = False
+        self.warming = False  # whether this task is still in its warm-up
+        self.abs_sums: dict = {}  # tensor -> summed |grad| over the warm-up steps (a backend scalar)
+        self.seen = 0  # warm-up steps summed
 
-    @classmethod
-    def options_from(cls, data, where):
-        options = super().options_from(data, where)
-        if options.warmup_steps < 1:
-            raise ConfigError(f"{where}.warmup_steps", f"must be at least 1, got {options.warmup_steps}")
-        return options
+    def reset_abs_sums(self) -> dict:
+        """Fresh ``abs_sums`` for a task's warm-up."""
+        raise NotImplementedError
+
+    def add_abs_grads(self, ctx) -> None:
+        """Add this step's raw gradients' summed |g| (before clipping) to ``abs_sums``."""
+        raise NotImplementedError
 
     def initial_tier_map(self, model):
         return None  # known only after the first warm-up
 
-    def _unit(self, name: str) -> str:
-        return adapter_unit(name) if self.options.unit == "adapter" else name
+    def unit(self, name: str) -> str:
+        return self.unit_of(name) if self.options.unit == "adapter" else name
 
     def before_task(self, task, model):
         super().before_task(task, model)
-        self._task = task.index
-        self._warming = self.options.rerank_each_task or self.updater.tier_map is None
-        self._abs_sum = {n: torch.zeros((), device=p.device) for n, p in self.trainable.items()}
-        self._seen = 0
+        self.task_index = task.index
+        self.warming = self.options.rerank_each_task or self.updater.tier_map is None
+        self.abs_sums = self.reset_abs_sums()
+        self.seen = 0
 
     def before_step(self, step):
-        self.updater.before_step(step, all_active=self._warming)
+        self.updater.before_step(step, all_active=self.warming)
 
     def apply_update(self, ctx):
-        if self._warming:
-            with torch.no_grad():
-                for n, p in self.trainable.items():
-                    if p.grad is not None:  # the raw gradient, before clipping
-                        self._abs_sum[n] += p.grad.abs().sum().float()
-            self._seen += 1
+        if self.warming:
+            self.add_abs_grads(ctx)
+            self.seen += 1
         updated = super().apply_update(ctx)
-        if self._warming and ctx.step >= self.options.warmup_steps:
-            self._rank()
+        if self.warming and ctx.step >= self.options.warmup_steps:
+            self.rank()
         return updated
 
     def after_task(self, task, model):
-        if self._warming and self._seen:
-            self._rank()
+        if self.warming and self.seen:
+            self.rank()
         super().after_task(task, model)
 
-    def _rank(self) -> None:
+    def rank(self) -> None:
         """Mean |grad| per unit (over its elements and the warm-up steps) → tiers, largest first."""
         total: dict[str, float] = {}
         count: dict[str, int] = {}
         for n, p in self.trainable.items():
-            u = self._unit(n)
-            total[u] = total.get(u, 0.0) + float(self._abs_sum[n])
-            count[u] = count.get(u, 0) + p.numel() * self._seen
+            u = self.unit(n)
+            total[u] = total.get(u, 0.0) + float(self.abs_sums.get(n, 0.0))
+            count[u] = count.get(u, 0) + math.prod(p.shape) * self.seen
         self.scores = {u: total[u] / count[u] for u in total}
         unit_tier = tiers_by_score(self.scores, self.updater.n_tiers)
-        self.updater.set_map({n: unit_tier[self._unit(n)] for n in self.trainable})
-        self.ranked_at.append(self._task)
-        self._warming = False
+        self.updater.set_map({n: unit_tier[self.unit(n)] for n in self.trainable})
+        self.ranked_at.append(self.task_index)
+        self.warming = False
 
     def diagnostics(self):
         return {**super().diagnostics(),
@@ -122,3 +125,26 @@ class ImportanceTiers(TieredStrategy):
         super().load_state_dict(state)
         self.scores = dict(state.get("scores", {}))
         self.ranked_at = list(state.get("ranked_at", []))
+
+
+@register("importance_tiers")
+class ImportanceTiers(ImportanceRanking, TieredStrategy):
+    """Nested learning: parameters tiered by mean |gradient| measured in a warm-up (largest → fastest)."""
+
+    Options = ImportanceTierOptions
+
+    @classmethod
+    def options_from(cls, data, where):
+        options = super().options_from(data, where)
+        if options.warmup_steps < 1:
+            raise ConfigError(f"{where}.warmup_steps", f"must be at least 1, got {options.warmup_steps}")
+        return options
+
+    def reset_abs_sums(self):
+        return {n: torch.zeros((), device=p.device) for n, p in self.trainable.items()}
+
+    def add_abs_grads(self, ctx):
+        with torch.no_grad():
+            for n, p in self.trainable.items():
+                if p.grad is not None:  # the raw gradient, before clipping
+                    self.abs_sums[n] += p.grad.abs().sum().float()

@@ -63,8 +63,104 @@ class SurpriseOptions:
     enabled: bool = opt(True, "false: the base strategy alone")
 
 
+class SurpriseHooks:
+    """Surprise on every backend, free of array code (mixed in before the backend's strategy base class;
+    the MLX twin is ``clbench.backends.mlx.strategies.surprise``): the base strategy prepares the model,
+    picks the data and applies the updates; surprise resolves the chosen blocks and keeps its terms'
+    logs per layer. A backend gives :meth:`base_class`, ``prepare_model`` (the blocks) and ``loss``."""
+
+    def __init__(self, options=None, *, seed: int = 0, train=None):
+        super().__init__(options, seed=seed, train=train)
+        o = self.options
+        base_cls = self.base_class(o.base, "surprise.options.base")
+        self.base = base_cls(base_cls.options_from(o.base_options, "surprise.options.base_options"),
+                             seed=seed, train=self.train)
+        self.weights = list(o.weights) * (len(o.layers) if len(o.weights) == 1 else 1)
+        self.layer_index: list[int] = []  # absolute block indices, known after prepare_model
+        self.blocks: list = []  # the chosen blocks, in the order of options.layers
+        self.objective_on = False  # whether this step adds the objective (enabled, every_n)
+        self.step_aux: dict[int, float] = {}  # block index -> this step's auxiliary term
+        self.task_aux: dict[int, list[float]] = {}  # block index -> its terms over the task's steps
+
+    @staticmethod
+    def base_class(name: str, where: str) -> type:
+        raise NotImplementedError
+
+    def choose_blocks(self, blocks: list) -> None:
+        """Resolve ``options.layers`` (negative: from the end) against the model's blocks."""
+        for layer in self.options.layers:
+            if not -len(blocks) <= layer < len(blocks):
+                raise ConfigError("surprise.options.layers", f"block {layer} does not exist: the model has "
+                                  f"{len(blocks)} blocks (0..{len(blocks) - 1}, or -1..-{len(blocks)})")
+        self.layer_index = [layer % len(blocks) for layer in self.options.layers]
+        self.blocks = [blocks[i] for i in self.layer_index]
+
+    # --- the base strategy does the model, the data and the updates ---------------------------------
+    def mark_trainable(self, model):
+        self.base.mark_trainable(model)
+        self.trainable = self.base.trainable
+
+    def observe_pretrained(self, task):
+        self.base.observe_pretrained(task)
+
+    def training_examples(self, task):
+        return self.base.training_examples(task)
+
+    def before_task(self, task, model):
+        self.base.before_task(task, model)
+        self.task_aux = {layer: [] for layer in self.layer_index}
+
+    def before_step(self, step):
+        self.base.before_step(step)
+        self.objective_on = self.options.enabled and step % self.options.every_n == 0
+        self.step_aux = {}
+
+    def apply_update(self, ctx):
+        updated = self.base.apply_update(ctx)
+        self.record_step_aux()
+        return updated
+
+    def record_step_aux(self) -> None:
+        """Add this step's terms (``step_aux``) to the task's log."""
+        for layer, value in self.step_aux.items():
+            self.task_aux[layer].append(value)
+
+    def after_task(self, task, model):
+        self.base.after_task(task, model)
+
+    # --- logs, diagnostics, persistence -------------------------------------------------------------
+    def step_log(self):
+        return {**self.base.step_log(), **{f"surprise_aux_l{layer}": v for layer, v in self.step_aux.items()}}
+
+    def diagnostics(self):
+        per_layer = {str(layer): {"weight": self.weights[i], "steps": len(self.task_aux.get(layer, [])),
+                                  "aux_mean": (sum(v) / len(v)) if (v := self.task_aux.get(layer)) else None,
+                                  "aux_last": v[-1] if v else None}
+                     for i, layer in enumerate(self.layer_index)}
+        return {**self.base.diagnostics(),
+                "surprise": {"target": self.options.target, "every_n": self.options.every_n,
+                             "enabled": self.options.enabled, "layers": per_layer}}
+
+    def checkpoint_metadata(self):
+        return {**self.base.checkpoint_metadata(),
+                "surprise": {"base": self.options.base, "layers": self.layer_index, "weights": self.weights,
+                             "target": self.options.target}}
+
+    def checkpoint_tensors(self, model):
+        return self.base.checkpoint_tensors(model)
+
+    def load_checkpoint_tensors(self, model, tensors):
+        self.base.load_checkpoint_tensors(model, tensors)
+
+    def state_dict(self):
+        return {"base": self.base.state_dict()}
+
+    def load_state_dict(self, state):
+        self.base.load_state_dict(state.get("base", {}))
+
+
 @register("surprise")
-class Surprise(Strategy):
+class Surprise(SurpriseHooks, Strategy):
     """Surprise objectives: chosen blocks predict ∇_y L of their output, on top of a base strategy."""
 
     Options = SurpriseOptions
@@ -72,7 +168,7 @@ class Surprise(Strategy):
     @classmethod
     def options_from(cls, data, where):
         options = from_dict(cls.Options, data, where)
-        base_cls = cls._base_class(options.base, f"{where}.base")
+        base_cls = cls.base_class(options.base, f"{where}.base")
         base_cls.options_from(options.base_options, f"{where}.base_options")
         if not options.layers or len(set(options.layers)) != len(options.layers):
             raise ConfigError(f"{where}.layers", f"need one or more distinct block indices, got {list(options.layers)}")
@@ -84,74 +180,26 @@ class Surprise(Strategy):
         return options
 
     @staticmethod
-    def _base_class(name: str, where: str) -> type[Strategy]:
+    def base_class(name: str, where: str) -> type[Strategy]:
         names = [n for n in registry.names() if n != "surprise" and registry.get(n).trains]
         if name not in names:
             raise ConfigError(where, f"cannot build surprise on {name!r}", names)
         return registry.get(name)
 
-    def __init__(self, options=None, *, seed: int = 0, train=None):
-        super().__init__(options, seed=seed, train=train)
-        o = self.options
-        base_cls = self._base_class(o.base, "surprise.options.base")
-        self.base = base_cls(base_cls.options_from(o.base_options, "surprise.options.base_options"),
-                             seed=seed, train=self.train)
-        self.weights = list(o.weights) * (len(o.layers) if len(o.weights) == 1 else 1)
-        self.layer_index: list[int] = []  # absolute block indices, known after prepare_model
-        self._blocks: list[torch.nn.Module] = []
-        self._on = False
-        self._step_aux: dict[int, float] = {}
-        self._task_aux: dict[int, list[float]] = {}
-
-    # --- the base strategy does the model, the data and the updates ---------------------------------
     def prepare_model(self, model):
         model = self.base.prepare_model(model)
-        blocks = decoder_blocks(model)
-        for layer in self.options.layers:
-            if not -len(blocks) <= layer < len(blocks):
-                raise ConfigError("surprise.options.layers", f"block {layer} does not exist: the model has "
-                                  f"{len(blocks)} blocks (0..{len(blocks) - 1}, or -1..-{len(blocks)})")
-        self.layer_index = [layer % len(blocks) for layer in self.options.layers]
-        self._blocks = [blocks[i] for i in self.layer_index]
+        self.choose_blocks(decoder_blocks(model))
         return model
-
-    def mark_trainable(self, model):
-        self.base.mark_trainable(model)
-        self.trainable = self.base.trainable
 
     def param_groups(self, model):
         return self.base.param_groups(model)
 
-    def observe_pretrained(self, task):
-        self.base.observe_pretrained(task)
-
-    def training_examples(self, task):
-        return self.base.training_examples(task)
-
-    def before_task(self, task, model):
-        self.base.before_task(task, model)
-        self._task_aux = {layer: [] for layer in self.layer_index}
-
-    def before_step(self, step):
-        self.base.before_step(step)
-        self._on = self.options.enabled and step % self.options.every_n == 0
-        self._step_aux = {}
-
-    def apply_update(self, ctx):
-        updated = self.base.apply_update(ctx)
-        for layer, value in self._step_aux.items():
-            self._task_aux[layer].append(value)
-        return updated
-
-    def after_task(self, task, model):
-        self.base.after_task(task, model)
-
     # --- the surprise objective ---------------------------------------------------------------------
     def loss(self, model, batch):
-        if not self._on:
+        if not self.objective_on:
             return self.base.loss(model, batch)
         hidden: dict[int, torch.Tensor] = {}
-        handles = [block.register_forward_hook(self._capture(i, hidden)) for i, block in enumerate(self._blocks)]
+        handles = [block.register_forward_hook(self._capture(i, hidden)) for i, block in enumerate(self.blocks)]
         try:
             if self.options.target == "full":
                 # fused attention kernels (flash / memory-efficient, CPU and CUDA) have no double
@@ -165,7 +213,7 @@ class Surprise(Strategy):
                 h.remove()
         if not out.loss.requires_grad or out.loss.grad_fn is None:
             return out  # nothing is updated at this step
-        chosen = [i for i in range(len(self._blocks)) if i in hidden and hidden[i].requires_grad]
+        chosen = [i for i in range(len(self.blocks)) if i in hidden and hidden[i].requires_grad]
         if not chosen:
             return out
         k = self.train.grad_accum  # the trainer backpropagates out.loss / grad_accum
@@ -208,34 +256,4 @@ class Surprise(Strategy):
 
     def _log(self, i: int, value: float) -> None:
         layer = self.layer_index[i]
-        self._step_aux[layer] = self._step_aux.get(layer, 0.0) + value
-
-    # --- logs, diagnostics, persistence -------------------------------------------------------------
-    def step_log(self):
-        return {**self.base.step_log(), **{f"surprise_aux_l{layer}": v for layer, v in self._step_aux.items()}}
-
-    def diagnostics(self):
-        per_layer = {str(layer): {"weight": self.weights[i], "steps": len(self._task_aux.get(layer, [])),
-                                  "aux_mean": (sum(v) / len(v)) if (v := self._task_aux.get(layer)) else None,
-                                  "aux_last": v[-1] if v else None}
-                     for i, layer in enumerate(self.layer_index)}
-        return {**self.base.diagnostics(),
-                "surprise": {"target": self.options.target, "every_n": self.options.every_n,
-                             "enabled": self.options.enabled, "layers": per_layer}}
-
-    def checkpoint_metadata(self):
-        return {**self.base.checkpoint_metadata(),
-                "surprise": {"base": self.options.base, "layers": self.layer_index, "weights": self.weights,
-                             "target": self.options.target}}
-
-    def checkpoint_tensors(self, model):
-        return self.base.checkpoint_tensors(model)
-
-    def load_checkpoint_tensors(self, model, tensors):
-        self.base.load_checkpoint_tensors(model, tensors)
-
-    def state_dict(self):
-        return {"base": self.base.state_dict()}
-
-    def load_state_dict(self, state):
-        self.base.load_state_dict(state.get("base", {}))
+        self.step_aux[layer] = self.step_aux.get(layer, 0.0) + value

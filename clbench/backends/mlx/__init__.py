@@ -14,8 +14,8 @@ Modules, one job each:
 * :mod:`.cms_adapter` — the CMS chain of residual MLPs;
 * :mod:`.strategies` — sft, layer_tiers, importance_tiers, cms, surprise, under the torch names and with
   the torch strategies' own option classes;
-* :mod:`.trainer` — the step loop of one task; :mod:`.runner` — one run, the same files as
-  ``clbench.runner``.
+* :mod:`.trainer` — one task's training step, in ``clbench.trainer``'s loop; :mod:`.runner` — the MLX
+  operations (``MLXOps``) that ``clbench.runner.run_one`` runs one run with, the same files as torch.
 
 Nothing here is imported by ``import clbench``; ``clbench.backends.get_backend("mlx")`` loads it.
 """

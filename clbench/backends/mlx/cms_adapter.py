@@ -3,7 +3,8 @@
 The MLX twin of ``clbench.cms_adapter`` (read its docstring): level l is ``h + W_down·silu(W_up·h)`` with
 ``W_down`` and its bias starting at zero, so the adapted model computes exactly the base model's
 function until the first update; levels run in order (level 0 innermost, the fastest with chunk sizes
-listed fast → slow); everything else is frozen, so a checkpoint is the chain alone.
+listed fast → slow); everything else is frozen, so a checkpoint is the chain alone. The checks and the
+search for a block's feed-forward module are that module's own functions.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import mlx.core as mx
 from mlx import nn
 from mlx.utils import tree_flatten
 
-FFN_NAMES = ("mlp", "feed_forward", "ffn")
+from clbench.cms_adapter import check_chain, feed_forward_name
 
 
+# CMSLevel and CMSFeedForward are clbench.cms_adapter's classes line for line, on MLX's nn
 class CMSLevel(nn.Module):
     """One level of the chain: ``h + W_down silu(W_up h)``, starting as the identity."""
 
@@ -47,18 +49,14 @@ class CMSFeedForward(nn.Module):
 
 def add_cms_adapters(model: nn.Module, n_levels: int, hidden: int) -> nn.Module:
     """Freeze ``model`` and append an ``n_levels`` chain (MLP width ``hidden``) to every block's FFN."""
-    if n_levels < 1 or hidden < 1:
-        raise ValueError(f"need at least one level and a positive hidden width, got {n_levels}, {hidden}")
+    check_chain(n_levels, hidden)
     width = getattr(getattr(model, "args", None), "hidden_size", None)
     if width is None:
         raise ValueError(f"{type(model).__name__} has no args.hidden_size: cannot size the CMS adapter")
     model.freeze()
     dtype = next(v.dtype for _, v in tree_flatten(model.parameters()) if mx.issubdtype(v.dtype, mx.floating))
     for i, block in enumerate(model.layers):
-        attr = next((a for a in FFN_NAMES if isinstance(getattr(block, a, None), nn.Module)), None)
-        if attr is None:
-            raise ValueError(f"block {i} ({type(block).__name__}) has no feed-forward module named "
-                             f"{' / '.join(FFN_NAMES)}")
+        attr = feed_forward_name(block, i, nn.Module)
         levels = [CMSLevel(width, hidden, lvl) for lvl in range(n_levels)]
         for lvl in levels:
             lvl.set_dtype(dtype)

@@ -1,7 +1,8 @@
 """The probe-facing view of an mlx-lm model: the three methods of ``clbench.lm.TorchLM``.
 
-``clbench.probes`` scores this view unchanged. The answers must equal the torch view's for the same
-weights (the parity test checks the base rows), so the rules are the same:
+``clbench.probes`` scores this view unchanged; the batching of the likelihood questions is
+``clbench.lm_view.LMView``'s, this class gives the forward pass and generation. The answers must equal
+the torch view's for the same weights (the parity test checks the base rows), so the rules are the same:
 
 * ``loglikelihood`` / ``token_nll``: right-padded batches; with causal attention a real token never
   sees the padding after it, so no padding mask is needed and positions start at 0 as in torch;
@@ -16,34 +17,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Self
 
 import mlx.core as mx
 import numpy as np
-from mlx import nn
+
+from clbench.lm_view import LMView
 
 
-class MLXLM:
+class MLXLM(LMView):
     """Probe-facing view of an mlx-lm model; a context manager puts it in eval mode (no dropout)."""
 
-    def __init__(self, model: nn.Module, tokenizer, batch_size: int = 64):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.batch_size = batch_size
-        self._was_training = model.training
-
-    def __enter__(self) -> Self:
-        self._was_training = self.model.training
-        self.model.eval()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.model.train(self._was_training)
-
-    def _ids(self, text: str, special: bool = True) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
-
-    def _forward_logprobs(self, seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    def forward_logprobs(self, seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         """Log-probs of each next token for right-padded ``seqs``: ``(logp[b, t], mask[b, t])``."""
         width = max(len(s) for s in seqs)
         ids = np.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=np.int32)
@@ -57,32 +41,9 @@ class MLXLM:
         picked = mx.take_along_axis(logp, tokens[:, 1:, None], axis=-1).squeeze(-1)
         return np.array(picked), mask[:, 1:]
 
-    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """Sum of log p(continuation tokens | context) for each ``(context, continuation)``."""
-        out: list[float] = []
-        for start in range(0, len(pairs), self.batch_size):
-            chunk = pairs[start : start + self.batch_size]
-            ctx = [self._ids(c) for c, _ in chunk]
-            cont = [self._ids(x, special=False) for _, x in chunk]
-            logp, _ = self._forward_logprobs([a + b for a, b in zip(ctx, cont)])
-            for i, (a, b) in enumerate(zip(ctx, cont)):
-                out.append(float(logp[i, len(a) - 1 : len(a) - 1 + len(b)].sum()))
-        return out
-
-    def token_nll(self, texts: Sequence[str]) -> list[tuple[float, int]]:
-        """``(summed NLL, predicted tokens)`` of each text, BOS excluded, EOS included."""
-        eos = [self.tokenizer.eos_token_id]
-        out: list[tuple[float, int]] = []
-        for start in range(0, len(texts), self.batch_size):
-            seqs = [self._ids(t) + eos for t in texts[start : start + self.batch_size]]
-            logp, mask = self._forward_logprobs(seqs)
-            for i in range(len(seqs)):
-                out.append((float(-(logp[i] * mask[i]).sum()), int(mask[i].sum())))
-        return out
-
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 12) -> list[str]:
         """Greedy continuation of each prompt, decoded and cut at the first newline."""
-        encoded = [self._ids(p) for p in prompts]
+        encoded = [self.ids(p) for p in prompts]
         by_length: dict[int, list[int]] = defaultdict(list)
         for i, ids in enumerate(encoded):
             by_length[len(ids)].append(i)

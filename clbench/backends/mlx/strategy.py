@@ -37,9 +37,8 @@ from mlx.utils import tree_flatten
 
 from clbench.backends.mlx.lora import prepare_lora_or_full
 from clbench.backends.mlx.optim import PerTensor
-from clbench.config import TrainConfig
 from clbench.data import IGNORE
-from clbench.strategy import TaskView
+from clbench.strategy import StrategyBase
 from strategies.sft import LoraOptions
 
 
@@ -75,19 +74,14 @@ def clip_by_global_norm(grads: dict[str, mx.array], max_norm: float) -> tuple[di
     return clipped, float(norm)
 
 
-class MLXStrategy:
-    """Base class: plain sequential fine-tuning of whatever ``prepare_model`` leaves trainable (sft)."""
+class MLXStrategy(StrategyBase):
+    """Base class: plain sequential fine-tuning of whatever ``prepare_model`` leaves trainable (sft).
 
-    name: str = "base"
-    trains: bool = True
-    requires_trainable: bool = True
+    The task-level hooks, their defaults and plain-data persistence are ``clbench.strategy.StrategyBase``'s,
+    shared with torch; what is here uses MLX arrays."""
+
     Options = LoraOptions
-
-    def __init__(self, options=None, *, seed: int = 0, train: TrainConfig | None = None):
-        self.options = options if options is not None else self.Options()
-        self.seed = seed
-        self.train = train or TrainConfig()
-        self.trainable: dict[str, mx.array] = {}
+    trainable: dict[str, mx.array]
 
     # --- set-up -------------------------------------------------------------------------------------
     def prepare_model(self, model: nn.Module) -> nn.Module:
@@ -99,27 +93,7 @@ class MLXStrategy:
         if not self.trainable and self.requires_trainable:
             raise RuntimeError(f"strategy {self.name!r} left no trainable parameter in the model")
 
-    @property
-    def trainable_parameters(self) -> int:
-        return sum(int(v.size) for v in self.trainable.values())
-
-    # --- per task ----------------------------------------------------------------------------------
-    def observe_pretrained(self, task: TaskView) -> None:
-        """A task the base model already learned; nothing to train."""
-
-    def training_examples(self, task: TaskView) -> list[dict]:
-        return list(task.examples)
-
-    def before_task(self, task: TaskView, model: nn.Module) -> None:
-        """Called before the first step of a trained task."""
-
-    def after_task(self, task: TaskView, model: nn.Module) -> None:
-        """Called after the last step of a trained task, before evaluation and the checkpoint."""
-
     # --- per step ----------------------------------------------------------------------------------
-    def before_step(self, step: int) -> None:
-        """Called before the forward pass of optimizer step ``step`` (1-based within the task)."""
-
     def grad_names(self, step: int) -> Collection[str] | None:
         """Parameters whose gradient this step needs (others are frozen for the step and not
         computed); ``None`` means every trainable parameter."""
@@ -134,10 +108,7 @@ class MLXStrategy:
         grads, _ = clip_by_global_norm(ctx.grads, ctx.max_grad_norm)
         return ctx.optimizer.apply(ctx.model, grads, ctx.lr)
 
-    def step_log(self) -> dict:
-        return {}
-
-    # --- persistence and diagnostics ---------------------------------------------------------------
+    # --- persistence -------------------------------------------------------------------------------
     def checkpoint_tensors(self, model: nn.Module) -> dict[str, mx.array]:
         """The trainable parameters only (the adapter, not the base model)."""
         params = dict(tree_flatten(model.parameters()))
@@ -149,19 +120,6 @@ class MLXStrategy:
             raise RuntimeError(f"checkpoint does not match the model's trainable parameters: {mismatch[:5]}")
         model.load_weights(list(tensors.items()), strict=False)
 
-    def state_dict(self) -> dict:
-        """Strategy memory needed to resume after a task; plain data (saved with ``torch.save``)."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-    def diagnostics(self) -> dict:
-        return {}
-
-    def checkpoint_metadata(self) -> dict:
-        return {}
-
     @classmethod
     def options_from(cls, data: dict, where: str):
         """Parsed and validated by the torch strategy of the same name: one definition of every option
@@ -169,7 +127,3 @@ class MLXStrategy:
         from clbench import registry
 
         return registry.get(cls.name).options_from(data, where)
-
-    @classmethod
-    def describe(cls) -> str:
-        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""

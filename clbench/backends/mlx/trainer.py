@@ -1,9 +1,10 @@
-"""The MLX step loop of one task: the torch loop (``clbench.trainer``) with MLX gradients.
+"""The MLX step of one task: the torch trainer's loop (``clbench.trainer.step_loop``) with MLX gradients.
 
-Shared with torch, so both backends see the same data in the same order at the same learning rate:
-the encoded records, ``clbench.data.batch_stream`` (batches fixed by the seed), and the learning-rate
-schedule, which *is* the torch trainer's ``make_schedule`` (transformers' schedulers) driven on a
-placeholder optimizer — no second implementation of warm-up and decay to drift apart.
+Shared with torch, so both backends see the same data in the same order at the same learning rate and
+log the same fields: the loop itself, the encoded records and their batches
+(``clbench.trainer.task_batches``: ``clbench.data.batch_stream``, fixed by the seed), and the
+learning-rate schedule, which *is* the torch trainer's ``make_schedule`` (transformers' schedulers)
+driven on a placeholder optimizer — no second implementation of warm-up and decay to drift apart.
 
 Per step: the strategy may freeze what needs no gradient this step (``grad_names``: an inactive tier is
 neither computed nor applied), ``nn.value_and_grad`` computes the loss and the gradients, which are
@@ -13,8 +14,6 @@ flattened with ``tree_flatten`` into ``{name: gradient}``, averaged over micro-b
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 
@@ -25,16 +24,14 @@ from mlx.utils import tree_flatten
 from clbench.backends.mlx.optim import PerTensor
 from clbench.backends.mlx.strategy import MLXStrategy, UpdateContext
 from clbench.config import TrainConfig
-from clbench.data import batch_stream, count_tokens
-from clbench.progress import bar
+from clbench.data import count_tokens
 from clbench.strategy import TaskView
+from clbench.trainer import StepResult, check_finite, make_schedule, step_loop, task_batches
 
 
 def lr_schedule(cfg: TrainConfig) -> list[float]:
     """Learning rate of steps 1..``steps_per_task`` (index ``step - 1``), from the torch trainer's schedule."""
     import torch
-
-    from clbench.trainer import make_schedule
 
     placeholder = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
     schedule = make_schedule(placeholder, cfg)
@@ -75,17 +72,12 @@ def frozen_except(model: nn.Module, trainable: Collection[str], keep: Collection
 def train_task(model: nn.Module, tokenizer, strategy: MLXStrategy, task: TaskView, optimizer: PerTensor,
                cfg: TrainConfig, seed: int, global_step: int, progress: bool = True) -> list[dict]:
     """Run ``cfg.steps_per_task`` optimizer steps on ``task``; return the per-step log records."""
-    encoded = [task.encode(r) for r in strategy.training_examples(task)]
-    batches = batch_stream(encoded, cfg.batch_size, tokenizer.pad_token_id, seed=seed)
+    batches = task_batches(tokenizer, strategy, task, cfg, seed)
     lrs = lr_schedule(cfg)
     loss_and_grad = nn.value_and_grad(model, strategy.loss)
     model.train()
-    log: list[dict] = []
-    steps = bar(range(1, cfg.steps_per_task + 1), desc=f"train {task.name}", enabled=progress, leave=False,
-                unit="step")
-    for step in steps:
-        t0 = time.perf_counter()
-        strategy.before_step(step)
+
+    def take_step(step: int) -> StepResult:
         grads: dict[str, mx.array] = {}
         losses, extras, tokens = [], {}, 0
         keep = strategy.grad_names(step)
@@ -105,16 +97,12 @@ def train_task(model: nn.Module, tokenizer, strategy: MLXStrategy, task: TaskVie
         grads = {n: g / cfg.grad_accum for n, g in grads.items()}
         mx.eval(losses, grads, extras)
         loss_value = sum(float(v) for v in losses) / cfg.grad_accum
-        if not math.isfinite(loss_value):
-            raise RuntimeError(f"task {task.name!r} step {step}: loss is {loss_value}; lower train.lr or check the data")
+        check_finite(task, step, loss_value)
         lr = lrs[step - 1]
         updated = strategy.apply_update(UpdateContext(step, global_step + step, grads, lr, optimizer, model,
                                                       cfg.max_grad_norm))
         mx.eval(model.trainable_parameters(), optimizer.arrays())
-        log.append({"task": task.index, "step": step, "global_step": global_step + step, "loss": loss_value,
-                    "lr": lr, "step_time": time.perf_counter() - t0, "tokens": tokens, "updated_elements": updated,
-                    **{k: sum(float(x) for x in v) / cfg.grad_accum for k, v in extras.items()},
-                    **strategy.step_log()})
-        if progress and step % 10 == 0:
-            steps.set_postfix(loss=f"{loss_value:.3f}")
-    return log
+        return StepResult(loss_value, lr, tokens, updated,
+                          {k: sum(float(x) for x in v) / cfg.grad_accum for k, v in extras.items()})
+
+    return step_loop(task, strategy, cfg, global_step, progress, take_step)

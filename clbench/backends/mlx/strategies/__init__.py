@@ -7,6 +7,7 @@ training with the list of these names.
 
 from __future__ import annotations
 
+from clbench import runner
 from clbench.backends.mlx.strategies.cms import CMS
 from clbench.backends.mlx.strategies.importance_tiers import ImportanceTiers
 from clbench.backends.mlx.strategies.layer_tiers import LayerTiers
@@ -34,7 +35,5 @@ def get(name: str) -> type:
 
 
 def make_strategy(spec, seed: int, cfg):
-    """Instantiate a grid entry for the MLX backend, validating its options like the torch runner does."""
-    cls = get(spec.name)
-    options = cls.options_from(spec.options, f"strategies[{spec.run_label}].options")
-    return cls(options, seed=seed, train=cfg.train)
+    """Instantiate a grid entry for the MLX backend, validating its options as the torch runner does."""
+    return runner.make_strategy(spec, seed, cfg, get)

@@ -28,6 +28,7 @@ class CMS(TieredStrategy):
         return TieredUpdater(o.chunk_sizes, "accumulate", reduce="mean" if o.scale == "mean" else "sum",
                              lr_scale=[1.0 / c for c in o.chunk_sizes] if o.scale == "inverse_chunk" else None)
 
+    # prepare_model and initial_tier_map are torch CMS's, line for line, over the MLX adapter functions
     def prepare_model(self, model):
         if self.options.form == "adapter":
             return add_cms_adapters(model, len(self.options.chunk_sizes), self.options.adapter_hidden)

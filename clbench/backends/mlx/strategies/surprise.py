@@ -28,7 +28,7 @@ from mlx import nn
 
 from clbench.backends.mlx.strategy import MLXStrategy
 from clbench.errors import ConfigError
-from strategies.surprise import SurpriseOptions
+from strategies.surprise import SurpriseHooks, SurpriseOptions
 
 _TAPPED: dict[type, type] = {}
 
@@ -72,60 +72,33 @@ def grad_adding_tap(weight: float, log: list):
     return tap
 
 
-class Surprise(MLXStrategy):
+class Surprise(SurpriseHooks, MLXStrategy):
     """Surprise objectives: chosen blocks predict ∇_y L of their output, on top of a base strategy."""
 
     Options = SurpriseOptions
 
     def __init__(self, options=None, *, seed: int = 0, train=None):
         super().__init__(options, seed=seed, train=train)
+        self._terms: dict[int, list[mx.array]] = {}  # position in self.blocks -> this step's terms
+
+    @staticmethod
+    def base_class(name: str, where: str) -> type:
         from clbench.backends.mlx.strategies import get
 
-        o = self.options
-        if o.base == "surprise":
-            raise ConfigError("surprise.options.base", "cannot build surprise on itself")
-        base_cls = get(o.base)
-        self.base = base_cls(base_cls.options_from(o.base_options, "surprise.options.base_options"),
-                             seed=seed, train=self.train)
-        self.weights = list(o.weights) * (len(o.layers) if len(o.weights) == 1 else 1)
-        self.layer_index: list[int] = []
-        self._blocks: list[nn.Module] = []
-        self._on = False
-        self._terms: dict[int, list[mx.array]] = {}
-        self._step_aux: dict[int, float] = {}
-        self._task_aux: dict[int, list[float]] = {}
+        if name == "surprise":
+            raise ConfigError(where, "cannot build surprise on itself")
+        return get(name)
 
-    # --- the base strategy does the model, the data and the updates ---------------------------------
+    # --- the base strategy does the model, the data and the updates (SurpriseHooks) -----------------
     def prepare_model(self, model):
         model = self.base.prepare_model(model)
-        blocks = list(model.layers)
-        for layer in self.options.layers:
-            if not -len(blocks) <= layer < len(blocks):
-                raise ConfigError("surprise.options.layers", f"block {layer} does not exist: the model has "
-                                  f"{len(blocks)} blocks (0..{len(blocks) - 1}, or -1..-{len(blocks)})")
-        self.layer_index = [layer % len(blocks) for layer in self.options.layers]
-        self._blocks = [blocks[i] for i in self.layer_index]
-        for block in self._blocks:
+        self.choose_blocks(list(model.layers))
+        for block in self.blocks:
             make_tappable(block)
         return model
 
-    def mark_trainable(self, model):
-        self.base.mark_trainable(model)
-        self.trainable = self.base.trainable
-
-    def observe_pretrained(self, task):
-        self.base.observe_pretrained(task)
-
-    def training_examples(self, task):
-        return self.base.training_examples(task)
-
-    def before_task(self, task, model):
-        self.base.before_task(task, model)
-        self._task_aux = {layer: [] for layer in self.layer_index}
-
     def before_step(self, step):
-        self.base.before_step(step)
-        self._on = self.options.enabled and step % self.options.every_n == 0
+        super().before_step(step)
         self._terms = {}
 
     def grad_names(self, step):
@@ -134,24 +107,20 @@ class Surprise(MLXStrategy):
     def apply_update(self, ctx):
         updated = self.base.apply_update(ctx)
         k = self.train.grad_accum
-        self._step_aux = {self.layer_index[i]: sum(float(t) for t in terms) / k for i, terms in self._terms.items()
-                          if terms}
-        for layer, value in self._step_aux.items():
-            self._task_aux[layer].append(value)
+        self.step_aux = {self.layer_index[i]: sum(float(t) for t in terms) / k for i, terms in self._terms.items()
+                         if terms}
+        self.record_step_aux()
         return updated
-
-    def after_task(self, task, model):
-        self.base.after_task(task, model)
 
     # --- the surprise objective ---------------------------------------------------------------------
     def _set_taps(self, taps) -> None:
-        for block, tap in zip(self._blocks, taps):
+        for block, tap in zip(self.blocks, taps):
             block.surprise_tap = tap
 
     def loss(self, model, batch):
-        if not self._on:
+        if not self.objective_on:
             return self.base.loss(model, batch)
-        n = len(self._blocks)
+        n = len(self.blocks)
         if self.options.target == "detached" and n == 1:
             deepest = 0
             self._terms.setdefault(deepest, [])
@@ -164,7 +133,7 @@ class Surprise(MLXStrategy):
 
     def _explicit_loss(self, model, batch):
         """``L + Σ λ mean((y − s)²)`` with ``s = ∇_y L`` from an extra pass (detached: ``s`` held constant)."""
-        n = len(self._blocks)
+        n = len(self.blocks)
         seen: list = [None] * n
 
         def tap(i, delta=None):
@@ -198,33 +167,3 @@ class Surprise(MLXStrategy):
         total = main + sum(terms)
         # the value of the main loss (what the trainer logs), the gradient of the whole objective
         return mx.stop_gradient(main) + (total - mx.stop_gradient(total)), logs
-
-    # --- logs, diagnostics, persistence -------------------------------------------------------------
-    def step_log(self):
-        return {**self.base.step_log(), **{f"surprise_aux_l{layer}": v for layer, v in self._step_aux.items()}}
-
-    def diagnostics(self):
-        per_layer = {str(layer): {"weight": self.weights[i], "steps": len(self._task_aux.get(layer, [])),
-                                  "aux_mean": (sum(v) / len(v)) if (v := self._task_aux.get(layer)) else None,
-                                  "aux_last": v[-1] if v else None}
-                     for i, layer in enumerate(self.layer_index)}
-        return {**self.base.diagnostics(),
-                "surprise": {"target": self.options.target, "every_n": self.options.every_n,
-                             "enabled": self.options.enabled, "layers": per_layer}}
-
-    def checkpoint_metadata(self):
-        return {**self.base.checkpoint_metadata(),
-                "surprise": {"base": self.options.base, "layers": self.layer_index, "weights": self.weights,
-                             "target": self.options.target}}
-
-    def checkpoint_tensors(self, model):
-        return self.base.checkpoint_tensors(model)
-
-    def load_checkpoint_tensors(self, model, tensors):
-        self.base.load_checkpoint_tensors(model, tensors)
-
-    def state_dict(self):
-        return {"base": self.base.state_dict()}
-
-    def load_state_dict(self, state):
-        self.base.load_state_dict(state.get("base", {}))
