@@ -24,9 +24,9 @@ def git_revision(where: Path | None = None) -> dict:
     where = where or Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
+                                check=False, timeout=10).stdout.strip() or None
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
-                                capture_output=True, text=True, timeout=10).stdout
+                                capture_output=True, text=True, check=False, timeout=10).stdout
         return {"commit": commit, "dirty": bool(status.strip()) if commit else None}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}

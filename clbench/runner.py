@@ -242,7 +242,7 @@ def matrices(stream: Stream, rows: list[dict], base: dict, reference: dict) -> d
     for suite in stream.suite_names:
         first = next(p for t in stream.tasks for p in t.probes if p.name == suite)
 
-        def pick(r):
+        def pick(r, suite=suite):
             return [r["scores"].get(t.name, {}).get(suite) for t in stream.tasks]
 
         out[suite] = {"kind": first.kind, "higher_is_better": higher_is_better(first),

@@ -17,7 +17,7 @@ BENCH = Path(__file__).resolve().parent.parent / "configs" / "bench.yaml"
 def test_default_stream_sft_learns_and_forgets(tmp_path):
     cfg = load_config(BENCH, ["strategies=[sft]", "seeds=[0]", "jobs=1", f"results_dir={tmp_path}",
                               f"cache_dir={tmp_path / 'cache'}"])
-    ((path, status),) = run_grid(cfg, progress=False, echo=lambda *a: None)
+    ((path, _status),) = run_grid(cfg, progress=False, echo=lambda *a: None)
     R = json.loads((path / "matrix.json").read_text())["suites"]["qa"]["R"]  # general, medical, notes
     assert R[0][0] >= 0.9  # the base model answers the general held-out questions
     assert R[1][1] >= 0.9 and R[2][2] >= 0.9  # sft learns each task
