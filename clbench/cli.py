@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from clbench.errors import ClbenchError
@@ -20,19 +21,11 @@ from clbench.errors import ClbenchError
 def _config(args):
     from clbench.config import load_config
 
-    overrides = list(args.set or [])
-    if args.stream:
-        overrides.append(f"stream={args.stream}")
-    if args.strategies:
-        overrides.append(f"strategies=[{args.strategies}]")
-    if args.seeds:
-        overrides.append(f"seeds=[{args.seeds}]")
-    if args.name:
-        overrides.append(f"name={args.name}")
-    if args.results:
-        overrides.append(f"results_dir={args.results}")
-    if args.jobs:
-        overrides.append(f"jobs={args.jobs}")
+    # each shortcut flag is a ``--set`` override; explicit flags win over --set and the YAML file
+    shortcuts = {"stream": "stream={}", "strategies": "strategies=[{}]", "seeds": "seeds=[{}]",
+                 "name": "name={}", "results": "results_dir={}", "jobs": "jobs={}"}
+    overrides = list(args.set or []) + [fmt.format(getattr(args, flag)) for flag, fmt in shortcuts.items()
+                                        if getattr(args, flag)]
     return load_config(args.config, overrides)
 
 
@@ -150,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Library noise that says nothing about the user's run: transformers' per-model "Loading weights"
+    # bar (clbench shows its own progress) and a deprecation warning peft triggers inside transformers.
+    # Environment variables, so that worker processes inherit them.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
