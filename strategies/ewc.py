@@ -21,9 +21,9 @@ import torch
 from clbench.errors import ConfigError
 from clbench.penalties import diagonal_fisher, ewc_penalty
 from clbench.registry import register
-from clbench.strategy import LossOutput, Strategy
+from clbench.strategy import LossOutput
 from clbench.typed import opt
-from strategies.sft import LoraOptions, prepare_lora_or_full
+from strategies.sft import SFT, LoraOptions
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class EWCOptions(LoraOptions):
 
 
 @register("ewc")
-class EWC(Strategy):
+class EWC(SFT):  # SFT's LoRA-or-full set-up; this adds the method
     """Elastic weight consolidation: a Fisher-weighted quadratic pull towards each earlier task's parameters."""
 
     Options = EWCOptions
@@ -51,9 +51,6 @@ class EWC(Strategy):
         self.terms: list[dict[str, dict[str, torch.Tensor]]] = []  # [{"fisher": {...}, "anchor": {...}}]
         self._recent: deque = deque(maxlen=self.options.fisher_batches)
         self._last_penalty = 0.0
-
-    def prepare_model(self, model):
-        return prepare_lora_or_full(model, self.options)
 
     def before_task(self, task, model):
         self._recent.clear()

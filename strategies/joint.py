@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clbench.registry import register
-from clbench.strategy import Strategy, TaskView
+from clbench.strategy import TaskView
 from clbench.typed import opt
-from strategies.sft import LoraOptions, prepare_lora_or_full
+from strategies.sft import SFT, LoraOptions
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class JointOptions(LoraOptions):
 
 
 @register("joint")
-class Joint(Strategy):
+class Joint(SFT):  # SFT's LoRA-or-full set-up; this adds the method
     """Joint (cumulative) training on the union of all tasks so far: the upper reference."""
 
     Options = JointOptions
@@ -32,9 +32,6 @@ class Joint(Strategy):
         super().__init__(options, **kw)
         self.memory: dict[str, list[dict]] = {}  # task name -> its training records, in stream order
         self._pretrained_seen: list[TaskView] = []
-
-    def prepare_model(self, model):
-        return prepare_lora_or_full(model, self.options)
 
     def observe_pretrained(self, task):
         if self.options.include_pretrained:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from clbench.errors import ConfigError
 from clbench.penalties import l2_to_anchor
 from clbench.registry import register
-from clbench.strategy import LossOutput, Strategy
+from clbench.strategy import LossOutput
 from clbench.typed import opt
-from strategies.sft import LoraOptions, prepare_lora_or_full
+from strategies.sft import SFT, LoraOptions
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class L2Options(LoraOptions):
 
 
 @register("l2")
-class L2(Strategy):
+class L2(SFT):  # SFT's LoRA-or-full set-up; this adds the method
     """L2 penalty towards the parameters at the end of the previous task."""
 
     Options = L2Options
@@ -37,9 +37,6 @@ class L2(Strategy):
         super().__init__(options, **kw)
         self.anchor: dict = {}
         self._last_penalty = 0.0
-
-    def prepare_model(self, model):
-        return prepare_lora_or_full(model, self.options)
 
     def before_task(self, task, model):
         self.anchor = {n: p.detach().clone() for n, p in self.trainable.items()}

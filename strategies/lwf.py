@@ -21,9 +21,9 @@ import torch
 from clbench.errors import ConfigError
 from clbench.penalties import distillation_kl
 from clbench.registry import register
-from clbench.strategy import LossOutput, Strategy
+from clbench.strategy import LossOutput
 from clbench.typed import opt
-from strategies.sft import LoraOptions, prepare_lora_or_full
+from strategies.sft import SFT, LoraOptions
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def _position_mask(batch: dict, logits: torch.Tensor) -> torch.Tensor | None:
 
 
 @register("lwf")
-class LwF(Strategy):
+class LwF(SFT):  # SFT's LoRA-or-full set-up; this adds the method
     """Learning without forgetting: KL distillation to the model as it was before the current task."""
 
     Options = LwFOptions
@@ -54,9 +54,6 @@ class LwF(Strategy):
         self.teacher: dict[str, torch.Tensor] | None = None
         self.trained_before = False  # has any task been trained (so a teacher exists without the base)?
         self._last_kd = 0.0
-
-    def prepare_model(self, model):
-        return prepare_lora_or_full(model, self.options)
 
     def before_task(self, task, model):
         has_teacher = self.trained_before or self.options.first_task_teacher

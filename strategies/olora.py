@@ -23,9 +23,9 @@ import torch
 from clbench.errors import ConfigError
 from clbench.penalties import olora_l2, olora_orthogonality
 from clbench.registry import register
-from clbench.strategy import LossOutput, Strategy
+from clbench.strategy import LossOutput
 from clbench.typed import opt
-from strategies.sft import LoraOptions, prepare_lora_or_full
+from strategies.sft import SFT, LoraOptions
 
 _LORA = re.compile(r"^(?P<layer>.+)\.lora_(?P<ab>[AB])\.(?P<adapter>[^.]+)\.weight$")
 FIRST_ADAPTER = "default"  # the name peft gives the adapter get_peft_model creates
@@ -54,7 +54,7 @@ def lora_weights(model, which: str = "A") -> dict[str, dict[str, torch.nn.Parame
 
 
 @register("olora")
-class OLoRA(Strategy):
+class OLoRA(SFT):  # SFT's LoRA-or-full set-up; this adds the method
     """O-LoRA: one LoRA adapter per task, orthogonal to the earlier adapters, which stay frozen."""
 
     Options = OLoRAOptions
@@ -69,9 +69,6 @@ class OLoRA(Strategy):
         self._new_a: dict[str, torch.Tensor] = {}
         self._old_a: list[dict[str, torch.Tensor]] = []
         self._last = {"olora_orth": 0.0, "olora_l2": 0.0}
-
-    def prepare_model(self, model):
-        return prepare_lora_or_full(model, self.options)
 
     def _add_adapter(self, model, name: str) -> None:
         model.add_adapter(name, copy.deepcopy(model.peft_config[FIRST_ADAPTER]))

@@ -22,9 +22,9 @@ from typing import Literal
 from clbench.errors import ConfigError
 from clbench.registry import register
 from clbench.replay_buffer import draw, make_buffer
-from clbench.strategy import Strategy, TaskView
+from clbench.strategy import TaskView
 from clbench.typed import opt
-from strategies.sft import LoraOptions, prepare_lora_or_full
+from strategies.sft import SFT, LoraOptions
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class ReplayOptions(LoraOptions):
 
 
 @register("replay")
-class Replay(Strategy):
+class Replay(SFT):  # SFT's LoRA-or-full set-up; this adds the method
     """Experience replay: earlier tasks' records from a bounded buffer mixed into each task's training set."""
 
     Options = ReplayOptions
@@ -52,9 +52,6 @@ class Replay(Strategy):
         self.buffer = make_buffer(self.options.policy, self.options.buffer_size, self.seed)
         self._pretrained_seen: list[TaskView] = []  # re-added after a resume if the state predates them
         self._replayed = 0
-
-    def prepare_model(self, model):
-        return prepare_lora_or_full(model, self.options)
 
     def observe_pretrained(self, task):
         if self.options.replay_pretrained:
