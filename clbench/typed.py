@@ -72,6 +72,9 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
     if unknown:
         raise ConfigError(where, f"unknown key {unknown[0]!r}{did_you_mean(unknown[0], names)}", names)
     kwargs = {k: _check(f"{where}.{k}", hints[k], v) for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k, v in kwargs.items():
+        _check_bounds(f"{where}.{k}", fields[k], v)
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required field is missing
@@ -102,8 +105,30 @@ def describe_fields(cls: type) -> list[tuple[str, str, Any, str]]:
     return rows
 
 
-def opt(default: Any, help: str) -> Any:
-    """A dataclass field with a default and a help text (shown by ``clbench list``)."""
+BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b), "le": ("<=", lambda v, b: v <= b)}
+
+
+def opt(default: Any, help: str, **bounds: float) -> Any:
+    """A dataclass field with a default, a help text (shown by ``clbench list``) and optional numeric
+    bounds ``ge`` / ``gt`` / ``le`` that :func:`from_dict` enforces on given values."""
+    unknown = set(bounds) - set(BOUNDS)
+    if unknown:
+        raise TypeError(f"unknown bound(s) {sorted(unknown)}; known: {sorted(BOUNDS)}")
+    metadata = {"help": help, "bounds": bounds}
     if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _check_bounds(where: str, field: dataclasses.Field, value: Any) -> None:
+    for name, bound in field.metadata.get("bounds", {}).items():
+        symbol, ok = BOUNDS[name]
+        if not ok(value, bound):
+            raise ConfigError(where, f"must be {symbol} {bound}, got {value!r}")
+
+
+def check_bounds(obj: Any) -> None:
+    """Enforce every field's ``opt`` bounds on a dataclass instance (for ``__post_init__``, so options
+    built in Python are held to the same bounds as options loaded from YAML)."""
+    for f in dataclasses.fields(obj):
+        _check_bounds(f"{type(obj).__name__}.{f.name}", f, getattr(obj, f.name))

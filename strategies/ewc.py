@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import torch
 
-from clbench.errors import ConfigError
 from clbench.penalties import diagonal_fisher, ewc_penalty
 from clbench.registry import register
 from clbench.strategy import LossOutput
@@ -28,16 +27,10 @@ from strategies.sft import SFT, LoraOptions
 
 @dataclass(frozen=True)
 class EWCOptions(LoraOptions):
-    lam: float = opt(1e6, "λ of the penalty λ/2 Σ F (θ − θ*)²")
-    fisher_batches: int = opt(16, "last training batches of a task used for its Fisher")
+    lam: float = opt(1e6, "λ of the penalty λ/2 Σ F (θ − θ*)²", ge=0)
+    fisher_batches: int = opt(16, "last training batches of a task used for its Fisher", ge=1)
     online: bool = opt(False, "online EWC: one decayed Fisher and the latest anchor instead of one term per task")
-    gamma: float = opt(1.0, "online EWC: decay of the earlier Fisher, F ← γF + F_new")
-
-    def __post_init__(self):
-        if self.fisher_batches < 1:
-            raise ConfigError("ewc.fisher_batches", f"must be >= 1, got {self.fisher_batches}")
-        if self.lam < 0 or not 0 <= self.gamma <= 1:
-            raise ConfigError("ewc", f"need lam >= 0 and 0 <= gamma <= 1, got lam={self.lam}, gamma={self.gamma}")
+    gamma: float = opt(1.0, "online EWC: decay of the earlier Fisher, F ← γF + F_new", ge=0, le=1)
 
 
 @register("ewc")

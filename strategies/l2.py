@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clbench.errors import ConfigError
 from clbench.penalties import l2_to_anchor
 from clbench.registry import register
 from clbench.strategy import LossOutput
@@ -20,11 +19,7 @@ from strategies.sft import SFT, LoraOptions
 
 @dataclass(frozen=True)
 class L2Options(LoraOptions):
-    lam: float = opt(0.01, "λ of the penalty λ ‖θ − θ_prev‖²")
-
-    def __post_init__(self):
-        if self.lam < 0:
-            raise ConfigError("l2.lam", f"must be >= 0, got {self.lam}")
+    lam: float = opt(0.01, "λ of the penalty λ ‖θ − θ_prev‖²", ge=0)
 
 
 @register("l2")

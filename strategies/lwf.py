@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import torch
 
-from clbench.errors import ConfigError
 from clbench.penalties import distillation_kl
 from clbench.registry import register
 from clbench.strategy import LossOutput
@@ -28,13 +27,9 @@ from strategies.sft import SFT, LoraOptions
 
 @dataclass(frozen=True)
 class LwFOptions(LoraOptions):
-    alpha: float = opt(1.0, "weight α of the distillation term")
-    temperature: float = opt(2.0, "softmax temperature T of the distillation")
+    alpha: float = opt(1.0, "weight α of the distillation term", ge=0)
+    temperature: float = opt(2.0, "softmax temperature T of the distillation", gt=0)
     first_task_teacher: bool = opt(True, "distil to the base model during the first trained task")
-
-    def __post_init__(self):
-        if self.alpha < 0 or self.temperature <= 0:
-            raise ConfigError("lwf", f"need alpha >= 0 and temperature > 0, got {self.alpha}, {self.temperature}")
 
 
 def _position_mask(batch: dict, logits: torch.Tensor) -> torch.Tensor | None:

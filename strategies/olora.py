@@ -33,14 +33,13 @@ FIRST_ADAPTER = "default"  # the name peft gives the adapter get_peft_model crea
 
 @dataclass(frozen=True)
 class OLoRAOptions(LoraOptions):
-    lambda_orth: float = opt(0.5, "λ1 of the orthogonality penalty Σ |A_old · A_newᵀ|")
-    lambda_l2: float = opt(0.0, "λ2 of the L2 penalty Σ ‖W‖₂ on the new adapter")
+    lambda_orth: float = opt(0.5, "λ1 of the orthogonality penalty Σ |A_old · A_newᵀ|", ge=0)
+    lambda_l2: float = opt(0.0, "λ2 of the L2 penalty Σ ‖W‖₂ on the new adapter", ge=0)
 
     def __post_init__(self):
+        super().__post_init__()
         if self.mode != "lora":
             raise ConfigError("olora.mode", f"O-LoRA trains one LoRA adapter per task; got {self.mode!r}", ["lora"])
-        if self.lambda_orth < 0 or self.lambda_l2 < 0:
-            raise ConfigError("olora", f"λs must be >= 0, got {self.lambda_orth}, {self.lambda_l2}")
 
 
 def lora_weights(model, which: str = "A") -> dict[str, dict[str, torch.nn.Parameter]]:

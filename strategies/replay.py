@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from clbench.errors import ConfigError
 from clbench.registry import register
 from clbench.replay_buffer import draw, make_buffer
 from clbench.strategy import TaskView
@@ -29,16 +28,10 @@ from strategies.sft import SFT, LoraOptions
 
 @dataclass(frozen=True)
 class ReplayOptions(LoraOptions):
-    buffer_size: int = opt(200, "records the memory holds, over all earlier tasks")
+    buffer_size: int = opt(200, "records the memory holds, over all earlier tasks", ge=0)
     policy: Literal["balanced", "reservoir"] = opt("balanced", "balanced (equal share per task) or reservoir")
-    ratio: float = opt(0.5, "replayed records per current-task record in the training set")
+    ratio: float = opt(0.5, "replayed records per current-task record in the training set", ge=0)
     replay_pretrained: bool = opt(True, "also store the records of tasks the base model learned (pretraining data)")
-
-    def __post_init__(self):
-        if self.buffer_size < 0:
-            raise ConfigError("replay.buffer_size", f"must be >= 0, got {self.buffer_size}")
-        if self.ratio < 0:
-            raise ConfigError("replay.ratio", f"must be >= 0, got {self.ratio}")
 
 
 @register("replay")

@@ -12,7 +12,7 @@ from typing import Literal
 from clbench.modeling.lora import add_lora
 from clbench.registry import register
 from clbench.strategy import Strategy
-from clbench.typed import opt
+from clbench.typed import check_bounds, opt
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,9 @@ class LoraOptions:
     alpha: float = opt(32.0, "LoRA alpha (scale = alpha / r)")
     dropout: float = opt(0.0, "LoRA dropout")
     target_modules: tuple[str, ...] = opt([], "module names to adapt; empty = every linear layer")
+
+    def __post_init__(self):
+        check_bounds(self)  # subclasses' bounded fields (ge/gt/le in opt), also when built in Python
 
 
 def prepare_lora_or_full(model, options: LoraOptions):

@@ -140,3 +140,14 @@ def test_cli_list_shows_options(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "sft:" in out and "rank" in out and "LoRA rank r" in out
+
+
+def test_option_bounds_hold_from_yaml_and_from_python():
+    from strategies.ewc import EWCOptions
+    from strategies.lwf import LwF
+
+    with pytest.raises(ConfigError, match=r"strategies\[lwf\]\.options\.temperature: must be > 0, got 0\.0"):
+        LwF.options_from({"temperature": 0.0}, "strategies[lwf].options")
+    with pytest.raises(ConfigError, match=r"EWCOptions\.gamma: must be <= 1, got 1\.5"):
+        EWCOptions(gamma=1.5)
+    assert EWCOptions(gamma=1.0, fisher_batches=1).fisher_batches == 1  # bounds are inclusive where ge/le
