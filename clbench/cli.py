@@ -23,7 +23,8 @@ def _config(args):
 
     # each shortcut flag is a ``--set`` override; explicit flags win over --set and the YAML file
     shortcuts = {"stream": "stream={}", "strategies": "strategies=[{}]", "seeds": "seeds=[{}]",
-                 "name": "name={}", "results": "results_dir={}", "jobs": "jobs={}"}
+                 "name": "name={}", "results": "results_dir={}", "jobs": "jobs={}",
+                 "executor": "executor.kind={}", "address": "executor.address={}"}
     overrides = list(args.set or []) + [fmt.format(getattr(args, flag)) for flag, fmt in shortcuts.items()
                                         if getattr(args, flag)]
     return load_config(args.config, overrides)
@@ -43,9 +44,13 @@ def cmd_run(args) -> int:
     cfg = _config(args)
     results = run_grid(cfg, progress=not args.quiet)
     root = Path(cfg.results_dir) / cfg.name
-    print(f"\nclbench: {len(results)} runs finished; results in {root}")
+    failed = [path for path, status in results if status == "failed"]
+    print(f"\nclbench: {len(results) - len(failed)} runs finished; results in {root}")
     if not args.no_report:
         _print_report(build_report([root], Path(args.report_dir or f"reports/{cfg.name}")))
+    if failed:
+        print(f"clbench: {len(failed)} runs failed (listed above): " + ", ".join(map(str, failed)), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -108,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--name", help="experiment name (results/<name>/...)")
     r.add_argument("--results", help="results directory")
     r.add_argument("--jobs", type=int, help="parallel runs")
+    r.add_argument("--executor", choices=["local", "ray"], help="where runs execute (default local; "
+                   "ray needs the 'distributed' extra; docs/distributed.md)")
+    r.add_argument("--address", help="ray: cluster address, e.g. auto or ray://head:10001 (default: a local Ray)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. train.lr=1e-3")
     r.add_argument("--report-dir", help="where the report goes (default reports/<name>)")
     r.add_argument("--no-report", action="store_true")

@@ -66,12 +66,52 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class ExecutorConfig:
+    """Where the grid's runs execute (``clbench.run.executors``; multi-GPU and clusters: docs/distributed.md)."""
+
+    kind: Literal["local", "ray"] = opt("local", "local (this machine, `jobs` processes) or ray (a Ray cluster)")
+    address: str | None = opt(None, "ray: cluster address (auto, ray://host:10001); null = start a local Ray")
+    num_cpus: float = opt(1, "ray: CPUs each run asks for (also its torch threads)", ge=0)
+    num_gpus: float = opt(0, "ray: GPUs each run asks for (0.5 = two runs share a GPU)", ge=0)
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    """Per-strategy tuning on validation probe items (``clbench.run.sweep``; docs/tuning.md)."""
+
+    sweep: dict = opt({}, "default sweep of every trained strategy without its own: {field: [values]}")
+    rule: Literal["acc_given_la", "acc", "learning_acc", "forgetting"] = opt(
+        "acc_given_la", "selection: best ACC with LA >= la_ratio x best LA; or best ACC, LA, lowest F")
+    la_ratio: float = opt(0.9, "acc_given_la: the share of the best learning accuracy a choice must reach",
+                          ge=0, le=1)
+    seed: int = opt(0, "the one seed candidates run with")
+    val_fraction: float = opt(0.5, "share of each probe suite's items held out for validation", gt=0, le=0.9)
+    split_seed: int = opt(0, "seed of the validation/test split of probe items")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Training curves beside the results (``clbench.results.tensorboard``); nothing goes to a network
+    unless ``wandb`` is switched on."""
+
+    tensorboard: bool = opt(True, "TensorBoard event files in <run>/tensorboard/")
+    wandb: bool = opt(False, "also log to Weights & Biases (needs `pip install wandb` and a login)")
+    wandb_project: str = opt("clbench", "W&B project")
+    wandb_mode: Literal["online", "offline"] = opt("online", "W&B mode (offline: local files, sync later)")
+
+
+@dataclass(frozen=True)
 class StrategySpec:
-    """One row of the grid: a registered strategy, its options, and the label results are filed under."""
+    """One row of the grid: a registered strategy, its options, and the label results are filed under.
+
+    ``sweep`` maps option names (``options.<name>`` or the bare name) and training fields
+    (``train.<name>`` or the bare name) to candidate values (``clbench.run.sweep``).
+    """
 
     name: str
     options: dict = field(default_factory=dict)
     label: str | None = None
+    sweep: dict | None = None  # None: the experiment's tuning.sweep; {}: not tuned
 
     @property
     def run_label(self) -> str:
@@ -87,6 +127,10 @@ class ExperimentConfig:
     results_dir: str = opt("results", "where run directories go")
     cache_dir: str = opt("", "base-model cache; empty = $CLBENCH_CACHE or ~/.cache/clbench")
     jobs: int = opt(1, "runs in parallel processes (each with train.threads threads)")
+    orders: tuple[Any, ...] = opt(["given"], "task orders: given, reversed, [task, ...], {random: K, seed: S}")
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

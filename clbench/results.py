@@ -14,7 +14,11 @@ Layout of ``<results_dir>/<experiment>/<stream>/<strategy label>/seed_<k>/``::
     matrix.json              R per probe suite (rows: after task i; columns: task j), base row, reference row
     metrics.json             ACC/BWT/FWT/forgetting/LA/general retention per suite, cost
     train_log.jsonl          all tasks' step logs, concatenated when the run finishes
+    tensorboard/             TensorBoard event files: loss, lr, tier updates, drift, probe scores
     DONE                     present only when the run finished
+
+A run of a task order other than the stream file's sits one level deeper, in
+``<strategy label>/order-<name>/seed_<k>/`` (``clbench.run.orders``).
 
 An interrupted run keeps every finished task; the runner resumes from the last ``after_<t>.json``.
 """
@@ -74,8 +78,13 @@ def safe_label(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in label)
 
 
-def run_dir(cfg: ExperimentConfig, stream_name: str, spec: StrategySpec, seed: int) -> Path:
-    return Path(cfg.results_dir) / safe_label(cfg.name) / safe_label(stream_name) / safe_label(spec.run_label) / f"seed_{seed}"
+def run_dir(cfg: ExperimentConfig, stream_name: str, spec: StrategySpec, seed: int, order: dict | None = None) -> Path:
+    """``<results>/<experiment>/<stream>/<label>/seed_<k>``; a task order other than the stream file's
+    (``clbench.run.orders``) adds ``order-<name>/`` before the seed."""
+    label_dir = Path(cfg.results_dir) / safe_label(cfg.name) / safe_label(stream_name) / safe_label(spec.run_label)
+    if order:
+        label_dir = label_dir / f"order-{safe_label(order['name'])}"
+    return label_dir / f"seed_{seed}"
 
 
 class RunFiles:

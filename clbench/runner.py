@@ -79,11 +79,12 @@ def run_record(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: 
     """What ``config.json`` stores; two runs with equal records are the same experiment."""
     return {"schema": SCHEMA_VERSION, "experiment": cfg.name, "seed": seed,
             "strategy": {"name": spec.name, "label": spec.run_label, "options": spec.options},
-            "stream": {"name": stream.name, "source": stream.source, "fingerprint": stream.fingerprint(),
+            "stream": {"name": stream.name, "source": stream.source, "fingerprint": stream.file_fingerprint,
                        "tasks": [t.name for t in stream.tasks], "pretrained": [t.pretrained for t in stream.tasks],
                        "suites": stream.suite_names, "primary_metric": stream.spec.primary_metric},
             "model": config_dict(cfg.model), "base_model": base_dir.name, "train": config_dict(cfg.train),
-            "eval": config_dict(cfg.eval)}
+            "eval": config_dict(cfg.eval),
+            **{k: v for k, v in stream.derived.items() if k in ("order", "probe_split")}}
 
 
 def same_experiment(a: dict, b: dict) -> bool:
@@ -256,7 +257,7 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
     ``"done"``/``"skipped"``/``"resumed"``."""
     ops = ops if ops is not None else TorchOps()
     ops.check_stream(stream)
-    files = RunFiles(run_dir(cfg, stream.name, spec, seed))
+    files = RunFiles(run_dir(cfg, stream.name, spec, seed, stream.derived.get("order")))
     record = run_record(cfg, stream, spec, seed, base_dir)
     if files.config.exists():
         if not same_experiment(read_json(files.config), record):
@@ -362,7 +363,8 @@ def finalize(files: RunFiles, stream: Stream, T: int, trainable_parameters: int)
             "optimizer_steps": len(logs),
             "updated_elements": sum(r.get("updated_elements", 0) for r in rows),
             "trainable_parameters": trainable_parameters}
-    atomic_write_json(files.matrix, {"tasks": [t.name for t in stream.tasks], "suites": mats})
+    order = {"order": stream.derived["order"]} if "order" in stream.derived else {}  # for orders.reindex
+    atomic_write_json(files.matrix, {"tasks": [t.name for t in stream.tasks], "suites": mats, **order})
     atomic_write_json(files.metrics, {"primary_metric": stream.spec.primary_metric, "suites": metrics, "cost": cost,
                                       "final_loss": {stream.tasks[t].name: rows[t].get("final_loss")
                                                      for t in range(T) if not rows[t].get("pretrained")}})

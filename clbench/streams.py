@@ -133,6 +133,9 @@ class Stream:
     tasks: tuple[Task, ...]
     background: tuple[dict, ...] = field(default=(), repr=False)  # extra pretraining records
     source: str = ""
+    # how this stream was derived from its file (``clbench.run.orders``, ``clbench.run.probe_split``):
+    # {"order": ..., "probe_split": ..., "source_fingerprint": ...}; recorded in every run's config.json
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -142,6 +145,11 @@ class Stream:
     def suite_names(self) -> list[str]:
         """Every probe-suite name in the stream, in first-seen order (one accuracy matrix each)."""
         return list(dict.fromkeys(p.name for t in self.tasks for p in t.probes))
+
+    @property
+    def file_fingerprint(self) -> str:
+        """The fingerprint of the stream file this stream was derived from (its own if not derived)."""
+        return self.derived.get("source_fingerprint") or self.fingerprint()
 
     def fingerprint(self) -> str:
         """A hash of every record: results and cached base models are keyed by it."""

@@ -1,0 +1,1 @@
+"""Running grids: executors (local, Ray), task orders, probe splits and per-strategy tuning."""

@@ -1,0 +1,191 @@
+"""Where the runs of a grid execute: this machine (default) or a Ray cluster.
+
+Both executors run the same :class:`Job` s through the backend's ``run_one``, so a run directory is the
+same wherever it ran: finished runs are skipped and killed runs resume from their last finished task
+(``clbench.runner``), whether the next attempt happens here or on another node.
+
+* :class:`LocalExecutor` — in this process (``jobs: 1``), or a pool of ``jobs`` spawned processes with
+  ``train.threads`` torch threads each (default: the CPU count divided by ``jobs``). The first failure
+  stops the grid and is raised, as before.
+* :class:`RayExecutor` — every run is one Ray task asking for ``executor.num_cpus`` CPUs and
+  ``executor.num_gpus`` GPUs, so Ray packs runs onto the GPUs of one node or the nodes of a cluster
+  (``docs/distributed.md``). A task that raises or whose worker dies is retried once by Ray
+  (``max_retries=1, retry_exceptions=True``; the retry resumes the run directory), then reported; the
+  other runs go on. The workers write into the run directories themselves, so ``results_dir`` (and the
+  base model: ``model.path`` or ``cache_dir``) must be a path every node sees, e.g. a shared filesystem.
+  The driver shows one progress bar for the grid and, at the end, every failure with its run directory.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+from clbench.config import ExperimentConfig, StrategySpec
+from clbench.errors import ConfigError
+from clbench.progress import bar
+from clbench.results import run_dir
+from clbench.streams import Stream
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of a grid: everything ``run_one`` needs, picklable (the stream is sent, not re-read, so
+    a reordered or probe-split stream reaches the worker as the driver built it)."""
+
+    cfg: ExperimentConfig
+    stream: Stream
+    spec: StrategySpec
+    seed: int
+    base_dir: Path
+
+    @property
+    def path(self) -> Path:
+        return run_dir(self.cfg, self.stream.name, self.spec, self.seed, self.stream.derived.get("order"))
+
+    @property
+    def title(self) -> str:
+        order = self.stream.derived.get("order")
+        where = f" order {order['name']}" if order else ""
+        return f"{self.spec.run_label}{where} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job: Job
+    path: Path
+    status: str  # done | skipped | resumed | failed
+    error: str | None = None
+
+
+def run_job(job: Job, progress: bool = False) -> tuple[Path, str]:
+    from clbench.backends import get_backend
+
+    return get_backend(job.cfg.model.backend).run_one(job.cfg, job.stream, job.spec, job.seed, job.base_dir,
+                                                      progress=progress)
+
+
+def _pool_worker(job: Job, threads: int) -> tuple[Path, str]:
+    import torch
+
+    torch.set_num_threads(threads)
+    return run_job(job)
+
+
+class LocalExecutor:
+    """Runs in this process (``jobs <= 1``, with progress bars per run) or a spawned process pool."""
+
+    def __init__(self, jobs: int = 1):
+        self.jobs = jobs
+
+    def run(self, jobs: list[Job], progress: bool = True, echo=print) -> list[Outcome]:
+        out: dict[int, Outcome] = {}
+        if self.jobs <= 1:
+            for i, job in enumerate(jobs):
+                echo(f"[{i + 1}/{len(jobs)}] {job.title}")
+                path, status = run_job(job, progress)
+                out[i] = Outcome(job, path, status)
+                echo(f"    {status}: {path}")
+            return [out[i] for i in range(len(jobs))]
+        threads = jobs[0].cfg.train.threads if jobs and jobs[0].cfg.train.threads else \
+            max(1, (os.cpu_count() or 1) // self.jobs)
+        with ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_pool_worker, job, threads): i for i, job in enumerate(jobs)}
+            try:
+                for fut in bar(as_completed(futures), desc="runs", total=len(futures), enabled=progress):
+                    i = futures[fut]
+                    path, status = fut.result()
+                    out[i] = Outcome(jobs[i], path, status)
+                    echo(f"    {jobs[i].title}: {status}: {path}")
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
+        return [out[i] for i in range(len(jobs))]
+
+
+def _ray_worker(job: Job, threads: int) -> tuple[str, str]:
+    """One run inside a Ray worker (returns plain strings: the driver rebuilds the ``Path``)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    path, status = run_job(job)
+    return str(path), status
+
+
+def _absolute(job: Job) -> Job:
+    """Paths a worker resolves as the driver does, whatever its working directory."""
+    cfg = replace(job.cfg, results_dir=str(Path(job.cfg.results_dir).resolve()))
+    return replace(job, cfg=cfg, base_dir=Path(job.base_dir).resolve())
+
+
+class RayExecutor:
+    """Each run a Ray task with ``num_cpus`` / ``num_gpus``; failures retried once, then reported."""
+
+    def __init__(self, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0, retries: int = 1):
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ConfigError("executor", "the ray executor needs Ray: pip install 'clbench[distributed]'",
+                              ["local"]) from None
+        self.address, self.num_cpus, self.num_gpus, self.retries = address, num_cpus, num_gpus, retries
+
+    def _connect(self) -> None:
+        import ray
+
+        if not ray.is_initialized():  # a caller (a test, a notebook) may have started Ray itself
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+
+    def run(self, jobs: list[Job], progress: bool = True, echo=print) -> list[Outcome]:
+        import ray
+
+        self._connect()
+        remote = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.retries,
+                            retry_exceptions=True)(_ray_worker)
+        sent = [_absolute(job) for job in jobs]
+        threads = max(1, int(self.num_cpus))
+        refs = {remote.options(name=f"clbench:{job.title}").remote(job, job.cfg.train.threads or threads): i
+                for i, job in enumerate(sent)}
+        out: dict[int, Outcome] = {}
+        pending = list(refs)
+        with bar(desc="runs", total=len(pending), enabled=progress) as progress_bar:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                i = refs[ready[0]]
+                try:
+                    path, status = ray.get(ready[0])
+                    out[i] = Outcome(jobs[i], Path(path), status)
+                except Exception as exc:  # the task failed on its retry too: report it, keep the rest going
+                    out[i] = Outcome(jobs[i], sent[i].path, "failed", _failure_text(exc))
+                echo(f"    {jobs[i].title}: {out[i].status}: {out[i].path}")
+                progress_bar.update(1)
+        failed = [o for o in out.values() if o.status == "failed"]
+        if failed:
+            echo(f"clbench: {len(failed)} of {len(jobs)} runs failed after {self.retries} retr"
+                 f"{'y' if self.retries == 1 else 'ies'} (run directories keep their finished tasks):")
+            for o in failed:
+                echo(f"    {o.job.title}: {o.path}\n        {o.error}")
+        return [out[i] for i in range(len(jobs))]
+
+
+def _failure_text(exc: BaseException) -> str:
+    """The last line of the remote error (Ray wraps the worker's traceback in its own exception)."""
+    cause = getattr(exc, "cause", None)
+    if cause is not None:
+        return f"{type(cause).__name__}: {cause}"
+    lines = [ln for ln in traceback.format_exception_only(exc)[-1].splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def make_executor(cfg: ExperimentConfig):
+    """The executor the config asks for (``executor.kind``; ``jobs`` for the local one)."""
+    ex = cfg.executor
+    if ex.kind == "ray":
+        return RayExecutor(ex.address, ex.num_cpus, ex.num_gpus)
+    return LocalExecutor(cfg.jobs)

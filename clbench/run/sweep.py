@@ -1,0 +1,182 @@
+"""Per-strategy tuning on validation probe items: each method compared at its own best setting.
+
+One learning rate for every strategy is unfair by construction (a tier that updates every 4 steps, or a
+method with a penalty, may want another rate). So a grid entry may carry a ``sweep:`` — candidate
+values for any of its options or any training field — and the experiment a default one
+(``tuning.sweep``) for every trained strategy without its own::
+
+    tuning: {sweep: {lr: [3.0e-3, 1.2e-2]}, rule: acc_given_la, la_ratio: 0.9}
+    strategies:
+      - all
+      - {name: ewc, sweep: {lr: [3.0e-3, 1.2e-2], ewc_lambda: [100, 1000]}}   # a product of the lists
+      - {name: frozen, sweep: {}}                                             # {}: not tuned
+
+Keys are ``train.<field>``, ``options.<field>`` or a bare name (an option of the strategy, else a
+training field). How it runs (:func:`tune`):
+
+1. every candidate of every swept strategy runs with one seed (``tuning.seed``) on the *validation*
+   items of the probes (``clbench.run.probe_split``), in experiment ``<name>-tuning``;
+2. :func:`choose` picks one by the stated rule, reading only those runs' ``metrics.json`` (the
+   primary suite): by default the best ACC among the candidates whose learning accuracy reaches
+   ``la_ratio`` × the best LA (so a setting cannot win by learning nothing and forgetting nothing);
+   ties go to the candidate listed first;
+3. ``<results>/<name>/<stream>/<label>/tuning.json`` records what was swept, every candidate's
+   validation numbers, the choice and the reason; the report shows it;
+4. the grid then runs the chosen setting with every seed on the *test* items.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from clbench.config import ExperimentConfig, StrategySpec, TrainConfig
+from clbench.errors import ConfigError
+from clbench.results import atomic_write_json, read_json, safe_label
+from clbench.typed import from_dict, to_dict
+
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"threads"}
+RULES = {
+    "acc_given_la": "best ACC among candidates with LA >= {ratio} x the best LA",
+    "acc": "best ACC",
+    "learning_acc": "best learning accuracy LA",
+    "forgetting": "lowest forgetting F",
+}
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """A strategy after tuning: its config and spec with the chosen setting, and the record."""
+
+    cfg: ExperimentConfig
+    spec: StrategySpec
+    record: dict | None  # None: not tuned
+
+
+def sweep_space(spec: StrategySpec, cfg: ExperimentConfig, strategy_cls) -> dict[str, list]:
+    """The spec's sweep (or the experiment's default for a trained strategy) with canonical keys
+    ``train.<f>`` / ``options.<f>``; every key and value list checked."""
+    raw = spec.sweep if spec.sweep is not None else (cfg.tuning.sweep if getattr(strategy_cls, "trains", True)
+                                                     else {})
+    where = f"strategies[{spec.run_label}].sweep" if spec.sweep is not None else "tuning.sweep"
+    option_names = {f.name for f in fields(strategy_cls.Options)}
+    space: dict[str, list] = {}
+    for key, values in raw.items():
+        section, _, name = key.rpartition(".")
+        if not section:
+            if name in option_names and name in TRAIN_FIELDS:
+                raise ConfigError(f"{where}.{key}", f"{name!r} is both an option and a training field; "
+                                  f"write options.{name} or train.{name}")
+            section = "options" if name in option_names else "train" if name in TRAIN_FIELDS else ""
+        allowed = sorted(f"options.{n}" for n in option_names) + sorted(f"train.{n}" for n in TRAIN_FIELDS)
+        if (section, name) not in {("options", n) for n in option_names} | {("train", n) for n in TRAIN_FIELDS}:
+            raise ConfigError(f"{where}.{key}", f"not an option of {spec.name!r} or a training field", allowed)
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ConfigError(f"{where}.{key}", f"expected a non-empty list of candidate values, got {values!r}")
+        space[f"{section}.{name}"] = list(values)
+    return space
+
+
+def candidates(space: dict[str, list]) -> list[dict]:
+    """Every combination of the swept values, in the order the lists give (the first key varies slowest)."""
+    keys = list(space)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(space[k] for k in keys))]
+
+
+def apply_setting(cfg: ExperimentConfig, spec: StrategySpec, setting: dict, where: str):
+    """``(cfg, spec)`` with ``setting`` applied: options merged into the spec, training fields into ``cfg.train``."""
+    options = dict(spec.options)
+    train = to_dict(cfg.train)
+    for key, value in setting.items():
+        section, name = key.split(".", 1)
+        (options if section == "options" else train)[name] = value
+    return replace(cfg, train=from_dict(TrainConfig, train, f"{where}.train")), replace(spec, options=options)
+
+
+def setting_text(setting: dict) -> str:
+    return ",".join(f"{k.split('.', 1)[1]}={v}" for k, v in setting.items())
+
+
+def candidate_spec(spec: StrategySpec, setting: dict, options: dict) -> StrategySpec:
+    return StrategySpec(spec.name, options, f"{spec.run_label}~{setting_text(setting)}", {})
+
+
+def choose(results: list[dict], rule: str, la_ratio: float, higher_is_better: bool = True) -> tuple[int, str]:
+    """Index of the chosen candidate and why. ``results[i]`` holds ``acc``, ``learning_acc`` and
+    ``forgetting`` of candidate ``i`` on the validation items; ties go to the lowest index."""
+    sign = 1.0 if higher_is_better else -1.0
+
+    def best(idx, key, s):
+        return max(idx, key=lambda i: (s * results[i][key], -i))
+
+    every = list(range(len(results)))
+    if rule == "acc_given_la":
+        top = best(every, "learning_acc", sign)
+        best_la = results[top]["learning_acc"]
+        bar_la = la_ratio * best_la if higher_is_better else best_la / max(la_ratio, 1e-12)
+        eligible = [i for i in every if sign * results[i]["learning_acc"] >= sign * bar_la - 1e-12]
+        i = best(eligible, "acc", sign)
+        return i, (f"best validation ACC {results[i]['acc']:.3f} among {len(eligible)} of {len(results)} candidates "
+                   f"with LA {'>=' if higher_is_better else '<='} {la_ratio:g} x best LA {best_la:.3f}")
+    if rule == "forgetting":
+        i = best(every, "forgetting", -1.0)
+        return i, f"lowest validation forgetting F {results[i]['forgetting']:.3f} of {len(results)} candidates"
+    if rule in ("acc", "learning_acc"):
+        i = best(every, rule, sign)
+        name = "ACC" if rule == "acc" else "LA"
+        return i, f"best validation {name} {results[i][rule]:.3f} of {len(results)} candidates"
+    raise ConfigError("tuning.rule", f"unknown rule {rule!r}", RULES)
+
+
+def tuning_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The experiment candidate runs are filed under: ``<name>-tuning``, the tuning seed only."""
+    return replace(cfg, name=f"{cfg.name}-tuning", seeds=(cfg.tuning.seed,))
+
+
+def record_path(cfg: ExperimentConfig, stream_name: str, label: str) -> Path:
+    return Path(cfg.results_dir) / safe_label(cfg.name) / safe_label(stream_name) / safe_label(label) / "tuning.json"
+
+
+def plan_tuning(cfg: ExperimentConfig, specs: list[StrategySpec], classes: dict, validate) -> dict[str, list]:
+    """``{label: [(setting, cfg, spec), ...]}`` for every swept strategy, each candidate validated by
+    ``validate(spec, cfg)`` (instantiates the strategy) before anything runs."""
+    plans = {}
+    for spec in specs:
+        space = sweep_space(spec, cfg, classes[spec.name])
+        if not space:
+            continue
+        where = f"strategies[{spec.run_label}].sweep"
+        rows = []
+        for setting in candidates(space):
+            c_cfg, c_spec = apply_setting(cfg, spec, setting, where)
+            validate(c_spec, c_cfg)
+            rows.append((setting, c_cfg, c_spec))
+        plans[spec.run_label] = (space, rows)
+    return plans
+
+
+def select(cfg: ExperimentConfig, stream_name: str, spec: StrategySpec, space: dict, rows: list, outcomes: list,
+           primary: str) -> Tuned:
+    """Choose among one strategy's finished candidate runs (``outcomes`` in ``rows`` order), write
+    ``tuning.json``, and return the strategy with the chosen setting."""
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise ConfigError(str(failed[0].path), f"tuning run of {spec.run_label!r} failed ({failed[0].error}); "
+                          "fix it or drop the candidate")
+    results, hib = [], True
+    for (setting, _, _), outcome in zip(rows, outcomes):
+        metrics = read_json(Path(outcome.path) / "metrics.json")
+        suite = metrics["suites"][primary]
+        hib = read_json(Path(outcome.path) / "matrix.json")["suites"][primary]["higher_is_better"]
+        results.append({"setting": setting, "run": str(outcome.path),
+                        **{k: suite[k] for k in ("acc", "learning_acc", "forgetting")}})
+    i, reason = choose(results, cfg.tuning.rule, cfg.tuning.la_ratio, hib)
+    setting = results[i]["setting"]
+    record = {"strategy": spec.name, "label": spec.run_label, "swept": space, "suite": primary,
+              "split": "validation", "seed": cfg.tuning.seed, "rule": cfg.tuning.rule,
+              "rule_text": RULES[cfg.tuning.rule].format(ratio=cfg.tuning.la_ratio), "la_ratio": cfg.tuning.la_ratio,
+              "candidates": results, "chosen": setting, "reason": reason}
+    atomic_write_json(record_path(cfg, stream_name, spec.run_label), record)
+    t_cfg, t_spec = apply_setting(cfg, spec, setting, f"strategies[{spec.run_label}].sweep")
+    return Tuned(t_cfg, t_spec, record)
