@@ -25,11 +25,11 @@ from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
-from clbench.config import ExperimentConfig, StrategySpec
+from clbench.config.experiment import ExperimentConfig, StrategySpec
+from clbench.data.streams import Stream
 from clbench.errors import ConfigError
 from clbench.progress import bar
-from clbench.results import run_dir
-from clbench.streams import Stream
+from clbench.results.files import run_dir
 
 
 @dataclass(frozen=True)

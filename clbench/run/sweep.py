@@ -31,10 +31,10 @@ import itertools
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from clbench.config import ExperimentConfig, StrategySpec, TrainConfig
+from clbench.config.experiment import ExperimentConfig, StrategySpec, TrainConfig
+from clbench.config.options import from_dict, to_dict
 from clbench.errors import ConfigError
-from clbench.results import atomic_write_json, read_json, safe_label
-from clbench.typed import from_dict, to_dict
+from clbench.results.files import atomic_write_json, read_json, safe_label
 
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"threads"}
 RULES = {
