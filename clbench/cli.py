@@ -30,11 +30,16 @@ def _config(args):
     return load_config(args.config, overrides)
 
 
-def _print_report(readme: Path) -> None:
-    """The summary table(s) of a freshly written report, then where the rest is."""
+def _print_report(readme: Path, results=()) -> None:
+    """The summary table(s) of a freshly written report, then where the rest is (and the training curves)."""
     for table in sorted(readme.parent.glob("*/tables/summary.md")):
         print(f"\n{table.read_text()}")
     print(f"clbench: report written to {readme} (and {readme.parent / 'index.html'})")
+    from clbench.results.tensorboard import tensorboard_command
+
+    command = tensorboard_command(results)
+    if command:
+        print(f"clbench: training curves: {command}")
 
 
 def cmd_run(args) -> int:
@@ -47,7 +52,7 @@ def cmd_run(args) -> int:
     failed = [path for path, status in results if status == "failed"]
     print(f"\nclbench: {len(results) - len(failed)} runs finished; results in {root}")
     if not args.no_report:
-        _print_report(build_report([root], Path(args.report_dir or f"reports/{cfg.name}")))
+        _print_report(build_report([root], Path(args.report_dir or f"reports/{cfg.name}")), [root])
     if failed:
         print(f"clbench: {len(failed)} runs failed (listed above): " + ", ".join(map(str, failed)), file=sys.stderr)
         return 1
@@ -69,7 +74,8 @@ def cmd_list(args) -> int:
 def cmd_report(args) -> int:
     from clbench.reporting.build import build_report
 
-    _print_report(build_report(args.results, Path(args.output), args.suite, args.reference, not args.no_figures))
+    _print_report(build_report(args.results, Path(args.output), args.suite, args.reference, not args.no_figures),
+                  args.results)
     return 0
 
 

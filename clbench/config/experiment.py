@@ -79,7 +79,8 @@ class ExecutorConfig:
 class TuningConfig:
     """Per-strategy tuning on validation probe items (``clbench.run.sweep``; docs/tuning.md)."""
 
-    sweep: dict = opt({}, "default sweep of every trained strategy without its own: {field: [values]}")
+    sweep: dict = field(default_factory=dict, metadata={
+        "help": "default sweep of every trained strategy without its own: {field: [values]}"})
     rule: Literal["acc_given_la", "acc", "learning_acc", "forgetting"] = opt(
         "acc_given_la", "selection: best ACC with LA >= la_ratio x best LA; or best ACC, LA, lowest F")
     la_ratio: float = opt(0.9, "acc_given_la: the share of the best learning accuracy a choice must reach",

@@ -7,6 +7,7 @@ Reads only finished runs (never retrains), groups them by stream × strategy lab
     <out>/README.md, <out>/index.html            what was run (stream, model, seeds, versions, git
                                                  revisions), metric formulas, every table and figure
     <out>/<stream>/tables/{summary,cost,per_task}.{md,tex}
+    <out>/<stream>/tables/{orders,tuning}.{md,tex}  when the runs span task orders / were tuned
     <out>/<stream>/figures/*.{pdf,png}
     <out>/<stream>/numbers.json                  every mean, CI half-width, n, p-value and per-seed
                                                  value behind the tables
@@ -25,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clbench.reporting.figures import FigureFile, write_figures
+from clbench.reporting.orders import order_numbers, order_table
 from clbench.reporting.stats import mean_ci, pareto_optimal
 from clbench.reporting.tables import Column, Table, build_table, to_latex, to_markdown, unit_scale
+from clbench.reporting.tuning import tuning_records, tuning_table
 from clbench.results.aggregate import COST, METRICS, Run, group_runs, load_runs, seed_values
 from clbench.results.files import atomic_write_bytes, safe_label
 
@@ -133,6 +136,14 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
         tables.append((table, *_write_table(out_dir, folder, table, stem)))
         numbers[stem] = table.numbers
     numbers["pareto"] = {lab: bool(pareto[lab]) for lab in labels}
+    orders = order_numbers(groups, suite)  # task orders averaged, and their spread (clbench.run.orders)
+    tuned = tuning_records(groups)  # what each tuned strategy was swept over and why its setting won
+    for stem, table in (("orders", order_table(orders, stream, suite, slug)),
+                        ("tuning", tuning_table(tuned, stream, slug))):
+        if table is not None:
+            tables.append((table, *_write_table(out_dir, folder, table, stem)))
+    numbers["orders"] = orders
+    numbers["tuning"] = tuned
     atomic_write_bytes(out_dir / folder / "numbers.json",
                        (json.dumps({"stream": stream, "suite": suite, "reference": reference, "tables": numbers},
                                    indent=2, sort_keys=True) + "\n").encode())

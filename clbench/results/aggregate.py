@@ -45,7 +45,11 @@ class Run:
 
     @property
     def label(self) -> str:
-        return self.config["strategy"]["label"]
+        """The strategy label, plus `` @<order>`` for a task order other than the stream file's
+        (``clbench.run.orders``): each order is its own row; ``clbench.reporting.orders`` averages them."""
+        order = self.config.get("order")
+        label = self.config["strategy"]["label"]
+        return f"{label} @{order['name']}" if order else label
 
     @property
     def seed(self) -> int:
@@ -173,6 +177,7 @@ def runs_frame(paths, suite: str | None = None) -> pd.DataFrame:
             continue
         m = met["suites"][name]
         rows.append({"experiment": cfg["experiment"], "stream": run.stream, "strategy": run.label,
+                     "order": (cfg.get("order") or {}).get("name", "given"),
                      "strategy_name": cfg["strategy"]["name"], "seed": run.seed, "suite": name,
                      **{k: m[k] for k in METRICS}, **{k: met["cost"].get(k) for k in COST}, "path": str(run.path)})
     if not rows:

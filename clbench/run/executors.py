@@ -161,7 +161,7 @@ class RayExecutor:
                 try:
                     path, status = ray.get(ready[0])
                     out[i] = Outcome(jobs[i], Path(path), status)
-                except Exception as exc:  # the task failed on its retry too: report it, keep the rest going
+                except ray.exceptions.RayError as exc:  # failed on its retry too: report it, the rest go on
                     out[i] = Outcome(jobs[i], sent[i].path, "failed", _failure_text(exc))
                 echo(f"    {jobs[i].title}: {out[i].status}: {out[i].path}")
                 progress_bar.update(1)

@@ -52,6 +52,7 @@ from clbench.results.files import (
 )
 from clbench.results.metrics import summarize
 from clbench.results.provenance import provenance
+from clbench.results.tensorboard import open_curves
 from clbench.train import registry
 from clbench.train.loop import make_optimizer, train_task
 from clbench.train.strategy import TaskView
@@ -291,8 +292,10 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
         ref = ops.reference(cfg, base_dir, model)
         write_row(files, "reference", evaluate(ref, "eval reference"), {})
         del ref
+    curves = open_curves(cfg.log, files.root, record)  # TensorBoard (and W&B if asked)
     if not files.base.exists():
         write_row(files, "base", evaluate(model, "eval base"), {})
+        curves.probes(read_json(files.base)["scores"], 0)
     base = read_json(files.base)
 
     def encode(rec):
@@ -342,6 +345,8 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
                                   "tokens": sum(r["tokens"] for r in log),
                                   "updated_elements": sum(r["updated_elements"] for r in log),
                                   "final_loss": log[-1]["loss"] if log else None, "diagnostics": diagnostics})
+        curves.task(log, row["scores"], diagnostics, global_step if strategy.trains else t)
+    curves.close()
     finalize(files, stream, T, strategy.trainable_parameters)
     return files.root, status
 

@@ -59,7 +59,7 @@ def _explicit(entry: list, stream, where: str) -> TaskOrder:
 def _random(entry: dict, stream, where: str) -> list[TaskOrder]:
     unknown = set(entry) - {"random", "seed"}
     if unknown:
-        raise ConfigError(where, f"unknown key {sorted(unknown)[0]!r}", ["random", "seed"])
+        raise ConfigError(where, f"unknown key {min(unknown)!r}", ["random", "seed"])
     k, seed = entry["random"], entry.get("seed", 0)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1 or not isinstance(seed, int):
         raise ConfigError(where, f"random: K needs an integer K >= 1 and an integer seed, got {entry!r}")

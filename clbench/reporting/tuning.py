@@ -1,0 +1,53 @@
+"""The tuning table: per strategy, what was swept, each candidate's validation numbers, what was chosen and why.
+
+Read from ``<results>/<experiment>/<stream>/<label>/tuning.json`` (written by ``clbench.run.sweep``
+before the strategy's test runs), found next to the runs the report reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from clbench.reporting.tables import Cell, Table, fmt
+from clbench.results.aggregate import Run
+from clbench.results.files import read_json
+
+
+def label_dir(run: Run) -> Path:
+    """The strategy label's folder of a run (above ``order-<name>/`` for a non-given order)."""
+    parent = Path(run.path).parent
+    return parent.parent if parent.name.startswith("order-") else parent
+
+
+def tuning_records(groups: dict[str, list[Run]]) -> dict[str, dict]:
+    """``{strategy label: tuning.json}`` for every tuned strategy among the report's runs."""
+    out = {}
+    for runs in groups.values():
+        for run in runs:
+            path = label_dir(run) / "tuning.json"
+            label = run.config["strategy"]["label"]
+            if label not in out and path.exists():
+                out[label] = read_json(path)
+    return dict(sorted(out.items()))
+
+
+def _setting(setting: dict) -> str:
+    return ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in setting.items())
+
+
+def tuning_table(records: dict[str, dict], stream: str, slug: str) -> Table | None:
+    if not records:
+        return None
+    rows = []
+    for label, rec in records.items():
+        swept = "; ".join(f"{k.split('.', 1)[-1]} ∈ {{{', '.join(map(str, v))}}}" for k, v in rec["swept"].items())
+        cands = "; ".join(f"{_setting(c['setting'])}: ACC {fmt(c['acc'], 3)}, LA {fmt(c['learning_acc'], 3)}"
+                          for c in rec["candidates"])
+        rows.append((Cell(label), Cell(swept), Cell(cands), Cell(_setting(rec["chosen"])), Cell(rec["reason"])))
+    first = next(iter(records.values()))
+    caption = (f"Per-strategy tuning on stream {stream}: each candidate ran with seed {first['seed']} and was scored "
+               f"on the validation probe items only ({first['suite']} probes); the tables above score the chosen "
+               f"setting on the disjoint test items. Rule: {first['rule_text']}; ties go to the candidate listed "
+               f"first.")
+    return Table("Tuning", f"tab:{slug}-tuning", caption, ("Strategy", "Swept", "Validation (candidate: ACC, LA)",
+                                                           "Chosen", "Why"), "lllll", tuple(rows), list(records.values()))
