@@ -109,7 +109,7 @@ def reorder(stream, order: TaskOrder):
         return stream
     tasks = tuple(stream.tasks[i] for i in order.permutation)
     spec = replace(stream.spec, tasks=tuple(stream.spec.tasks[i] for i in order.permutation))
-    derived = {**stream.derived, "order": order_record(stream, order)}
+    derived = {**stream.derived, "source_fingerprint": stream.file_fingerprint, "order": order_record(stream, order)}
     return replace(stream, spec=spec, tasks=tasks, derived=derived)
 
 

@@ -12,7 +12,7 @@ each native probe suite of each task is split once into *validation* and *test* 
 
 :func:`split_stream` gives the stream a run sees: the same tasks with only the role's items.
 :func:`split_record` is what the grid writes to ``<results>/<experiment>/<stream>/probe_split.json``
-(every suite's validation and test item ids), and each run's ``config.json`` records its role.
+(the rule, every suite's validation indices and ids), and each run's ``config.json`` records its role.
 """
 
 from __future__ import annotations
@@ -63,8 +63,12 @@ def split_stream(stream, role: str, fraction: float, seed: int):
 
 
 def split_record(stream, fraction: float, seed: int) -> dict:
-    """Every native suite's validation and test item ids (written once per grid, before any run)."""
+    """The split as written once per grid, before any run: the rule, and per native suite the
+    validation item ids and the test item count (the test items are all the others). Reads only the
+    validation items, so tuning never touches a test item, not even to record it."""
     out: dict = {"val_fraction": fraction, "split_seed": seed, "stream_fingerprint": stream.file_fingerprint,
+                 "rule": "validation = the first round(val_fraction * n) of random.Random(sha256('<split_seed>:"
+                         "<task>:<suite>')).sample(range(n), n), sorted; test = the other items",
                  "suites": {}}
     for task in stream.tasks:
         for suite in task.probes:
@@ -73,5 +77,6 @@ def split_record(stream, fraction: float, seed: int) -> dict:
                 continue
             val, test = split_indices(len(suite.items), fraction, task.name, suite.name, seed)
             out["suites"][f"{task.name}/{suite.name}"] = {
-                "validation": [suite.items[i]["id"] for i in val], "test": [suite.items[i]["id"] for i in test]}
+                "n_items": len(suite.items), "validation_indices": val,
+                "validation_ids": [suite.items[i]["id"] for i in val], "test_items": len(test)}
     return out
