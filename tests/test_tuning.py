@@ -1,0 +1,112 @@
+"""Per-strategy tuning: the validation/test split of probe items, the selection rule, and that
+selection never touches a test item."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from clbench.errors import ConfigError
+from clbench.results.files import RunFiles
+from clbench.run.executors import LocalExecutor
+from clbench.run.grid import plan, run_grid, run_tuning
+from clbench.run.probe_split import split_indices, split_stream
+from clbench.run.sweep import choose
+from tests.conftest import micro_config
+
+QUIET = {"progress": False, "echo": lambda *a: None}
+
+
+def test_split_is_disjoint_covering_and_stable(micro_stream):
+    for n in (2, 3, 10, 101):
+        val, test = split_indices(n, 0.5, "medical", "qa", 0)
+        assert set(val).isdisjoint(test) and sorted(val + test) == list(range(n))
+        assert len(val) == min(n - 1, max(1, round(0.5 * n)))
+        assert (val, test) == split_indices(n, 0.5, "medical", "qa", 0)  # stable
+    assert split_indices(101, 0.5, "medical", "qa", 0) != split_indices(101, 0.5, "medical", "qa", 1)
+    assert split_indices(101, 0.5, "medical", "qa", 0) != split_indices(101, 0.5, "notes", "qa", 0)
+    with pytest.raises(ConfigError, match="at least 2"):
+        split_indices(1, 0.5, "medical", "qa", 0)
+    val_stream = split_stream(micro_stream, "validation", 0.5, 0)
+    test_stream = split_stream(micro_stream, "test", 0.5, 0)
+    for task, v, t in zip(micro_stream.tasks, val_stream.tasks, test_stream.tasks):
+        for suite, sv, st in zip(task.probes, v.probes, t.probes):
+            ids_v, ids_t = {i["id"] for i in sv.items}, {i["id"] for i in st.items}
+            assert ids_v and ids_t and ids_v.isdisjoint(ids_t)
+            assert ids_v | ids_t == {i["id"] for i in suite.items}
+    assert val_stream.file_fingerprint == micro_stream.fingerprint() != val_stream.fingerprint()
+
+
+def test_choose_follows_the_stated_rule():
+    res = [{"acc": 0.50, "learning_acc": 0.60, "forgetting": 0.1},
+           {"acc": 0.40, "learning_acc": 0.95, "forgetting": 0.5},
+           {"acc": 0.45, "learning_acc": 1.00, "forgetting": 0.6}]
+    # best LA 1.0 -> LA >= 0.9 keeps candidates 1 and 2; the better ACC of those is candidate 2
+    assert choose(res, "acc_given_la", 0.9)[0] == 2
+    assert choose(res, "acc_given_la", 0.5)[0] == 0  # 0.6 >= 0.5: all eligible, best ACC wins
+    assert choose(res, "acc", 0.9)[0] == 0
+    assert choose(res, "learning_acc", 0.9)[0] == 2
+    assert choose(res, "forgetting", 0.9)[0] == 0
+    tie = [{"acc": 0.5, "learning_acc": 1.0, "forgetting": 0.0}] * 2
+    assert choose(tie, "acc_given_la", 0.9)[0] == 0  # ties go to the candidate listed first
+
+
+class Poison:
+    """A test probe item: any look at it fails the test."""
+
+    def _touched(self, *a, **k):
+        raise AssertionError("a test probe item was read during tuning")
+
+    __getitem__ = get = keys = items = __iter__ = __len__ = __contains__ = __str__ = __repr__ = _touched
+    __eq__ = __hash__ = __reduce__ = __reduce_ex__ = __getstate__ = _touched
+
+
+def poison_test_items(stream, fraction, seed):
+    tasks = []
+    for task in stream.tasks:
+        suites = []
+        for suite in task.probes:
+            _, test = split_indices(len(suite.items), fraction, task.name, suite.name, seed)
+            suites.append(replace(suite, items=tuple(Poison() if i in test else it for i, it in enumerate(suite.items))))
+        tasks.append(replace(task, probes=tuple(suites)))
+    return replace(stream, tasks=tuple(tasks), derived={"source_fingerprint": stream.fingerprint()})
+
+
+def test_selection_never_reads_a_test_item(micro_cache, micro_base_dir, tmp_path):
+    cfg = micro_config(tmp_path, cache_dir=micro_cache, **{"tuning.sweep": "{lr: [0.0005, 0.02]}"})
+    stream, specs = plan(cfg)
+    poisoned = poison_test_items(stream, cfg.tuning.val_fraction, cfg.tuning.split_seed)
+    (tuned,) = run_tuning(cfg, poisoned, specs, micro_base_dir, LocalExecutor(1), **QUIET)
+    rec = tuned.record
+    assert rec["swept"] == {"train.lr": [0.0005, 0.02]} and rec["split"] == "validation"
+    assert [c["setting"] for c in rec["candidates"]] == [{"train.lr": 0.0005}, {"train.lr": 0.02}]
+    by_hand = choose(rec["candidates"], "acc_given_la", 0.9)
+    assert rec["chosen"] == rec["candidates"][by_hand[0]]["setting"] and rec["reason"] == by_hand[1]
+    assert tuned.cfg.train.lr == rec["chosen"]["train.lr"]
+    written = json.loads((tmp_path / "results" / "default" / "micro" / "sft" / "tuning.json").read_text())
+    assert written["chosen"] == rec["chosen"]
+
+
+def test_tuned_grid_scores_the_chosen_setting_on_test_items(micro_cache, micro_base_dir, tmp_path):
+    cfg = micro_config(tmp_path, cache_dir=micro_cache, strategies="[sft, frozen]",
+                       **{"tuning.sweep": "{lr: [0.0005, 0.02]}"})
+    results = run_grid(cfg, **QUIET)
+    assert len(results) == 2  # frozen does not train: not swept, but scored on the test items too
+    split = json.loads((tmp_path / "results" / "default" / "micro" / "probe_split.json").read_text())
+    tuning = json.loads((tmp_path / "results" / "default" / "micro" / "sft" / "tuning.json").read_text())
+    assert not (tmp_path / "results" / "default" / "micro" / "frozen" / "tuning.json").exists()
+    for path, _ in results:
+        files = RunFiles(path)
+        config = json.loads(files.config.read_text())
+        assert config["probe_split"] == {"role": "test", "val_fraction": 0.5, "split_seed": 0}
+        for key, entry in split["suites"].items():
+            task, suite = key.split("/")
+            ids = {json.loads(line)["id"] for line in (files.predictions(2) / f"{task}.{suite}.jsonl").open()}
+            assert len(ids) == entry["test_items"] and ids.isdisjoint(entry["validation_ids"])
+    sft_cfg = json.loads(RunFiles(results[0][0]).config.read_text())
+    assert sft_cfg["train"]["lr"] == tuning["chosen"]["train.lr"]
+    for cand in tuning["candidates"]:  # candidates were scored on validation items only
+        files = RunFiles(cand["run"])
+        assert json.loads(files.config.read_text())["probe_split"]["role"] == "validation"
+        ids = {json.loads(line)["id"] for line in (files.predictions(2) / "medical.qa.jsonl").open()}
+        assert ids == set(split["suites"]["medical/qa"]["validation_ids"])
