@@ -1,0 +1,103 @@
+"""The Ray executor on a local Ray instance: the same bytes as the local executor, resume, failure reports."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray executor needs ray: pip install 'clbench[distributed]' "
+                                        "(make test installs it)")
+
+import clbench  # noqa: E402
+from clbench.config.experiment import StrategySpec  # noqa: E402
+from clbench.results.files import RunFiles  # noqa: E402
+from clbench.run.executors import Job, RayExecutor  # noqa: E402
+from clbench.run.grid import plan, run_grid  # noqa: E402
+from tests.conftest import micro_config  # noqa: E402
+
+QUIET = {"progress": False, "echo": lambda *a: None}
+TIMES = ("seconds", "train_seconds", "eval_seconds", "step_time")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """``ray.init(num_cpus=2)`` whose workers import this checkout's clbench (they inherit the environment)."""
+    root = str(Path(clbench.__file__).resolve().parents[1])
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "OMP_NUM_THREADS")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, saved["PYTHONPATH"]) if p)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _untimed(data):
+    if isinstance(data, dict):
+        return {k: _untimed(v) for k, v in data.items() if k not in TIMES}
+    if isinstance(data, list):
+        return [_untimed(v) for v in data]
+    return data
+
+
+def results_of(path: Path) -> dict:
+    """Every result file of a run: bytes where nothing timed is inside, JSON without wall-clock fields."""
+    out = {}
+    for f in sorted(path.rglob("*")):
+        rel = f.relative_to(path).as_posix()
+        if not f.is_file() or rel.startswith("tensorboard/") or rel == "provenance.json":
+            continue  # event files and provenance carry host names and clock times
+        if rel.endswith(".json") and rel.startswith("eval/") or rel == "metrics.json":
+            out[rel] = _untimed(json.loads(f.read_text()))
+        elif rel.endswith(".jsonl") and "train_log" in rel:
+            out[rel] = [_untimed(json.loads(line)) for line in f.read_text().splitlines()]
+        else:
+            out[rel] = f.read_bytes()
+    return out
+
+
+def kill_after(files: RunFiles, t: int) -> None:
+    """Leave a run directory as a run killed while training task ``t`` leaves it (rows are written last)."""
+    for p in (files.after(t), files.matrix, files.metrics, files.train_log, files.done, files.task_log(t)):
+        p.unlink(missing_ok=True)
+    shutil.rmtree(files.checkpoint(t), ignore_errors=True)
+    shutil.rmtree(files.predictions(t), ignore_errors=True)
+
+
+def test_ray_equals_local_resumes_a_killed_run_and_reports_a_failure(local_ray, micro_cache, micro_base_dir,
+                                                                     tmp_path):
+    # 1. a 2-run grid through Ray gives the local executor's results, byte for byte (wall-clock fields aside)
+    local = run_grid(micro_config(tmp_path / "local", cache_dir=micro_cache, seeds="[0, 1]"), **QUIET)
+    ray_cfg = micro_config(tmp_path / "ray", cache_dir=micro_cache, seeds="[0, 1]", **{"executor.kind": "ray"})
+    remote = run_grid(ray_cfg, **QUIET)
+    assert [s for _, s in remote] == ["done", "done"]
+    expected = [results_of(p) for p, _ in local]
+    assert "matrix.json" in expected[0] and "checkpoints/task_2/adapter.safetensors" in expected[0]
+    assert [results_of(p) for p, _ in remote] == expected
+    assert (remote[0][0] / "tensorboard").is_dir()
+
+    # 2. a killed run resumes on Ray and ends as the uninterrupted one; a finished run is skipped
+    kill_after(RunFiles(remote[0][0]), 2)
+    again = run_grid(ray_cfg, **QUIET)
+    assert [s for _, s in again] == ["resumed", "skipped"]
+    assert [results_of(p) for p, _ in again] == expected
+
+    # 3. a run that fails (on its retry too) is reported with its directory; the other run finishes
+    kill_after(RunFiles(remote[1][0]), 1)
+    stream, _ = plan(ray_cfg)
+    resumable = Job(ray_cfg, stream, StrategySpec("sft"), 1, micro_base_dir)
+    broken = Job(ray_cfg, stream, StrategySpec("sft", label="broken"), 0, tmp_path / "no-such-checkpoint")
+    lines = []
+    bad, ok = RayExecutor(num_cpus=1).run([broken, resumable], progress=False, echo=lines.append)
+    assert (ok.status, bad.status) == ("resumed", "failed")
+    assert results_of(ok.path) == expected[1]
+    assert not RunFiles(bad.path).done.exists()
+    assert bad.path == broken.path.resolve() and "no-such-checkpoint" in bad.error
+    report = "\n".join(lines)
+    assert "1 of 2 runs failed after 1 retry" in report and str(bad.path) in report
