@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[mlx,test]"
+	$(BIN)/pip install --quiet -e ".[mlx,test,distributed]"
 	touch $(STAMP)
 
 install: $(STAMP)
