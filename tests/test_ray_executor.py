@@ -10,12 +10,12 @@ import pytest
 ray = pytest.importorskip("ray", reason="the Ray executor needs ray: pip install 'clbench[distributed]' "
                                         "(make test installs it)")
 
-import clbench  # noqa: E402
-from clbench.config.experiment import StrategySpec  # noqa: E402
-from clbench.results.files import RunFiles  # noqa: E402
-from clbench.run.executors import Job, RayExecutor  # noqa: E402
-from clbench.run.grid import plan, run_grid  # noqa: E402
-from tests.conftest import micro_config  # noqa: E402
+import clbench
+from clbench.config.experiment import StrategySpec
+from clbench.results.files import RunFiles
+from clbench.run.executors import Job, RayExecutor
+from clbench.run.grid import plan, run_grid
+from tests.conftest import micro_config
 
 QUIET = {"progress": False, "echo": lambda *a: None}
 TIMES = ("seconds", "train_seconds", "eval_seconds", "step_time")
