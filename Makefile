@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install bench bench-variants test perf report crosscheck lint clean
+.PHONY: install bench bench-variants bench-large test perf report crosscheck lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,10 @@ bench: $(STAMP)
 ## option variants of the nested strategies, added to the same results and report
 bench-variants: $(STAMP)
 	$(BIN)/clbench run configs/bench_variants.yaml
+
+## two task orders and larger sweeps (its own results and report; an hour or more on 2 CPU cores)
+bench-large: $(STAMP)
+	$(BIN)/clbench run configs/bench_large.yaml
 
 ## the test suite (what CI runs)
 test: $(STAMP)

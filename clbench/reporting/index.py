@@ -90,7 +90,11 @@ def stream_blocks(rep, reference: str) -> list:
              f"Base model: `{_counted(r.config.get('base_model') for r in runs)}`; model settings: {model_cfg}.",
              f"Training settings: {train_cfg}."]
     if len({_settings(r.config.get('train', {}), ('threads',)) for r in runs}) > 1:
-        items.append("Warning: strategies were trained with different settings (see above); compare with care.")
+        if any(t.name == "Tuning" for t, _, _ in rep.tables):
+            items.append("Training settings differ between strategies because each was tuned on validation "
+                         "probe items (table Tuning); the tables score the chosen settings on the test items.")
+        else:
+            items.append("Warning: strategies were trained with different settings (see above); compare with care.")
     strategies = [f"`{lab}`: strategy `{rs[0].config['strategy']['name']}`, options "
                   f"`{json.dumps(rs[0].config['strategy'].get('options', {}), sort_keys=True)}`, seeds "
                   f"{', '.join(str(r.seed) for r in rs)} (n = {len(rs)})"
