@@ -37,6 +37,26 @@ def test_split_is_disjoint_covering_and_stable(micro_stream):
     assert val_stream.file_fingerprint == micro_stream.fingerprint() != val_stream.fingerprint()
 
 
+def test_sweep_keys_resolve_and_bad_ones_are_refused(micro_cfg):
+    from clbench.config.experiment import StrategySpec
+    from clbench.run.sweep import candidates, sweep_space
+    from clbench.train import registry
+
+    ewc = registry.get("ewc")
+    space = sweep_space(StrategySpec("ewc", sweep={"lr": ["1e-3", 2e-3], "lam": [1, 10], "train.batch_size": [4]}),
+                        micro_cfg, ewc)
+    assert space == {"train.lr": [1e-3, 2e-3], "options.lam": [1, 10], "train.batch_size": [4]}
+    assert len(candidates(space)) == 4 and candidates(space)[1] == {"train.lr": 1e-3, "options.lam": 10,
+                                                                     "train.batch_size": 4}
+    with pytest.raises(ConfigError, match="not an option of 'ewc' or a training field") as err:
+        sweep_space(StrategySpec("ewc", sweep={"lamda": [1]}), micro_cfg, ewc)
+    assert "options.lam" in str(err.value)
+    with pytest.raises(ConfigError, match="non-empty list"):
+        sweep_space(StrategySpec("ewc", sweep={"lr": 1e-3}), micro_cfg, ewc)
+    assert sweep_space(StrategySpec("frozen"), replace(micro_cfg, tuning=replace(micro_cfg.tuning,
+                       sweep={"lr": [1e-3]})), registry.get("frozen")) == {}  # the default skips untrained ones
+
+
 def test_choose_follows_the_stated_rule():
     res = [{"acc": 0.50, "learning_acc": 0.60, "forgetting": 0.1},
            {"acc": 0.40, "learning_acc": 0.95, "forgetting": 0.5},

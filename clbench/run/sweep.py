@@ -74,8 +74,18 @@ def sweep_space(spec: StrategySpec, cfg: ExperimentConfig, strategy_cls) -> dict
             raise ConfigError(f"{where}.{key}", f"not an option of {spec.name!r} or a training field", allowed)
         if not isinstance(values, (list, tuple)) or not values:
             raise ConfigError(f"{where}.{key}", f"expected a non-empty list of candidate values, got {values!r}")
-        space[f"{section}.{name}"] = list(values)
+        space[f"{section}.{name}"] = [_number(v) for v in values]
     return space
+
+
+def _number(value):
+    """YAML 1.1 reads ``1e-3`` as a string; in a sweep a number is what anyone means (as ``--set`` does)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def candidates(space: dict[str, list]) -> list[dict]:
