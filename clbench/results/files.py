@@ -3,6 +3,7 @@
 Layout of ``<results_dir>/<experiment>/<stream>/<strategy label>/seed_<k>/``::
 
     config.json              resolved experiment config, strategy spec + options, seed, stream fingerprint
+                             (+ ``order``: the permutation trained; ``probe_split``: validation or test items)
     provenance.json          python/torch/transformers/peft/clbench versions, git revision, host
     eval/reference.json      untrained model's scores (the b_j of forward transfer)
     eval/base.json           base model's scores before any stream task
