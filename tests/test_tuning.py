@@ -130,3 +130,17 @@ def test_tuned_grid_scores_the_chosen_setting_on_test_items(micro_cache, micro_b
         assert json.loads(files.config.read_text())["probe_split"]["role"] == "validation"
         ids = {json.loads(line)["id"] for line in (files.predictions(2) / "medical.qa.jsonl").open()}
         assert ids == set(split["suites"]["medical/qa"]["validation_ids"])
+
+
+def test_pinned_settings_run_on_test_items_without_candidates(micro_cache, micro_base_dir, tmp_path):
+    cfg = micro_config(tmp_path, cache_dir=micro_cache, **{"tuning.pinned": "{sft: {lr: 0.02}}",
+                                                          "tuning.pinned_note": "chosen earlier"})
+    ((path, _),) = run_grid(cfg, **QUIET)
+    config = json.loads(RunFiles(path).config.read_text())
+    assert config["train"]["lr"] == 0.02 and config["probe_split"]["role"] == "test"
+    assert not (tmp_path / "results" / "default-tuning").exists()  # no candidate runs
+    rec = json.loads((tmp_path / "results" / "default" / "micro" / "sft" / "tuning.json").read_text())
+    assert rec["pinned"] and rec["chosen"] == {"train.lr": 0.02} and "chosen earlier" in rec["reason"]
+    with pytest.raises(ConfigError, match="no strategy with this label"):
+        run_grid(micro_config(tmp_path / "x", cache_dir=micro_cache, **{"tuning.pinned": "{ewc: {lr: 0.02}}"}),
+                 **QUIET)

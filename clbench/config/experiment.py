@@ -88,6 +88,10 @@ class TuningConfig:
     seed: int = opt(0, "the one seed candidates run with")
     val_fraction: float = opt(0.5, "share of each probe suite's items held out for validation", gt=0, le=0.9)
     split_seed: int = opt(0, "seed of the validation/test split of probe items")
+    pinned: dict = field(default_factory=dict, metadata={
+        "help": "strategy label -> setting chosen by an earlier tuning ({lr: 1.2e-2}): applied without candidate "
+                "runs, scored on the test items"})
+    pinned_note: str = opt("", "where the pinned settings come from (shown in the report)")
 
 
 @dataclass(frozen=True)

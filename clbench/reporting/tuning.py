@@ -43,11 +43,13 @@ def tuning_table(records: dict[str, dict], stream: str, slug: str) -> Table | No
         swept = "; ".join(f"{k.split('.', 1)[-1]} ∈ {{{', '.join(map(str, v))}}}" for k, v in rec["swept"].items())
         cands = "; ".join(f"{_setting(c['setting'])}: ACC {fmt(c['acc'], 3)}, LA {fmt(c['learning_acc'], 3)}"
                           for c in rec["candidates"])
+        if rec.get("pinned"):
+            swept, cands = "pinned", "–"
         rows.append((Cell(label), Cell(swept), Cell(cands), Cell(_setting(rec["chosen"])), Cell(rec["reason"])))
     first = next(iter(records.values()))
     caption = (f"Per-strategy tuning on stream {stream}: each candidate ran with seed {first['seed']} and was scored "
-               f"on the validation probe items only ({first['suite']} probes); the tables above score the chosen "
-               f"setting on the disjoint test items. Rule: {first['rule_text']}; ties go to the candidate listed "
-               f"first.")
+               f"on the validation probe items only; the tables above score the chosen setting on the disjoint "
+               f"test items. Rule: {first['rule_text']}; ties go to the candidate listed first. Pinned: a setting "
+               f"chosen by an earlier tuning, given in the config.")
     return Table("Tuning", f"tab:{slug}-tuning", caption, ("Strategy", "Swept", "Validation (candidate: ACC, LA)",
                                                            "Chosen", "Why"), "lllll", tuple(rows), list(records.values()))

@@ -21,7 +21,16 @@ from clbench.results.files import atomic_write_json, safe_label
 from clbench.run.executors import Job, make_executor
 from clbench.run.orders import parse_orders, reorder
 from clbench.run.probe_split import split_record, split_stream
-from clbench.run.sweep import Tuned, candidate_spec, plan_tuning, select, setting_text, tuning_config
+from clbench.run.sweep import (
+    Tuned,
+    candidate_spec,
+    pin,
+    pinned_settings,
+    plan_tuning,
+    select,
+    setting_text,
+    tuning_config,
+)
 
 
 def base_model_dir(cfg: ExperimentConfig, stream: Stream, progress: bool = True) -> Path:
@@ -59,11 +68,19 @@ def run_tuning(cfg: ExperimentConfig, stream: Stream, specs: list[StrategySpec],
     """Tune every swept strategy on the validation items (``clbench.run.sweep``); the rest unchanged."""
     backend = get_backend(cfg.model.backend)
     classes = {s.name: type(backend.make_strategy(s, 0, cfg)) for s in specs}
-    plans = plan_tuning(cfg, specs, classes, lambda spec, c: backend.make_strategy(spec, 0, c))
-    if not plans:
+
+    def validate(spec, c):
+        backend.make_strategy(spec, 0, c)  # unknown options or bad values fail here, before any run
+
+    pinned = pinned_settings(cfg, specs, classes, validate)
+    plans = plan_tuning(cfg, specs, classes, validate)
+    if not plans and not pinned:
         return [Tuned(cfg, spec, None) for spec in specs]
     atomic_write_json(Path(cfg.results_dir) / safe_label(cfg.name) / safe_label(stream.name) / "probe_split.json",
                       split_record(stream, cfg.tuning.val_fraction, cfg.tuning.split_seed))
+    if not plans:
+        return [pin(cfg, stream.name, s, pinned[s.run_label]) if s.run_label in pinned else Tuned(cfg, s, None)
+                for s in specs]
     val = split_stream(stream, "validation", cfg.tuning.val_fraction, cfg.tuning.split_seed)
     t_cfg = tuning_config(cfg)
     jobs, owners = [], []
@@ -78,6 +95,9 @@ def run_tuning(cfg: ExperimentConfig, stream: Stream, specs: list[StrategySpec],
     outcomes = executor.run(jobs, progress, echo)
     tuned = []
     for spec in specs:
+        if spec.run_label in pinned:
+            tuned.append(pin(cfg, stream.name, spec, pinned[spec.run_label]))
+            continue
         if spec.run_label not in plans:
             tuned.append(Tuned(cfg, spec, None))
             continue

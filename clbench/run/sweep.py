@@ -23,6 +23,10 @@ training field). How it runs (:func:`tune`):
 3. ``<results>/<name>/<stream>/<label>/tuning.json`` records what was swept, every candidate's
    validation numbers, the choice and the reason; the report shows it;
 4. the grid then runs the chosen setting with every seed on the *test* items.
+
+``tuning.pinned`` (label → setting) applies settings an earlier tuning chose, without candidate runs:
+a benchmark too small a budget to tune every time still compares each method at its own setting, on
+the test items, with ``tuning.json`` saying where the setting came from (``tuning.pinned_note``).
 """
 
 from __future__ import annotations
@@ -148,13 +152,43 @@ def record_path(cfg: ExperimentConfig, stream_name: str, label: str) -> Path:
     return Path(cfg.results_dir) / safe_label(cfg.name) / safe_label(stream_name) / safe_label(label) / "tuning.json"
 
 
+def pinned_settings(cfg: ExperimentConfig, specs: list[StrategySpec], classes: dict, validate) -> dict[str, dict]:
+    """``{label: setting}`` of ``tuning.pinned`` (settings chosen by an earlier tuning), keys made canonical
+    and each setting validated like a candidate."""
+    labels = {s.run_label: s for s in specs}
+    out = {}
+    for label, setting in cfg.tuning.pinned.items():
+        if label not in labels:
+            raise ConfigError(f"tuning.pinned.{label}", "no strategy with this label in the grid", labels)
+        if not isinstance(setting, dict) or not setting:
+            raise ConfigError(f"tuning.pinned.{label}", f"expected a mapping of fields to values, got {setting!r}")
+        spec = labels[label]
+        probe = replace(spec, sweep={k: [v] for k, v in setting.items()})
+        (chosen,) = candidates(sweep_space(probe, cfg, classes[spec.name]))
+        validate(*reversed(apply_setting(cfg, spec, chosen, f"tuning.pinned.{label}")))
+        out[label] = chosen
+    return out
+
+
+def pin(cfg: ExperimentConfig, stream_name: str, spec: StrategySpec, setting: dict) -> Tuned:
+    """A strategy with a pinned setting: no candidate runs; ``tuning.json`` says where it came from."""
+    note = cfg.tuning.pinned_note or "no note given"
+    record = {"strategy": spec.name, "label": spec.run_label, "swept": {}, "pinned": True,
+              "suite": None, "split": "validation", "seed": cfg.tuning.seed, "rule": cfg.tuning.rule,
+              "rule_text": RULES[cfg.tuning.rule].format(ratio=cfg.tuning.la_ratio), "la_ratio": cfg.tuning.la_ratio,
+              "candidates": [], "chosen": setting, "reason": f"pinned in the config ({note})"}
+    atomic_write_json(record_path(cfg, stream_name, spec.run_label), record)
+    t_cfg, t_spec = apply_setting(cfg, spec, setting, f"tuning.pinned.{spec.run_label}")
+    return Tuned(t_cfg, t_spec, record)
+
+
 def plan_tuning(cfg: ExperimentConfig, specs: list[StrategySpec], classes: dict, validate) -> dict[str, list]:
-    """``{label: [(setting, cfg, spec), ...]}`` for every swept strategy, each candidate validated by
-    ``validate(spec, cfg)`` (instantiates the strategy) before anything runs."""
+    """``{label: [(setting, cfg, spec), ...]}`` for every swept strategy (not pinned), each candidate
+    validated by ``validate(spec, cfg)`` (instantiates the strategy) before anything runs."""
     plans = {}
     for spec in specs:
         space = sweep_space(spec, cfg, classes[spec.name])
-        if not space:
+        if not space or spec.run_label in cfg.tuning.pinned:
             continue
         where = f"strategies[{spec.run_label}].sweep"
         rows = []
