@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install bench bench-variants bench-large test perf report crosscheck lint clean
+.PHONY: install bench bench-tune bench-variants bench-large test perf report crosscheck lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,10 @@ install: $(STAMP)
 ## the default benchmark: every strategy x default stream x 3 seeds, then the report
 bench: $(STAMP)
 	$(BIN)/clbench run configs/bench.yaml
+
+## per-strategy learning rates on validation probe items; prints the tuning.pinned block for bench.yaml
+bench-tune: $(STAMP)
+	$(BIN)/clbench run configs/bench_tune.yaml --no-report
 
 ## option variants of the nested strategies, added to the same results and report
 bench-variants: $(STAMP)

@@ -15,9 +15,8 @@ BENCH = Path(__file__).resolve().parent.parent / "configs" / "bench.yaml"
 
 
 def test_default_stream_sft_learns_and_forgets(tmp_path):
-    # the learning-rate sweep of `make bench` is left out (tuning has its own tests): sft at the base rate
     cfg = load_config(BENCH, ["strategies=[sft]", "seeds=[0]", "jobs=1", f"results_dir={tmp_path}",
-                              f"cache_dir={tmp_path / 'cache'}", "tuning.sweep={}"])
+                              f"cache_dir={tmp_path / 'cache'}"])
     ((path, _status),) = run_grid(cfg, progress=False, echo=lambda *a: None)
     R = json.loads((path / "matrix.json").read_text())["suites"]["qa"]["R"]  # general, medical, notes
     assert R[0][0] >= 0.9  # the base model answers the general held-out questions

@@ -5,13 +5,14 @@ import json
 from dataclasses import replace
 
 import pytest
+import yaml
 
 from clbench.errors import ConfigError
 from clbench.results.files import RunFiles
 from clbench.run.executors import LocalExecutor
 from clbench.run.grid import plan, run_grid, run_tuning
 from clbench.run.probe_split import split_indices, split_stream
-from clbench.run.sweep import choose
+from clbench.run.sweep import choose, pinned_yaml
 from tests.conftest import micro_config
 
 QUIET = {"progress": False, "echo": lambda *a: None}
@@ -105,6 +106,12 @@ def test_selection_never_reads_a_test_item(micro_cache, micro_base_dir, tmp_path
     assert tuned.cfg.train.lr == rec["chosen"]["train.lr"]
     written = json.loads((tmp_path / "results" / "default" / "micro" / "sft" / "tuning.json").read_text())
     assert written["chosen"] == rec["chosen"]
+    # the choice, pinned as `clbench run` prints it, runs without candidates and keeps the full record
+    block = yaml.safe_load(pinned_yaml([tuned]))
+    assert block == {"tuning": {"pinned": {"sft": rec["chosen"]}}}
+    pinned_cfg = replace(cfg, tuning=replace(cfg.tuning, sweep={}, pinned=block["tuning"]["pinned"]))
+    (again,) = run_tuning(pinned_cfg, poisoned, specs, micro_base_dir, LocalExecutor(1), **QUIET)
+    assert again.record == rec and again.cfg.train.lr == tuned.cfg.train.lr
 
 
 def test_tuned_grid_scores_the_chosen_setting_on_test_items(micro_cache, micro_base_dir, tmp_path):

@@ -26,6 +26,7 @@ from clbench.run.sweep import (
     candidate_spec,
     pin,
     pinned_settings,
+    pinned_yaml,
     plan_tuning,
     select,
     setting_text,
@@ -106,6 +107,8 @@ def run_tuning(cfg: ExperimentConfig, stream: Stream, specs: list[StrategySpec],
         t = select(cfg, stream.name, spec, space, rows, mine, stream.spec.primary_metric)
         echo(f"    {spec.run_label}: chose {setting_text(t.record['chosen'])} ({t.record['reason']})")
         tuned.append(t)
+    echo(f"clbench: to reuse these choices without rerunning the candidates, put in the experiment file:\n"
+         f"{pinned_yaml(tuned)}")
     return tuned
 
 

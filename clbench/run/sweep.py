@@ -171,15 +171,30 @@ def pinned_settings(cfg: ExperimentConfig, specs: list[StrategySpec], classes: d
 
 
 def pin(cfg: ExperimentConfig, stream_name: str, spec: StrategySpec, setting: dict) -> Tuned:
-    """A strategy with a pinned setting: no candidate runs; ``tuning.json`` says where it came from."""
+    """A strategy with a pinned setting: no candidate runs; ``tuning.json`` says where it came from.
+
+    A ``tuning.json`` already there from the tuning that chose this very setting (``make bench-tune``
+    writes into the same experiment) is kept, so the report still shows every candidate."""
+    t_cfg, t_spec = apply_setting(cfg, spec, setting, f"tuning.pinned.{spec.run_label}")
+    path = record_path(cfg, stream_name, spec.run_label)
+    if path.exists():
+        earlier = read_json(path)
+        if not earlier.get("pinned") and earlier.get("chosen") == setting:
+            return Tuned(t_cfg, t_spec, earlier)
     note = cfg.tuning.pinned_note or "no note given"
     record = {"strategy": spec.name, "label": spec.run_label, "swept": {}, "pinned": True,
               "suite": None, "split": "validation", "seed": cfg.tuning.seed, "rule": cfg.tuning.rule,
               "rule_text": RULES[cfg.tuning.rule].format(ratio=cfg.tuning.la_ratio), "la_ratio": cfg.tuning.la_ratio,
               "candidates": [], "chosen": setting, "reason": f"pinned in the config ({note})"}
-    atomic_write_json(record_path(cfg, stream_name, spec.run_label), record)
-    t_cfg, t_spec = apply_setting(cfg, spec, setting, f"tuning.pinned.{spec.run_label}")
+    atomic_write_json(path, record)
     return Tuned(t_cfg, t_spec, record)
+
+
+def pinned_yaml(tuned: list[Tuned]) -> str:
+    """The ``tuning.pinned`` block that applies these choices without rerunning the candidates."""
+    rows = [f"    {t.spec.run_label}: {{" + ", ".join(f"{k}: {v}" for k, v in t.record["chosen"].items()) + "}"
+            for t in tuned if t.record]
+    return "tuning:\n  pinned:\n" + "\n".join(rows)
 
 
 def plan_tuning(cfg: ExperimentConfig, specs: list[StrategySpec], classes: dict, validate) -> dict[str, list]:
