@@ -95,6 +95,10 @@ def stream_blocks(rep, reference: str) -> list:
                          "probe items (table Tuning); the tables score the chosen settings on the test items.")
         else:
             items.append("Warning: strategies were trained with different settings (see above); compare with care.")
+    roles = sorted({(r.config.get("probe_split") or {}).get("role", "all items") for r in runs})
+    if len(roles) > 1:
+        items.append(f"Warning: the rows were scored on different probe items ({', '.join(roles)}): tuned "
+                     "strategies on the test items only, the others on every item; compare with care.")
     strategies = [f"`{lab}`: strategy `{rs[0].config['strategy']['name']}`, options "
                   f"`{json.dumps(rs[0].config['strategy'].get('options', {}), sort_keys=True)}`, seeds "
                   f"{', '.join(str(r.seed) for r in rs)} (n = {len(rs)})"
