@@ -139,8 +139,13 @@ class RayExecutor:
     def _connect(self) -> None:
         import ray
 
-        if not ray.is_initialized():  # a caller (a test, a notebook) may have started Ray itself
+        if ray.is_initialized():  # a caller (a test, a notebook) may have started Ray itself
+            return
+        try:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+        except ConnectionError as exc:
+            raise ConfigError("executor.address", f"no Ray cluster at {self.address!r} ({exc}); start one with "
+                              "`ray start --head`, or leave the address empty for a local Ray") from None
 
     def run(self, jobs: list[Job], progress: bool = True, echo=print) -> list[Outcome]:
         import ray
