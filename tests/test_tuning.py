@@ -103,7 +103,7 @@ def test_selection_never_reads_a_test_item(micro_cache, micro_base_dir, tmp_path
     assert [c["setting"] for c in rec["candidates"]] == [{"train.lr": 0.0005}, {"train.lr": 0.02}]
     by_hand = choose(rec["candidates"], "acc_given_la", 0.9)
     assert rec["chosen"] == rec["candidates"][by_hand[0]]["setting"] and rec["reason"] == by_hand[1]
-    assert tuned.cfg.train.lr == rec["chosen"]["train.lr"]
+    assert tuned.entry.config(cfg).train.lr == rec["chosen"]["train.lr"]
     written = json.loads((tmp_path / "results" / "default" / "micro" / "sft" / "tuning.json").read_text())
     assert written["chosen"] == rec["chosen"]
     # the choice, pinned as `clbench run` prints it, runs without candidates and keeps the full record
@@ -111,7 +111,7 @@ def test_selection_never_reads_a_test_item(micro_cache, micro_base_dir, tmp_path
     assert block == {"tuning": {"pinned": {"sft": rec["chosen"]}}}
     pinned_cfg = replace(cfg, tuning=replace(cfg.tuning, sweep={}, pinned=block["tuning"]["pinned"]))
     (again,) = run_tuning(pinned_cfg, poisoned, specs, micro_base_dir, LocalExecutor(1), **QUIET)
-    assert again.record == rec and again.cfg.train.lr == tuned.cfg.train.lr
+    assert again.record == rec and again.entry.config(cfg).train.lr == tuned.entry.config(cfg).train.lr
 
 
 def test_tuned_grid_scores_the_chosen_setting_on_test_items(micro_cache, micro_base_dir, tmp_path):

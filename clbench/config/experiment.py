@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -107,15 +107,20 @@ class LogConfig:
 
 @dataclass(frozen=True)
 class StrategySpec:
-    """One row of the grid: a registered strategy, its options, and the label results are filed under.
+    """One row of the grid: a registered strategy, its options, and the label results are filed under;
+    ``with`` adds composable pieces (plugins: ``surprise``, ...; each a name or ``{name, options}``),
+    ``train`` overrides training fields for this row alone (``optimizer`` is a shorthand for
+    ``train: {optimizer: ...}``); ``sweep`` maps option names (``options.<name>`` or the bare name) and
+    training fields (``train.<name>`` or the bare name) to candidate values (``clbench.run.sweep``)."""
 
-    ``sweep`` maps option names (``options.<name>`` or the bare name) and training fields
-    (``train.<name>`` or the bare name) to candidate values (``clbench.run.sweep``).
-    """
+    YAML_KEYS: ClassVar[dict] = {"with": "with_"}
 
     name: str
     options: dict = field(default_factory=dict)
     label: str | None = None
+    with_: tuple[Any, ...] = ()
+    train: dict = field(default_factory=dict)
+    optimizer: str | None = None
     sweep: dict | None = None  # None: the experiment's tuning.sweep; {}: not tuned
 
     @property

@@ -25,11 +25,12 @@ from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
-from clbench.config.experiment import ExperimentConfig, StrategySpec
+from clbench.config.experiment import ExperimentConfig
 from clbench.data.streams import Stream
 from clbench.errors import ConfigError
 from clbench.progress import bar
 from clbench.results.files import run_dir
+from clbench.run.plan import GridEntry
 
 
 @dataclass(frozen=True)
@@ -39,19 +40,19 @@ class Job:
 
     cfg: ExperimentConfig
     stream: Stream
-    spec: StrategySpec
+    entry: GridEntry  # the planned row (``clbench.run.plan``): spec, resolved options, its own training fields
     seed: int
     base_dir: Path
 
     @property
     def path(self) -> Path:
-        return run_dir(self.cfg, self.stream.name, self.spec, self.seed, self.stream.derived.get("order"))
+        return run_dir(self.cfg, self.stream.name, self.entry.spec, self.seed, self.stream.derived.get("order"))
 
     @property
     def title(self) -> str:
         order = self.stream.derived.get("order")
         where = f" order {order['name']}" if order else ""
-        return f"{self.spec.run_label}{where} seed {self.seed}"
+        return f"{self.entry.spec.run_label}{where} seed {self.seed}"
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,9 @@ class Outcome:
 
 
 def run_job(job: Job, progress: bool = False) -> tuple[Path, str]:
-    from clbench.backends import get_backend
+    from clbench.run.one_run import run_one
 
-    return get_backend(job.cfg.model.backend).run_one(job.cfg, job.stream, job.spec, job.seed, job.base_dir,
-                                                      progress=progress)
+    return run_one(job.cfg, job.stream, job.entry, job.seed, job.base_dir, progress=progress)
 
 
 def _pool_worker(job: Job, threads: int) -> tuple[Path, str]:
@@ -91,8 +91,8 @@ class LocalExecutor:
                 out[i] = Outcome(job, path, status)
                 echo(f"    {status}: {path}")
             return [out[i] for i in range(len(jobs))]
-        threads = jobs[0].cfg.train.threads if jobs and jobs[0].cfg.train.threads else \
-            max(1, (os.cpu_count() or 1) // self.jobs)
+        threads = jobs[0].entry.config(jobs[0].cfg).train.threads if jobs else 0
+        threads = threads or max(1, (os.cpu_count() or 1) // self.jobs)
         with ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn")) as pool:
             futures = {pool.submit(_pool_worker, job, threads): i for i, job in enumerate(jobs)}
             try:
@@ -155,7 +155,8 @@ class RayExecutor:
                             retry_exceptions=True)(_ray_worker)
         sent = [_absolute(job) for job in jobs]
         threads = max(1, int(self.num_cpus))
-        refs = {remote.options(name=f"clbench:{job.title}").remote(job, job.cfg.train.threads or threads): i
+        refs = {remote.options(name=f"clbench:{job.title}").remote(job, job.entry.config(job.cfg).train.threads
+                                                                   or threads): i
                 for i, job in enumerate(sent)}
         out: dict[int, Outcome] = {}
         pending = list(refs)

@@ -36,9 +36,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from clbench.config.experiment import ExperimentConfig, StrategySpec, TrainConfig
-from clbench.config.options import from_dict, to_dict
 from clbench.errors import ConfigError
 from clbench.results.files import atomic_write_json, read_json, safe_label
+from clbench.run.plan import GridEntry, resolve_entry
 
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"threads"}
 RULES = {
@@ -51,11 +51,10 @@ RULES = {
 
 @dataclass(frozen=True)
 class Tuned:
-    """A strategy after tuning: its config and spec with the chosen setting, and the record."""
+    """A grid entry after tuning (its chosen setting applied), and the record (``None``: not tuned)."""
 
-    cfg: ExperimentConfig
-    spec: StrategySpec
-    record: dict | None  # None: not tuned
+    entry: GridEntry
+    record: dict | None
 
 
 def sweep_space(spec: StrategySpec, cfg: ExperimentConfig, strategy_cls) -> dict[str, list]:
@@ -98,22 +97,29 @@ def candidates(space: dict[str, list]) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(space[k] for k in keys))]
 
 
-def apply_setting(cfg: ExperimentConfig, spec: StrategySpec, setting: dict, where: str):
-    """``(cfg, spec)`` with ``setting`` applied: options merged into the spec, training fields into ``cfg.train``."""
-    options = dict(spec.options)
-    train = to_dict(cfg.train)
+def apply_setting(spec: StrategySpec, setting: dict) -> StrategySpec:
+    """``spec`` with ``setting`` applied: options merged into its options, training fields into its
+    per-row ``train`` overrides (``clbench.run.plan`` resolves and checks both)."""
+    options, train = dict(spec.options), dict(spec.train)
     for key, value in setting.items():
         section, name = key.split(".", 1)
         (options if section == "options" else train)[name] = value
-    return replace(cfg, train=from_dict(TrainConfig, train, f"{where}.train")), replace(spec, options=options)
+    return replace(spec, options=options, train=train)
 
 
 def setting_text(setting: dict) -> str:
     return ",".join(f"{k.split('.', 1)[1]}={v}" for k, v in setting.items())
 
 
-def candidate_spec(spec: StrategySpec, setting: dict, options: dict) -> StrategySpec:
-    return StrategySpec(spec.name, options, f"{spec.run_label}~{setting_text(setting)}", {})
+def candidate_entry(cfg: ExperimentConfig, spec: StrategySpec, setting: dict) -> GridEntry:
+    """The resolved grid entry of one candidate, filed under ``<label>~<setting>``."""
+    return resolve_entry(replace(apply_setting(spec, setting), label=f"{spec.run_label}~{setting_text(setting)}",
+                                 sweep={}), cfg)
+
+
+def chosen_entry(cfg: ExperimentConfig, spec: StrategySpec, setting: dict) -> GridEntry:
+    """The resolved grid entry of ``spec`` with the chosen ``setting``, under its own label."""
+    return resolve_entry(apply_setting(spec, setting), cfg)
 
 
 def choose(results: list[dict], rule: str, la_ratio: float, higher_is_better: bool = True) -> tuple[int, str]:
@@ -152,79 +158,76 @@ def record_path(cfg: ExperimentConfig, stream_name: str, label: str) -> Path:
     return Path(cfg.results_dir) / safe_label(cfg.name) / safe_label(stream_name) / safe_label(label) / "tuning.json"
 
 
-def pinned_settings(cfg: ExperimentConfig, specs: list[StrategySpec], classes: dict, validate) -> dict[str, dict]:
+def pinned_settings(cfg: ExperimentConfig, entries: list[GridEntry]) -> dict[str, dict]:
     """``{label: setting}`` of ``tuning.pinned`` (settings chosen by an earlier tuning), keys made canonical
-    and each setting validated like a candidate."""
-    labels = {s.run_label: s for s in specs}
+    and each setting resolved like a candidate."""
+    labels = {e.spec.run_label: e for e in entries}
     out = {}
     for label, setting in cfg.tuning.pinned.items():
         if label not in labels:
             raise ConfigError(f"tuning.pinned.{label}", "no strategy with this label in the grid", labels)
         if not isinstance(setting, dict) or not setting:
             raise ConfigError(f"tuning.pinned.{label}", f"expected a mapping of fields to values, got {setting!r}")
-        spec = labels[label]
-        probe = replace(spec, sweep={k: [v] for k, v in setting.items()})
-        (chosen,) = candidates(sweep_space(probe, cfg, classes[spec.name]))
-        validate(*reversed(apply_setting(cfg, spec, chosen, f"tuning.pinned.{label}")))
+        entry = labels[label]
+        probe = replace(entry.spec, sweep={k: [v] for k, v in setting.items()})
+        (chosen,) = candidates(sweep_space(probe, cfg, entry.cls))
+        chosen_entry(cfg, entry.spec, chosen)  # a bad value fails here, before any run
         out[label] = chosen
     return out
 
 
-def pin(cfg: ExperimentConfig, stream_name: str, spec: StrategySpec, setting: dict) -> Tuned:
+def pin(cfg: ExperimentConfig, stream_name: str, entry: GridEntry, setting: dict) -> Tuned:
     """A strategy with a pinned setting: no candidate runs; ``tuning.json`` says where it came from.
 
     A ``tuning.json`` already there from the tuning that chose this very setting (``make bench-tune``
     writes into the same experiment) is kept, so the report still shows every candidate."""
-    t_cfg, t_spec = apply_setting(cfg, spec, setting, f"tuning.pinned.{spec.run_label}")
+    spec = entry.spec
+    tuned = chosen_entry(cfg, spec, setting)
     path = record_path(cfg, stream_name, spec.run_label)
     if path.exists():
         earlier = read_json(path)
         if not earlier.get("pinned") and earlier.get("chosen") == setting:
-            return Tuned(t_cfg, t_spec, earlier)
+            return Tuned(tuned, earlier)
     note = cfg.tuning.pinned_note or "no note given"
     record = {"strategy": spec.name, "label": spec.run_label, "swept": {}, "pinned": True,
               "suite": None, "split": "validation", "seed": cfg.tuning.seed, "rule": cfg.tuning.rule,
               "rule_text": RULES[cfg.tuning.rule].format(ratio=cfg.tuning.la_ratio), "la_ratio": cfg.tuning.la_ratio,
               "candidates": [], "chosen": setting, "reason": f"pinned in the config ({note})"}
     atomic_write_json(path, record)
-    return Tuned(t_cfg, t_spec, record)
+    return Tuned(tuned, record)
 
 
 def pinned_yaml(tuned: list[Tuned]) -> str:
     """The ``tuning.pinned`` block that applies these choices without rerunning the candidates."""
-    rows = [f"    {t.spec.run_label}: {{" + ", ".join(f"{k}: {v}" for k, v in t.record["chosen"].items()) + "}"
+    rows = [f"    {t.entry.spec.run_label}: {{" + ", ".join(f"{k}: {v}" for k, v in t.record["chosen"].items()) + "}"
             for t in tuned if t.record]
     return "tuning:\n  pinned:\n" + "\n".join(rows)
 
 
-def plan_tuning(cfg: ExperimentConfig, specs: list[StrategySpec], classes: dict, validate) -> dict[str, list]:
-    """``{label: [(setting, cfg, spec), ...]}`` for every swept strategy (not pinned), each candidate
-    validated by ``validate(spec, cfg)`` (instantiates the strategy) before anything runs."""
+def plan_tuning(cfg: ExperimentConfig, entries: list[GridEntry]) -> dict[str, tuple[dict, list]]:
+    """``{label: (space, [(setting, candidate entry), ...])}`` for every swept entry (not pinned), each
+    candidate resolved (so checked) before anything runs."""
     plans = {}
-    for spec in specs:
-        space = sweep_space(spec, cfg, classes[spec.name])
-        if not space or spec.run_label in cfg.tuning.pinned:
+    for entry in entries:
+        space = sweep_space(entry.spec, cfg, entry.cls)
+        if not space or entry.spec.run_label in cfg.tuning.pinned:
             continue
-        where = f"strategies[{spec.run_label}].sweep"
-        rows = []
-        for setting in candidates(space):
-            c_cfg, c_spec = apply_setting(cfg, spec, setting, where)
-            validate(c_spec, c_cfg)
-            rows.append((setting, c_cfg, c_spec))
-        plans[spec.run_label] = (space, rows)
+        plans[entry.spec.run_label] = (space, [(setting, candidate_entry(cfg, entry.spec, setting))
+                                               for setting in candidates(space)])
     return plans
 
 
-def select(cfg: ExperimentConfig, stream_name: str, spec: StrategySpec, space: dict, rows: list, outcomes: list,
+def select(cfg: ExperimentConfig, stream_name: str, entry: GridEntry, space: dict, rows: list, outcomes: list,
            primary: str) -> Tuned:
     """Choose among one strategy's finished candidate runs (``outcomes`` in ``rows`` order), write
     ``tuning.json``, and return the strategy with the chosen setting."""
+    spec = entry.spec
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         raise ConfigError(str(failed[0].path), f"tuning run of {spec.run_label!r} failed ({failed[0].error}); "
                           "fix it or drop the candidate")
     results, hib = [], True
-    for (setting, _, _), outcome in zip(rows, outcomes):
+    for (setting, _), outcome in zip(rows, outcomes):
         metrics = read_json(Path(outcome.path) / "metrics.json")
         suite = metrics["suites"][primary]
         hib = read_json(Path(outcome.path) / "matrix.json")["suites"][primary]["higher_is_better"]
@@ -237,5 +240,4 @@ def select(cfg: ExperimentConfig, stream_name: str, spec: StrategySpec, space: d
               "rule_text": RULES[cfg.tuning.rule].format(ratio=cfg.tuning.la_ratio), "la_ratio": cfg.tuning.la_ratio,
               "candidates": results, "chosen": setting, "reason": reason}
     atomic_write_json(record_path(cfg, stream_name, spec.run_label), record)
-    t_cfg, t_spec = apply_setting(cfg, spec, setting, f"strategies[{spec.run_label}].sweep")
-    return Tuned(t_cfg, t_spec, record)
+    return Tuned(chosen_entry(cfg, spec, setting), record)
