@@ -32,7 +32,7 @@ def plan(cfg: ExperimentConfig) -> tuple[Stream, list[StrategySpec]]:
     """Load the stream and validate every strategy and its options for the configured backend
     (``model.backend``), before anything runs."""
     backend = get_backend(cfg.model.backend)
-    stream = load_stream(cfg.stream)
+    stream = load_stream(cfg.stream, cfg.allow_code)
     backend.check_stream(stream)
     specs = strategy_specs(cfg, backend.strategy_names())
     for spec in specs:
@@ -44,7 +44,7 @@ def _worker(cfg, stream_path, spec, seed, base_dir, threads):
     import torch
 
     torch.set_num_threads(threads)
-    return get_backend(cfg.model.backend).run_one(cfg, load_stream(stream_path), spec, seed, base_dir,
+    return get_backend(cfg.model.backend).run_one(cfg, load_stream(stream_path, cfg.allow_code), spec, seed, base_dir,
                                                   progress=False)
 
 

@@ -17,6 +17,14 @@ relative to the working directory), so a stream and its tasks work from any dire
 
 The suite's score is ``results[task]["<metric>,<filter>"]``; its per-item records are lm-eval's logged
 samples (``log_samples``), stored like native probe items.
+
+**No code from a stream's folder runs unless allowed.** lm-eval imports the Python file a task YAML
+names with ``!function utils.fn`` as soon as it loads the task. A task in a stream's ``include_path``
+folder that uses ``!function`` (itself, through ``include:``, or in a group's member) is refused
+before anything is loaded, unless the user passes ``--allow-code`` or the stream sets
+``allow_code: true`` (:func:`refuse_code`). Whatever is allowed, lm-eval's Jinja prompt templates are
+rendered in Jinja's sandbox (:func:`sandbox_templates`), so a template cannot reach Python objects.
+lm-eval's built-in tasks (no ``include_path``) are the installed package's own code and load as usual.
 """
 
 from __future__ import annotations
@@ -232,6 +240,87 @@ def _resolve_data_files(files, yaml_dir: Path):
     return files
 
 
+@functools.cache
+def sandbox_templates() -> None:
+    """Render lm-eval's prompt templates (``lm_eval.utils.apply_template`` reads the module's ``env``)
+    in ``jinja2.sandbox.ImmutableSandboxedEnvironment`` with lm-eval's own settings and filter: a
+    template in a task YAML could otherwise reach ``__globals__`` and run anything."""
+    from jinja2 import BaseLoader, StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from lm_eval import utils
+
+    env = ImmutableSandboxedEnvironment(loader=BaseLoader, undefined=StrictUndefined, keep_trailing_newline=True)
+    env.filters.update(utils.env.filters)
+    utils.env = env
+
+
+def function_tags(path: Path, seen: set | None = None) -> list[tuple[str, int, str]]:
+    """``(file, line, "!function" argument)`` of every ``!function`` tag in a task YAML and the files it
+    ``include:``s, read with a loader that records the tags instead of importing anything."""
+    import yaml
+
+    seen = set() if seen is None else seen
+    path = Path(path).resolve()
+    if path in seen or not path.is_file():
+        return []
+    seen.add(path)
+    found: list[tuple[str, int, str]] = []
+
+    class Recorder(yaml.SafeLoader):
+        pass
+
+    def record(loader, node):
+        found.append((str(path), node.start_mark.line + 1, loader.construct_scalar(node)))
+        return "<!function>"
+
+    Recorder.add_constructor("!function", record)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            cfg = yaml.load(fh, Loader=Recorder)  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"cannot read task YAML: {exc}") from None
+    includes = cfg.get("include", []) if isinstance(cfg, dict) else []
+    for inc in includes if isinstance(includes, list) else [includes]:
+        if isinstance(inc, str):
+            found += function_tags(path.parent / inc, seen)
+    return found
+
+
+def _members(include: str, name: str, seen: set) -> list[Path]:
+    """The YAML files task, group or tag ``name`` is built from (a group's members, recursively)."""
+    from lm_eval.tasks._index import Kind
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    index = task_manager(include).task_index
+    entry = index.get(name)
+    if entry is None or name in seen:
+        return []
+    seen.add(name)
+    if entry.kind is Kind.TAG:
+        return [p for member in sorted(entry.tags) for p in _members(include, member, seen)]
+    if entry.yaml_path is None:
+        return []
+    files = [Path(entry.yaml_path)]
+    if entry.kind is Kind.GROUP:
+        members = load_yaml(entry.yaml_path, resolve_func=False).get("task", [])
+        for m in members if isinstance(members, list) else [members]:
+            member = m if isinstance(m, str) else m.get("task") if isinstance(m, dict) else None
+            if isinstance(member, str):
+                files += _members(include, member, seen)
+    return files
+
+
+def refuse_code(include: str, task: str, where: str) -> None:
+    """Raise ``ConfigError`` if task (or group) ``task`` of folder ``include`` would import Python."""
+    for path in _members(include, task, set()):
+        tags = function_tags(path)
+        if tags:
+            file, line, target = tags[0]
+            raise ConfigError(f"{file}:{line}", f"'!function {target}' would run Python code when the stream is "
+                              f"loaded (lm-eval task {task!r}, {where}); stream files run no code unless you "
+                              "pass --allow-code or the stream sets allow_code: true")
+
+
 def _task_spec(include: str | None, task: str):
     """What ``TaskManager.load`` gets: a YAML task's full config with its data files resolved, else the name."""
     from lm_eval.tasks._index import Kind
@@ -287,12 +376,14 @@ def _digest(include: str | None, task: str) -> str:
     return h.hexdigest()[:16]
 
 
-def resolve_suite(spec, base: Path, where: str) -> dict:
+def resolve_suite(spec, base: Path, where: str, allow_code: bool = False) -> dict:
     """Check an lm-eval suite before anything runs; returns the suite config stored with the stream.
 
     The task is built here (its data read), so a missing file, an unknown metric or filter is reported
-    with the stream file's field, not after training.
+    with the stream file's field, not after training. Unless ``allow_code``, a task from the stream's
+    folder that would import Python is refused first (:func:`refuse_code`).
     """
+    sandbox_templates()
     include = None
     if spec.include_path is not None:
         folder = (base / spec.include_path).resolve()
@@ -307,6 +398,8 @@ def resolve_suite(spec, base: Path, where: str) -> dict:
     if spec.task in tm.all_tags:
         raise ConfigError(f"{where}.task", f"{spec.task!r} is a tag (several tasks, no single score); "
                           "name one task, or a group with an aggregate metric")
+    if include is not None and not allow_code:
+        refuse_code(include, spec.task, f"{where}.task")
     digest = _digest(include, spec.task)
     try:
         loaded = _loaded(include, spec.task, digest)
@@ -345,6 +438,7 @@ def score_lm_eval(suite, view):
     from clbench.probes import SuiteResult
 
     cfg = suite.config
+    sandbox_templates()
     model = getattr(view, "model", None)
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"probes.{suite.name}", "lm_eval probe suites need the torch backend "
