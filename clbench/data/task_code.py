@@ -62,7 +62,7 @@ def function_tags(path: Path, seen: set[Path] | None = None) -> list[tuple[str, 
     Recorder.add_constructor("!function", record)
     try:
         with open(path, encoding="utf-8") as fh:
-            cfg = yaml.load(fh, Loader=Recorder)  # noqa: S506 - a SafeLoader subclass
+            cfg = yaml.load(fh, Loader=Recorder)  # a SafeLoader subclass: builds plain data only
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), f"cannot read task YAML: {exc}") from None
     includes = cfg.get("include", []) if isinstance(cfg, dict) else []

@@ -19,6 +19,7 @@ import torch
 
 from clbench.config.experiment import TrainConfig
 from clbench.data.encoding import batch_stream, count_tokens
+from clbench.errors import DivergenceError
 from clbench.progress import bar
 from clbench.train.strategy import Strategy, TaskView, UpdateContext
 
@@ -57,9 +58,11 @@ def task_batches(tokenizer, strategy, task: TaskView, cfg: TrainConfig, seed: in
 
 
 def check_finite(task: TaskView, step: int, loss: float) -> None:
-    """Stop a diverged run before its update is applied."""
+    """Stop a diverged run before its update is applied (a user error: the learning rate or the data)."""
     if not math.isfinite(loss):
-        raise RuntimeError(f"task {task.name!r} step {step}: loss is {loss}; lower train.lr or check the data")
+        raise DivergenceError(f"loss is {loss} at task {task.index} ({task.name!r}) step {step}: training "
+                              "diverged; lower train.lr (or check this task's data) and rerun under another "
+                              "experiment name (the finished tasks stay in this run's directory)")
 
 
 def step_loop(task: TaskView, strategy, cfg: TrainConfig, global_step: int, progress: bool,

@@ -121,6 +121,7 @@ class MLXOps(runner.RunOps):
 
 
 def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int, base_dir: Path,
-            progress: bool = True) -> tuple[Path, str]:
-    """Run (or finish, or skip) one MLX run; returns its directory and ``"done"``/``"skipped"``/``"resumed"``."""
-    return runner.run_one(cfg, stream, spec, seed, base_dir, progress, ops=MLXOps())
+            progress: bool = True, wait: bool = False) -> tuple[Path, str]:
+    """Run (or finish, or skip) one MLX run; returns its directory and ``"done"``/``"skipped"``/``"resumed"``
+    (or ``"locked"``: see ``clbench.run.one_run.run_one``)."""
+    return runner.run_one(cfg, stream, spec, seed, base_dir, progress, ops=MLXOps(), wait=wait)
