@@ -78,18 +78,6 @@ class RunFiles:
         return k
 
 
-def find_runs(paths) -> list[Path]:
-    """Every finished run directory (one with ``DONE``) under the given paths."""
-    out = []
-    for p in paths:
-        p = Path(p)
-        if (p / "DONE").exists():
-            out.append(p)
-        else:
-            out.extend(sorted(d.parent for d in p.rglob("DONE")))
-    return sorted(set(out))
-
-
 def load_run(path: Path) -> dict:
     """A finished run's config, provenance, matrices and metrics as one dict."""
     f = RunFiles(path)
