@@ -5,12 +5,17 @@ while the run finishes "normally" with scores of 0. Such a run is flagged — in
 the report — rather than failed: a strategy that trains nothing, or a task already known, can also
 leave the loss where it was, and the user decides.
 
-The loss of a task is noisy from batch to batch, so the test compares means: the last quarter of its
-steps against the first quarter (one step each for tasks of fewer than four steps). A task is
-flagged when the end is not below the start.
+The start is the loss of the task's first step (computed before the task's first update: the model
+as the task found it); the end is the mean loss of the last quarter of its steps (a mean, because
+the loss is noisy from batch to batch). A task is flagged when the end is not below the start —
+a first-quarter mean would hide the case that matters, a loss that jumps up in the first steps and
+never comes back down. A task of fewer than :data:`MIN_STEPS` steps is not judged (``fell`` is
+``None``): a batch or two against another says nothing (a 3-step micro run "fails" by chance).
 """
 
 from __future__ import annotations
+
+MIN_STEPS = 8  # a last quarter of at least two steps
 
 
 def _mean(xs: list[float]) -> float:
@@ -18,12 +23,12 @@ def _mean(xs: list[float]) -> float:
 
 
 def loss_trend(losses: list[float]) -> dict | None:
-    """``{"start", "end", "fell"}`` of one task's per-step losses; ``None`` without any step."""
+    """``{"start", "end", "fell"}`` of one task's per-step losses (``fell`` ``None`` for fewer than
+    :data:`MIN_STEPS`); ``None`` without any step."""
     if not losses:
         return None
-    k = max(1, len(losses) // 4)
-    start, end = _mean(losses[:k]), _mean(losses[-k:])
-    return {"start": start, "end": end, "fell": end < start}
+    start, end = losses[0], _mean(losses[-max(1, len(losses) // 4):])
+    return {"start": start, "end": end, "fell": end < start if len(losses) >= MIN_STEPS else None}
 
 
 def loss_check(log: list[dict], task_names: list[str]) -> dict:
@@ -34,4 +39,4 @@ def loss_check(log: list[dict], task_names: list[str]) -> dict:
         trend = loss_trend([float(r["loss"]) for r in log if r.get("task") == t and "loss" in r])
         if trend is not None:
             per_task[name] = trend
-    return {"per_task": per_task, "not_falling": [n for n, tr in per_task.items() if not tr["fell"]]}
+    return {"per_task": per_task, "not_falling": [n for n, tr in per_task.items() if tr["fell"] is False]}

@@ -17,13 +17,11 @@ from clbench.errors import ConfigError
 def _reason(exc: BaseException) -> str:
     """The cause of a failed load in one line — without torch's advice to load with
     ``weights_only=False``, which would run whatever code the file holds."""
-    text = str(exc)
-    if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1]
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    if "weights_only" in first:
-        first = "the file holds objects other than tensors and plain data"
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    text = str(exc).split("WeightsUnpickler error:", 1)[-1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    advice = ("weights_only", "weights only", "torch.load")
+    cause = next((ln for ln in lines if not any(a in ln.lower() for a in advice)), "")
+    return f"{type(exc).__name__}: {cause}" if cause else type(exc).__name__
 
 
 @contextlib.contextmanager
