@@ -222,8 +222,7 @@ def test_a_50_mb_line_costs_a_bounded_amount_of_memory(micro_base_dir, tmp_path)
     process grows by less than 400 MiB (tokenizing the whole record took 10.6 GB)."""
     with open(tmp_path / "train.jsonl", "w") as fh:
         fh.write('{"text": "a short record"}\n{"text": "')
-        for _ in range(1000):
-            fh.write("the patient was given ten units of insulin and " * 1100)  # 51.7 kB
+        fh.writelines("the patient was given ten units of insulin and " * 1100 for _ in range(1000))  # 51.7 MB
         fh.write('"}\n')
     assert (tmp_path / "train.jsonl").stat().st_size > 50_000_000
     stream = user_stream(tmp_path, "{path: train.jsonl}")
@@ -295,7 +294,7 @@ def test_report_survives_a_corrupt_metrics_file_and_a_stray_done(tmp_path, capsy
     stray = results / "exp" / "toy" / "sft" / "seed_7"
     stray.mkdir()
     (stray / "DONE").write_bytes(b"")
-    rc, out, err = cli(["report", str(results), "-o", str(tmp_path / "rep"), "--no-figures"], capsys)
+    rc, _, err = cli(["report", str(results), "-o", str(tmp_path / "rep"), "--no-figures"], capsys)
     assert rc == 0, err
     lines = [f"unreadable: {bad}: metrics.json:1: corrupt JSON: Expecting value",
              f"unreadable: {stray}: missing config.json"]

@@ -30,6 +30,7 @@ from clbench.reporting.figures import FigureFile, write_figures
 from clbench.reporting.stats import mean_ci, pareto_optimal
 from clbench.reporting.tables import Column, Table, build_table, to_latex, to_markdown, unit_scale
 from clbench.results.aggregate import COST, METRICS, Run, group_runs, load_inventory, load_runs, seed_values
+from clbench.results.atomic import remove_leftovers
 from clbench.results.files import atomic_write_bytes, safe_label
 
 REFERENCE = "sft"
@@ -154,6 +155,8 @@ def build_report(paths, out_dir: Path, suite: str | None = None, reference: str 
 
     out_dir = Path(out_dir)
     paths = [str(p) for p in paths]
+    if out_dir.is_dir():
+        remove_leftovers(out_dir)  # temporary files of a report build that was killed
     inventory = load_inventory(paths)
     left_out = inventory.left_out
     if strict and left_out:
