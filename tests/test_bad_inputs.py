@@ -166,6 +166,15 @@ def test_undecodable_byte_names_file_line_and_column(tmp_path, capsys):
                    "(save the file as UTF-8)\n")
 
 
+def test_undecodable_byte_in_a_stream_file_names_its_line(tmp_path):
+    from clbench.data.streams import load_stream
+
+    path = tmp_path / "s.yaml"
+    path.write_bytes(b"name: s\ndescription: caf\xe9\ntasks: []\n")
+    with pytest.raises(ConfigError, match=r"s\.yaml:2: not UTF-8: byte 0xe9 at column 17"):
+        load_stream(str(path))
+
+
 def test_undecodable_byte_in_csv_names_its_line(tmp_path):
     from clbench.data.streams import load_stream
 
@@ -256,6 +265,31 @@ def test_records_longer_than_max_length_are_counted_and_warned_about(micro_cache
     assert set(counts) == {"medical", "notes"} and all(n > 0 for n in counts.values())
     assert f"clbench: warning: {counts['medical']} training record(s) of task 'medical' are longer than " \
            "model.max_length=8 tokens and were cut to it" in err
+
+
+# --- the CLI ------------------------------------------------------------------------------------
+
+
+def test_a_bug_is_one_line_and_its_traceback_is_behind_debug(tmp_path, capsys, monkeypatch):
+    def bug(*args, **kwargs):
+        raise KeyError("boom")
+
+    monkeypatch.setattr("clbench.run.grid.run_grid", bug)
+    args = micro_args(tmp_path / "results", tmp_path / "cache")
+    rc, _, err = cli(args, capsys)
+    assert rc == 1
+    assert err == ("clbench: internal error (a bug, please report it): KeyError: 'boom'\n"
+                   "clbench: rerun with --debug for the traceback\n")
+    rc, _, err = cli([*args, "--debug"], capsys)
+    assert rc == 1 and err.startswith("Traceback (most recent call last):") and "KeyError: 'boom'" in err
+
+
+def test_config_errors_survive_pickling():
+    """A run in a worker process (``jobs > 1``) raises its ConfigError in the parent unchanged."""
+    import pickle
+
+    exc = pickle.loads(pickle.dumps(ConfigError("train.lr", "must be > 0", ["0.001"])))
+    assert type(exc) is ConfigError and str(exc) == "train.lr: must be > 0 (allowed: 0.001)"
 
 
 # --- model path ----------------------------------------------------------------------------------
@@ -422,7 +456,7 @@ def test_prompt_templates_cannot_reach_python(tmp_path):
 
 
 def test_result_files_follow_the_umask(tmp_path):
-    from clbench.results.atomic import atomic_write_json
+    from clbench.results.files import atomic_write_json
 
     old = os.umask(0o022)
     try:

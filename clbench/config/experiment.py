@@ -126,12 +126,22 @@ def _apply(data: dict, keys: list[str], value: Any) -> None:
 
 
 def load_yaml(path: Path) -> Any:
-    """YAML from ``path``; a syntax error is reported as ``file:line``."""
+    """YAML from ``path``; a syntax error or a byte that is not UTF-8 is reported as ``file:line``."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigError(str(path), "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), "is a folder, not a YAML file") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(f"{path}:{line}", f"not UTF-8: byte 0x{data[exc.start]:02x} at column {column} "
+                          "(save the file as UTF-8)") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

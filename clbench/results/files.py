@@ -15,6 +15,9 @@ Layout of ``<results_dir>/<experiment>/<stream>/<strategy label>/seed_<k>/``::
     metrics.json             ACC/BWT/FWT/forgetting/LA/general retention per suite, cost
     train_log.jsonl          all tasks' step logs, concatenated when the run finishes
     DONE                     present only when the run finished
+    LOCK                     held while a clbench process writes the run (``clbench.run.lock``); one left
+                             by a killed process is free to take
+    .<file>.<random>.tmp     a write in progress (``clbench.results.atomic``); removed on resume
 
 An interrupted run keeps every finished task; the runner resumes from the last ``after_<t>.json``.
 """
