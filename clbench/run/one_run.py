@@ -267,6 +267,9 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
     ``"done"``/``"skipped"``/``"resumed"``, or ``"locked"`` when another process is writing it (with
     ``wait``: once that process is done). Temporary files of killed writes are removed first."""
     root = run_dir(cfg, stream.name, spec, seed)
+    if (root / "DONE").exists() and (root / "config.json").exists():
+        # finished: only read (skipped, or refused for another config), so no lock; a read-only folder works
+        return _run_or_skip(cfg, stream, spec, seed, base_dir, progress, ops)
 
     def waiting(info):
         print(f"clbench: waiting for {describe(info)}, which is writing {root}", file=sys.stderr)
@@ -277,11 +280,12 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
                   "(clbench run --wait waits for it)", file=sys.stderr)
             return root, "locked"
         remove_leftovers(root)
-        return _run_one_locked(cfg, stream, spec, seed, base_dir, progress, ops)
+        return _run_or_skip(cfg, stream, spec, seed, base_dir, progress, ops)
 
 
-def _run_one_locked(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int, base_dir: Path,
-                    progress: bool, ops: RunOps | None) -> tuple[Path, str]:
+def _run_or_skip(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int, base_dir: Path,
+                 progress: bool, ops: RunOps | None) -> tuple[Path, str]:
+    """The work of :func:`run_one` once it may write (it holds the lock, or the run is finished)."""
     ops = ops if ops is not None else TorchOps()
     ops.check_stream(stream)
     files = RunFiles(run_dir(cfg, stream.name, spec, seed))
