@@ -23,6 +23,7 @@ import pytest
 
 from clbench.errors import ConfigError
 from tests.cli_helpers import micro_args, tree
+from tests.conftest import micro_config
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = {"steps_per_task": 3}
@@ -85,10 +86,13 @@ def leftovers(root: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def reference(micro_cache, micro_base_dir, tmp_path_factory):
-    """An uninterrupted run and its report."""
+    """An uninterrupted run (in this process) and its report."""
+    from clbench.run.grid import run_grid
+
     root = tmp_path_factory.mktemp("reference")
-    done = clbench(root / "results", micro_cache)
-    assert done.returncode == 0, done.stderr
+    cfg = micro_config(root, cache_dir=micro_cache, train=STEPS)  # what micro_args says on a command line
+    ((path, status),) = run_grid(cfg, progress=False, echo=lambda *a: None)
+    assert status == "done" and path == run_dir(root / "results")
     report(root / "results", root / "report")
     return root
 
