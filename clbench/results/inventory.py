@@ -45,14 +45,18 @@ class Inventory:
         return [f"unreadable: {p}: {why}" for p, why in self.unreadable] + [str(u) for u in self.unfinished]
 
 
+def _is_run(folder: Path) -> bool:
+    """A finished run (``DONE``), or a run folder (``seed_<k>``, the name ``run_dir`` gives) with a
+    ``config.json`` — not any folder with a ``config.json`` (a Hugging Face checkpoint has one too)."""
+    return (folder / "DONE").is_file() or (folder.name.startswith("seed_") and (folder / "config.json").is_file())
+
+
 def run_folders(paths) -> list[Path]:
-    """Every folder under ``paths`` (or one of them) holding ``DONE`` or ``config.json``, sorted."""
+    """Every run folder under ``paths`` (or one of them), sorted."""
     found = set()
     for p in map(Path, paths):
-        for marker in ("DONE", "config.json"):
-            if (p / marker).is_file():
-                found.add(p)
-            found.update(m.parent for m in p.rglob(marker) if m.is_file())
+        candidates = [p, *(m.parent for marker in ("DONE", "config.json") for m in p.rglob(marker))]
+        found.update(c for c in candidates if _is_run(c))
     return sorted(found)
 
 
