@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from clbench.data.streams import Stream
 from clbench.errors import ConfigError, DivergenceError
 from clbench.progress import bar
 from clbench.results.files import atomic_write_json, atomic_write_jsonl
-from clbench.run.lock import hold
+from clbench.run.lock import describe, hold
 
 PRETRAIN_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size",
                    "pretrain_steps", "pretrain_lr", "pretrain_batch_size", "seed", "max_length")
@@ -98,7 +99,10 @@ def build_base_model(cfg: ModelConfig, stream: Stream, cache_dir: Path, progress
     target = cache_dir / "base_models" / f"{stream.name}-{cache_key(cfg, stream)}"
     if (target / "build.json").exists():
         return target
-    with hold(target.with_name(target.name + ".building"), wait=True):  # one builder; the others wait
+    def waiting(info):
+        print(f"clbench: waiting for {describe(info)}, which is building the base model {target}", file=sys.stderr)
+
+    with hold(target.with_name(target.name + ".building"), wait=True, on_wait=waiting):  # one builder at a time
         return _build(cfg, stream, target, progress)
 
 
