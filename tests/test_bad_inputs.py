@@ -384,6 +384,10 @@ def test_malicious_checkpoint_is_refused_without_advice_to_unpickle(micro_cache,
                           "is blocked.). clbench loads checkpoints")
     assert "weights_only=False" not in err and "weights_only=True" in err
     assert not marker.exists()
+    (run / "checkpoints" / "task_1" / "adapter.safetensors").write_bytes(b"not a safetensors file")
+    err = refused(capsys, args, tmp_path / "results")
+    assert err.startswith(f"clbench: error: {run / 'checkpoints' / 'task_1'}: cannot resume from this checkpoint "
+                          "(SafetensorError: ")
 
 
 # --- code in stream files ------------------------------------------------------------------------
