@@ -96,7 +96,7 @@ def test_nan_loss_is_a_clbench_error_naming_task_and_step(nan_sft, micro_cache, 
     rc, _, err = cli(args, capsys)
     assert rc == 2 and "Traceback" not in err
     assert "\nclbench: error: loss is nan at task 2 ('notes') step 3: training diverged; lower train.lr (or " \
-           "check this task's data)" in "\n" + err
+           "check the data)" in "\n" + err
     run = next((tmp_path / "results").rglob("seed_0"))
     assert (run / "eval" / "after_1.json").exists() and not (run / "eval" / "after_2.json").exists()
 

@@ -73,19 +73,24 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
     if not isinstance(data, dict):
         raise ConfigError(where, f"expected a mapping, got {type(data).__name__}")
     hints = get_type_hints(cls)
+    keys = getattr(cls, "YAML_KEYS", {})  # YAML key -> field name, for keys that are Python keywords ('with')
+    data = {keys.get(k, k): v for k, v in data.items()}
     names = [f.name for f in dataclasses.fields(cls) if f.init]
+    shown = {v: k for k, v in keys.items()}
     unknown = [k for k in data if k not in names]
     if unknown:
-        raise ConfigError(where, f"unknown key {unknown[0]!r}{did_you_mean(unknown[0], names)}", names)
+        allowed = [shown.get(n, n) for n in names]
+        raise ConfigError(where, f"unknown key {unknown[0]!r}{did_you_mean(unknown[0], allowed)}", allowed)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     required = [n for n in names if fields[n].default is dataclasses.MISSING
                 and fields[n].default_factory is dataclasses.MISSING]
     missing = [n for n in required if n not in data]
     if missing:
-        raise ConfigError(where, f"missing required key {missing[0]!r}", names)
-    kwargs = {k: _check(f"{where}.{k}", hints[k], v) for k, v in data.items()}
+        raise ConfigError(where, f"missing required key {shown.get(missing[0], missing[0])!r}",
+                          [shown.get(n, n) for n in names])
+    kwargs = {k: _check(f"{where}.{shown.get(k, k)}", hints[k], v) for k, v in data.items()}
     for k, v in kwargs.items():
-        _check_bounds(f"{where}.{k}", fields[k], v)
+        _check_bounds(f"{where}.{shown.get(k, k)}", fields[k], v)
     return cls(**kwargs)
 
 
