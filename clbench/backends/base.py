@@ -104,6 +104,10 @@ class Backend:
         """``options.mode``: LoRA adapters only trainable (``lora``), or every weight (``full``)."""
         raise NotImplementedError
 
+    def freeze(self, model):
+        """``model`` with no parameter trainable (returned for chaining)."""
+        raise NotImplementedError
+
     def trainable(self, model) -> dict:
         """``{name: parameter}`` of what is trainable now (names as checkpoints store them)."""
         raise NotImplementedError

@@ -115,6 +115,11 @@ class TorchBackend(Backend):
 
         return prepare_lora_or_full(model, options)
 
+    def freeze(self, model):
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
     def trainable(self, model):
         return {n: p for n, p in model.named_parameters() if p.requires_grad}
 

@@ -43,6 +43,7 @@ class Job:
     entry: GridEntry  # the planned row (``clbench.run.plan``): spec, resolved options, its own training fields
     seed: int
     base_dir: Path
+    wait: bool = False  # a run another process is writing: wait for it (else skip it, status "locked")
 
     @property
     def path(self) -> Path:
@@ -66,7 +67,7 @@ class Outcome:
 def run_job(job: Job, progress: bool = False) -> tuple[Path, str]:
     from clbench.run.one_run import run_one
 
-    return run_one(job.cfg, job.stream, job.entry, job.seed, job.base_dir, progress=progress)
+    return run_one(job.cfg, job.stream, job.entry, job.seed, job.base_dir, progress=progress, wait=job.wait)
 
 
 def _pool_worker(job: Job, threads: int) -> tuple[Path, str]:

@@ -36,22 +36,25 @@ def base_model_dir(cfg: ExperimentConfig, stream: Stream, progress: bool = True)
     """The local checkpoint every run starts from: the user's ``model.path`` or the embedded model
     (built with torch for either backend: the MLX backend loads the same checkpoint)."""
     if cfg.model.path:
-        return Path(cfg.model.path).expanduser()
+        from clbench.modeling.loading import check_checkpoint
+
+        return check_checkpoint(cfg.model.path, cfg.model.trust_remote_code)
     from clbench.modeling.tiny import build_base_model
 
     return build_base_model(cfg.model, stream, cfg.resolved_cache_dir(), progress)
 
 
-def grid_jobs(cfg: ExperimentConfig, stream: Stream, tuned: list[Tuned], base_dir: Path, split: bool) -> list[Job]:
+def grid_jobs(cfg: ExperimentConfig, stream: Stream, tuned: list[Tuned], base_dir: Path, split: bool,
+              wait: bool = False) -> list[Job]:
     """Every (strategy, order, seed) of the grid; on the test items when the grid tunes."""
     source = split_stream(stream, "test", cfg.tuning.val_fraction, cfg.tuning.split_seed) if split else stream
     orders = parse_orders(cfg.orders, stream)
-    return [Job(cfg, reorder(source, order), t.entry, seed, base_dir)
+    return [Job(cfg, reorder(source, order), t.entry, seed, base_dir, wait)
             for t in tuned for order in orders for seed in cfg.seeds]
 
 
 def run_tuning(cfg: ExperimentConfig, stream: Stream, entries: list[GridEntry], base_dir: Path, executor,
-               progress: bool, echo) -> list[Tuned]:
+               progress: bool, echo, wait: bool = False) -> list[Tuned]:
     """Tune every swept strategy on the validation items (``clbench.run.sweep``); pinned ones take their
     pinned setting; the rest are unchanged."""
     pinned = pinned_settings(cfg, entries)
@@ -64,7 +67,7 @@ def run_tuning(cfg: ExperimentConfig, stream: Stream, entries: list[GridEntry], 
     if plans:
         val = split_stream(stream, "validation", cfg.tuning.val_fraction, cfg.tuning.split_seed)
         t_cfg = tuning_config(cfg)
-        jobs = [Job(t_cfg, val, candidate, cfg.tuning.seed, base_dir)
+        jobs = [Job(t_cfg, val, candidate, cfg.tuning.seed, base_dir, wait)
                 for _, rows in plans.values() for _, candidate in rows]
         echo(f"clbench: tuning {len(plans)} strategies: {len(jobs)} candidate runs (seed {cfg.tuning.seed}, "
              f"validation items)")
@@ -88,15 +91,17 @@ def run_tuning(cfg: ExperimentConfig, stream: Stream, entries: list[GridEntry], 
     return tuned
 
 
-def run_grid(cfg: ExperimentConfig, progress: bool = True, echo=print, executor=None) -> list[tuple[Path, str]]:
+def run_grid(cfg: ExperimentConfig, progress: bool = True, echo=print, wait: bool = False,
+             executor=None) -> list[tuple[Path, str]]:
     """Tune the swept strategies, then run every (strategy, order, seed); returns ``(run directory,
-    status)`` in grid order. ``executor`` defaults to the config's (``clbench.run.executors``)."""
+    status)`` in grid order. A run another process is writing is skipped (status ``"locked"``), or, with
+    ``wait``, waited for. ``executor`` defaults to the config's (``clbench.run.executors``)."""
     stream, entries = plan(cfg)
     orders = parse_orders(cfg.orders, stream)  # a bad order is refused before anything runs
     executor = executor or make_executor(cfg)
     base_dir = base_model_dir(cfg, stream, progress)
-    tuned = run_tuning(cfg, stream, entries, base_dir, executor, progress, echo)
-    jobs = grid_jobs(cfg, stream, tuned, base_dir, split=any(t.record for t in tuned))
+    tuned = run_tuning(cfg, stream, entries, base_dir, executor, progress, echo, wait)
+    jobs = grid_jobs(cfg, stream, tuned, base_dir, any(t.record for t in tuned), wait)
     echo(f"clbench: {len(jobs)} runs ({len(entries)} strategies x {len(orders)} order{'s' if len(orders) > 1 else ''}"
          f" x {len(cfg.seeds)} seeds) on stream '{stream.name}', base model {base_dir}")
     outcomes = executor.run(jobs, progress, echo)

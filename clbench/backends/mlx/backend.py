@@ -197,6 +197,10 @@ class MLXBackend(Backend):
 
         return prepare_lora_or_full(model, options)
 
+    def freeze(self, model):
+        model.freeze()
+        return model
+
     def trainable(self, model):
         return dict(tree_flatten(model.trainable_parameters()))
 
