@@ -71,6 +71,8 @@ def contents(run: Path) -> dict[str, object]:
         if not p.is_file():
             continue
         rel = str(p.relative_to(run))
+        if rel.startswith("tensorboard/"):  # curves drawn from the step log and rows (compared here), with
+            continue  # wall times inside and clock, host and pid in the file names
         if rel in ("metrics.json",) or rel.startswith("eval/"):
             out[rel] = without_times(json.loads(p.read_text()))
         elif rel.endswith(".jsonl") and "train_log" in rel:
