@@ -75,13 +75,19 @@ def task_scalars(scores: dict, diagnostics: dict) -> dict[str, float]:
 
 
 class RunCurves:
-    """The writers of one run (TensorBoard, optionally W&B); every method a no-op when none is on."""
+    """The writers of one run (TensorBoard, optionally W&B); every method a no-op when none is on.
 
-    def __init__(self, writers: list):
-        self.writers = writers
+    Writers are opened at the first scalar, so a run that fails before it writes anything (a refused
+    resume, a model that does not load) leaves no event file behind."""
+
+    def __init__(self, factories: list):
+        self.factories = factories
+        self.writers: list = []
         self.n_tiers = 0
 
     def _write(self, scalars: dict[str, float], step: int) -> None:
+        if self.factories and not self.writers:
+            self.writers = [make() for make in self.factories]
         for w in self.writers:
             w.scalars(scalars, step)
 
@@ -92,7 +98,7 @@ class RunCurves:
 
     def task(self, log: list[dict], scores: dict, diagnostics: dict, global_step: int) -> None:
         """One finished task: its step log, then the probe scores and diagnostics at its last step."""
-        if not self.writers:
+        if not self.factories:
             return
         self.n_tiers = max(self.n_tiers, len(tier_list(diagnostics)))
         for rec in log:
@@ -168,9 +174,13 @@ def tensorboard_command(results) -> str | None:
 
 def open_curves(log_cfg, run_root: Path, record: dict) -> RunCurves:
     """The writers ``log_cfg`` (``ExperimentConfig.log``) asks for, for the run in ``run_root``."""
-    writers: list = []
+    factories: list = []
     if log_cfg.tensorboard:
-        writers.append(_TensorBoard(tensorboard_dir(run_root)))
+        factories.append(lambda: _TensorBoard(tensorboard_dir(run_root)))
     if log_cfg.wandb:
-        writers.append(_WandB(Path(run_root), record, log_cfg.wandb_project, log_cfg.wandb_mode))
-    return RunCurves(writers)
+        try:
+            import wandb  # noqa: F401  (checked now: a missing package fails before training, not after)
+        except ImportError:
+            raise ConfigError("log.wandb", "Weights & Biases logging needs `pip install wandb`") from None
+        factories.append(lambda: _WandB(Path(run_root), record, log_cfg.wandb_project, log_cfg.wandb_mode))
+    return RunCurves(factories)
