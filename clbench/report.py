@@ -55,7 +55,7 @@ def quality_columns(higher_is_better: bool, values: dict) -> list[Column]:
     """The continual-learning metrics; forgetting is sign-aligned (lower is better) for every score."""
     up = "↑" if higher_is_better else "↓"
     spec = [("acc", f"ACC {up}", higher_is_better), ("bwt", f"BWT {up}", higher_is_better),
-            ("fwt", f"FWT {up}", higher_is_better), ("forgetting", "F ↓", False),
+            ("fwt_base", f"FWT {up}", higher_is_better), ("forgetting", "F ↓", False),
             ("learning_acc", f"LA {up}", higher_is_better), ("general_retention", f"GR {up}", higher_is_better)]
     return [Column(key, header, hib, _decimals(values, key)) for key, header, hib in spec]
 
@@ -85,7 +85,7 @@ def table_captions(stream: str, suite: str, higher_is_better: bool) -> dict[str,
     la = "↑" if higher_is_better else "↓"
     return {
         "summary": (f"Continual-learning metrics on stream {stream} ({suite} probes): ACC average score after the "
-                    f"last task, BWT backward transfer, FWT forward transfer, F average forgetting, LA learning "
+                    f"last task, BWT backward transfer, FWT forward transfer against the base model (FWT_base: a task's score before it is trained, after a trained task, minus the base model's), F average forgetting, LA learning "
                     f"accuracy, GR general-knowledge retention (formulas in the index). ★: Pareto-optimal on "
                     f"(F ↓, LA {la}) — no other strategy forgets less without also learning less."),
         "cost": (f"Training cost on stream {stream}: training wall time (s, evaluation excluded), tokens trained "
