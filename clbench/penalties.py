@@ -68,22 +68,24 @@ def l2_to_anchor(params: Params, anchor: Params, lam: float) -> torch.Tensor:
 
 
 def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0,
-                    mask: torch.Tensor | None = None) -> torch.Tensor:
+                    mask: torch.Tensor | None = None, t_squared: bool = True) -> torch.Tensor:
     """``T² · KL(softmax(teacher/T) ‖ softmax(student/T))``, averaged over the positions in ``mask``.
 
     Logits are ``(..., classes)``; every leading position is one distribution (a class-incremental
     example, or one token position of a language model). ``mask`` (same leading shape, 1 = keep)
-    drops padding. The T² factor (Hinton et al. 2015) keeps the gradient scale independent of T. The
-    value is exactly zero when the two logit tensors are equal, and never negative.
+    drops padding. The T² factor (Hinton et al. 2015) keeps the gradient scale independent of T;
+    Li & Hoiem's LwF loss λ_o · L_old has no such factor — ``t_squared=False`` drops it (at T = 2 the
+    two differ by 4×). The value is exactly zero when the two logit tensors are equal, and never negative.
     """
     t = float(temperature)
+    factor = t * t if t_squared else 1.0
     log_p_student = torch.log_softmax(student_logits.float() / t, dim=-1)
     log_p_teacher = torch.log_softmax(teacher_logits.float().detach() / t, dim=-1)
     per_position = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)
     if mask is None:
-        return t * t * per_position.mean()
+        return factor * per_position.mean()
     mask = mask.to(per_position.dtype)
-    return t * t * (per_position * mask).sum() / mask.sum().clamp_min(1.0)
+    return factor * (per_position * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 def olora_orthogonality(new_a: Mapping[str, torch.Tensor], old_a: Sequence[Mapping[str, torch.Tensor]]) -> torch.Tensor:

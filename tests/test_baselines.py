@@ -284,6 +284,45 @@ def test_lwf_loss_is_the_task_loss_while_the_model_is_its_teacher(micro_model):
     assert float(moved.loss) == pytest.approx(float(model(**batch).loss) + moved.logs["lwf_kd"], rel=1e-5)
 
 
+def test_lwf_distils_only_non_padding_positions_with_an_explicit_t_squared(micro_model):
+    """The logged KD term is the KL averaged over the batch's attention mask, computed here from the
+    teacher's and the student's logits; averaging over padded positions too gives another number.
+    ``t_squared: false`` is the same term without Hinton's T² (Li & Hoiem's λ_o·KL)."""
+    from clbench.penalties import distillation_kl
+
+    model, tok = micro_model
+    batch = _lm_batch(tok)
+    mask = batch["attention_mask"]
+    assert 0 < int(mask.sum()) < mask.numel()  # the two records differ in length: there is padding
+    logged = {}
+    for t_squared in (True, False):
+        torch.manual_seed(0)
+        s = make("lwf", alpha=1.0, temperature=2.0, t_squared=t_squared)
+        lm = s.prepare_model(copy_model(model))
+        s.mark_trainable(lm)
+        s.before_task(TaskView(1, "medical", ()), lm)
+        with torch.no_grad():
+            teacher = lm(**batch).logits
+            for p in s.trainable.values():
+                p.add_(0.05 * torch.randn_like(p))
+        out = s.loss(lm, batch)
+        with torch.no_grad():
+            student = lm(**batch).logits
+        logged[t_squared] = out.logs["lwf_kd"]
+        want = distillation_kl(student, teacher, 2.0, mask, t_squared)
+        unmasked = distillation_kl(student, teacher, 2.0, None, t_squared)
+        assert logged[t_squared] == pytest.approx(float(want), rel=1e-5)
+        assert abs(float(unmasked) - float(want)) > 1e-3 * float(want)
+        assert float(out.loss) == pytest.approx(float(lm(**batch).loss) + logged[t_squared], rel=1e-5)
+    assert logged[True] == pytest.approx(4.0 * logged[False], rel=1e-5)  # T² = 4
+
+
+def copy_model(model):
+    import copy
+
+    return copy.deepcopy(model)
+
+
 def test_lwf_without_first_task_teacher_distils_only_from_the_second_task(micro_model):
     model, tok = micro_model
     s = make("lwf", first_task_teacher=False)
