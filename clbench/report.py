@@ -8,7 +8,8 @@ Reads only finished runs (never retrains), groups them by stream × strategy lab
                                                  revisions), metric formulas, every table and figure
     <out>/<stream>/tables/{summary,cost,per_task}.{md,tex}
     <out>/<stream>/figures/*.{pdf,png}
-    <out>/<stream>/numbers.json                  every mean, CI half-width, n, p-value and per-seed
+    <out>/<stream>/numbers.json                  every mean, CI half-width, n, p-value (raw and
+                                                 Holm-adjusted), bootstrap interval and per-seed
                                                  value behind the tables
     <out>/.clbench-report                        the files above: a rebuild removes those it no
                                                  longer writes (a strategy dropped from the results)
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clbench.aggregate import COST, METRICS, Run, group_runs, load_runs, seed_values
+from clbench.reporting.bootstrap import bootstrap_intervals
 from clbench.reporting.figures import FigureFile, write_figures
 from clbench.reporting.stats import mean_ci, pareto_optimal
 from clbench.reporting.tables import Column, Table, build_table, to_latex, to_markdown, unit_scale
@@ -123,13 +125,14 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
     pareto = dict(zip(labels, front))
     slug = _slug(stream)
     captions = table_captions(stream, suite, hib)
-    specs = [("summary", "Summary", quality_columns(hib, values), pareto),
-             ("cost", "Cost", cost_columns(values), None),
-             ("per_task", "Per-task final scores", per_task_columns(first, hib, values), None)]
+    intervals = bootstrap_intervals(groups, suite, reference, stream)  # probe scores only, not cost
+    specs = [("summary", "Summary", quality_columns(hib, values), pareto, intervals),
+             ("cost", "Cost", cost_columns(values), None, None),
+             ("per_task", "Per-task final scores", per_task_columns(first, hib, values), None, intervals)]
     tables, numbers = [], {}
-    for stem, name, columns, flags in specs:
+    for stem, name, columns, flags, boot in specs:
         table = build_table(name, f"tab:{slug}-{stem.replace('_', '-')}", captions[stem], values, columns, reference,
-                            flags)
+                            flags, intervals=boot)
         tables.append((table, *_write_table(out_dir, folder, table, stem)))
         numbers[stem] = table.numbers
     numbers["pareto"] = {lab: bool(pareto[lab]) for lab in labels}
