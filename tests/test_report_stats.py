@@ -6,7 +6,16 @@ import math
 
 import pytest
 
-from clbench.reporting.stats import CONSTANT, best, holm, mean_ci, paired_p, paired_test, pareto_optimal, significant
+from clbench.reporting.stats import (
+    CONSTANT,
+    best,
+    holm,
+    mean_ci,
+    paired_p,
+    paired_test,
+    pareto_optimal,
+    significant,
+)
 
 
 def t975_df2() -> float:
