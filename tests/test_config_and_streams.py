@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from clbench import registry
 from clbench.cli import main
-from clbench.config import load_config, parse_override, strategy_specs
+from clbench.config.experiment import load_config, parse_override, strategy_specs
+from clbench.data.streams import load_stream
 from clbench.errors import ConfigError
-from clbench.streams import load_stream
+from clbench.train import registry
 
 
 def test_defaults_yaml_and_overrides_precedence(tmp_path):
@@ -63,8 +63,8 @@ def test_duplicate_labels_rejected():
 
 
 def test_strategy_options_are_validated():
-    from clbench.config import StrategySpec
-    from clbench.runner import make_strategy
+    from clbench.config.experiment import StrategySpec
+    from clbench.run.one_run import make_strategy
 
     cfg = load_config(None)
     with pytest.raises(ConfigError, match="unknown key 'rnk'.*did you mean 'rank'"):
@@ -143,8 +143,8 @@ def test_cli_list_shows_options(capsys):
 
 
 def test_option_bounds_hold_from_yaml_and_from_python():
-    from strategies.ewc import EWCOptions
-    from strategies.lwf import LwF
+    from clbench.strategies.ewc import EWCOptions
+    from clbench.strategies.lwf import LwF
 
     with pytest.raises(ConfigError, match=r"strategies\[lwf\]\.options\.temperature: must be > 0, got 0\.0"):
         LwF.options_from({"temperature": 0.0}, "strategies[lwf].options")
@@ -156,7 +156,7 @@ def test_option_bounds_hold_from_yaml_and_from_python():
 @pytest.mark.parametrize("value", [1, 0, 1.0, "true"])
 def test_a_bool_option_refuses_anything_but_true_or_false(value):
     """``online: 1`` must not pass for ``true`` (Python's bool is an int, so a lax check lets it through)."""
-    from strategies.ewc import EWC
+    from clbench.strategies.ewc import EWC
 
     with pytest.raises(ConfigError, match=r"strategies\[ewc\]\.options\.online: expected true or false"):
         EWC.options_from({"online": value}, "strategies[ewc].options")
@@ -164,7 +164,7 @@ def test_a_bool_option_refuses_anything_but_true_or_false(value):
 
 
 def test_a_bool_setting_from_the_command_line_refuses_an_integer():
-    from clbench.config import load_config
+    from clbench.config.experiment import load_config
 
     with pytest.raises(ConfigError, match=r"reset_optimizer: expected true or false, got 1"):
         load_config(None, ["train.reset_optimizer=1"])

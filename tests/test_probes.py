@@ -13,8 +13,8 @@ import math
 import pytest
 import torch
 
-from clbench.probes import normalize, score_exact_match, score_multiple_choice, score_perplexity
-from clbench.streams import ProbeSuite
+from clbench.eval.probes import normalize, score_exact_match, score_multiple_choice, score_perplexity
+from clbench.data.streams import ProbeSuite
 
 
 class FixedAnswers:
@@ -106,7 +106,7 @@ def test_torch_token_nll_is_the_summed_nll_of_every_predicted_token_whatever_the
     """``TorchLM.token_nll`` on texts of different lengths: the summed NLL over every token after the
     first (EOS appended), computed here one text at a time without padding — batching them together
     (right padding) must change nothing."""
-    from clbench.lm import TorchLM
+    from clbench.eval.torch_lm import TorchLM
 
     model, tok = micro_model
     texts = ["Zorbia has its capital at Flim.", "Flim.", "The capital of Quaxia is a city called Dorn."]

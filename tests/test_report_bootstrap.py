@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from clbench.aggregate import group_runs, load_runs
+from clbench.results.aggregate import group_runs, load_runs
 from clbench.reporting.bootstrap import bootstrap_intervals, load_suite_items, point_estimate
 from tests.report_runs import TASKS, make_run
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from clbench.results import atomic_path, atomic_write_bytes, atomic_write_json, read_json
+from clbench.results.files import atomic_path, atomic_write_bytes, atomic_write_json, read_json
 
 
 def test_atomic_write_replaces_the_file_instead_of_writing_into_it(tmp_path):

@@ -9,8 +9,8 @@ score rests on. The bootstrap here resamples both levels the numbers come from (
    row of R, for the base row and for the reference row: one item is one question asked after every
    task, so its rows stay paired);
 3. rebuild every R cell from the drawn items (accuracy: the mean of ``correct``; perplexity:
-   ``exp(Σ NLL / Σ tokens)`` over the drawn items, as :mod:`clbench.probes` scores a suite), compute
-   every metric with :func:`clbench.metrics.summarize`, and average over the drawn seeds.
+   ``exp(Σ NLL / Σ tokens)`` over the drawn items, as :mod:`clbench.eval.probes` scores a suite), compute
+   every metric with :func:`clbench.results.metrics.summarize`, and average over the drawn seeds.
 
 :data:`REPLICATES` replicates give a percentile interval (2.5 %, 97.5 %). *Paired*: every strategy
 with the same seeds is resampled with the same draws (seeds and item indices — the probe items are
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clbench.aggregate import METRICS, Run
-from clbench.metrics import summarize
-from clbench.results import RunFiles
+from clbench.results.aggregate import METRICS, Run
+from clbench.results.metrics import summarize
+from clbench.results.files import RunFiles
 
 REPLICATES = 1000
 LEVEL = 0.95
@@ -130,7 +130,7 @@ def make_draws(rng: np.random.Generator, n_seeds: int, n_items: Mapping[int, int
 
 
 def replicate_metrics(per_seed: list[SuiteItems], draws: Draws, tasks: list[str]) -> dict[str, np.ndarray]:
-    """Every metric of :func:`clbench.metrics.summarize` (and ``final:<task>``) under every draw,
+    """Every metric of :func:`clbench.results.metrics.summarize` (and ``final:<task>``) under every draw,
     averaged over the drawn seeds: ``{key: (B,)}`` with NaN where a metric is undefined."""
     first = per_seed[0]
     T = len(first.rows)
