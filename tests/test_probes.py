@@ -13,8 +13,8 @@ import math
 import pytest
 import torch
 
-from clbench.eval.probes import normalize, score_exact_match, score_multiple_choice, score_perplexity
 from clbench.data.streams import ProbeSuite
+from clbench.eval.probes import normalize, score_exact_match, score_multiple_choice, score_perplexity
 
 
 class FixedAnswers:

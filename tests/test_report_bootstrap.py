@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from clbench.results.aggregate import group_runs, load_runs
 from clbench.reporting.bootstrap import bootstrap_intervals, load_suite_items, point_estimate
+from clbench.results.aggregate import group_runs, load_runs
 from tests.report_runs import TASKS, make_run
 
 

@@ -49,8 +49,8 @@ def test_run_ends_with_the_report_and_report_rebuilds_it(micro_cache, micro_base
             assert math.isclose(float(shown), mean, abs_tol=5e-4), (label, j, shown, mean)
 
     # the second interval: rebuilt from every run's per-item predictions, which reproduce its metrics
-    from clbench.results.aggregate import load_runs
     from clbench.reporting.bootstrap import load_suite_items, point_estimate
+    from clbench.results.aggregate import load_runs
 
     for run in load_runs([tmp_path / "results"]):
         for suite in ("qa", "mc", "ppl"):

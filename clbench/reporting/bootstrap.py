@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from clbench.results.aggregate import METRICS, Run
-from clbench.results.metrics import summarize
 from clbench.results.files import RunFiles
+from clbench.results.metrics import summarize
 
 REPLICATES = 1000
 LEVEL = 0.95
