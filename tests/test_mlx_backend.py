@@ -176,13 +176,19 @@ def test_cms_applies_the_chunk_sum_at_boundaries_only(scale, factor):
 def test_importance_tiers_put_the_largest_gradients_in_the_fastest_tier():
     model = Linear3()
     strategy = ImportanceTiers(ImportanceTiers.Options(mode="full", frequencies=(1, 2, 4), warmup_steps=2,
-                                                       unit="tensor"))
+                                                       unit="tensor", score="lora_abs"))
     big = {f"layers.{i}.weight": mx.full((2, 2), 10.0 if i == 1 else (1.0 if i == 0 else 0.1)) for i in range(3)}
     run_updates(strategy, model, [big, big, big, big])
     assert strategy.updater.tier_map == {"layers.1.weight": 0, "layers.0.weight": 1, "layers.2.weight": 2}
     # warm-up steps 1-2 update everything (attributed to the tiers ranked afterwards, as in torch);
     # then tier 0 at steps 3 and 4, tiers 1 and 2 at step 4
     assert [t["updates"] for t in strategy.diagnostics()["tiers"]["tiers"]] == [4, 3, 3]
+
+
+def test_importance_tiers_on_mlx_refuse_the_delta_w_score_before_training():
+    with pytest.raises(ConfigError, match=r"importance_tiers\.score: 'delta_w' is not available on the MLX backend"):
+        ImportanceTiers.options_from({}, "importance_tiers")
+    assert ImportanceTiers.options_from({"score": "lora_abs"}, "x").score == "lora_abs"
 
 
 def test_cms_adapter_form_starts_as_the_base_model_and_trains_only_the_chain(tokenizer):
@@ -319,7 +325,7 @@ def test_mlx_micro_runs_write_the_standard_layout_and_resume(tmp_path, micro_cac
     from clbench.run.grid import run_grid
 
     grid = ("[{name: layer_tiers, options: {frequencies: [1, 2]}}, "
-            "{name: surprise, options: {base: importance_tiers, base_options: {warmup_steps: 2, frequencies: [1, 2]}}}, "
+            "{name: surprise, options: {base: importance_tiers, base_options: {warmup_steps: 2, frequencies: [1, 2], score: lora_abs}}}, "
             "{name: cms, label: cms-adapter, options: {form: adapter, chunk_sizes: [1, 3], scale: inverse_chunk}}]")
     # reset_optimizer false: the resume below must restore the per-tensor AdamW state from the checkpoint
     cfg = micro_config(tmp_path, cache_dir=micro_cache, model={"backend": "mlx"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import struct
 from types import SimpleNamespace
 
@@ -180,7 +181,9 @@ def scale_layer_lora(model, layer: int, factor: float) -> None:
 
 
 def test_importance_puts_the_layer_with_large_gradients_in_the_fastest_tier():
-    s, model = make("importance_tiers", {"warmup_steps": 3, "rerank_each_task": False})
+    """The schedule around a ranking, with the earlier score (LoRA's own gradients, which the scaling
+    below inflates for layer 2); the ∂L/∂ΔW score is checked against autograd below."""
+    s, model = make("importance_tiers", {"warmup_steps": 3, "rerank_each_task": False, "score": "lora_abs"})
     scale_layer_lora(model, 2, 1000.0)
     begin(s, model)
     opt = torch.optim.AdamW(s.param_groups(model), lr=1e-3)
@@ -204,7 +207,7 @@ def test_importance_puts_the_layer_with_large_gradients_in_the_fastest_tier():
     train_step(s, model, opt, 1, [token_batch(50)])
     assert changed_tiers(s, before) == [0] and s.updater.tier_map == tier_map
     # ... and a resumed run gets it back from the strategy state
-    fresh, _ = make("importance_tiers", {"warmup_steps": 3, "rerank_each_task": False})
+    fresh, _ = make("importance_tiers", {"warmup_steps": 3, "rerank_each_task": False, "score": "lora_abs"})
     fresh.load_state_dict(s.state_dict())
     assert fresh.updater.tier_map == tier_map and fresh.updater.totals == s.updater.totals
 
@@ -224,7 +227,7 @@ def test_importance_reranks_each_task_by_default():
 
 def test_importance_ranks_lora_a_and_b_of_a_layer_together():
     def warmed(unit):
-        s, model = make("importance_tiers", {"warmup_steps": 2, "unit": unit})
+        s, model = make("importance_tiers", {"warmup_steps": 2, "unit": unit, "score": "lora_abs"})
         begin(s, model)
         opt = torch.optim.AdamW(s.param_groups(model), lr=1e-3)
         for step in (1, 2):
@@ -236,6 +239,107 @@ def test_importance_ranks_lora_a_and_b_of_a_layer_together():
     assert all(together[a] == together[b] for a, b in pairs)
     # ranked alone, B (zero at start, A's gradient exactly zero at step 1) outranks A of the same layer
     assert sum(alone[b] < alone[a] for a, b in pairs) > len(pairs) / 2
+
+
+def base_weight_grads(model, batch) -> dict[str, torch.Tensor]:
+    """∂L/∂W of every LoRA-adapted base weight, by autograd on a copy (the gradient of ΔW = scale·B·A)."""
+    twin = copy.deepcopy(model)
+    weights = {name: m.base_layer.weight for name, m in twin.named_modules()
+               if hasattr(m, "base_layer") and hasattr(m, "lora_A")}
+    for w in weights.values():
+        w.requires_grad_(True)
+    grads = torch.autograd.grad(twin(**batch).loss, list(weights.values()))
+    return dict(zip(weights, grads))
+
+
+def test_importance_score_is_the_rms_of_dl_d_delta_w_over_elements_and_warmup_steps():
+    from clbench.train.tiers.schedule import tiers_by_score
+
+    s, model = make("importance_tiers", {"warmup_steps": 2})
+    begin(s, model)
+    opt = torch.optim.AdamW(s.param_groups(model), lr=1e-2)
+    sq: dict[str, float] = {}
+    size: dict[str, int] = {}
+    for step in (1, 2):
+        for unit, g in base_weight_grads(model, token_batch(step)).items():
+            sq[unit] = sq.get(unit, 0.0) + float(g.pow(2).sum())
+            size[unit] = g.numel()
+        train_step(s, model, opt, step, [token_batch(step)])
+    want = {u: math.sqrt(sq[u] / (2 * size[u])) for u in sq}  # RMS over elements and the two steps
+    assert set(s.scores) == set(want) and len(want) == 4 * 7  # 7 adapted weights per block
+    for u in want:
+        assert s.scores[u] == pytest.approx(want[u], rel=1e-4), u
+    ranked = tiers_by_score(want, 3)
+    assert s.updater.tier_map == {n: ranked[adapter_of(n)] for n in s.trainable}
+    # the base weights were read, never trained, and no longer require a gradient after the warm-up
+    assert all(not m.base_layer.weight.requires_grad and m.base_layer.weight.grad is None
+               for m in model.modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A"))
+    assert s.diagnostics()["importance"]["score"] == "delta_w"
+
+
+def adapter_of(name: str) -> str:
+    from clbench.train.tiers.schedule import adapter_unit
+
+    return adapter_unit(name)
+
+
+def refactorised(model, seed: int = 3):
+    """The same ΔW = scale·B·A written as (B·M⁻¹)(M·A): the same function, other LoRA tensors."""
+    gen = torch.Generator().manual_seed(seed)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for m in twin.modules():
+            if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}):
+                a, b = m.lora_A["default"].weight, m.lora_B["default"].weight
+                r = a.shape[0]
+                M = torch.diag(torch.logspace(-1, 1, r)) + 0.1 * torch.randn(r, r, generator=gen)
+                a.copy_(M @ a)
+                b.copy_(b @ torch.linalg.inv(M))
+    return twin
+
+
+def test_importance_score_does_not_depend_on_how_lora_factorises_the_update():
+    """(B·M⁻¹)(M·A) = B·A: same model, same ∂L/∂ΔW, same scores. The earlier score (mean |g| of A and B)
+    changes — it measures LoRA's parametrisation, not the weight's importance."""
+    def warmed(model, score):
+        s = make_prepared(model, score)
+        begin(s, s.model)
+        opt = torch.optim.AdamW(s.param_groups(s.model), lr=1e-2)
+        train_step(s, s.model, opt, 1, [token_batch(7)])
+        return s.scores
+
+    s, model = make("importance_tiers", {"warmup_steps": 1})
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # B away from zero, so ΔW ≠ 0 and A's gradient is not zero either
+        for n, p in s.trainable.items():
+            if "lora_B" in n:
+                p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+    twin = refactorised(model)
+    batch = token_batch(7)
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).logits, twin(**batch).logits, atol=1e-4)
+    new = [warmed(m, "delta_w") for m in (model, twin)]
+    assert set(new[0]) == set(new[1])
+    for u in new[0]:
+        assert new[1][u] == pytest.approx(new[0][u], rel=1e-3), u
+    old = [warmed(m, "lora_abs") for m in (model, twin)]
+    assert max(abs(old[1][u] / old[0][u] - 1) for u in old[0]) > 0.5
+
+
+def make_prepared(model, score):
+    """importance_tiers on an already LoRA-wrapped model (a copy): the runner's set-up minus prepare_model."""
+    from clbench.train import registry
+
+    cls = registry.get("importance_tiers")
+    s = cls(cls.options_from({"warmup_steps": 1, "score": score}, "importance_tiers"), seed=0, train=TrainConfig())
+    s.model = copy.deepcopy(model)
+    s.mark_trainable(s.model)
+    return s
+
+
+def test_delta_w_score_needs_the_adapter_as_unit():
+    with pytest.raises(ConfigError, match=r"importance_tiers\.unit: unit: tensor ranks LoRA's A and B apart"):
+        make("importance_tiers", {"unit": "tensor"})
 
 
 def test_bad_tier_options_name_the_field():

@@ -6,15 +6,20 @@ first ``warmup_steps`` task steps every tensor updates while the raw gradient's 
 ranking (``clbench.train.tiers.schedule.tiers_by_score``) is made after the update of step ``warmup_steps`` (or at the
 end of a shorter task); ``rerank_each_task`` redoes it per task; ``unit: adapter`` ranks a layer's
 ``lora_a`` and ``lora_b`` together (mlx-lm names: ``<module>.lora_a`` / ``<module>.lora_b``).
+
+Not yet on MLX: torch's default score ``delta_w`` (‖∂L/∂ΔW‖ per element) needs the frozen base
+weights' gradients, which this backend's trainer does not compute (it differentiates the trainable
+tensors only). MLX runs need ``score: lora_abs`` (the mean |g| over the LoRA tensors, or over each
+tensor in full mode) and refuse ``delta_w`` before training, naming the option.
 """
 
 from __future__ import annotations
 
 import re
-
 import mlx.core as mx
 
 from clbench.backends.mlx.tiered import TieredStrategy
+from clbench.errors import ConfigError
 from clbench.strategies.importance_tiers import ImportanceRanking, ImportanceTierOptions
 
 MLX_LORA_PART = re.compile(r"\.lora_[ab]$")
@@ -30,6 +35,14 @@ class ImportanceTiers(ImportanceRanking, TieredStrategy):
     """Nested learning: parameters tiered by mean |gradient| measured in a warm-up (largest → fastest)."""
 
     Options = ImportanceTierOptions
+
+    @classmethod
+    def options_from(cls, data, where):
+        options = super().options_from(data, where)
+        if options.score != "lora_abs":
+            raise ConfigError(f"{where}.score", f"{options.score!r} is not available on the MLX backend (it needs "
+                              "the base weights' gradients); use lora_abs", ["lora_abs"])
+        return options
     unit_of = staticmethod(adapter_unit)
 
     def reset_abs_sums(self):
