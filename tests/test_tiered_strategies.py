@@ -267,8 +267,8 @@ def test_importance_score_is_the_rms_of_dl_d_delta_w_over_elements_and_warmup_st
         train_step(s, model, opt, step, [token_batch(step)])
     want = {u: math.sqrt(sq[u] / (2 * size[u])) for u in sq}  # RMS over elements and the two steps
     assert set(s.scores) == set(want) and len(want) == 4 * 7  # 7 adapted weights per block
-    for u in want:
-        assert s.scores[u] == pytest.approx(want[u], rel=1e-4), u
+    for u, value in want.items():
+        assert s.scores[u] == pytest.approx(value, rel=1e-4), u
     ranked = tiers_by_score(want, 3)
     assert s.updater.tier_map == {n: ranked[adapter_of(n)] for n in s.trainable}
     # the base weights were read, never trained, and no longer require a gradient after the warm-up

@@ -16,6 +16,7 @@ tensor in full mode) and refuse ``delta_w`` before training, naming the option.
 from __future__ import annotations
 
 import re
+
 import mlx.core as mx
 
 from clbench.backends.mlx.tiered import TieredStrategy
