@@ -127,6 +127,36 @@ def test_clipping_is_the_global_norm_of_what_updates():
     assert all(torch.equal(s.trainable[n], before[n]) for n in s.updater.members(1) + s.updater.members(2))
 
 
+def tier_changes(clip: str, step: int, semantics: str = "skip") -> list[torch.Tensor]:
+    """The change of every tier after one SGD(lr 1) step with the same gradient (0.01 everywhere),
+    clipped at 0.5, at task step ``step`` (1: tier 0 alone; 4: all three tiers)."""
+    s, model = make("layer_tiers", {"clip": clip, "inactive": semantics})
+    begin(s, model)
+    opt = torch.optim.SGD(s.param_groups(model), lr=1.0)
+    s.before_step(step)
+    for p in s.trainable.values():
+        p.grad = torch.full_like(p, 0.01)
+    before = snapshot(s.trainable)
+    s.apply_update(UpdateContext(step, step, opt, max_grad_norm=0.5))
+    return [torch.cat([(before[n] - s.trainable[n]).flatten() for n in s.updater.members(t)]) for t in range(3)]
+
+
+def test_per_tier_clipping_makes_a_tiers_update_independent_of_the_other_tiers():
+    """Default ``clip: per_tier``: tier 0's update is bitwise the same at a step where it updates alone
+    and at a step where the slow tiers update too; each tier is clipped to the bound by its own norm."""
+    alone, together = tier_changes("per_tier", 1), tier_changes("per_tier", 4)
+    assert torch.equal(alone[0], together[0])
+    assert [c.norm().item() for c in together] == pytest.approx([0.5, 0.5, 0.5], rel=1e-4)
+    assert alone[1].abs().max() == 0 and alone[2].abs().max() == 0
+    # accumulate: at step 4 the slow tiers bring their chunk sums, still without touching tier 0's update
+    assert torch.equal(tier_changes("per_tier", 1, "accumulate")[0], tier_changes("per_tier", 4, "accumulate")[0])
+    # clip: global couples them — one norm over the three tiers shrinks tier 0's update at step 4
+    g_alone, g_together = tier_changes("global", 1), tier_changes("global", 4)
+    assert torch.equal(g_alone[0], alone[0])  # one tier alone: the two rules agree
+    assert torch.cat(g_together).norm().item() == pytest.approx(0.5, rel=1e-4)
+    assert g_together[0].norm().item() < 0.9 * g_alone[0].norm().item()
+
+
 def test_a_step_with_no_active_tier_changes_nothing():
     s, model = make("layer_tiers", {"frequencies": [2, 4]})
     begin(s, model)
@@ -137,11 +167,13 @@ def test_a_step_with_no_active_tier_changes_nothing():
     assert train_step(s, model, opt, 2, [token_batch(2)]) > 0
 
 
-def test_tiers_with_the_trainer_accumulation_warmup_schedule_and_clipping():
+@pytest.mark.parametrize("clip", ["per_tier", "global"])
+def test_tiers_with_the_trainer_accumulation_warmup_schedule_and_clipping(clip):
     """train_task with grad_accum 2, warm-up, linear decay and clipping equals a hand-written loop."""
     cfg = TrainConfig(steps_per_task=8, batch_size=4, grad_accum=2, lr=0.3, warmup_steps=3, schedule="linear",
                       max_grad_norm=0.05)
-    s, model = make("layer_tiers", {"order": "deep_fast"}, model=tiny_llama(dtype=torch.float64), train=cfg)
+    s, model = make("layer_tiers", {"order": "deep_fast", "clip": clip}, model=tiny_llama(dtype=torch.float64),
+                    train=cfg)
     reference = copy.deepcopy(model)
     ref_params = {n: p for n, p in reference.named_parameters() if n in s.trainable}
     gen = torch.Generator().manual_seed(0)
@@ -161,15 +193,19 @@ def test_tiers_with_the_trainer_accumulation_warmup_schedule_and_clipping():
             for (n, g) in zip(ref_params, torch.autograd.grad(loss, list(ref_params.values()))):
                 grads[n] += g
         active = [n for n in ref_params if tier_of[n] in active_tiers(step, [1, 2, 4])]
-        norm = torch.sqrt(sum(grads[n].pow(2).sum() for n in active))
-        clip = min(1.0, cfg.max_grad_norm / (float(norm) + 1e-6))
+        groups = [active] if clip == "global" else [[n for n in active if tier_of[n] == t] for t in
+                                                    active_tiers(step, [1, 2, 4])]
+        factor_of = {}
+        for group in groups:
+            norm = torch.sqrt(sum(grads[n].pow(2).sum() for n in group))
+            factor_of.update(dict.fromkeys(group, min(1.0, cfg.max_grad_norm / (float(norm) + 1e-6))))
         i = step - 1  # transformers' linear schedule, by hand
         factor = i / cfg.warmup_steps if i < cfg.warmup_steps else (8 - i) / (8 - cfg.warmup_steps)
         assert log[step - 1]["lr"] == pytest.approx(cfg.lr * factor)
         assert log[step - 1]["updated_elements"] == sum(ref_params[n].numel() for n in active)
         with torch.no_grad():
             for n in active:
-                ref_params[n] -= cfg.lr * factor * clip * grads[n]
+                ref_params[n] -= cfg.lr * factor * factor_of[n] * grads[n]
     for n, p in s.trainable.items():
         assert torch.allclose(p, ref_params[n], rtol=1e-9, atol=1e-12), n
 

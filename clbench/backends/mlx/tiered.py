@@ -47,8 +47,9 @@ class TieredUpdater(TierState):
     the tier map, schedule, chunk counts, records and diagnostics are ``clbench.train.tiers.state``'s)."""
 
     def __init__(self, frequencies: Sequence[int], semantics: str = "skip", reduce: str = "sum",
-                 lr_scale: Sequence[float] | None = None):
+                 lr_scale: Sequence[float] | None = None, clip: str = "per_tier"):
         super().__init__(frequencies, semantics, reduce)
+        self.clip = clip  # per_tier or global: torch's TieredUpdater docstring
         self.lr_scale = list(lr_scale) if lr_scale is not None else [1.0] * self.n_tiers
         self.model: nn.Module | None = None
         self._start: dict[str, mx.array] | None = None
@@ -91,7 +92,15 @@ class TieredUpdater(TierState):
             applied[name] = g
         mx.eval(list(self.buffers.values()), list(applied.values()))
         self._record(applied)
-        applied, _ = clip_by_global_norm(applied, ctx.max_grad_norm)
+        if self.clip == "global":
+            applied, _ = clip_by_global_norm(applied, ctx.max_grad_norm)
+        else:
+            clipped: dict[str, mx.array] = {}
+            for tier in sorted({tier_map[n] for n in applied}):
+                part, _ = clip_by_global_norm({n: g for n, g in applied.items() if tier_map[n] == tier},
+                                              ctx.max_grad_norm)
+                clipped.update(part)
+            applied = {n: clipped[n] for n in applied}
         scale = {n: self.lr_scale[tier_map[n]] for n in applied}
         return ctx.optimizer.apply(ctx.model, applied, ctx.lr, lr_scale=scale)
 
@@ -125,7 +134,7 @@ class TieredStrategy(TierHooks, MLXStrategy):
     updater are ``clbench.train.tiers.state.TierHooks``."""
 
     def make_updater(self) -> TieredUpdater:
-        return TieredUpdater(self.options.frequencies, self.options.inactive)
+        return TieredUpdater(self.options.frequencies, self.options.inactive, clip=self.options.clip)
 
     def mark_trainable(self, model: nn.Module) -> None:
         super().mark_trainable(model)

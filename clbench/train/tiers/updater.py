@@ -18,9 +18,15 @@ What an inactive tier does at a step (``semantics``):
 
 Optimizer state belongs to the updates actually made: an inactive parameter's ``.grad`` is ``None`` when
 ``optimizer.step()`` runs, and torch's Adam/AdamW skip such parameters entirely — their moments and step
-count do not advance and decoupled weight decay does not touch them. Gradient clipping is the global
-norm over exactly the gradients applied this step (the rule of :func:`clbench.train.strategy.clip_grad_norm`,
-after an accumulated chunk's reduction). Gradient
+count do not advance and decoupled weight decay does not touch them.
+
+Gradient clipping (``clip``, after an accumulated chunk's reduction, at ``train.max_grad_norm``):
+``per_tier`` (default) clips each tier's applied gradient by its own L2 norm, so a tier's update does not
+depend on whether another tier — or another tier's accumulated 4-step sum — applies at the same step;
+``global`` clips the norm over everything applied this step together (the rule of
+:func:`clbench.train.strategy.clip_grad_norm` that the untiered strategies use), which couples the tiers:
+tier 0 is clipped harder at the steps where the slow tiers also apply. When only one tier updates the
+two are the same. Gradient
 accumulation, warm-up and learning-rate schedules stay the trainer's; the updater only chooses what
 ``optimizer.step()`` sees.
 
@@ -67,6 +73,7 @@ from clbench.train.tiers.state import TierHooks, TierState
 
 Semantics = Literal["skip", "accumulate"]
 Reduce = Literal["sum", "mean"]
+Clip = Literal["per_tier", "global"]
 BLOCK_LIST = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)$")
 
 
@@ -88,8 +95,12 @@ class TieredUpdater(TierState):
     chunk counts, records and diagnostics are ``clbench.train.tiers.state.TierState``'s (shared with MLX).
     """
 
-    def __init__(self, frequencies: Sequence[int], semantics: Semantics = "skip", reduce: Reduce = "sum"):
+    def __init__(self, frequencies: Sequence[int], semantics: Semantics = "skip", reduce: Reduce = "sum",
+                 clip: Clip = "per_tier"):
         super().__init__(frequencies, semantics, reduce)
+        if clip not in ("per_tier", "global"):
+            raise ValueError(f"clip must be per_tier or global, got {clip!r}")
+        self.clip = clip
         self.params: dict[str, torch.nn.Parameter] = {}
         self._start: dict[str, torch.Tensor] | None = None
 
@@ -129,7 +140,7 @@ class TieredUpdater(TierState):
     def apply(self, ctx: UpdateContext) -> int:
         """Clip and apply the active tiers' gradients; returns how many elements were updated."""
         divisor = self.chunk_divisors()
-        applied, index = [], []
+        applied, index, tiers = [], [], []
         for i, (name, p) in enumerate(self.params.items()):
             tier = self.tier_map[name] if self.tier_map is not None else 0
             if not self.is_active(name):
@@ -150,11 +161,15 @@ class TieredUpdater(TierState):
                 p.grad.div_(divisor[tier])
             applied.append(p)
             index.append(i)
+            tiers.append(tier)
         norms = self._record(applied, index)
         if ctx.max_grad_norm and applied:
-            # clbench.train.strategy.clip_grad_norm's rule — the global norm over exactly what updates — reusing
-            # the per-parameter norms just recorded instead of computing them a second time
-            torch.nn.utils.clip_grads_with_norm_(applied, ctx.max_grad_norm, torch.linalg.vector_norm(norms))
+            # the per-parameter norms just recorded, not computed a second time
+            groups = [list(range(len(applied)))] if self.clip == "global" else \
+                [[k for k, t in enumerate(tiers) if t == tier] for tier in sorted(set(tiers))]
+            for group in groups:
+                torch.nn.utils.clip_grads_with_norm_([applied[k] for k in group], ctx.max_grad_norm,
+                                                     torch.linalg.vector_norm(norms[group]))
         ctx.optimizer.step()
         return sum(p.numel() for p in applied)
 
@@ -196,6 +211,8 @@ class TierOptions(LoraOptions):
     frequencies: tuple[int, ...] = opt([1, 2, 4], "tier i updates at task steps that are multiples of frequencies[i]")
     inactive: Literal["skip", "accumulate"] = opt("skip", "skip: an inactive tier's gradient is neither computed nor applied; "
                                                           "accumulate: summed and applied at the tier's next active step (as cms)")
+    clip: Clip = opt("per_tier", "per_tier: clip each tier's gradient by its own norm; global: one norm over the "
+                                 "tiers applied at a step (couples them)")
 
 
 class TieredStrategy(TierHooks, Strategy):
@@ -206,7 +223,7 @@ class TieredStrategy(TierHooks, Strategy):
     Options = TierOptions
 
     def make_updater(self) -> TieredUpdater:
-        return TieredUpdater(self.options.frequencies, self.options.inactive)
+        return TieredUpdater(self.options.frequencies, self.options.inactive, clip=self.options.clip)
 
     @classmethod
     def options_from(cls, data: dict, where: str):

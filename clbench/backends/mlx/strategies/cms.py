@@ -26,7 +26,8 @@ class CMS(TieredStrategy):
     def make_updater(self):
         o = self.options
         return TieredUpdater(o.chunk_sizes, "accumulate", reduce="mean" if o.scale == "mean" else "sum",
-                             lr_scale=[1.0 / c for c in o.chunk_sizes] if o.scale == "inverse_chunk" else None)
+                             lr_scale=[1.0 / c for c in o.chunk_sizes] if o.scale == "inverse_chunk" else None,
+                             clip=o.clip)
 
     # prepare_model and initial_tier_map are torch CMS's, line for line, over the MLX adapter functions
     def prepare_model(self, model):
