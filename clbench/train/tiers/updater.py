@@ -211,7 +211,7 @@ class TierOptions(LoraOptions):
     frequencies: tuple[int, ...] = opt([1, 2, 4], "tier i updates at task steps that are multiples of frequencies[i]")
     inactive: Literal["skip", "accumulate"] = opt("skip", "skip: an inactive tier's gradient is neither computed nor applied; "
                                                           "accumulate: summed and applied at the tier's next active step (as cms)")
-    clip: Clip = opt("per_tier", "per_tier: clip each tier's gradient by its own norm; global: one norm over the "
+    clip: Literal["per_tier", "global"] = opt("per_tier", "per_tier: clip each tier's gradient by its own norm; global: one norm over the "
                                  "tiers applied at a step (couples them)")
 
 
