@@ -115,3 +115,12 @@ def test_same_results_give_the_same_intervals(tmp_path):
     for seed in (0, 1):
         write_item_run(tmp_path, "sft", seed, matrix(HALF[seed:] + HALF[:seed]), [ALL, NONE, NONE], [NONE] * 3)
     assert bootstrap_intervals(groups_of(tmp_path), "qa") == bootstrap_intervals(groups_of(tmp_path), "qa")
+
+
+def test_seeds_with_other_probe_items_get_no_bootstrap(tmp_path):
+    """Items are paired by position across seeds only when they are the same items."""
+    write_item_run(tmp_path, "sft", 0, matrix(HALF), [ALL, NONE, NONE], [NONE] * 3)
+    d = write_item_run(tmp_path, "sft", 1, matrix(HALF), [ALL, NONE, NONE], [NONE] * 3)
+    for path in (d / "predictions").rglob("medical.qa.jsonl"):
+        path.write_text(path.read_text().replace("medical-0", "medical-x0"))
+    assert all(v is None for v in bootstrap_intervals(groups_of(tmp_path), "qa").values())

@@ -58,6 +58,7 @@ class SuiteItems:
     reference: tuple[np.ndarray | None, ...]
     general: tuple[int, ...]
     higher_is_better: bool
+    ids: tuple[tuple | None, ...] = ()  # item ids per task, in the order of the arrays
 
 
 def _read_items(path, kind: str) -> tuple[list, np.ndarray] | None:
@@ -105,7 +106,8 @@ def load_suite_items(run: Run, suite: str) -> SuiteItems | None:
         return tuple(None if x is None else x[1] for x in r)
 
     return SuiteItems(kind, tuple(values(r) for r in rows), values(base), values(reference),
-                      tuple(i for i, p in enumerate(pretrained) if p), bool(info.get("higher_is_better", True)))
+                      tuple(i for i, p in enumerate(pretrained) if p), bool(info.get("higher_is_better", True)),
+                      tuple(None if x is None else tuple(x[0]) for x in base))
 
 
 def _cell(stacked: np.ndarray, seed_draw: np.ndarray, item_draw: np.ndarray, kind: str) -> np.ndarray:
@@ -172,8 +174,10 @@ def replicate_metrics(per_seed: list[SuiteItems], draws: Draws, tasks: list[str]
 
 
 def _item_counts(per_seed: list[SuiteItems]) -> dict[int, int] | None:
-    """Items per task, if every row of every seed has the same number (else None)."""
+    """Items per task, if every row of every seed has the same items (else None: no common draws)."""
     counts = {j: len(x) for j, x in enumerate(per_seed[0].base) if x is not None}
+    if any(s.ids != per_seed[0].ids for s in per_seed):
+        return None
     for s in per_seed:
         for row in (*s.rows, s.base, s.reference):
             if {j: len(x) for j, x in enumerate(row) if x is not None} != counts:
