@@ -24,6 +24,9 @@ scales of A and B (B starts at zero, so A's gradient is exactly zero at the firs
 randomly initialised tiny Llama they sorted the units by module type. In full mode (no LoRA) the unit
 is each trained tensor and ∂L/∂ΔW is its own gradient.
 
+On MLX only ``score: lora_abs`` runs (``delta_w`` with LoRA needs the frozen base weights'
+gradients, which the MLX backend does not compute; the plan refuses it before training).
+
 ``score: lora_abs`` keeps the earlier score for comparison: the mean |g| over the elements of a unit's
 LoRA tensors, with ``unit`` (``adapter``: A and B of a layer together; ``tensor``: every tensor alone,
 the seed's literal reading). ``unit: tensor`` needs ``lora_abs`` (ΔW belongs to the pair).
@@ -42,8 +45,6 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-
 from clbench.config.options import opt
 from clbench.errors import ConfigError
 from clbench.train.registry import register
@@ -61,65 +62,75 @@ class ImportanceTierOptions(TierOptions):
                                                         "tensor alone")
 
 
-class ImportanceRanking:
-    """The algorithm on every backend, free of array code (mixed in before the backend's
-    ``TieredStrategy``; the MLX twin is ``clbench.backends.mlx.strategies.importance_tiers``): warm-up,
-    ranking, diagnostics and state. A backend gives ``unit_of`` (its names of one LoRA adapter's
-    tensors), :meth:`reset_abs_sums` and :meth:`add_abs_grads`."""
+@register("importance_tiers")
+class ImportanceTiers(TieredStrategy):
+    """Nested learning: weights tiered by ‖∂L/∂ΔW‖ per element measured in a warm-up (largest → fastest)."""
 
-    unit_of = staticmethod(adapter_unit)
+    Options = ImportanceTierOptions
 
-    def __init__(self, options=None, *, seed: int = 0, train=None):
-        super().__init__(options, seed=seed, train=train)
+    def __init__(self, options=None, **kw):
+        super().__init__(options, **kw)
         self.scores: dict[str, float] = {}  # unit -> score of the last ranking
         self.ranked_at: list[int] = []  # task indices at which a ranking was made
         self.warming = False  # whether this task is still in its warm-up
         self.abs_sums: dict = {}  # lora_abs: tensor -> summed |grad|; delta_w: unit -> summed ‖∂L/∂ΔW‖²
+        self.delta_w: dict = {}  # delta_w, during a warm-up: unit -> the tensor whose gradient is ∂L/∂ΔW
         self.unit_sizes: dict[str, int] = {}  # delta_w: unit -> elements of its ΔW
         self.seen = 0  # warm-up steps summed
 
-    def reset_abs_sums(self) -> dict:
-        """Fresh ``abs_sums`` for a task's warm-up."""
-        raise NotImplementedError
+    @classmethod
+    def options_from(cls, data, where):
+        options = super().options_from(data, where)
+        if options.warmup_steps < 1:
+            raise ConfigError(f"{where}.warmup_steps", f"must be at least 1, got {options.warmup_steps}")
+        if options.score == "delta_w" and options.unit == "tensor":
+            raise ConfigError(f"{where}.unit", "unit: tensor ranks LoRA's A and B apart, which only score: lora_abs "
+                              "can do (ΔW = scale·B·A belongs to the pair)", ["adapter"])
+        return options
+
+    @classmethod
+    def supported_backends(cls, options):
+        if options.score == "delta_w":
+            return ("torch",)  # the base weights' gradients: clbench.backends.torch_backend.effective_update_weights
+        return super().supported_backends(options)
+
+    def add_delta_w_grads(self) -> None:
+        """Add this step's ‖∂L/∂ΔW‖²_F of every unit to ``abs_sums`` (raw, before clipping)."""
+        for u, sq in self.backend.effective_update_sq_norms(self.delta_w, self.trainable).items():
+            self.abs_sums[u] = self.abs_sums[u] + sq if u in self.abs_sums else sq
 
     def add_abs_grads(self, ctx) -> None:
         """Add this step's raw gradients' summed |g| (before clipping) to ``abs_sums``."""
-        raise NotImplementedError
-
-    def start_delta_w(self, model) -> None:
-        """Make ∂L/∂ΔW of every unit available from the next backward pass (sets ``unit_sizes``)."""
-        raise NotImplementedError
-
-    def add_delta_w_grads(self, ctx) -> None:
-        """Add this step's ‖∂L/∂ΔW‖²_F of every unit to ``abs_sums``."""
-        raise NotImplementedError
-
-    def stop_delta_w(self) -> None:
-        """Undo :meth:`start_delta_w` (the warm-up is over)."""
+        for n, g in ctx.grads.items():
+            s = self.backend.abs_sum(g)
+            self.abs_sums[n] = self.abs_sums[n] + s if n in self.abs_sums else s
+        self.backend.materialize(list(self.abs_sums.values()))
 
     def initial_tier_map(self, model):
         return None  # known only after the first warm-up
 
     def unit(self, name: str) -> str:
-        if self.options.score == "delta_w":
-            return self.unit_of(name)
-        return self.unit_of(name) if self.options.unit == "adapter" else name
+        if self.options.score == "delta_w" or self.options.unit == "adapter":
+            return adapter_unit(name)
+        return name
 
     def before_task(self, task, model):
         super().before_task(task, model)
         self.task_index = task.index
         self.warming = self.options.rerank_each_task or self.updater.tier_map is None
-        self.abs_sums = {} if self.options.score == "delta_w" else self.reset_abs_sums()
+        self.abs_sums = {}
         self.seen = 0
         if self.warming and self.options.score == "delta_w":
-            self.start_delta_w(model)
+            units = {self.unit(n): n for n in self.trainable}
+            self.delta_w = self.backend.effective_update_weights(model, self.trainable, units)
+            self.unit_sizes = {u: int(w.numel()) for u, w in self.delta_w.items()}
 
     def before_step(self, step):
         self.updater.before_step(step, all_active=self.warming)
 
     def apply_update(self, ctx):
         if self.warming:
-            (self.add_delta_w_grads if self.options.score == "delta_w" else self.add_abs_grads)(ctx)
+            self.add_delta_w_grads() if self.options.score == "delta_w" else self.add_abs_grads(ctx)
             self.seen += 1
         updated = super().apply_update(ctx)
         if self.warming and ctx.step >= self.options.warmup_steps:
@@ -134,10 +145,10 @@ class ImportanceRanking:
     def rank(self) -> None:
         """Score per unit (module docstring) → tiers, largest first."""
         if self.options.score == "delta_w":
-            self.stop_delta_w()
-            units = dict.fromkeys(self.unit(n) for n in self.trainable)
+            self.backend.release_effective_update_weights(self.delta_w, self.trainable)
+            self.delta_w = {}
             self.scores = {u: math.sqrt(float(self.abs_sums.get(u, 0.0)) / (self.unit_sizes[u] * self.seen))
-                           for u in units}
+                           for u in dict.fromkeys(self.unit(n) for n in self.trainable)}
         else:
             total: dict[str, float] = {}
             count: dict[str, int] = {}
@@ -164,61 +175,3 @@ class ImportanceRanking:
         super().load_state_dict(state)
         self.scores = dict(state.get("scores", {}))
         self.ranked_at = list(state.get("ranked_at", []))
-
-
-@register("importance_tiers")
-class ImportanceTiers(ImportanceRanking, TieredStrategy):
-    """Nested learning: weights tiered by ‖∂L/∂ΔW‖ per element measured in a warm-up (largest → fastest)."""
-
-    Options = ImportanceTierOptions
-
-    @classmethod
-    def options_from(cls, data, where):
-        options = super().options_from(data, where)
-        if options.warmup_steps < 1:
-            raise ConfigError(f"{where}.warmup_steps", f"must be at least 1, got {options.warmup_steps}")
-        if options.score == "delta_w" and options.unit == "tensor":
-            raise ConfigError(f"{where}.unit", "unit: tensor ranks LoRA's A and B apart, which only score: lora_abs "
-                              "can do (ΔW = scale·B·A belongs to the pair)", ["adapter"])
-        return options
-
-    def start_delta_w(self, model):
-        """LoRA units: their base weight's gradient is ∂L/∂ΔW (W_eff = W + ΔW), so it is switched on for
-        the warm-up; other trained tensors (full mode) are their own ΔW."""
-        self.delta_w: dict[str, torch.Tensor] = {}
-        for n, p in self.trainable.items():
-            u = self.unit(n)
-            if u == n:
-                self.delta_w[u] = p
-            elif u not in self.delta_w:
-                base = getattr(model.get_submodule(u), "base_layer", None)
-                if base is None or not isinstance(getattr(base, "weight", None), torch.Tensor):
-                    raise ValueError(f"{u}: a LoRA adapter without a base_layer.weight; use score: lora_abs")
-                base.weight.requires_grad_(True)
-                self.delta_w[u] = base.weight
-        self.unit_sizes = {u: w.numel() for u, w in self.delta_w.items()}
-
-    def add_delta_w_grads(self, ctx):
-        with torch.no_grad():
-            for u, w in self.delta_w.items():
-                if w.grad is not None:  # the raw gradient, before clipping
-                    sq = w.grad.float().pow(2).sum()
-                    self.abs_sums[u] = self.abs_sums[u] + sq if u in self.abs_sums else sq
-                    if u not in self.trainable:  # a base weight: never reaches the optimizer
-                        w.grad = None
-
-    def stop_delta_w(self):
-        for u, w in getattr(self, "delta_w", {}).items():
-            if u not in self.trainable:
-                w.requires_grad_(False)
-                w.grad = None
-        self.delta_w = {}
-
-    def reset_abs_sums(self):
-        return {n: torch.zeros((), device=p.device) for n, p in self.trainable.items()}
-
-    def add_abs_grads(self, ctx):
-        with torch.no_grad():
-            for n, p in self.trainable.items():
-                if p.grad is not None:  # the raw gradient, before clipping
-                    self.abs_sums[n] += p.grad.abs().sum().float()

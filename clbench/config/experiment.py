@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -67,11 +67,19 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class StrategySpec:
-    """One row of the grid: a registered strategy, its options, and the label results are filed under."""
+    """One row of the grid: a registered strategy, its options, and the label results are filed under;
+    ``with`` adds composable pieces (plugins: ``surprise``, ...; each a name or ``{name, options}``),
+    ``train`` overrides training fields for this row alone (``optimizer`` is a shorthand for
+    ``train: {optimizer: ...}``)."""
+
+    YAML_KEYS: ClassVar[dict] = {"with": "with_"}
 
     name: str
     options: dict = field(default_factory=dict)
     label: str | None = None
+    with_: tuple[Any, ...] = ()
+    train: dict = field(default_factory=dict)
+    optimizer: str | None = None
 
     @property
     def run_label(self) -> str:
