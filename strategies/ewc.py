@@ -36,7 +36,7 @@ from clbench.train.strategy import LossOutput
 
 @dataclass(frozen=True)
 class EWCOptions(LoraOptions):
-    lam: float = opt(1e6, "λ of the penalty λ/2 Σ F (θ − θ*)²", ge=0)
+    lam: float = opt(1e4, "λ of the penalty λ/2 Σ F (θ − θ*)² (1e4: best of a sweep with the per-sample Fisher)", ge=0)
     fisher_batches: int = opt(16, "last training batches of a task used for its Fisher", ge=1)
     online: bool = opt(False, "online EWC: one decayed Fisher and the latest anchor instead of one term per task")
     gamma: float = opt(1.0, "online EWC: decay of the earlier Fisher, F ← γF + F_new", ge=0, le=1)
