@@ -24,10 +24,16 @@ from clbench.strategy import Strategy, TaskView, UpdateContext
 
 
 def make_optimizer(strategy: Strategy, model, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW over the strategy's parameter groups (a group may override lr or weight_decay)."""
+    """``cfg.optimizer`` (AdamW, or M3) over the strategy's parameter groups (a group may override lr or
+    weight_decay). Either skips a parameter whose ``.grad`` is None, so tier and CMS masks apply alike."""
     groups = strategy.param_groups(model)
     if not any(g["params"] for g in groups):
         raise RuntimeError(f"strategy {strategy.name!r} gave the optimizer no parameters")
+    if cfg.optimizer == "m3":
+        from clbench.train.m3 import M3
+
+        return M3(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999, cfg.m3_beta3),
+                  alpha=cfg.m3_alpha, ns_steps=cfg.m3_ns_steps, slow_chunk=cfg.m3_slow_chunk)
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
