@@ -52,7 +52,7 @@ from clbench.results import (
     read_json,
     run_dir,
 )
-from clbench.strategy import TaskView
+from clbench.strategy import RunPlan, TaskView
 from clbench.streams import Stream
 from clbench.trainer import make_optimizer, train_task
 
@@ -264,6 +264,9 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
                               "choose another experiment name or delete the directory")
         if files.done.exists():
             return files.root, "skipped"
+    strategy = ops.make_strategy(spec, seed, cfg)
+    strategy.check_plan(RunPlan(cfg.train.steps_per_task, sum(not t.pretrained for t in stream.tasks),
+                                cfg.train.grad_accum, cfg.model.max_length))
     extra_provenance = ops.start(cfg)
     atomic_write_json(files.config, record)
     if not files.provenance.exists():
@@ -277,13 +280,12 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
         from clbench.modeling.chat import chat_stream
 
         stream = chat_stream(stream, tok)
-    strategy = ops.make_strategy(spec, seed, cfg)
     ops.seed(seed)
     model = ops.place(strategy.prepare_model(model))
     strategy.mark_trainable(model)
 
-    def evaluate(m, desc: str) -> dict:
-        with ops.view(m, tok, batch_size=cfg.eval.batch_size) as lm:
+    def evaluate(m, desc: str, wrap=lambda view: view) -> dict:
+        with wrap(ops.view(m, tok, batch_size=cfg.eval.batch_size)) as lm:
             return evaluate_row(lm, stream, cfg.eval, desc, progress)
 
     if not files.reference.exists():
@@ -336,7 +338,7 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
                         {"task": view.name, "task_index": t, "strategy": spec.name, "seed": seed,
                          **ops.checkpoint_meta, "diagnostics": diagnostics},
                         ops, optimizer if not cfg.train.reset_optimizer else None)
-        row = evaluate(model, f"eval after {view.name}")
+        row = evaluate(model, f"eval after {view.name}", strategy.probe_view)
         write_row(files, t, row, {"pretrained": False, "train_seconds": train_seconds,
                                   "tokens": sum(r["tokens"] for r in log),
                                   "updated_elements": sum(r["updated_elements"] for r in log),

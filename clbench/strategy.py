@@ -5,6 +5,7 @@ A strategy is one class in one file under ``strategies/`` with ``@register("name
 hooks, in this order, for one run::
 
     s = Strategy(options, seed=seed, train=train_config)
+    s.check_plan(RunPlan(...))                      # before anything is written: e.g. a chunk that never completes
     model = s.prepare_model(model)                  # once: add LoRA/adapters, choose trainable params
     for task in stream:
         if task is learned by the base model:       # e.g. 'general' in the default stream
@@ -22,6 +23,7 @@ hooks, in this order, for one run::
             optimizer.zero_grad(); scheduler.step()
         s.after_task(task, model)                   # e.g. EWC Fisher, new anchors
         checkpoint(s.checkpoint_tensors(model), s.state_dict(), s.diagnostics())
+        evaluate(s.probe_view(view of model))       # e.g. a memory that learns at test time
 
 Strategies see only the current task's *training* records (:class:`TaskView`); probes never reach them.
 They never count tasks or steps themselves: ``task.position`` and ``step`` come from the runner.
@@ -48,6 +50,20 @@ class TaskView:
     examples: tuple[dict, ...]  # training records: {"text"} or {"prompt", "completion"}
     encode: object = field(repr=False, default=None)  # callable(record) -> clbench.data.Encoded
     pretrained: bool = False
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run will do, known before anything is written (for :meth:`StrategyBase.check_plan`)."""
+
+    steps_per_task: int
+    trained_tasks: int  # tasks of the stream that train (pretrained ones excluded)
+    grad_accum: int
+    max_length: int  # token budget of one example: no forward pass is longer
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_task * self.trained_tasks
 
 
 @dataclass
@@ -88,6 +104,14 @@ class StrategyBase:
     def trainable_parameters(self) -> int:
         """Elements in the trainable parameters (``metrics.json``'s ``trainable_parameters``)."""
         return sum(math.prod(p.shape) for p in self.trainable.values())
+
+    def check_plan(self, plan: RunPlan) -> None:
+        """Raise ``ConfigError`` for options this run cannot honour (called before anything is written)."""
+
+    def probe_view(self, view):
+        """The view the probes after a task ask (default ``view`` itself; a test-time-learning memory
+        wraps it). The reference and base rows always use the plain view."""
+        return view
 
     # --- per task ----------------------------------------------------------------------------------
     def observe_pretrained(self, task: TaskView) -> None:

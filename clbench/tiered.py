@@ -13,8 +13,10 @@ What an inactive tier does at a step (``semantics``):
   optimizer.
 * ``accumulate`` (CMS, eq. 71): its gradient is computed every step and summed in the updater's own
   buffers (the runner zeroes ``.grad`` after every step), and the chunk's sum is applied at the tier's
-  next active step — divided by the number of steps summed when ``reduce="mean"``. A partial chunk left
-  at the end of a task is discarded: eq. 71 changes a level only at multiples of its chunk size.
+  next active step — divided by the number of steps summed when ``reduce="mean"``. On the ``task`` clock a partial chunk
+  left at the end of a task is discarded (eq. 71 changes a level only at multiples of its chunk size);
+  on the ``global`` clock (CMS's default) it continues into the next task and through a resume, and the
+  schedule reads the stream-wide step (``clbench.tier_state``).
 
 Optimizer state belongs to the updates actually made: an inactive parameter's ``.grad`` is ``None`` when
 ``optimizer.step()`` runs, and torch's Adam/AdamW skip such parameters entirely — their moments and step
@@ -27,7 +29,8 @@ accumulation, warm-up and learning-rate schedules stay the trainer's; the update
 Diagnostics (``Strategy.diagnostics()["tiers"]``, stored by the runner in ``eval/after_<t>.json`` and
 in the checkpoint metadata) — one JSON object per trained task::
 
-    {"semantics": "skip" | "accumulate", "reduce": "sum" | "mean", "frequencies": [1, 2, 4],
+    {"semantics": "skip" | "accumulate", "reduce": "sum" | "mean", "clock": "task" | "global",
+     "frequencies": [1, 2, 4],
      "task_steps": 200,                 # optimizer steps taken in this task
      "tasks_finished": 2,               # trained tasks finished so far (this one included)
      "tier_map_ready": true,            # false only while importance tiers are still warming up
@@ -35,7 +38,7 @@ in the checkpoint metadata) — one JSON object per trained task::
                 "parameters": 28, "elements": 81920,  # tensors and scalars in the tier
                 "updates": 200,                       # optimizer updates this task
                 "updates_total": 400,                 # ... over every task so far
-                "steps": [1, 2, 3, ...],              # task steps at which it updated
+                "steps": [1, 2, 3, ...],              # steps at which it updated (global steps on the global clock)
                 "grad_norms": [0.41, ...],            # L2 norm of the gradient applied at each of those
                                                       # steps (before clipping), aligned with "steps"
                 "drift": 0.123}, ...]}                # L2 distance of the tier from its task-start value
@@ -88,8 +91,9 @@ class TieredUpdater(TierState):
     chunk counts, records and diagnostics are ``clbench.tier_state.TierState``'s (shared with MLX).
     """
 
-    def __init__(self, frequencies: Sequence[int], semantics: Semantics = "skip", reduce: Reduce = "sum"):
-        super().__init__(frequencies, semantics, reduce)
+    def __init__(self, frequencies: Sequence[int], semantics: Semantics = "skip", reduce: Reduce = "sum",
+                 clock: str = "task"):
+        super().__init__(frequencies, semantics, reduce, clock)
         self.params: dict[str, torch.nn.Parameter] = {}
         self._start: dict[str, torch.Tensor] | None = None
 
@@ -128,6 +132,7 @@ class TieredUpdater(TierState):
 
     def apply(self, ctx: UpdateContext) -> int:
         """Clip and apply the active tiers' gradients; returns how many elements were updated."""
+        self.start_update(ctx.global_step)
         divisor = self.chunk_divisors()
         applied, index = [], []
         for i, (name, p) in enumerate(self.params.items()):
@@ -157,6 +162,12 @@ class TieredUpdater(TierState):
             torch.nn.utils.clip_grads_with_norm_(applied, ctx.max_grad_norm, torch.linalg.vector_norm(norms))
         ctx.optimizer.step()
         return sum(p.numel() for p in applied)
+
+    def buffers_state(self) -> dict:
+        return {n: b.detach().to("cpu", copy=True) for n, b in self.buffers.items()}
+
+    def load_buffers_state(self, tensors: dict) -> None:
+        self.buffers = {n: t.to(self.params[n].device, self.params[n].dtype).clone() for n, t in tensors.items()}
 
     # --- bookkeeping -----------------------------------------------------------------------------
     def _set_requires_grad(self, on) -> None:

@@ -47,11 +47,21 @@ class TieredUpdater(TierState):
     the tier map, schedule, chunk counts, records and diagnostics are ``clbench.tier_state``'s)."""
 
     def __init__(self, frequencies: Sequence[int], semantics: str = "skip", reduce: str = "sum",
-                 lr_scale: Sequence[float] | None = None):
-        super().__init__(frequencies, semantics, reduce)
+                 lr_scale: Sequence[float] | None = None, clock: str = "task"):
+        super().__init__(frequencies, semantics, reduce, clock)
         self.lr_scale = list(lr_scale) if lr_scale is not None else [1.0] * self.n_tiers
         self.model: nn.Module | None = None
         self._start: dict[str, mx.array] | None = None
+
+    def buffers_state(self) -> dict:
+        import torch
+
+        mx.eval(list(self.buffers.values()))
+        return {n: torch.from_numpy(np.array(b.astype(mx.float32))) for n, b in self.buffers.items()}
+
+    def load_buffers_state(self, tensors: dict) -> None:
+        params = self._params()
+        self.buffers = {n: mx.array(t.numpy()).astype(params[n].dtype) for n, t in tensors.items()}
 
     # --- what is tiered --------------------------------------------------------------------------
     def attach(self, model: nn.Module, trainable: Mapping[str, mx.array]) -> None:
@@ -75,6 +85,7 @@ class TieredUpdater(TierState):
 
     def apply(self, ctx: UpdateContext) -> int:
         """Clip and apply the active tiers' gradients (plus their accumulated chunks); returns elements."""
+        self.start_update(ctx.global_step)
         tier_map = self.tier_map or dict.fromkeys(self.sizes, 0)
         divisor = self.chunk_divisors()
         on = tier_filter(ctx.grads, tier_map, set(self.active))  # refuses unknown (e.g. nested-tree) names
