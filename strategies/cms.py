@@ -22,7 +22,7 @@ Level l has chunk size C_l. Three forms, each named for what it is:
   parameters split by block depth (``order``) into levels that apply their summed gradients every C_l
   steps; ``layer_tiers`` with ``inactive: accumulate``, kept as the simplest reading of eq. 71;
 * ``adapter`` — a chain of residual MLPs appended *after* every block's feed-forward output
-  (``clbench.cms_adapter``), trained by the outer optimizer alone (an adapter, not a memory).
+  (``clbench.modeling.cms_adapter``), trained by the outer optimizer alone (an adapter, not a memory).
 
 ``clock`` — what the chunks count: ``global`` (default) counts over the whole stream, so a level slower
 than a task still changes at its own period (seed 003's 1/16/256, the reimplementation's 1/4/32/128),
@@ -51,15 +51,15 @@ from typing import Literal
 
 import torch
 
-from clbench.cms_adapter import adapter_levels, add_cms_adapters
+from clbench.config.options import opt
 from clbench.errors import ConfigError
 from clbench.modeling import cms_memory
-from clbench.registry import register
-from clbench.strategy import LossOutput, RunPlan
-from clbench.tiered import TieredStrategy, TieredUpdater
-from clbench.tiers import tier_members, tiers_by_depth
-from clbench.typed import opt
-from strategies.sft import LoraOptions
+from clbench.modeling.cms_adapter import adapter_levels, add_cms_adapters
+from clbench.modeling.lora import LoraOptions
+from clbench.train.registry import register
+from clbench.train.strategy import LossOutput, RunPlan
+from clbench.train.tiers.schedule import tier_members, tiers_by_depth
+from clbench.train.tiers.updater import TieredStrategy, TieredUpdater
 
 
 @dataclass(frozen=True)

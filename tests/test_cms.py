@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clbench import registry
-from clbench.config import TrainConfig
+from clbench.config.experiment import TrainConfig
 from clbench.errors import ConfigError
-from clbench.strategy import UpdateContext
+from clbench.train import registry
+from clbench.train.strategy import UpdateContext
 from tests.nested_helpers import begin, make, snapshot, tiny_llama, token_batch
 
 ETA = 0.1
@@ -70,8 +70,8 @@ def test_adam_state_advances_only_at_chunk_boundaries():
     assert diag["semantics"] == "accumulate" and [t["steps"] for t in diag["tiers"]][2] == [4, 8]
 
 
-def test_a_partial_chunk_is_dropped_at_the_end_of_a_task():
-    s, model = make("cms", {"chunk_sizes": [1, 4]}, model=tiny_llama(dtype=torch.float64), train=TrainConfig(lr=ETA))
+def test_on_the_task_clock_a_partial_chunk_is_dropped_at_the_end_of_a_task():
+    s, model = make("cms", {"chunk_sizes": [1, 4], "clock": "task"}, model=tiny_llama(dtype=torch.float64), train=TrainConfig(lr=ETA))
     opt = torch.optim.SGD(s.param_groups(model), lr=ETA)
     begin(s, model, 1)
     run_recording_grads(s, model, opt, 6)  # steps 5-6 are summed for level 1 but never applied

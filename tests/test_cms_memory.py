@@ -9,13 +9,13 @@ import json
 import pytest
 import torch
 
-from clbench.config import TrainConfig
+from clbench.config.experiment import TrainConfig
 from clbench.errors import ConfigError
 from clbench.modeling import cms_memory
-from clbench.results import RunFiles
-from clbench.runner import TorchOps, load_checkpoint, save_checkpoint
-from clbench.strategy import TaskView, UpdateContext
-from clbench.trainer import make_optimizer
+from clbench.results.files import RunFiles
+from clbench.run.one_run import TorchOps, load_checkpoint, save_checkpoint
+from clbench.train.strategy import TaskView, UpdateContext
+from clbench.train.loop import make_optimizer
 from tests.nested_helpers import begin, make, snapshot, tiny_llama, token_batch, train_step
 
 LOCAL = {"form": "memory", "update": "local", "chunk_unit": "tokens"}
@@ -160,8 +160,8 @@ def test_titans_momentum_and_decay_step():
 
 
 def _micro_probe_rows(s, model, tok, stream, cfg):
-    from clbench.evaluator import evaluate_row
-    from clbench.lm import TorchLM
+    from clbench.eval.rows import evaluate_row
+    from clbench.eval.torch_lm import TorchLM
 
     with s.probe_view(TorchLM(model, tok, batch_size=cfg.eval.batch_size)) as lm:
         return evaluate_row(lm, stream, cfg.eval, progress=False)["scores"], lm
@@ -169,7 +169,7 @@ def _micro_probe_rows(s, model, tok, stream, cfg):
 
 def test_evaluation_leaves_every_parameter_bitwise_unchanged_with_test_time_updates_on_or_off(
         micro_model, micro_stream, micro_cfg):
-    from clbench.data import batch_stream, encode_example
+    from clbench.data.encoding import batch_stream, encode_example
 
     model, tok = micro_model
     results = {}
@@ -196,7 +196,7 @@ def test_evaluation_leaves_every_parameter_bitwise_unchanged_with_test_time_upda
 
 
 def test_a_chunk_that_never_completes_is_refused_before_anything_is_written(micro_cache, micro_base_dir, tmp_path):
-    from clbench.grid import run_grid
+    from clbench.run.grid import run_grid
     from tests.conftest import micro_config
 
     for opts in ("{form: memory, chunk_sizes: [1, 13]}",  # 2 trained tasks x 6 steps = 12
@@ -209,7 +209,7 @@ def test_a_chunk_that_never_completes_is_refused_before_anything_is_written(micr
 
 
 def test_local_run_end_to_end_records_the_memory(micro_cache, micro_base_dir, tmp_path):
-    from clbench.grid import run_grid
+    from clbench.run.grid import run_grid
     from tests.conftest import micro_config
 
     cfg = micro_config(tmp_path, cache_dir=micro_cache, strategies="[{name: cms, options: {form: memory, "
@@ -223,7 +223,7 @@ def test_local_run_end_to_end_records_the_memory(micro_cache, micro_base_dir, tm
 
 
 def test_option_combinations_that_mean_nothing_are_refused():
-    from clbench import registry
+    from clbench.train import registry
 
     cls = registry.get("cms")
     for bad, field in (({"update": "local"}, "update"), ({"chunk_unit": "tokens", "form": "memory"}, "chunk_unit"),

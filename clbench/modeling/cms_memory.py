@@ -13,7 +13,7 @@ what it computed before (bit for bit) until a level's first update; the pretrain
 How a level learns is the strategy's choice (``strategies/cms.py``):
 
 * ``outer`` — its weights are ordinary trainable parameters, updated from the main loss's gradients
-  accumulated over a chunk (``clbench.tiered``, eq. 71);
+  accumulated over a chunk (``clbench.train.tiers.updater``, eq. 71);
 * ``local`` — the inner δ-rule. A *teach signal* ``δ = ∇_m L`` (the main loss's gradient at the memory's
   output, per token, from an ordinary forward/backward pass) is handed to every memory, and the model is
   run forward once more (:func:`memorize`). In that pass each memory walks along the sequence: level l
@@ -60,9 +60,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clbench.cms_adapter import feed_forward_name
-from clbench.lm_view import LMView
-from clbench.tiered import decoder_blocks
+from clbench.modeling.cms_adapter import feed_forward_name
+from clbench.eval.lm_view import LMView
+from clbench.train.tiers.updater import decoder_blocks
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,8 @@ class MemoryBesideFeedForward(nn.Module):
 
 
 def add_memory(model: nn.Module, n_levels: int, hidden: int) -> list[ContinuumMemory]:
-    """Freeze ``model`` and put an ``n_levels`` memory (MLP width ``hidden``) beside every block's FFN."""
+    """Freeze ``model`` and put an ``n_levels`` memory (MLP width ``hidden``) beside every block's FFN
+    (frozen too: an outer rule switches its gradients on)."""
     width = getattr(getattr(model, "config", None), "hidden_size", None)
     if width is None:
         raise ValueError(f"{type(model).__name__} has no config.hidden_size: cannot size the CMS memory")
@@ -260,6 +261,7 @@ def add_memory(model: nn.Module, n_levels: int, hidden: int) -> list[ContinuumMe
         ffn = getattr(block, attr)
         ref = next(ffn.parameters())
         memory = ContinuumMemory(width, hidden, n_levels, dtype=ref.dtype, device=ref.device)
+        memory.requires_grad_(False)  # the strategy says which rule trains it
         setattr(block, attr, MemoryBesideFeedForward(ffn, memory))
         out.append(memory)
     return out
