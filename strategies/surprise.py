@@ -29,7 +29,11 @@ model), while the extra pass of several layers costs a partial backward (two lay
 seed 003's weight for its medium level.
 
 The logged ``loss`` is always the main loss; each layer's auxiliary term is logged as
-``surprise_aux_l<ℓ>`` and summarised in the diagnostics. A layer whose output depends on no parameter
+``surprise_aux_l<ℓ>``, and the size of its target next to its activation, ``rms(∇_y L)/rms(y)``, as
+``surprise_ratio_l<ℓ>`` — both summarised in the diagnostics. The ratio is what tells whether the
+objective is about surprise at all: at 0.002 the target is numerically zero and the term is an
+activation penalty ``λ·mean(y²)``, which the control strategy ``activation_l2`` applies on its own.
+(The paper's — Titans' — surprise drives a memory's own update instead: ``cms`` with ``update: local``.) A layer whose output depends on no parameter
 updated at this step (an inactive shallow tier) gets no term in ``detached`` mode: its gradient would
 reach no update.
 """
@@ -47,7 +51,7 @@ from clbench.errors import ConfigError
 from clbench.train import registry
 from clbench.train.registry import register
 from clbench.train.strategy import LossOutput, Strategy
-from clbench.train.surprise import aux_grad, aux_loss, surprise_objective
+from clbench.train.surprise import aux_grad, aux_loss, signal_ratio, surprise_objective
 from clbench.train.tiers.updater import decoder_blocks
 
 
@@ -81,6 +85,8 @@ class SurpriseHooks:
         self.objective_on = False  # whether this step adds the objective (enabled, every_n)
         self.step_aux: dict[int, float] = {}  # block index -> this step's auxiliary term
         self.task_aux: dict[int, list[float]] = {}  # block index -> its terms over the task's steps
+        self.step_ratio: dict[int, float] = {}  # block index -> this step's rms(∇_y L) / rms(y)
+        self.task_ratio: dict[int, list[float]] = {}
 
     @staticmethod
     def base_class(name: str, where: str) -> type:
@@ -109,11 +115,13 @@ class SurpriseHooks:
     def before_task(self, task, model):
         self.base.before_task(task, model)
         self.task_aux = {layer: [] for layer in self.layer_index}
+        self.task_ratio = {layer: [] for layer in self.layer_index}
 
     def before_step(self, step):
         self.base.before_step(step)
         self.objective_on = self.options.enabled and step % self.options.every_n == 0
         self.step_aux = {}
+        self.step_ratio = {}
 
     def apply_update(self, ctx):
         updated = self.base.apply_update(ctx)
@@ -124,27 +132,35 @@ class SurpriseHooks:
         """Add this step's terms (``step_aux``) to the task's log."""
         for layer, value in self.step_aux.items():
             self.task_aux[layer].append(value)
+        for layer, value in self.step_ratio.items():
+            self.task_ratio.setdefault(layer, []).append(value)
 
     def after_task(self, task, model):
         self.base.after_task(task, model)
 
     # --- logs, diagnostics, persistence -------------------------------------------------------------
+    log_name = "surprise"  # the key of its diagnostics and the prefix of its step-log fields
+
     def step_log(self):
-        return {**self.base.step_log(), **{f"surprise_aux_l{layer}": v for layer, v in self.step_aux.items()}}
+        p = self.log_name
+        return {**self.base.step_log(), **{f"{p}_aux_l{layer}": v for layer, v in self.step_aux.items()},
+                **{f"{p}_ratio_l{layer}": v for layer, v in self.step_ratio.items()}}
 
     def diagnostics(self):
         per_layer = {str(layer): {"weight": self.weights[i], "steps": len(self.task_aux.get(layer, [])),
                                   "aux_mean": (sum(v) / len(v)) if (v := self.task_aux.get(layer)) else None,
-                                  "aux_last": v[-1] if v else None}
+                                  "aux_last": v[-1] if v else None,
+                                  "signal_ratio_mean": (sum(r) / len(r)) if (r := self.task_ratio.get(layer)) else None,
+                                  "signal_ratio_max": max(r) if r else None}
                      for i, layer in enumerate(self.layer_index)}
         return {**self.base.diagnostics(),
-                "surprise": {"target": self.options.target, "every_n": self.options.every_n,
+                self.log_name: {"target": getattr(self.options, "target", None), "every_n": self.options.every_n,
                              "enabled": self.options.enabled, "layers": per_layer}}
 
     def checkpoint_metadata(self):
         return {**self.base.checkpoint_metadata(),
-                "surprise": {"base": self.options.base, "layers": self.layer_index, "weights": self.weights,
-                             "target": self.options.target}}
+                self.log_name: {"base": self.options.base, "layers": self.layer_index, "weights": self.weights,
+                                "target": getattr(self.options, "target", None)}}
 
     def checkpoint_tensors(self, model):
         return self.base.checkpoint_tensors(model)
@@ -181,7 +197,7 @@ class Surprise(SurpriseHooks, Strategy):
 
     @staticmethod
     def base_class(name: str, where: str) -> type[Strategy]:
-        names = [n for n in registry.names() if n != "surprise" and registry.get(n).trains]
+        names = [n for n in registry.names() if n not in ("surprise", "activation_l2") and registry.get(n).trains]
         if name not in names:
             raise ConfigError(where, f"cannot build surprise on {name!r}", names)
         return registry.get(name)
@@ -221,15 +237,15 @@ class Surprise(SurpriseHooks, Strategy):
             i = chosen[0]  # the deepest layer with a term: its incoming gradient is exactly ∇_y L / k
             hidden[i].register_hook(self._add_aux_grad(i, hidden[i].detach(), k))
             return out
-        total, terms = surprise_objective(out.loss, [hidden[i] for i in chosen],
-                                          [self.weights[i] for i in chosen], self.options.target)
-        for i, term in zip(chosen, terms):
-            self._log(i, float(term.detach()) / k)
+        ys = [hidden[i] for i in chosen]
+        total, terms, signals = surprise_objective(out.loss, ys, [self.weights[i] for i in chosen], self.options.target)
+        for i, y, s, term in zip(chosen, ys, signals, terms):
+            self._log(i, float(term.detach()) / k, signal_ratio(y, s))
         # the value of the main loss (what the trainer logs), the gradient of the whole objective
         return LossOutput(out.loss.detach() + (total - total.detach()), out.logs)
 
     def _capture(self, i: int, hidden: dict):
-        full = self.options.target == "full"
+        full = getattr(self.options, "target", None) == "full"
 
         def hook(module, args, output):
             if not torch.is_grad_enabled():
@@ -249,11 +265,13 @@ class Surprise(SurpriseHooks, Strategy):
 
         def hook(grad):
             signal = grad * k  # ∇_y L
-            self._log(i, float(aux_loss(y, signal, weight)) / k)
+            self._log(i, float(aux_loss(y, signal, weight)) / k, signal_ratio(y, signal))
             return grad + aux_grad(y, signal, weight) / k
 
         return hook
 
-    def _log(self, i: int, value: float) -> None:
+    def _log(self, i: int, value: float, ratio: float | None = None) -> None:
         layer = self.layer_index[i]
         self.step_aux[layer] = self.step_aux.get(layer, 0.0) + value
+        if ratio is not None:  # the largest over the step's micro-batches
+            self.step_ratio[layer] = max(ratio, self.step_ratio.get(layer, 0.0))

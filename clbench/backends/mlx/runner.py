@@ -89,6 +89,9 @@ class MLXOps(runner.RunOps):
         return load_mlx_model(base_dir, cfg.model.dtype, cfg.model.trust_remote_code)
 
     def make_strategy(self, spec, seed, cfg):
+        if cfg.train.optimizer != "adamw":
+            raise ConfigError("train.optimizer", f"{cfg.train.optimizer} (strategy {spec.run_label!r}) is not "
+                              "available with model.backend: mlx", ["adamw"])
         return make_strategy(spec, seed, cfg)
 
     def seed(self, seed):

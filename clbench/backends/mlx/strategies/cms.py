@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from clbench.backends.mlx.cms_adapter import adapter_levels, add_cms_adapters
 from clbench.backends.mlx.tiered import TieredStrategy, TieredUpdater
+from clbench.errors import ConfigError
+from clbench.strategies.cms import CMS as TorchCMS
 from clbench.strategies.cms import CMSOptions
 from clbench.train.tiers.schedule import tiers_by_depth
 
@@ -23,10 +25,21 @@ class CMS(TieredStrategy):
     Options = CMSOptions
     schedule_field = "chunk_sizes"
 
+    check_plan = TorchCMS.check_plan  # a chunk that never completes: the same refusal, no array code
+
+    @classmethod
+    def options_from(cls, data, where):
+        options = super().options_from(data, where)
+        if options.form == "memory":  # the memory (and its local rule) exist for torch only so far
+            raise ConfigError(f"{where}.form", "strategy cms, form memory is not available with model.backend: mlx",
+                              ["lora", "adapter"])
+        return options
+
     def make_updater(self):
         o = self.options
         return TieredUpdater(o.chunk_sizes, "accumulate", reduce="mean" if o.scale == "mean" else "sum",
-                             lr_scale=[1.0 / c for c in o.chunk_sizes] if o.scale == "inverse_chunk" else None)
+                             lr_scale=[1.0 / c for c in o.chunk_sizes] if o.scale == "inverse_chunk" else None,
+                             clock=o.clock)
 
     # prepare_model and initial_tier_map are torch CMS's, line for line, over the MLX adapter functions
     def prepare_model(self, model):
