@@ -3,14 +3,15 @@
 An experiment file (``configs/*.yaml``) names a stream, the strategies and seeds of the grid, and
 overrides for these dataclasses. Every run stores the fully resolved config next to its results.
 
-Strategies in the grid are names or ``{name, label, options}`` mappings, so one strategy can appear
-with several option sets (``layer_tiers`` shallow-fast and deep-fast) as separately labelled rows.
+Strategies in the grid are names or ``{name, label, options, train}`` mappings, so one strategy can appear
+with several option sets (``layer_tiers`` shallow-fast and deep-fast) as separately labelled rows, and a row
+may override training fields of its own (``train: {optimizer: m3}``).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,6 +79,7 @@ class StrategySpec:
     name: str
     options: dict = field(default_factory=dict)
     label: str | None = None
+    train: dict = field(default_factory=dict)  # TrainConfig fields this row overrides, e.g. {optimizer: m3}
 
     @property
     def run_label(self) -> str:
@@ -88,7 +90,7 @@ class StrategySpec:
 class ExperimentConfig:
     name: str = opt("default", "experiment name (results/<name>/...)")
     stream: str = opt("default", "stream YAML path, or the name of a stream shipped in tasks/")
-    strategies: tuple[Any, ...] = opt(["all"], "strategy names or {name, label, options}; 'all' = every registered")
+    strategies: tuple[Any, ...] = opt(["all"], "strategy names or {name, label, options, train}; 'all' = every registered")
     seeds: tuple[int, ...] = opt([0, 1, 2], "one run per seed and strategy")
     results_dir: str = opt("results", "where run directories go")
     cache_dir: str = opt("", "base-model cache; empty = $CLBENCH_CACHE or ~/.cache/clbench")
@@ -173,6 +175,14 @@ def strategy_specs(cfg: ExperimentConfig, registered: list[str]) -> list[Strateg
     if dupes:
         raise ConfigError("strategies", f"label {dupes[0]!r} appears twice; give variants distinct 'label's")
     return specs
+
+
+def run_config(cfg: ExperimentConfig, spec: StrategySpec) -> ExperimentConfig:
+    """``cfg`` with the row's ``train`` overrides applied (validated as TrainConfig fields)."""
+    if not spec.train:
+        return cfg
+    train = from_dict(TrainConfig, {**to_dict(cfg.train), **spec.train}, f"strategies[{spec.run_label}].train")
+    return replace(cfg, train=train)
 
 
 def config_dict(cfg: ExperimentConfig) -> dict:

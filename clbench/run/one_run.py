@@ -33,7 +33,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from clbench.config.experiment import ExperimentConfig, StrategySpec, config_dict
+from clbench.config.experiment import ExperimentConfig, StrategySpec, TrainConfig, config_dict, run_config
 from clbench.data.encoding import encode_example
 from clbench.data.streams import Stream
 from clbench.errors import ConfigError
@@ -78,7 +78,8 @@ def seed_everything(seed: int) -> None:
 def run_record(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int, base_dir: Path) -> dict:
     """What ``config.json`` stores; two runs with equal records are the same experiment."""
     return {"schema": SCHEMA_VERSION, "experiment": cfg.name, "seed": seed,
-            "strategy": {"name": spec.name, "label": spec.run_label, "options": spec.options},
+            "strategy": {"name": spec.name, "label": spec.run_label, "options": spec.options,
+                         **({"train": spec.train} if spec.train else {})},
             "stream": {"name": stream.name, "source": stream.source, "fingerprint": stream.fingerprint(),
                        "tasks": [t.name for t in stream.tasks], "pretrained": [t.pretrained for t in stream.tasks],
                        "suites": stream.suite_names, "primary_metric": stream.spec.primary_metric},
@@ -87,9 +88,14 @@ def run_record(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: 
 
 
 def same_experiment(a: dict, b: dict) -> bool:
-    """Whether two ``config.json`` records describe the same experiment."""
+    """Whether two ``config.json`` records describe the same experiment. A ``train`` field missing from a
+    record (written before the field existed, e.g. ``optimizer``) is read as its default."""
     drop = ("eval",)  # evaluation batch size does not change results
-    return {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+    defaults = config_dict(TrainConfig())
+
+    def norm(r):
+        return {k: ({**defaults, **v} if k == "train" else v) for k, v in r.items() if k not in drop}
+    return norm(a) == norm(b)
 
 
 def write_row(files: RunFiles, key: int | str, row: dict, extra: dict) -> None:
@@ -255,6 +261,7 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
     """Run (or finish, or skip) one run with ``ops`` (default: torch); returns its directory and
     ``"done"``/``"skipped"``/``"resumed"``."""
     ops = ops if ops is not None else TorchOps()
+    cfg = run_config(cfg, spec)  # the row's own train overrides (e.g. optimizer: m3)
     ops.check_stream(stream)
     files = RunFiles(run_dir(cfg, stream.name, spec, seed))
     record = run_record(cfg, stream, spec, seed, base_dir)
