@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clbench.config.options import opt
+from clbench.strategies.surprise import Surprise
 from clbench.train.registry import register
 from clbench.train.strategy import LossOutput
 from clbench.train.surprise import aux_loss
-from clbench.strategies.surprise import Surprise
 
 
 @dataclass(frozen=True)

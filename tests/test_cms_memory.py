@@ -14,8 +14,8 @@ from clbench.errors import ConfigError
 from clbench.modeling import cms_memory
 from clbench.results.files import RunFiles
 from clbench.run.one_run import TorchOps, load_checkpoint, save_checkpoint
-from clbench.train.strategy import TaskView, UpdateContext
 from clbench.train.loop import make_optimizer
+from clbench.train.strategy import TaskView, UpdateContext
 from tests.nested_helpers import begin, make, snapshot, tiny_llama, token_batch, train_step
 
 LOCAL = {"form": "memory", "update": "local", "chunk_unit": "tokens"}

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from clbench.config.experiment import TrainConfig
-from clbench.train.m3 import M3, QUINTIC, newton_schulz
 from clbench.train.loop import make_optimizer
+from clbench.train.m3 import M3, QUINTIC, newton_schulz
 from tests.nested_helpers import begin, make, token_batch, train_step
 
 D = torch.float64

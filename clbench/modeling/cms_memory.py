@@ -60,8 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clbench.modeling.cms_adapter import feed_forward_name
 from clbench.eval.lm_view import LMView
+from clbench.modeling.cms_adapter import feed_forward_name
 from clbench.train.tiers.updater import decoder_blocks
 
 
