@@ -106,6 +106,9 @@ class SurpriseHooks:
         self.base.mark_trainable(model)
         self.trainable = self.base.trainable
 
+    def check_plan(self, plan):
+        self.base.check_plan(plan)
+
     def observe_pretrained(self, task):
         self.base.observe_pretrained(task)
 
