@@ -64,6 +64,7 @@ class TrainConfig:
     m3_alpha: float = opt(1.0, "m3: weight of the slow orthogonalised momentum in the update", ge=0)
     m3_ns_steps: int = opt(3, "m3: Newton-Schulz iterations", ge=0)
     m3_slow_chunk: int = opt(100, "m3: the slow momentum is refreshed every this many updates of a parameter", ge=1)
+    m3_eps: float = opt(1e-8, "m3: ε of the denominator √V + ε (also AdamW's ε for the non-2-D parameters)", gt=0)
 
 
 @dataclass(frozen=True)

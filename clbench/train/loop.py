@@ -33,7 +33,7 @@ def make_optimizer(strategy: Strategy, model, cfg: TrainConfig) -> torch.optim.O
         from clbench.train.m3 import M3
 
         return M3(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999, cfg.m3_beta3),
-                  alpha=cfg.m3_alpha, ns_steps=cfg.m3_ns_steps, slow_chunk=cfg.m3_slow_chunk)
+                  alpha=cfg.m3_alpha, ns_steps=cfg.m3_ns_steps, slow_chunk=cfg.m3_slow_chunk, eps=cfg.m3_eps)
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
