@@ -120,7 +120,7 @@ class CMS(TieredStrategy):
         """Refuse a level whose chunk cannot complete: more steps (or tokens) than the stream — or, on the
         task clock, a task — has. Tokens are bounded by ``max_length`` positions per forward pass."""
         o = self.options
-        steps = plan.steps_per_task * (plan.trained_tasks if o.clock == "global" else 1)
+        steps = plan.total_steps if o.clock == "global" else plan.steps_per_task
         horizon = steps if o.chunk_unit == "steps" else steps * plan.grad_accum * plan.max_length
         span = "the stream" if o.clock == "global" else "a task (clock: task)"
         unit = "steps" if o.chunk_unit == "steps" else f"tokens (at most {plan.max_length} per forward pass)"
