@@ -53,11 +53,17 @@ def cmd_list(args) -> int:
     from clbench.config.options import describe_fields
     from clbench.train import registry
 
-    for name in registry.names():
-        cls = registry.get(name)
-        print(f"{name}: {cls.describe()}  [{cls.__module__}]")
+    def show(name, cls):
+        print(f"{name}: {cls.describe()}  [{cls.__module__}; backends: {', '.join(cls.backends)}]")
         for fname, tp, default, help_ in describe_fields(cls.Options):
             print(f"    {fname} ({tp}, default {default!r}): {help_}")
+
+    print("strategies (a grid entry's name):")
+    for name in registry.names():
+        show(name, registry.get(name))
+    print("\nplugins (added to any strategy with a grid entry's `with: [...]`):")
+    for name in registry.plugin_names():
+        show(name, registry.get_plugin(name))
     return 0
 
 

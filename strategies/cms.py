@@ -49,17 +49,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-
 from clbench.config.options import opt
 from clbench.errors import ConfigError
-from clbench.modeling import cms_memory
-from clbench.modeling.cms_adapter import adapter_levels, add_cms_adapters
 from clbench.modeling.lora import LoraOptions
 from clbench.train.registry import register
-from clbench.train.strategy import LossOutput, RunPlan
-from clbench.train.tiers.schedule import tier_members, tiers_by_depth
+from clbench.train.tiers.schedule import tiers_by_depth
 from clbench.train.tiers.updater import TieredStrategy, TieredUpdater
+from clbench.train.types import LossOutput, RunPlan
 
 
 @dataclass(frozen=True)
@@ -135,6 +131,10 @@ class CMS(TieredStrategy):
     def local(self) -> bool:
         return self.options.update == "local"
 
+    @classmethod
+    def supported_backends(cls, options):
+        return ("torch",) if options.form == "memory" else cls.backends  # the memory is torch code so far
+
     def make_updater(self):
         return TieredUpdater(self.options.chunk_sizes, "accumulate",
                              reduce="mean" if self.options.scale == "mean" else "sum", clock=self.options.clock)
@@ -142,8 +142,10 @@ class CMS(TieredStrategy):
     def prepare_model(self, model):
         o = self.options
         if o.form == "adapter":
-            return add_cms_adapters(model, len(o.chunk_sizes), o.adapter_hidden)
+            return self.backend.add_cms_adapters(model, len(o.chunk_sizes), o.adapter_hidden)
         if o.form == "memory":
+            from clbench.modeling import cms_memory
+
             self.memories = cms_memory.add_memory(model, len(o.chunk_sizes), o.adapter_hidden)
             self.model = model  # the local rule's memorising pass runs it again
             if self.local:
@@ -162,23 +164,25 @@ class CMS(TieredStrategy):
             return super().mark_trainable(model)
         # the memory's weights are what the run trains and checkpoints, but only the local rule changes
         # them: they never require a gradient of the main loss
-        names = cms_memory.memory_levels(model)
+        from clbench.modeling.cms_memory import memory_levels
+
+        names = memory_levels(model)
         self.trainable = {n: p for n, p in model.named_parameters() if n in names}
-        self.pending: list[tuple[dict, list[torch.Tensor | None]]] = []
+        self.pending: list[tuple[dict, list]] = []  # (micro-batch, its teach signals) until the update
 
     def initial_tier_map(self, model):
         if self.options.form == "adapter":
-            return adapter_levels(model)
+            return self.backend.cms_levels(model)
         if self.options.form == "memory":
-            return cms_memory.memory_levels(model)
+            from clbench.modeling.cms_memory import memory_levels
+
+            return memory_levels(model)
         return tiers_by_depth(self.trainable, len(self.options.chunk_sizes), self.options.order)
 
-    def param_groups(self, model):
+    def param_groups(self):
         if self.options.scale != "inverse_chunk":
-            return super().param_groups(model)
-        members = tier_members(self.updater.tier_map, self.updater.n_tiers)
-        return [{"params": [self.trainable[n] for n in names], "lr": self.train.lr / c}
-                for c, names in zip(self.options.chunk_sizes, members) if names]
+            return super().param_groups()
+        return self.tier_param_groups(self.options.chunk_sizes)  # level l's learning rate is lr / C_l
 
     # --- the local rule: teach signals from the ordinary pass, learning in a second one -----------
     def before_task(self, task, model):
@@ -194,14 +198,19 @@ class CMS(TieredStrategy):
         if not self.local:
             return super().before_step(step)
 
+    def grad_names(self, step):
+        return None if self.local else super().grad_names(step)
+
     def loss(self, model, batch):
         if not self.local:
             return super().loss(model, batch)
+        from clbench.modeling import cms_memory
+
         with cms_memory.capturing(self.memories):
             out = model(**batch)
             outputs = [m.captured[0] for m in self.memories]
-        deltas: list[torch.Tensor | None] = [None] * len(outputs)
-        k = self.train.grad_accum  # the trainer backpropagates loss / grad_accum
+        deltas: list = [None] * len(outputs)
+        k = self.train.grad_accum  # the step backpropagates loss / (its micro-batches)
 
         def keep(i):
             def hook(grad):
@@ -217,13 +226,15 @@ class CMS(TieredStrategy):
     def apply_update(self, ctx):
         if not self.local:
             return super().apply_update(ctx)
+        from clbench.modeling import cms_memory
+
         before = [list(m.updates) for m in self.memories]
         for batch, deltas in self.pending:
             if any(d is None for d in deltas):
                 raise RuntimeError("cms local: a micro-batch's loss was not backpropagated before the update")
             cms_memory.memorize(self.model, self.memories, batch, deltas)
         self.pending = []
-        ctx.optimizer.step()  # every .grad is None: changes nothing, keeps the schedule's step order valid
+        ctx.apply({})  # no gradient: changes nothing, keeps the optimizer/schedule order valid
         step = ctx.global_step if self.options.clock == "global" else ctx.step
         for m in self.memories:
             m.end_step(step)
@@ -238,7 +249,9 @@ class CMS(TieredStrategy):
 
     def probe_view(self, view):
         if self.local and self.options.test_time_updates:
-            return cms_memory.TestTimeMemoryView(view, self.memories)
+            from clbench.modeling.cms_memory import TestTimeMemoryView
+
+            return TestTimeMemoryView(view, self.memories)
         return view
 
     def step_log(self):

@@ -9,16 +9,21 @@ import json
 import pytest
 import torch
 
+from clbench.backends.torch_backend import TorchBackend
 from clbench.config.experiment import TrainConfig
 from clbench.errors import ConfigError
 from clbench.modeling import cms_memory
 from clbench.results.files import RunFiles
-from clbench.run.one_run import TorchOps, load_checkpoint, save_checkpoint
-from clbench.train.loop import make_optimizer
-from clbench.train.strategy import TaskView, UpdateContext
+from clbench.run.one_run import load_checkpoint, save_checkpoint
+from clbench.train.step import optimizer_step
+from clbench.train.strategy import TaskView
 from tests.nested_helpers import begin, make, snapshot, tiny_llama, token_batch, train_step
 
 LOCAL = {"form": "memory", "update": "local", "chunk_unit": "tokens"}
+
+
+def make_optimizer(s, model, train):
+    return s.backend.make_optimizer(s, model, train)
 
 
 def _train_task(s, model, task: int, steps: int, first_global: int):
@@ -26,10 +31,7 @@ def _train_task(s, model, task: int, steps: int, first_global: int):
     begin(s, model, task)
     for step in range(1, steps + 1):
         g = first_global + step
-        s.before_step(step)
-        s.loss(model, token_batch(g)).loss.backward()
-        s.apply_update(UpdateContext(step, g, opt, 1.0))
-        opt.zero_grad(set_to_none=True)
+        optimizer_step(s, model, opt, [token_batch(g)], step, g, s.train.lr, 1.0)
     s.after_task(TaskView(task, f"task{task}", ()), model)
     return s.diagnostics()
 
@@ -59,7 +61,7 @@ def test_global_clock_updates_at_global_multiples_across_a_task_boundary_and_a_r
     r, rmodel = make("cms", opts, model=tiny_llama(seed=1), train=train)
     _train_task(r, rmodel, 1, 5, 0)
     assert r.updater.pending == [0, 2, 5] and r.updater.buffers  # partial chunks open at the boundary
-    files, ops = RunFiles(tmp_path / "run"), TorchOps()
+    files, ops = RunFiles(tmp_path / "run"), TorchBackend()
     save_checkpoint(files, 1, r, rmodel, {"task": "task1"}, ops)
     fresh, fmodel = make("cms", opts, model=tiny_llama(seed=1), train=train)
     load_checkpoint(files, 1, fresh, fmodel, ops)

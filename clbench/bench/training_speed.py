@@ -7,8 +7,7 @@ Run::
 
 Every strategy trains its own copy of the *same* randomly initialised model (the embedded model's
 default shape: Llama, hidden 128, 4 blocks, 4 heads, MLP 384, vocabulary 1024) on the *same* batch
-(32 × 24 tokens), through exactly the hooks the trainer calls, with the trainer's optimizer (AdamW, or a
-variant's own train override such as ``optimizer: m3``, timed against AdamW on sft). Repetitions are
+(32 × 24 tokens), through exactly the hooks the trainer calls, with the trainer's AdamW. Repetitions are
 interleaved step by step — one step of each strategy in turn, in a rotating order — so that load from
 other processes hits all strategies alike; a repetition is ``steps`` such rounds (a multiple of 4, the
 period of the default schedules), and the result is the median over repetitions of the mean step time.
@@ -24,35 +23,31 @@ import copy
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 
 import torch
 
-from clbench.config.experiment import TrainConfig
-from clbench.train import registry
-from clbench.train.loop import make_optimizer
-from clbench.train.strategy import TaskView, UpdateContext
+from clbench.backends import get_backend
+from clbench.config.experiment import ExperimentConfig, StrategySpec, TrainConfig
+from clbench.run.plan import resolve_entry
+from clbench.train.step import optimizer_step
+from clbench.train.strategy import TaskView
 
 DEFAULT_MODEL = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 384, "vocab_size": 1024}
 
-# (label, registered name, options[, train overrides]); targets are ratios of step time to sft
+# (label, registered name, options[, plugins as grid-entry `with:`]); the targets of issue 3 are ratios of
+# step time to sft
 DEFAULT_VARIANTS: list[tuple] = [
     ("sft", "sft", {}),
-    ("sft-m3", "sft", {}, {"optimizer": "m3"}),
     ("layer_tiers", "layer_tiers", {}),
     ("layer_tiers-deep", "layer_tiers", {"order": "deep_fast"}),
     ("importance_tiers", "importance_tiers", {}),
     ("cms", "cms", {}),
     ("cms-adapter", "cms", {"form": "adapter"}),
-    ("cms-memory", "cms", {"form": "memory", "chunk_sizes": [1, 16, 256]}),
-    ("cms-local", "cms", {"form": "memory", "update": "local", "chunk_unit": "tokens", "chunk_sizes": [16, 256, 8192]}),
-    ("activation_l2", "activation_l2", {}),
-    ("surprise", "surprise", {}),
-    ("surprise-2layers", "surprise", {"layers": [1, 3], "weights": [0.3, 0.1]}),
-    ("surprise-full", "surprise", {"target": "full"}),
+    ("surprise", "sft", {}, ["surprise"]),
+    ("surprise-2layers", "sft", {}, [{"name": "surprise", "options": {"layers": [1, 3], "weights": [0.3, 0.1]}}]),
+    ("surprise-full", "sft", {}, [{"name": "surprise", "options": {"target": "full"}}]),
 ]
-TARGETS = {"layer_tiers": 1.0, "layer_tiers-deep": 1.0, "importance_tiers": 1.0, "cms": 1.0, "surprise": 1.3,
-           "sft-m3": 1.3, "cms-memory": 1.0}  # sft-m3: M3 against AdamW on the same strategy (sft)
+TARGETS = {"layer_tiers": 1.0, "layer_tiers-deep": 1.0, "importance_tiers": 1.0, "cms": 1.0, "surprise": 1.3}
 
 
 def build_model(hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int, vocab_size: int,
@@ -72,47 +67,39 @@ def make_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) ->
 
 
 class _Runner:
-    """One strategy on its own copy of the model, stepping exactly as ``clbench.train.loop.train_task``."""
+    """One strategy on its own copy of the model, stepping with the trainer's own step function."""
 
-    def __init__(self, name: str, options: dict, base_model, train: TrainConfig, label: str,
-                 train_overrides: dict | None = None):
-        train = replace(train, **(train_overrides or {}))
-        cls = registry.get(name)
-        self.strategy = cls(cls.options_from(options, label), seed=0, train=train)
+    def __init__(self, name: str, options: dict, base_model, train: TrainConfig, label: str, plugins=()):
+        cfg = ExperimentConfig(train=train)
+        entry = resolve_entry(StrategySpec(name, options, label, tuple(plugins)), cfg)
+        self.strategy = entry.make(0, cfg, get_backend("torch"))
         self.model = self.strategy.prepare_model(copy.deepcopy(base_model))
         self.strategy.mark_trainable(self.model)
         self.strategy.before_task(TaskView(1, "perf", ()), self.model)
-        self.optimizer = make_optimizer(self.strategy, self.model, train)
+        self.optimizer = self.strategy.backend.make_optimizer(self.strategy, self.model, train)
         self.train = train
         self.step = 0
         self.model.train()
 
     def run(self, steps: int, batch: dict) -> None:
-        s, k = self.strategy, self.train.grad_accum
         for _ in range(steps):
             self.step += 1
-            s.before_step(self.step)
-            for _ in range(k):
-                out = s.loss(self.model, batch)
-                (out.loss / k).backward()
-                float(out.loss.detach())
-            s.apply_update(UpdateContext(self.step, self.step, self.optimizer, self.train.max_grad_norm))
-            self.optimizer.zero_grad(set_to_none=True)
-            s.step_log()
+            optimizer_step(self.strategy, self.model, self.optimizer, [batch] * self.train.grad_accum, self.step,
+                           self.step, self.train.lr, self.train.max_grad_norm)
+            self.strategy.step_log()
 
 
 def measure_step_times(strategies: Sequence[tuple[str, str, dict]], steps: int = 20, reps: int = 5,
                        warmup: int = 24, batch_size: int = 32, seq_len: int = 24, threads: int = 1, seed: int = 0,
                        train: TrainConfig | None = None, **model_cfg) -> dict[str, float]:
-    """Median seconds per optimizer step of each ``(label, name, options[, train overrides])``, measured
-    side by side (an override such as ``{"optimizer": "m3"}`` applies to that variant alone)."""
+    """Median seconds per optimizer step of each ``(label, name, options)``, measured side by side."""
     if threads:
         torch.set_num_threads(threads)
     shape = {**DEFAULT_MODEL, **model_cfg}
     train = train or TrainConfig(batch_size=batch_size)
     base = build_model(**shape, seed=seed)
     batch = make_batch(batch_size, seq_len, shape["vocab_size"], seed)
-    runners = [(v[0], _Runner(v[1], v[2], base, train, v[0], *v[3:])) for v in strategies]
+    runners = [(v[0], _Runner(v[1], v[2], base, train, v[0], v[3] if len(v) > 3 else ())) for v in strategies]
     for _, r in runners:
         r.run(warmup, batch)
     times: dict[str, list[float]] = {label: [] for label, _ in runners}

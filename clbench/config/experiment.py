@@ -3,17 +3,16 @@
 An experiment file (``configs/*.yaml``) names a stream, the strategies and seeds of the grid, and
 overrides for these dataclasses. Every run stores the fully resolved config next to its results.
 
-Strategies in the grid are names or ``{name, label, options, train}`` mappings, so one strategy can appear
-with several option sets (``layer_tiers`` shallow-fast and deep-fast) as separately labelled rows, and a row
-may override training fields of its own (``train: {optimizer: m3}``).
+Strategies in the grid are names or ``{name, label, options}`` mappings, so one strategy can appear
+with several option sets (``layer_tiers`` shallow-fast and deep-fast) as separately labelled rows.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -57,7 +56,6 @@ class TrainConfig:
     schedule: Literal["constant", "linear", "cosine"] = opt("constant", "decay after warm-up, per task")
     max_grad_norm: float = opt(1.0, "global gradient-norm clip over the parameters updated this step; 0 = off")
     reset_optimizer: bool = opt(True, "new optimizer state at each task (false: keep Adam moments)")
-    threads: int = opt(0, "torch CPU threads per run; 0 = torch's default")
     optimizer: Literal["adamw", "m3"] = opt("adamw", "adamw, or m3: Multi-scale Momentum Muon (clbench/train/m3.py; "
                                                      "2-D parameters, AdamW for the rest)")
     m3_beta3: float = opt(0.9, "m3: weight of a chunk's gradient sum in the slow momentum", ge=0, le=1)
@@ -65,6 +63,7 @@ class TrainConfig:
     m3_ns_steps: int = opt(3, "m3: Newton-Schulz iterations", ge=0)
     m3_slow_chunk: int = opt(100, "m3: the slow momentum is refreshed every this many updates of a parameter", ge=1)
     m3_eps: float = opt(1e-8, "m3: ε of the denominator √V + ε (also AdamW's ε for the non-2-D parameters)", gt=0)
+    threads: int = opt(0, "torch CPU threads per run; 0 = torch's default")
 
 
 @dataclass(frozen=True)
@@ -75,12 +74,19 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class StrategySpec:
-    """One row of the grid: a registered strategy, its options, and the label results are filed under."""
+    """One row of the grid: a registered strategy, its options, and the label results are filed under;
+    ``with`` adds composable pieces (plugins: ``surprise``, ...; each a name or ``{name, options}``),
+    ``train`` overrides training fields for this row alone (``optimizer`` is a shorthand for
+    ``train: {optimizer: ...}``)."""
+
+    YAML_KEYS: ClassVar[dict] = {"with": "with_"}
 
     name: str
     options: dict = field(default_factory=dict)
     label: str | None = None
-    train: dict = field(default_factory=dict)  # TrainConfig fields this row overrides, e.g. {optimizer: m3}
+    with_: tuple[Any, ...] = ()
+    train: dict = field(default_factory=dict)
+    optimizer: str | None = None
 
     @property
     def run_label(self) -> str:
@@ -91,7 +97,7 @@ class StrategySpec:
 class ExperimentConfig:
     name: str = opt("default", "experiment name (results/<name>/...)")
     stream: str = opt("default", "stream YAML path, or the name of a stream shipped in tasks/")
-    strategies: tuple[Any, ...] = opt(["all"], "strategy names or {name, label, options, train}; 'all' = every registered")
+    strategies: tuple[Any, ...] = opt(["all"], "strategy names or {name, label, options}; 'all' = every registered")
     seeds: tuple[int, ...] = opt([0, 1, 2], "one run per seed and strategy")
     results_dir: str = opt("results", "where run directories go")
     cache_dir: str = opt("", "base-model cache; empty = $CLBENCH_CACHE or ~/.cache/clbench")
@@ -176,14 +182,6 @@ def strategy_specs(cfg: ExperimentConfig, registered: list[str]) -> list[Strateg
     if dupes:
         raise ConfigError("strategies", f"label {dupes[0]!r} appears twice; give variants distinct 'label's")
     return specs
-
-
-def run_config(cfg: ExperimentConfig, spec: StrategySpec) -> ExperimentConfig:
-    """``cfg`` with the row's ``train`` overrides applied (validated as TrainConfig fields)."""
-    if not spec.train:
-        return cfg
-    train = from_dict(TrainConfig, {**to_dict(cfg.train), **spec.train}, f"strategies[{spec.run_label}].train")
-    return replace(cfg, train=train)
 
 
 def config_dict(cfg: ExperimentConfig) -> dict:

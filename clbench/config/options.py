@@ -67,11 +67,15 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
     if not isinstance(data, dict):
         raise ConfigError(where, f"expected a mapping, got {type(data).__name__}")
     hints = get_type_hints(cls)
+    keys = getattr(cls, "YAML_KEYS", {})  # YAML key -> field name, for keys that are Python keywords ('with')
+    data = {keys.get(k, k): v for k, v in data.items()}
     names = [f.name for f in dataclasses.fields(cls) if f.init]
+    shown = {v: k for k, v in keys.items()}
     unknown = [k for k in data if k not in names]
     if unknown:
-        raise ConfigError(where, f"unknown key {unknown[0]!r}{did_you_mean(unknown[0], names)}", names)
-    kwargs = {k: _check(f"{where}.{k}", hints[k], v) for k, v in data.items()}
+        allowed = [shown.get(n, n) for n in names]
+        raise ConfigError(where, f"unknown key {unknown[0]!r}{did_you_mean(unknown[0], allowed)}", allowed)
+    kwargs = {k: _check(f"{where}.{shown.get(k, k)}", hints[k], v) for k, v in data.items()}
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for k, v in kwargs.items():
         _check_bounds(f"{where}.{k}", fields[k], v)

@@ -61,8 +61,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from clbench.eval.lm_view import LMView
+from clbench.modeling.blocks import decoder_blocks
 from clbench.modeling.cms_adapter import feed_forward_name
-from clbench.train.tiers.updater import decoder_blocks
 
 
 @dataclass(frozen=True)

@@ -14,33 +14,28 @@ of the last finished task are loaded, and every task re-seeds from ``(seed, task
 run produces the same numbers as an uninterrupted one.
 
 This order is written once, in :func:`run_one`, for every backend. What depends on the array library
-— loading the model, the reference model, the probe view, the optimizer and its saved state, one
-task's training, the adapter file — is a :class:`RunOps` object: :class:`TorchOps` here (the default),
-``clbench.backends.mlx.runner.MLXOps`` for MLX. So both backends write the same run directory with the
-same resume rules, and a change to either is a change to both.
+— loading the model, the reference model, the probe view, the optimizer and its saved state, the
+adapter file — is the run's backend (``clbench.backends.base.Backend``), and one task's training is
+``clbench.train.loop.train_task`` on every backend. So both backends write the same run directory with
+the same resume rules, and a change to either is a change to both.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import random
 import time
 from pathlib import Path
-from typing import ClassVar
 
-import numpy as np
 import torch
 
-from clbench.config.experiment import ExperimentConfig, StrategySpec, TrainConfig, config_dict, run_config
+from clbench.backends import get_backend
+from clbench.config.experiment import ExperimentConfig, TrainConfig, config_dict
 from clbench.data.encoding import encode_example
 from clbench.data.streams import Stream
 from clbench.errors import ConfigError
 from clbench.eval.probes import higher_is_better
 from clbench.eval.rows import evaluate_row
-from clbench.eval.torch_lm import TorchLM
-from clbench.modeling.loading import load_causal_lm, pick_device, pick_dtype, reference_model
 from clbench.results.files import (
     SCHEMA_VERSION,
     RunFiles,
@@ -52,34 +47,19 @@ from clbench.results.files import (
 )
 from clbench.results.metrics import summarize
 from clbench.results.provenance import provenance
-from clbench.train import registry
-from clbench.train.loop import make_optimizer, train_task
-from clbench.train.strategy import RunPlan, TaskView
+from clbench.run.plan import GridEntry, resolve_entry, stored_options_match
+from clbench.run.seeding import task_seed
+from clbench.train.loop import train_task
+from clbench.train.types import RunPlan, TaskView
 
 
-def make_strategy(spec: StrategySpec, seed: int, cfg: ExperimentConfig, get=None):
-    """Instantiate a grid entry, validating its options (unknown keys name the allowed ones); ``get``
-    looks the class up by name (default: the torch registry; the MLX backend passes its own table)."""
-    cls = (get or registry.get)(spec.name)
-    options = cls.options_from(spec.options, f"strategies[{spec.run_label}].options")
-    return cls(options, seed=seed, train=cfg.train)
-
-
-def task_seed(seed: int, t: int) -> int:
-    return int(hashlib.sha256(f"{seed}:{t}".encode()).hexdigest()[:8], 16)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def run_record(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int, base_dir: Path) -> dict:
-    """What ``config.json`` stores; two runs with equal records are the same experiment."""
-    return {"schema": SCHEMA_VERSION, "experiment": cfg.name, "seed": seed,
-            "strategy": {"name": spec.name, "label": spec.run_label, "options": spec.options,
-                         **({"train": spec.train} if spec.train else {})},
+def run_record(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: int, base_dir: Path) -> dict:
+    """What ``config.json`` stores (the strategy's options resolved, defaults included); two runs with
+    equal records are the same experiment."""
+    strategy = {"name": entry.spec.name, "label": entry.spec.run_label, "options": entry.options_dict}
+    if entry.plugins:
+        strategy["with"] = entry.plugins_list
+    return {"schema": SCHEMA_VERSION, "experiment": cfg.name, "seed": seed, "strategy": strategy,
             "stream": {"name": stream.name, "source": stream.source, "fingerprint": stream.fingerprint(),
                        "tasks": [t.name for t in stream.tasks], "pretrained": [t.pretrained for t in stream.tasks],
                        "suites": stream.suite_names, "primary_metric": stream.spec.primary_metric},
@@ -87,15 +67,18 @@ def run_record(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: 
             "eval": config_dict(cfg.eval)}
 
 
-def same_experiment(a: dict, b: dict) -> bool:
-    """Whether two ``config.json`` records describe the same experiment. A ``train`` field missing from a
-    record (written before the field existed, e.g. ``optimizer``) is read as its default."""
-    drop = ("eval",)  # evaluation batch size does not change results
-    defaults = config_dict(TrainConfig())
+def same_experiment(stored: dict, record: dict, entry: GridEntry) -> bool:
+    """Whether a stored ``config.json`` and a new record describe the same experiment. Results written
+    before options were stored resolved hold the user's raw options: those are resolved to compare."""
+    drop = ("eval", "strategy")  # evaluation batch size does not change results; options compared below
+    defaults = config_dict(TrainConfig())  # a train field missing from an older record (e.g. optimizer): its default
 
     def norm(r):
         return {k: ({**defaults, **v} if k == "train" else v) for k, v in r.items() if k not in drop}
-    return norm(a) == norm(b)
+    same = norm(stored) == norm(record)
+    s, r = stored.get("strategy", {}), record["strategy"]
+    return (same and (s.get("name"), s.get("label"), s.get("with")) == (r["name"], r["label"], r.get("with"))
+            and stored_options_match(entry, s.get("options", {})))
 
 
 def write_row(files: RunFiles, key: int | str, row: dict, extra: dict) -> None:
@@ -108,121 +91,7 @@ def write_row(files: RunFiles, key: int | str, row: dict, extra: dict) -> None:
     atomic_write_json(path, {"scores": row["scores"], "seconds": row["seconds"], "n_items": row["n_items"], **extra})
 
 
-class RunOps:
-    """What one run needs from an array library; :func:`run_one` calls nothing else of it.
-
-    One instance per run (it may keep what it chose, e.g. the device, between calls). The checkpoint
-    files are written by the runner: the adapter through :meth:`save_adapter`, and
-    ``strategy_state.pt`` with ``torch.save`` of the strategy's plain state and :meth:`optimizer_state`,
-    so the layout and its readers do not depend on the backend.
-    """
-
-    checkpoint_meta: ClassVar[dict] = {}  # extra keys of every checkpoint header (e.g. the backend's name)
-
-    def check_stream(self, stream: Stream) -> None:
-        """Raise ``ConfigError`` for a stream this backend cannot evaluate (before anything is written)."""
-
-    def start(self, cfg: ExperimentConfig) -> dict:
-        """Set-up before ``config.json`` is written (a bad device is refused then); returns extra
-        ``provenance.json`` fields."""
-        return {}
-
-    def load(self, cfg: ExperimentConfig, base_dir: Path):
-        """``(model, tokenizer)`` of the base model."""
-        raise NotImplementedError
-
-    def make_strategy(self, spec: StrategySpec, seed: int, cfg: ExperimentConfig):
-        raise NotImplementedError
-
-    def seed(self, seed: int) -> None:
-        """Seed every generator the run draws from (before ``prepare_model`` and before each task)."""
-        seed_everything(seed)
-
-    def place(self, model):
-        """The prepared model where it trains (a device)."""
-        return model
-
-    def reference(self, cfg: ExperimentConfig, base_dir: Path, model):
-        """An untrained model of the base model's architecture."""
-        raise NotImplementedError
-
-    def view(self, model, tokenizer, batch_size: int):
-        """The probe-facing view of ``model`` (a context manager; ``clbench.eval.lm_view.LMView``)."""
-        raise NotImplementedError
-
-    def make_optimizer(self, strategy, model, cfg: ExperimentConfig):
-        raise NotImplementedError
-
-    def optimizer_state(self, optimizer) -> dict:
-        """The optimizer's state as ``torch.save``-able data."""
-        raise NotImplementedError
-
-    def load_optimizer_state(self, optimizer, state: dict, strategy) -> None:
-        """Inverse of :meth:`optimizer_state`."""
-        raise NotImplementedError
-
-    def train_task(self, model, tokenizer, strategy, task: TaskView, optimizer, cfg: ExperimentConfig, seed: int,
-                   global_step: int, progress: bool) -> list[dict]:
-        """``cfg.train.steps_per_task`` optimizer steps on ``task``; the per-step log records."""
-        raise NotImplementedError
-
-    def save_adapter(self, path: Path, tensors: dict, metadata: dict[str, str]) -> None:
-        """Write ``tensors`` (the strategy's checkpoint tensors) as safetensors, atomically."""
-        raise NotImplementedError
-
-    def load_adapter(self, path: Path) -> dict:
-        raise NotImplementedError
-
-
-class TorchOps(RunOps):
-    """The torch backend: transformers + peft models, ``clbench.train.loop``, ``clbench.eval.torch_lm.TorchLM``."""
-
-    def load(self, cfg, base_dir):
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        self.device = pick_device(cfg.model.device)
-        self.dtype = pick_dtype(cfg.model.dtype, self.device)
-        return load_causal_lm(base_dir, cfg.model.device, cfg.model.dtype, cfg.model.trust_remote_code)
-
-    def make_strategy(self, spec, seed, cfg):
-        return make_strategy(spec, seed, cfg)
-
-    def place(self, model):
-        return model.to(self.device)
-
-    def reference(self, cfg, base_dir, model):
-        return reference_model(base_dir, seed=cfg.model.seed + 1, device=self.device, dtype=self.dtype,
-                               trust_remote_code=cfg.model.trust_remote_code)
-
-    def view(self, model, tokenizer, batch_size):
-        return TorchLM(model, tokenizer, batch_size=batch_size)
-
-    def make_optimizer(self, strategy, model, cfg):
-        return make_optimizer(strategy, model, cfg.train)
-
-    def optimizer_state(self, optimizer):
-        return optimizer.state_dict()
-
-    def load_optimizer_state(self, optimizer, state, strategy):
-        optimizer.load_state_dict(state)
-
-    def train_task(self, model, tokenizer, strategy, task, optimizer, cfg, seed, global_step, progress):
-        return train_task(model, tokenizer, strategy, task, optimizer, cfg.train, cfg.model.max_length, seed,
-                          global_step, progress)
-
-    def save_adapter(self, path, tensors, metadata):
-        from safetensors.torch import save
-
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-        atomic_write_bytes(path, save(tensors, metadata=metadata))
-
-    def load_adapter(self, path):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-
-
-def save_checkpoint(files: RunFiles, t: int, strategy, model, meta: dict, ops: RunOps, optimizer=None) -> None:
+def save_checkpoint(files: RunFiles, t: int, strategy, model, meta: dict, ops, optimizer=None) -> None:
     """``checkpoints/task_<t>/``: the adapter (metadata in its header) and the strategy (+ optimizer) state."""
     ckpt = files.checkpoint(t)
     metadata = {"clbench": json.dumps({**meta, **strategy.checkpoint_metadata()}, sort_keys=True, default=str)}
@@ -233,7 +102,7 @@ def save_checkpoint(files: RunFiles, t: int, strategy, model, meta: dict, ops: R
     atomic_write_bytes(ckpt / "strategy_state.pt", buf.getvalue())
 
 
-def load_checkpoint(files: RunFiles, t: int, strategy, model, ops: RunOps) -> dict:
+def load_checkpoint(files: RunFiles, t: int, strategy, model, ops) -> dict:
     """Restore the adapter and the strategy state of task ``t``; returns the stored state (optimizer too)."""
     ckpt = files.checkpoint(t)
     strategy.load_checkpoint_tensors(model, ops.load_adapter(ckpt / "adapter.safetensors"))
@@ -256,24 +125,25 @@ def matrices(stream: Stream, rows: list[dict], base: dict, reference: dict) -> d
     return out
 
 
-def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int, base_dir: Path,
-            progress: bool = True, ops: RunOps | None = None) -> tuple[Path, str]:
-    """Run (or finish, or skip) one run with ``ops`` (default: torch); returns its directory and
-    ``"done"``/``"skipped"``/``"resumed"``."""
-    ops = ops if ops is not None else TorchOps()
-    cfg = run_config(cfg, spec)  # the row's own train overrides (e.g. optimizer: m3)
-    ops.check_stream(stream)
+def run_one(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: int, base_dir: Path,
+            progress: bool = True) -> tuple[Path, str]:
+    """Run (or finish, or skip) one run of a planned grid entry (``clbench.run.plan``) on
+    ``cfg.model.backend``; returns its directory and ``"done"``/``"skipped"``/``"resumed"``."""
+    if not isinstance(entry, GridEntry):  # a bare StrategySpec: resolve (and validate) it here
+        entry = resolve_entry(entry, cfg)
+    cfg = entry.config(cfg)  # the row's own training fields, if it overrides any
+    ops = get_backend(cfg.model.backend)
+    spec = entry.spec
     files = RunFiles(run_dir(cfg, stream.name, spec, seed))
-    record = run_record(cfg, stream, spec, seed, base_dir)
+    record = run_record(cfg, stream, entry, seed, base_dir)
     if files.config.exists():
-        if not same_experiment(read_json(files.config), record):
+        if not same_experiment(read_json(files.config), record, entry):
             raise ConfigError(str(files.config), "this run directory holds results of a different config; "
                               "choose another experiment name or delete the directory")
         if files.done.exists():
             return files.root, "skipped"
-    strategy = ops.make_strategy(spec, seed, cfg)
-    strategy.check_plan(RunPlan(cfg.train.steps_per_task, sum(not t.pretrained for t in stream.tasks),
-                                cfg.train.grad_accum, cfg.model.max_length))
+    entry.make(seed, cfg, ops).check_plan(RunPlan(cfg.train.steps_per_task, sum(not t.pretrained for t in stream.tasks),
+                                                  cfg.train.grad_accum, cfg.model.max_length))
     extra_provenance = ops.start(cfg)
     atomic_write_json(files.config, record)
     if not files.provenance.exists():
@@ -287,6 +157,7 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
         from clbench.modeling.chat import chat_stream
 
         stream = chat_stream(stream, tok)
+    strategy = entry.make(seed, cfg, ops)
     ops.seed(seed)
     model = ops.place(strategy.prepare_model(model))
     strategy.mark_trainable(model)
@@ -317,7 +188,7 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
         state = load_checkpoint(files, trained_before[-1], strategy, model, ops)
         global_step = len(trained_before) * cfg.train.steps_per_task if strategy.trains else 0
         if not cfg.train.reset_optimizer and state.get("optimizer") is not None:
-            optimizer = ops.make_optimizer(strategy, model, cfg)
+            optimizer = ops.make_optimizer(strategy, model, cfg.train)
             ops.load_optimizer_state(optimizer, state["optimizer"], strategy)
 
     for t in range(start, T):
@@ -333,9 +204,9 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
         log: list[dict] = []
         if strategy.trains:
             if optimizer is None or cfg.train.reset_optimizer:
-                optimizer = ops.make_optimizer(strategy, model, cfg)
-            log = ops.train_task(model, tok, strategy, view, optimizer, cfg, task_seed(seed, t), global_step,
-                                 progress)
+                optimizer = ops.make_optimizer(strategy, model, cfg.train)
+            log = train_task(model, tok, strategy, view, optimizer, cfg.train, task_seed(seed, t), global_step,
+                             progress)
             global_step += cfg.train.steps_per_task
         train_seconds = time.perf_counter() - t0
         strategy.after_task(view, model)
