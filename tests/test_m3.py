@@ -197,3 +197,14 @@ def test_a_grid_row_trains_with_m3_through_its_train_override(micro_cache, micro
         run_grid(micro_config(tmp_path / "bad", cache_dir=micro_cache,
                               strategies="[{name: sft, label: x, train: {optimizer: sgd}}]"),
                  progress=False, echo=lambda *a: None)
+
+
+def test_the_mlx_backend_refuses_m3_the_memory_and_activation_l2_before_running():
+    from clbench.config.experiment import load_config
+    from clbench.run.plan import plan
+
+    for grid, field in (("[{name: sft, label: a, train: {optimizer: m3}}]", "optimizer"),
+                        ("[{name: cms, options: {form: memory}}]", "cms"),
+                        ("[{name: sft, label: b, with: [activation_l2]}]", "activation_l2")):
+        with pytest.raises(ConfigError, match=f"{field}.*model.backend: mlx"):
+            plan(load_config(None, ["model.backend=mlx", "stream=micro", f"strategies={grid}"]))
