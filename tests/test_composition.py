@@ -84,7 +84,7 @@ def test_the_documented_plugin_runs_with_a_row_of_its_own_training_fields(tmp_pa
 
     block = next(b for b in re.findall(r"```python\n(.*?)```", DOC.read_text(), re.DOTALL) if "@register_plugin" in b)
     try:
-        exec(compile(block, str(DOC), "exec"), {"__name__": "composition_doc"})  # noqa: S102 (our own docs)
+        exec(compile(block, str(DOC), "exec", dont_inherit=True), {"__name__": "composition_doc"})  # noqa: S102
         grid = ("[{name: layer_tiers, label: tiers-l2, with: [{name: weight_l2, options: {lam: 0.001}}], "
                 "train: {steps_per_task: 4}}, {name: sft, optimizer: null}]")
         cfg = micro_config(tmp_path, cache_dir=micro_cache, strategies=grid)

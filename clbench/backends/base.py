@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from clbench.errors import ConfigError
 
 Grads = dict[str, Any]  # {parameter name: gradient array}
@@ -102,6 +104,10 @@ class Backend:
         """``options.mode``: LoRA adapters only trainable (``lora``), or every weight (``full``)."""
         raise NotImplementedError
 
+    def freeze(self, model):
+        """``model`` with no parameter trainable (returned for chaining)."""
+        raise NotImplementedError
+
     def trainable(self, model) -> dict:
         """``{name: parameter}`` of what is trainable now (names as checkpoints store them)."""
         raise NotImplementedError
@@ -145,6 +151,15 @@ class Backend:
 
     def step_record(self, n: int, index: Sequence[int], sq) -> tuple[Any, Any]:
         """``(bool[n] updated, squared norms[n])`` of one step: tensors at ``index`` got ``sq``."""
+        updated = np.zeros(n, dtype=bool)
+        row = self.zeros_vector(n)
+        if index:
+            updated[index] = True
+            row[index] = sq
+        return updated, row
+
+    def zeros_vector(self, n: int):
+        """A vector of ``n`` zeros in the form :meth:`grad_norms`' squares are recorded in."""
         raise NotImplementedError
 
     def rows_norms(self, sq_rows: Sequence, n: int, rows, positions: Sequence[int]) -> list[float]:

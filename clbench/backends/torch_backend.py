@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import ClassVar
 
-import numpy as np
 import torch
 
 from clbench.backends.base import Backend
@@ -122,6 +121,11 @@ class TorchBackend(Backend):
 
         return prepare_lora_or_full(model, options)
 
+    def freeze(self, model):
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
     def trainable(self, model):
         return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
@@ -165,13 +169,8 @@ class TorchBackend(Backend):
     def total_norm(self, norms):
         return torch.linalg.vector_norm(norms)
 
-    def step_record(self, n, index, sq):
-        updated = np.zeros(n, dtype=bool)
-        row = torch.zeros(n)
-        if index:
-            updated[index] = True
-            row[index] = sq
-        return updated, row
+    def zeros_vector(self, n):
+        return torch.zeros(n)
 
     def rows_norms(self, sq_rows, n, rows, positions):
         sq = torch.stack(sq_rows) if sq_rows else torch.zeros(0, n)

@@ -23,21 +23,24 @@ def base_model_dir(cfg: ExperimentConfig, stream: Stream, progress: bool = True)
     """The local checkpoint every run starts from: the user's ``model.path`` or the embedded model
     (built with torch for either backend: the MLX backend loads the same checkpoint)."""
     if cfg.model.path:
-        return Path(cfg.model.path).expanduser()
+        from clbench.modeling.loading import check_checkpoint
+
+        return check_checkpoint(cfg.model.path, cfg.model.trust_remote_code)
     from clbench.modeling.tiny import build_base_model
 
     return build_base_model(cfg.model, stream, cfg.resolved_cache_dir(), progress)
 
 
-def _worker(cfg, stream_path, entry, seed, base_dir, threads):
+def _worker(cfg, stream_path, entry, seed, base_dir, threads, wait=False):
     import torch
 
     torch.set_num_threads(threads)
-    return run_one(cfg, load_stream(stream_path), entry, seed, base_dir, progress=False)
+    return run_one(cfg, load_stream(stream_path, cfg.allow_code), entry, seed, base_dir, progress=False, wait=wait)
 
 
-def run_grid(cfg: ExperimentConfig, progress: bool = True, echo=print) -> list[tuple[Path, str]]:
-    """Run every (strategy, seed); returns ``(run directory, status)`` in grid order."""
+def run_grid(cfg: ExperimentConfig, progress: bool = True, echo=print, wait: bool = False) -> list[tuple[Path, str]]:
+    """Run every (strategy, seed); returns ``(run directory, status)`` in grid order. A run another
+    process is writing is skipped (status ``"locked"``), or, with ``wait``, waited for."""
     stream, entries = plan(cfg)
     base_dir = base_model_dir(cfg, stream, progress)
     jobs = [(entry, seed) for entry in entries for seed in cfg.seeds]
@@ -47,12 +50,12 @@ def run_grid(cfg: ExperimentConfig, progress: bool = True, echo=print) -> list[t
     if cfg.jobs <= 1:
         for i, (entry, seed) in enumerate(jobs):
             echo(f"[{i + 1}/{len(jobs)}] {entry.spec.run_label} seed {seed}")
-            results[i] = run_one(cfg, stream, entry, seed, base_dir, progress)
+            results[i] = run_one(cfg, stream, entry, seed, base_dir, progress, wait=wait)
             echo(f"    {results[i][1]}: {results[i][0]}")
     else:
         threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // cfg.jobs)
         with ProcessPoolExecutor(cfg.jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_worker, cfg, stream.source, entry, seed, base_dir, threads): i
+            futures = {pool.submit(_worker, cfg, stream.source, entry, seed, base_dir, threads, wait): i
                        for i, (entry, seed) in enumerate(jobs)}
             try:
                 for fut in bar(as_completed(futures), desc="runs", total=len(futures), enabled=progress):

@@ -2,12 +2,16 @@
 
 Order of work (each result file written atomically, the row file of a task last):
 
-1. write ``config.json`` and ``provenance.json``; a directory holding a different config is refused;
+0. take the run's lock (``clbench.run.lock``: another process writing it → skip, or wait), remove
+   temporary files a killed write left behind;
+1. load the model (one that does not load leaves nothing behind), write ``config.json`` and
+   ``provenance.json``; a directory holding a different config is refused;
 2. evaluate an untrained model of the same architecture (``reference``, for forward transfer) and the
    base model (``base``, row before the stream);
 3. for each task not yet finished: train it (or, for a task the base model learned, take the base
    row), save the adapter checkpoint and the strategy state, evaluate every probe suite, write the row;
-4. build the matrices, compute the metrics, concatenate the logs, write ``DONE``.
+4. build the matrices, compute the metrics (with the loss check of ``clbench.results.loss_check``),
+   concatenate the logs, write ``DONE``; release the lock.
 
 A killed run restarts at step 3 with the first task that has no row: the adapter and strategy state
 of the last finished task are loaded, and every task re-seeds from ``(seed, task index)``, so a resumed
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +41,8 @@ from clbench.data.streams import Stream
 from clbench.errors import ConfigError
 from clbench.eval.probes import higher_is_better
 from clbench.eval.rows import evaluate_row
+from clbench.faults import fault_point
+from clbench.results.atomic import remove_leftovers
 from clbench.results.files import (
     SCHEMA_VERSION,
     RunFiles,
@@ -45,8 +52,11 @@ from clbench.results.files import (
     read_json,
     run_dir,
 )
+from clbench.results.loss_check import loss_check
 from clbench.results.metrics import summarize
 from clbench.results.provenance import provenance
+from clbench.run.checks import TruncationCount, readable_checkpoint
+from clbench.run.lock import LOCK_NAME, describe, hold, holder
 from clbench.run.plan import GridEntry, resolve_entry, stored_options_match
 from clbench.run.seeding import task_seed
 from clbench.train.loop import train_task
@@ -105,9 +115,10 @@ def save_checkpoint(files: RunFiles, t: int, strategy, model, meta: dict, ops, o
 def load_checkpoint(files: RunFiles, t: int, strategy, model, ops) -> dict:
     """Restore the adapter and the strategy state of task ``t``; returns the stored state (optimizer too)."""
     ckpt = files.checkpoint(t)
-    strategy.load_checkpoint_tensors(model, ops.load_adapter(ckpt / "adapter.safetensors"))
-    state = torch.load(ckpt / "strategy_state.pt", weights_only=True)
-    strategy.load_state_dict(state["strategy"])
+    with readable_checkpoint(ckpt, t):
+        strategy.load_checkpoint_tensors(model, ops.load_adapter(ckpt / "adapter.safetensors"))
+        state = torch.load(ckpt / "strategy_state.pt", weights_only=True)
+        strategy.load_state_dict(state["strategy"])
     return state
 
 
@@ -126,11 +137,33 @@ def matrices(stream: Stream, rows: list[dict], base: dict, reference: dict) -> d
 
 
 def run_one(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: int, base_dir: Path,
-            progress: bool = True) -> tuple[Path, str]:
+            progress: bool = True, wait: bool = False) -> tuple[Path, str]:
     """Run (or finish, or skip) one run of a planned grid entry (``clbench.run.plan``) on
-    ``cfg.model.backend``; returns its directory and ``"done"``/``"skipped"``/``"resumed"``."""
+    ``cfg.model.backend``; returns its directory and ``"done"``/``"skipped"``/``"resumed"``, or
+    ``"locked"`` when another process is writing it (with ``wait``: once that process is done).
+    Temporary files of killed writes are removed first."""
     if not isinstance(entry, GridEntry):  # a bare StrategySpec: resolve (and validate) it here
         entry = resolve_entry(entry, cfg)
+    root = run_dir(cfg, stream.name, entry.spec, seed)
+    if (root / "DONE").exists() and (root / "config.json").exists():
+        # finished: only read (skipped, or refused for another config), so no lock; a read-only folder works
+        return _run_or_skip(cfg, stream, entry, seed, base_dir, progress)
+
+    def waiting(info):
+        print(f"clbench: waiting for {describe(info)}, which is writing {root}", file=sys.stderr)
+
+    with hold(root, wait=wait, on_wait=waiting) as held:
+        if not held:
+            print(f"clbench: skipped {root}: {describe(holder(root / LOCK_NAME))} is writing it "
+                  "(clbench run --wait waits for it)", file=sys.stderr)
+            return root, "locked"
+        remove_leftovers(root)
+        return _run_or_skip(cfg, stream, entry, seed, base_dir, progress)
+
+
+def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: int, base_dir: Path,
+                 progress: bool) -> tuple[Path, str]:
+    """The work of :func:`run_one` once it may write (it holds the lock, or the run is finished)."""
     cfg = entry.config(cfg)  # the row's own training fields, if it overrides any
     ops = get_backend(cfg.model.backend)
     spec = entry.spec
@@ -145,14 +178,14 @@ def run_one(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: int, 
     entry.make(seed, cfg, ops).check_plan(RunPlan(cfg.train.steps_per_task, sum(not t.pretrained for t in stream.tasks),
                                                   cfg.train.grad_accum, cfg.model.max_length))
     extra_provenance = ops.start(cfg)
+    model, tok = ops.load(cfg, base_dir)  # a model that does not load leaves no run directory behind
     atomic_write_json(files.config, record)
     if not files.provenance.exists():
-        atomic_write_json(files.provenance, {**provenance(), **extra_provenance})
+        atomic_write_json(files.provenance, {**provenance(), **extra_provenance, "allow_code": stream.code_allowed})
 
     T = len(stream.tasks)
     start = files.finished_tasks(T)
     status = "resumed" if start > 0 else "done"
-    model, tok = ops.load(cfg, base_dir)
     if cfg.model.use_chat_template:  # the same tokenizer and template on every backend
         from clbench.modeling.chat import chat_stream
 
@@ -177,7 +210,8 @@ def run_one(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: int, 
     def encode(rec):
         return encode_example(tok, rec, cfg.model.max_length)
 
-    views = [TaskView(i, t.name, t.train, encode, t.pretrained) for i, t in enumerate(stream.tasks)]
+    cut = TruncationCount(encode, cfg.model.max_length)
+    views = [TaskView(i, t.name, t.train, cut.encoder(i), t.pretrained) for i, t in enumerate(stream.tasks)]
     optimizer = None
     global_step = 0
     trained_before = [i for i in range(start) if not views[i].pretrained]
@@ -216,11 +250,13 @@ def run_one(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: int, 
                         {"task": view.name, "task_index": t, "strategy": spec.name, "seed": seed,
                          **ops.checkpoint_meta, "diagnostics": diagnostics},
                         ops, optimizer if not cfg.train.reset_optimizer else None)
+        fault_point(f"after_checkpoint:{t}")
         row = evaluate(model, f"eval after {view.name}", strategy.probe_view)
         write_row(files, t, row, {"pretrained": False, "train_seconds": train_seconds,
                                   "tokens": sum(r["tokens"] for r in log),
                                   "updated_elements": sum(r["updated_elements"] for r in log),
-                                  "final_loss": log[-1]["loss"] if log else None, "diagnostics": diagnostics})
+                                  "final_loss": log[-1]["loss"] if log else None, "diagnostics": diagnostics,
+                                  "truncated_records": cut.count(t, view.name)})
     finalize(files, stream, T, strategy.trainable_parameters)
     return files.root, status
 
@@ -245,6 +281,9 @@ def finalize(files: RunFiles, stream: Stream, T: int, trainable_parameters: int)
     atomic_write_json(files.matrix, {"tasks": [t.name for t in stream.tasks], "suites": mats})
     atomic_write_json(files.metrics, {"primary_metric": stream.spec.primary_metric, "suites": metrics, "cost": cost,
                                       "final_loss": {stream.tasks[t].name: rows[t].get("final_loss")
-                                                     for t in range(T) if not rows[t].get("pretrained")}})
+                                                     for t in range(T) if not rows[t].get("pretrained")},
+                                      "loss_check": loss_check(logs, [t.name for t in stream.tasks]),
+                                      "truncated_records": {stream.tasks[t].name: rows[t].get("truncated_records", 0)
+                                                            for t in range(T) if not rows[t].get("pretrained")}})
     atomic_write_jsonl(files.train_log, logs)
     atomic_write_bytes(files.done, b"")

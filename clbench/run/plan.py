@@ -92,7 +92,7 @@ def plan(cfg: ExperimentConfig) -> tuple[Stream, list[GridEntry]]:
     """Load the stream and resolve every strategy and its options for the configured backend
     (``model.backend``), before anything runs."""
     backend = get_backend(cfg.model.backend)
-    stream = load_stream(cfg.stream)
+    stream = load_stream(cfg.stream, cfg.allow_code)
     backend.check_stream(stream)
     names = [n for n in registry.names() if cfg.model.backend in registry.get(n).backends]
     return stream, [resolve_entry(spec, cfg) for spec in strategy_specs(cfg, names)]

@@ -36,7 +36,7 @@ def train_task(model, tokenizer, strategy: Strategy, task: TaskView, optimizer, 
         t0 = time.perf_counter()
         micro = [next(batches) for _ in range(cfg.grad_accum)]
         r = optimizer_step(strategy, model, optimizer, micro, step, global_step + step, schedule.lr(),
-                           cfg.max_grad_norm, where=f"task {task.name!r}")
+                           cfg.max_grad_norm, where=f"task {task.index} ({task.name!r})")
         schedule.advance()
         log.append({"task": task.index, "step": step, "global_step": global_step + step, "loss": r.loss, "lr": r.lr,
                     "step_time": time.perf_counter() - t0, "tokens": r.tokens, "updated_elements": r.updated,

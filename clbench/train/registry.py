@@ -23,38 +23,35 @@ _LOADED = False
 ENTRY_POINT_GROUP = "clbench.strategies"
 
 
+def _registrar(table: dict[str, type], kind: str, base: type, name: str):
+    """The decorator that adds a ``base`` subclass to ``table`` under ``name`` (a duplicate is an error)."""
+    decorator = "register" if kind == "strategy" else "register_plugin"
+
+    def deco(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise TypeError(f"@{decorator}({name!r}) needs a {base.__name__} subclass, got {cls!r}")
+        existing = table.get(name)
+        if existing is not None and existing.__qualname__ != cls.__qualname__:
+            raise ValueError(f"{kind} {name!r} is registered twice: {existing.__module__} and {cls.__module__}")
+        cls.name = name
+        table[name] = cls
+        return cls
+
+    return deco
+
+
 def register(name: str):
     """Class decorator: make a Strategy subclass available under ``name``."""
     from clbench.train.strategy import Strategy
 
-    def deco(cls: type) -> type:
-        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-            raise TypeError(f"@register({name!r}) needs a Strategy subclass, got {cls!r}")
-        existing = _STRATEGIES.get(name)
-        if existing is not None and existing.__qualname__ != cls.__qualname__:
-            raise ValueError(f"strategy {name!r} is registered twice: {existing.__module__} and {cls.__module__}")
-        cls.name = name
-        _STRATEGIES[name] = cls
-        return cls
-
-    return deco
+    return _registrar(_STRATEGIES, "strategy", Strategy, name)
 
 
 def register_plugin(name: str):
     """Class decorator: make a ``clbench.train.plugin.Plugin`` subclass available to ``with:`` as ``name``."""
     from clbench.train.plugin import Plugin
 
-    def deco(cls: type) -> type:
-        if not (isinstance(cls, type) and issubclass(cls, Plugin)):
-            raise TypeError(f"@register_plugin({name!r}) needs a Plugin subclass, got {cls!r}")
-        existing = _PLUGINS.get(name)
-        if existing is not None and existing.__qualname__ != cls.__qualname__:
-            raise ValueError(f"plugin {name!r} is registered twice: {existing.__module__} and {cls.__module__}")
-        cls.name = name
-        _PLUGINS[name] = cls
-        return cls
-
-    return deco
+    return _registrar(_PLUGINS, "plugin", Plugin, name)
 
 
 def _load_all() -> None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from clbench.data.encoding import count_tokens
+from clbench.errors import DivergenceError
 from clbench.train.types import UpdateContext
 
 
@@ -28,9 +29,11 @@ class StepResult:
 
 
 def check_finite(where: str, step: int, loss: float) -> None:
-    """Stop a diverged run before its update is applied."""
+    """Stop a diverged run before its update is applied (a user error: the learning rate or the data)."""
     if not math.isfinite(loss):
-        raise RuntimeError(f"{where} step {step}: loss is {loss}; lower train.lr or check the data")
+        raise DivergenceError(f"loss is {loss} at {where} step {step}: training diverged; lower train.lr (or "
+                              "check the data) and rerun under another experiment name (the finished tasks stay "
+                              "in this run's directory)")
 
 
 def optimizer_step(strategy, model, optimizer, batches: Sequence[dict], step: int, global_step: int, lr: float,

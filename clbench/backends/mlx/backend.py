@@ -200,6 +200,10 @@ class MLXBackend(Backend):
 
         return prepare_lora_or_full(model, options)
 
+    def freeze(self, model):
+        model.freeze()
+        return model
+
     def trainable(self, model):
         return dict(tree_flatten(model.trainable_parameters()))
 
@@ -237,13 +241,8 @@ class MLXBackend(Backend):
     def total_norm(self, norms):
         return None  # clipping recomputes the norm with mlx's own clip_grad_norm
 
-    def step_record(self, n, index, sq):
-        updated = np.zeros(n, dtype=bool)
-        row = np.zeros(n)
-        if index:
-            updated[index] = True
-            row[index] = sq
-        return updated, row
+    def zeros_vector(self, n):
+        return np.zeros(n)
 
     def rows_norms(self, sq_rows, n, rows, positions):
         sq = np.stack(sq_rows) if sq_rows else np.zeros((0, n))
