@@ -53,7 +53,7 @@ def run(tmp_path, micro_cache, backend: str, entry: str):
 def test_every_strategy_runs_on_every_backend_it_declares(name, backend, tmp_path, micro_cache, micro_base_dir):
     cls = registry.get(name)
     options = BACKEND_OPTIONS.get((name, backend), {})
-    entry = name if not options else "{name: %s, options: %s}" % (name, json.dumps(options))
+    entry = name if not options else f"{{name: {name}, options: {json.dumps(options)}}}"
     root = run(tmp_path, micro_cache, backend, entry)
     config = check_run(root, cls.trains)
     # the resolved options, defaults included, are what config.json stores

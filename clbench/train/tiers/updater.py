@@ -85,8 +85,8 @@ class TieredUpdater(TierState):
     """
 
     def __init__(self, frequencies: Sequence[int], semantics: Semantics = "skip", reduce: Reduce = "sum",
-                 clip: Clip = "per_tier"):
-        super().__init__(frequencies, semantics, reduce)
+                 clock: str = "task", clip: Clip = "per_tier"):
+        super().__init__(frequencies, semantics, reduce, clock)
         if clip not in ("per_tier", "global"):
             raise ValueError(f"clip must be per_tier or global, got {clip!r}")
         self.clip = clip
@@ -122,6 +122,7 @@ class TieredUpdater(TierState):
         unknown = [n for n in ctx.grads if n not in self.sizes]
         if unknown:  # e.g. a nested gradient tree filtered by flat names (seed 002's critical bug)
             raise KeyError(f"gradients for parameters outside the tier map: {unknown[:5]}")
+        self.start_update(ctx.global_step)
         divisor = self.chunk_divisors()
         applied: dict = {}
         for name in self.sizes:
@@ -149,6 +150,20 @@ class TieredUpdater(TierState):
             part = {n: g for n, g in applied.items() if tier_of[n] == tier}
             applied.update(backend.clip_global_norm(part, ctx.max_grad_norm))
         return ctx.apply(applied, clip=False)
+
+    def buffers_state(self) -> dict:
+        """The pending chunk sums as CPU torch tensors (what ``strategy_state.pt`` can hold)."""
+        import numpy as np
+        import torch
+
+        self.backend.materialize(list(self.buffers.values()))
+        return {n: (b.detach().to("cpu", copy=True) if isinstance(b, torch.Tensor)
+                    else torch.from_numpy(np.array(b, dtype=np.float32)))
+                for n, b in self.buffers.items()}
+
+    def load_buffers_state(self, tensors: dict) -> None:
+        params = self._params()
+        self.buffers = {n: self.backend.from_torch(t, like=params[n]) for n, t in tensors.items()}
 
     # --- bookkeeping -----------------------------------------------------------------------------
     def _record(self, applied: Mapping):
