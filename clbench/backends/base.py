@@ -178,8 +178,25 @@ class Backend:
         """A copy of ``params`` that later updates do not change."""
         raise NotImplementedError
 
+    def from_torch(self, tensor, like):
+        """A CPU torch tensor (from ``strategy_state.pt``) as an array shaped and typed like ``like``."""
+        raise NotImplementedError
+
     def sq_distance(self, a, b) -> float:
         """``‖a − b‖²`` as a Python float."""
+        raise NotImplementedError
+
+    def effective_update_weights(self, model, trainable: Mapping[str, Any], units: Mapping[str, str]) -> dict:
+        """``{unit: tensor whose gradient is ∂L/∂ΔW}`` for importance_tiers' ``delta_w`` score, with that
+        gradient switched on from the next step (``units``: unit → one of its trainable names)."""
+        raise NotImplementedError(f"{type(self).__name__} has no base-weight gradients (importance score delta_w)")
+
+    def effective_update_sq_norms(self, weights: Mapping[str, Any], trainable: Mapping[str, Any]) -> dict:
+        """``{unit: ‖∂L/∂ΔW‖²_F}`` of this step for :meth:`effective_update_weights`' tensors."""
+        raise NotImplementedError
+
+    def release_effective_update_weights(self, weights: Mapping[str, Any], trainable: Mapping[str, Any]) -> None:
+        """Undo :meth:`effective_update_weights` (the warm-up is over)."""
         raise NotImplementedError
 
     def abs_sum(self, g):

@@ -87,6 +87,12 @@ class TorchBackend(Backend):
         groups = self.param_groups(strategy, train_cfg.lr)
         if not any(g["params"] for g in groups):
             raise RuntimeError(f"strategy {strategy.name!r} gave the optimizer no parameters")
+        if train_cfg.optimizer == "m3":  # Multi-scale Momentum Muon; masks apply as to AdamW (None grads skipped)
+            from clbench.train.m3 import M3
+
+            return M3(groups, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
+                      betas=(0.9, 0.999, train_cfg.m3_beta3), alpha=train_cfg.m3_alpha, ns_steps=train_cfg.m3_ns_steps,
+                      slow_chunk=train_cfg.m3_slow_chunk, eps=train_cfg.m3_eps)
         return torch.optim.AdamW(groups, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
 
     def make_schedule(self, optimizer, train_cfg):
@@ -177,17 +183,54 @@ class TorchBackend(Backend):
         if max_norm and grads:
             tensors = list(grads.values())
             total = torch.nn.utils.get_total_norm(tensors)
-            torch.nn.utils.clip_grads_with_norm_(_as_params(tensors), max_norm, total)
+            # clip_grads_with_norm_'s rule on the gradient tensors themselves (in place):
+            # scale by min(1, max_norm / (norm + 1e-6))
+            torch._foreach_mul_(tensors, torch.clamp(max_norm / (total + 1e-6), max=1.0))
         return grads
 
     def snapshot(self, params):
         return {n: p.detach().clone() for n, p in params.items()}
+
+    def from_torch(self, tensor, like):
+        return tensor.to(like.device, like.dtype).clone()
 
     def sq_distance(self, a, b):
         return float((a.detach() - b).float().pow(2).sum())
 
     def abs_sum(self, g):
         return g.abs().sum().float()
+
+    def effective_update_weights(self, model, trainable, units):
+        """A LoRA unit's ΔW adds to its frozen base weight (W_eff = W + ΔW), so ∂L/∂ΔW is that weight's
+        gradient: ``requires_grad`` on for it (it is not in the optimizer, and its gradient is read and
+        dropped every step); a trained tensor that is no LoRA factor (full mode) is its own ΔW."""
+        weights = {}
+        for unit, name in units.items():
+            if unit == name:
+                weights[unit] = trainable[name]
+                continue
+            base = getattr(model.get_submodule(unit), "base_layer", None)
+            if base is None or not isinstance(getattr(base, "weight", None), torch.Tensor):
+                raise ValueError(f"{unit}: a LoRA adapter without base_layer.weight; use importance score lora_abs")
+            base.weight.requires_grad_(True)
+            weights[unit] = base.weight
+        return weights
+
+    def effective_update_sq_norms(self, weights, trainable):
+        out = {}
+        with torch.no_grad():
+            for unit, w in weights.items():
+                if w.grad is not None:
+                    out[unit] = w.grad.float().pow(2).sum()
+                    if unit not in trainable:
+                        w.grad = None  # a base weight's: read once, never applied
+        return out
+
+    def release_effective_update_weights(self, weights, trainable):
+        for unit, w in weights.items():
+            if unit not in trainable:
+                w.requires_grad_(False)
+                w.grad = None
 
     # --- one step ---------------------------------------------------------------------------------
     def lm_loss(self, model, batch):
@@ -227,17 +270,6 @@ class TorchBackend(Backend):
     def clear_gradients(self, trainable):
         for p in trainable.values():
             p.grad = None
-
-
-def _as_params(tensors):
-    """Gradients as the ``.grad`` of placeholder parameters: ``clip_grads_with_norm_`` scales ``p.grad``
-    in place, which here *is* the gradient tensor."""
-    out = []
-    for g in tensors:
-        holder = torch.nn.Parameter(torch.empty(0, device=g.device, dtype=g.dtype), requires_grad=False)
-        holder.grad = g
-        out.append(holder)
-    return out
 
 
 @contextmanager

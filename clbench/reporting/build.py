@@ -9,7 +9,8 @@ Reads only finished runs (never retrains), groups them by stream × strategy lab
     <out>/<stream>/tables/{summary,cost,per_task}.{md,tex}
     <out>/<stream>/tables/{orders,tuning}.{md,tex}  when the runs span task orders / were tuned
     <out>/<stream>/figures/*.{pdf,png}
-    <out>/<stream>/numbers.json                  every mean, CI half-width, n, p-value and per-seed
+    <out>/<stream>/numbers.json                  every mean, CI half-width, n, p-value (raw and
+                                                 Holm-adjusted), bootstrap interval and per-seed
                                                  value behind the tables
     <out>/.clbench-report                        the files above: a rebuild removes those it no
                                                  longer writes (a strategy dropped from the results)
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clbench.errors import ConfigError
+from clbench.reporting.bootstrap import bootstrap_intervals
 from clbench.reporting.figures import FigureFile, write_figures
 from clbench.reporting.orders import order_numbers, order_table
 from clbench.reporting.stats import mean_ci, pareto_optimal
@@ -61,7 +63,7 @@ def quality_columns(higher_is_better: bool, values: dict) -> list[Column]:
     """The continual-learning metrics; forgetting is sign-aligned (lower is better) for every score."""
     up = "↑" if higher_is_better else "↓"
     spec = [("acc", f"ACC {up}", higher_is_better), ("bwt", f"BWT {up}", higher_is_better),
-            ("fwt", f"FWT {up}", higher_is_better), ("forgetting", "F ↓", False),
+            ("fwt_base", f"FWT {up}", higher_is_better), ("forgetting", "F ↓", False),
             ("learning_acc", f"LA {up}", higher_is_better), ("general_retention", f"GR {up}", higher_is_better)]
     return [Column(key, header, hib, _decimals(values, key)) for key, header, hib in spec]
 
@@ -91,7 +93,7 @@ def table_captions(stream: str, suite: str, higher_is_better: bool) -> dict[str,
     la = "↑" if higher_is_better else "↓"
     return {
         "summary": (f"Continual-learning metrics on stream {stream} ({suite} probes): ACC average score after the "
-                    f"last task, BWT backward transfer, FWT forward transfer, F average forgetting, LA learning "
+                    f"last task, BWT backward transfer, FWT forward transfer against the base model (FWT_base: a task's score before it is trained, after a trained task, minus the base model's), F average forgetting, LA learning "
                     f"accuracy, GR general-knowledge retention (formulas in the index). ★: Pareto-optimal on "
                     f"(F ↓, LA {la}) — no other strategy forgets less without also learning less."),
         "cost": (f"Training cost on stream {stream}: training wall time (s, evaluation excluded), tokens trained "
@@ -129,13 +131,14 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
     pareto = dict(zip(labels, front))
     slug = _slug(stream)
     captions = table_captions(stream, suite, hib)
-    specs = [("summary", "Summary", quality_columns(hib, values), pareto),
-             ("cost", "Cost", cost_columns(values), None),
-             ("per_task", "Per-task final scores", per_task_columns(first, hib, values), None)]
+    intervals = bootstrap_intervals(groups, suite, reference, stream)  # probe scores only, not cost
+    specs = [("summary", "Summary", quality_columns(hib, values), pareto, intervals),
+             ("cost", "Cost", cost_columns(values), None, None),
+             ("per_task", "Per-task final scores", per_task_columns(first, hib, values), None, intervals)]
     tables, numbers = [], {}
-    for stem, name, columns, flags in specs:
+    for stem, name, columns, flags, boot in specs:
         table = build_table(name, f"tab:{slug}-{stem.replace('_', '-')}", captions[stem], values, columns, reference,
-                            flags)
+                            flags, intervals=boot)
         tables.append((table, *_write_table(out_dir, folder, table, stem)))
         numbers[stem] = table.numbers
     numbers["pareto"] = {lab: bool(pareto[lab]) for lab in labels}

@@ -71,6 +71,9 @@ def resolve_entry(spec: StrategySpec, cfg: ExperimentConfig) -> GridEntry:
         plugins.append((plugin, plugin.options_from(raw, f"{where}.with[{i}].options")))
     overrides = {**spec.train, **({"optimizer": spec.optimizer} if spec.optimizer is not None else {})}
     train = from_dict(TrainConfig, {**to_dict(cfg.train), **overrides}, f"{where}.train") if overrides else None
+    if (train or cfg.train).optimizer != "adamw" and cfg.model.backend != "torch":  # M3 is torch code so far
+        raise ConfigError(f"{where}.train.optimizer", f"{(train or cfg.train).optimizer} (strategy {spec.name!r}) "
+                          f"is not available with model.backend: {cfg.model.backend}", ["adamw"])
     return GridEntry(spec, cls, options, tuple(plugins), train)
 
 
@@ -85,11 +88,18 @@ def stored_options_match(entry: GridEntry, stored: dict) -> bool:
         return False
 
 
+def runs_by_default(cls, name: str, backend: str) -> bool:
+    """Whether strategy ``cls`` runs on ``backend`` with its default options (what ``all`` expands to;
+    e.g. importance_tiers' default ``score: delta_w`` is torch's only, so MLX runs it when asked with
+    ``score: lora_abs``)."""
+    return backend in cls.backends and backend in cls.supported_backends(cls.options_from({}, name))
+
+
 def plan(cfg: ExperimentConfig) -> tuple[Stream, list[GridEntry]]:
     """Load the stream and resolve every strategy and its options for the configured backend
     (``model.backend``), before anything runs."""
     backend = get_backend(cfg.model.backend)
     stream = load_stream(cfg.stream, cfg.allow_code)
     backend.check_stream(stream)
-    names = [n for n in registry.names() if cfg.model.backend in registry.get(n).backends]
+    names = [n for n in registry.names() if runs_by_default(registry.get(n), n, cfg.model.backend)]
     return stream, [resolve_entry(spec, cfg) for spec in strategy_specs(cfg, names)]

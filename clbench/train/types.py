@@ -22,6 +22,20 @@ class TaskView:
     pretrained: bool = False
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run will do, known before anything is written (for ``Strategy.check_plan``)."""
+
+    steps_per_task: int
+    trained_tasks: int  # tasks of the stream that train (pretrained ones excluded)
+    grad_accum: int
+    max_length: int  # token budget of one example: no forward pass is longer
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_task * self.trained_tasks
+
+
 @dataclass
 class LossOutput:
     """A batch's loss to backpropagate (a backend scalar), plus named scalars for the training log."""
@@ -39,9 +53,12 @@ class UpdateContext:
     grads: dict[str, Any]  # {parameter name: gradient}, averaged over micro-batches, before clipping
     lr: float  # the scheduled learning rate of this step
     max_grad_norm: float
-    apply_fn: Callable = field(repr=False, default=None)  # (grads, total_norm) -> elements updated
+    apply_fn: Callable = field(repr=False, default=None)  # (grads, total_norm[, clip]) -> elements updated
 
-    def apply(self, grads: dict[str, Any], total_norm=None) -> int:
+    def apply(self, grads: dict[str, Any], total_norm=None, clip: bool = True) -> int:
         """Clip ``grads`` to the global norm ``max_norm`` and take the optimizer step on exactly them;
-        parameters without an entry do not change. Returns the elements updated."""
+        parameters without an entry do not change. Returns the elements updated. ``clip=False``: the
+        caller has clipped them already (per tier), so the step applies them as they are."""
+        if not clip:
+            return self.apply_fn(grads, None, False)
         return self.apply_fn(grads, total_norm)
