@@ -14,7 +14,7 @@ views share it:
   BOS token), which a backend can run once for the whole batch;
 * :func:`longest_first` / :func:`same_length_batches` batch plain sequences (perplexity texts,
   generation prompts) by length;
-* :func:`cut_at_newline` / :func:`ended` are the stopping rule of greedy generation: a continuation
+* :func:`cut_at_newline` / :func:`answer_ended` are the stopping rule of greedy generation: a continuation
   ends at EOS or at the first newline (what follows the newline is discarded), so decoding can stop
   as soon as every sequence of a batch has ended.
 """
@@ -123,7 +123,7 @@ def same_length_batches(lengths: Sequence[int], batch_size: int) -> list[list[in
             for s in range(0, len(members), batch_size)]
 
 
-def ended(text: str) -> bool:
+def answer_ended(text: str) -> bool:
     """Whether a decoded continuation has reached the end of its answer (a newline)."""
     return "\n" in text
 

@@ -34,7 +34,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from clbench.errors import ConfigError
-from clbench.eval.requests import Group, common_prefix, cut_at_newline, ended, longest_first, per_group
+from clbench.eval.requests import Group, answer_ended, common_prefix, cut_at_newline, longest_first, per_group
 from clbench.eval.lm_view import LMView
 
 
@@ -181,4 +181,4 @@ class _AnswerEnded(StoppingCriteria):
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width:], skip_special_tokens=True)
-        return torch.tensor([ended(t) for t in texts], device=input_ids.device)
+        return torch.tensor([answer_ended(t) for t in texts], device=input_ids.device)
