@@ -4,7 +4,8 @@ Order of work (each result file written atomically, the row file of a task last)
 
 1. write ``config.json`` and ``provenance.json``; a directory holding a different config is refused;
 2. evaluate an untrained model of the same architecture (``reference``, for forward transfer) and the
-   base model (``base``, row before the stream);
+   base model as loaded (``base``, row before the stream) — or copy both from the cache, where the first
+   run of a model and stream put them (``clbench.run.fixed_rows``);
 3. for each task not yet finished: train it (or, for a task the base model learned, take the base
    row), save the adapter checkpoint and the strategy state, evaluate every probe suite, write the row;
 4. build the matrices, compute the metrics, concatenate the logs, write ``DONE``.
@@ -52,6 +53,7 @@ from clbench.results.files import (
 )
 from clbench.results.metrics import summarize
 from clbench.results.provenance import provenance
+from clbench.run.fixed_rows import fixed_row
 from clbench.train import registry
 from clbench.train.loop import make_optimizer, train_task
 from clbench.train.strategy import TaskView
@@ -277,22 +279,21 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
         from clbench.modeling.chat import chat_stream
 
         stream = chat_stream(stream, tok)
-    strategy = ops.make_strategy(spec, seed, cfg)
-    ops.seed(seed)
-    model = ops.place(strategy.prepare_model(model))
-    strategy.mark_trainable(model)
 
     def evaluate(m, desc: str) -> dict:
         with ops.view(m, tok, batch_size=cfg.eval.batch_size) as lm:
             return evaluate_row(lm, stream, cfg.eval, desc, progress)
 
-    if not files.reference.exists():
-        ref = ops.reference(cfg, base_dir, model)
-        write_row(files, "reference", evaluate(ref, "eval reference"), {})
-        del ref
-    if not files.base.exists():
-        write_row(files, "base", evaluate(model, "eval base"), {})
+    # the same for every strategy and seed: from the cache, or computed on the model as loaded
+    for which, make in (("reference", lambda: ops.reference(cfg, base_dir, model)), ("base", lambda: model)):
+        if not files.root.joinpath("eval", f"{which}.json").exists():
+            row = fixed_row(cfg, stream, base_dir, which, lambda make=make, which=which: evaluate(make(), f"eval {which}"))
+            write_row(files, which, row, {"cache_file": row["cache_file"]})
     base = read_json(files.base)
+    strategy = ops.make_strategy(spec, seed, cfg)
+    ops.seed(seed)
+    model = ops.place(strategy.prepare_model(model))
+    strategy.mark_trainable(model)
 
     def encode(rec):
         return encode_example(tok, rec, cfg.model.max_length)
