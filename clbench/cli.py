@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--steps", type=int, default=30)
     perf.add_argument("--strategies", default="all",
                       help="comma-separated strategies (or variant labels) whose step time is compared with sft")
+    perf.add_argument("--model", help="real model for the lm-eval comparison and training speed: a checkpoint "
+                                      "folder or a named model (default: smollm2-135m when installed)")
+    perf.add_argument("--stream", help="stream whose first task's items are scored (default: real, else default)")
+    perf.add_argument("--items", type=int, default=32, help="items per probe kind in the lm-eval comparison")
+    perf.add_argument("--eval-batch", type=int, default=16, help="batch size of both scorers")
+    perf.add_argument("--real-steps", type=int, default=4, help="timed steps per repetition on the real model")
     perf.set_defaults(func=cmd_perf)
 
     cc = sub.add_parser("crosscheck", help="clbench vs Avalanche (Naive/EWC/Replay) on split digits")
