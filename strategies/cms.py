@@ -52,6 +52,8 @@ class CMSOptions(LoraOptions):
 class CMS(TieredStrategy):
     """Continuum Memory System: levels accumulate gradients over chunks of C_l steps (eq. 71)."""
 
+    family = "nested learning"
+
     Options = CMSOptions
     schedule_field = "chunk_sizes"
 

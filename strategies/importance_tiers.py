@@ -131,6 +131,8 @@ class ImportanceRanking:
 class ImportanceTiers(ImportanceRanking, TieredStrategy):
     """Nested learning: parameters tiered by mean |gradient| measured in a warm-up (largest → fastest)."""
 
+    family = "nested learning"
+
     Options = ImportanceTierOptions
 
     @classmethod

@@ -163,6 +163,8 @@ class SurpriseHooks:
 class Surprise(SurpriseHooks, Strategy):
     """Surprise objectives: chosen blocks predict ∇_y L of their output, on top of a base strategy."""
 
+    family = "nested learning"
+
     Options = SurpriseOptions
 
     @classmethod

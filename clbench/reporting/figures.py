@@ -1,8 +1,10 @@
 """Publication figures from stored runs: one paper style, each figure as PDF (vector) and PNG.
 
-Style: one-column width (3.4 in), 7–8 pt text, the Okabe–Ito palette (colour-blind safe; ``sft``, the
-reference, is black) with a distinct marker and line style per strategy so a grey print stays
-readable; heatmaps use cividis (perceptually uniform, colour-blind safe). Figures are drawn with
+Style: one-column width (3.4 in), 7–8 pt text, one look per strategy label from
+:mod:`clbench.reporting.looks` (Okabe–Ito colours, colour-blind safe; markers and line style by family,
+so a grey print stays readable; every label a distinct colour and marker pair, the same in every
+figure and report); legends sit below the panels, never over the data, with as many columns as fit;
+heatmaps use cividis (perceptually uniform, colour-blind safe). Figures are drawn with
 matplotlib's object API (``Figure``, never pyplot), so building a report changes no global state.
 PDF metadata carries no date, so the same results give the same files.
 
@@ -23,13 +25,12 @@ import numpy as np
 
 from clbench.reporting.stats import CONFIDENCE, Estimate, t_quantile
 from clbench.reporting.tables import order_labels
+from clbench.reporting.looks import OKABE_ITO, Look, looks
 from clbench.reporting.tier_data import tier_data
 from clbench.results.aggregate import Run, loss_curve, task_step_ranges
 from clbench.results.files import safe_label
 
 WIDTH = 3.4  # inches: one column of a two-column paper
-OKABE_ITO = ["#000000", "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442"]
-MARKERS = ["o", "s", "D", "^", "v", "P", "X", "*"]
 LINESTYLES = ["-", "--", "-.", ":"]
 STYLE = {
     "font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8,
@@ -43,31 +44,20 @@ PDF_METADATA = {"Creator": "clbench report", "Producer": None, "CreationDate": N
 
 
 @dataclass(frozen=True)
-class Look:
-    color: str
-    marker: str
-    linestyle: str
-
-
-@dataclass(frozen=True)
 class FigureFile:
     stem: str  # path without extension, relative to the report folder
     title: str
     caption: str
 
 
-def looks(labels: Sequence[str], reference: str = "sft") -> dict[str, Look]:
-    """A fixed look per strategy: the reference black, the others in label order."""
-    order = ([reference] if reference in labels else []) + sorted(x for x in labels if x != reference)
-    shift = 0 if reference in labels else 1  # without the reference, start at blue, not black
-    return {lab: Look(OKABE_ITO[(i + shift) % len(OKABE_ITO)], MARKERS[i % len(MARKERS)],
-                      LINESTYLES[(i // len(OKABE_ITO)) % len(LINESTYLES)]) for i, lab in enumerate(order)}
-
-
 def _figure(width: float, height: float):
+    """A figure on its own Agg canvas (no pyplot state), so a legend can be measured before saving."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def save(fig, out_dir: Path, stem: str) -> list[Path]:
@@ -95,11 +85,21 @@ def _band(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _legend(fig, looks_: Mapping[str, Look], labels: Sequence[str], markers: bool = True) -> None:
+    """One legend below the panels (never over the data), grouped by family, with as many columns as
+    fit the figure's width (so no entry is clipped at the edges)."""
     from matplotlib.lines import Line2D
 
+    labels = [lab for lab in looks_ if lab in labels]  # family order
     handles = [Line2D([], [], color=looks_[lab].color, marker=looks_[lab].marker if markers else None,
                       linestyle=looks_[lab].linestyle) for lab in labels]
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)))
+    renderer = fig.canvas.get_renderer()
+    limit = fig.bbox.width * 0.98
+    for ncol in range(min(4, len(labels)), 0, -1):
+        legend = fig.legend(handles, labels, loc="outside lower center", ncol=ncol, columnspacing=1.0,
+                            handletextpad=0.4, handlelength=1.8)
+        if ncol == 1 or legend.get_window_extent(renderer).width <= limit:
+            return
+        legend.remove()
 
 
 # --- accuracy matrix -----------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def stability_plasticity(est: Mapping[str, Mapping[str, Estimate]], pareto: Mapp
     ax.set_xlabel(f"forgetting F ({suite}, lower is better)")
     ax.set_ylabel(f"learning accuracy LA ({'higher' if la_higher_is_better else 'lower'} is better)")
     if labels:
-        ax.legend(loc="best", ncol=1 if len(labels) <= 4 else 2)
+        _legend(fig, looks_, labels)
     return fig
 
 
@@ -342,7 +342,7 @@ def write_figures(out_dir: Path, prefix: str, groups: Mapping[str, Sequence[Run]
 
     groups = {lab: groups[lab] for lab in order_labels(groups, reference)}  # legends in table order
     est = {lab: est[lab] for lab in groups}
-    looks_ = looks(list(groups), reference)
+    looks_ = looks({lab: runs[0].config["strategy"]["name"] for lab, runs in groups.items()}, reference)
     first = next(iter(groups.values()))[0]
     hib = first.matrix["suites"][suite].get("higher_is_better", True)
     n_text = ", ".join(f"{lab}: {len(runs)}" for lab, runs in groups.items())

@@ -76,6 +76,7 @@ class StrategyBase:
     name: str = "base"
     trains: bool = True  # False: the runner skips training (e.g. the 'frozen' lower bound)
     requires_trainable: bool = True  # False: no trainable parameter is acceptable
+    family: str = "other"  # how reports group it: "nested learning", "baselines" or "references"
 
     def __init__(self, options=None, *, seed: int = 0, train: TrainConfig | None = None):
         self.options = options if options is not None else self.Options()
