@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-import clbench.run.one_run as one_run
+from clbench.run import one_run
 from clbench.run.grid import run_grid
 from tests.conftest import micro_config
 

@@ -34,8 +34,8 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from clbench.errors import ConfigError
-from clbench.eval.requests import Group, answer_ended, common_prefix, cut_at_newline, longest_first, per_group
 from clbench.eval.lm_view import LMView
+from clbench.eval.requests import Group, answer_ended, common_prefix, cut_at_newline, longest_first, per_group
 
 
 class TorchLM(LMView):

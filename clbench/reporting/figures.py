@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from clbench.reporting.looks import OKABE_ITO, Look, looks
 from clbench.reporting.stats import CONFIDENCE, Estimate, t_quantile
 from clbench.reporting.tables import order_labels
-from clbench.reporting.looks import OKABE_ITO, Look, looks
 from clbench.reporting.tier_data import tier_data
 from clbench.results.aggregate import Run, loss_curve, task_step_ranges
 from clbench.results.files import safe_label
