@@ -37,18 +37,18 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
     """
     if not context:
         prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        return [prefix], _encode(tokenizer, continuation)
+        return [prefix], encode_text(tokenizer, continuation)
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-    whole = _encode(tokenizer, context + continuation)
-    ctx = _encode(tokenizer, context)
+    whole = encode_text(tokenizer, context + continuation)
+    ctx = encode_text(tokenizer, context)
     return ctx, whole[len(ctx):]
 
 
-def _encode(tokenizer, text: str) -> list[int]:
-    """The tokenizer's own default for special tokens, except that a text already starting with BOS
-    gets no second one (lm-eval's HFLM rule)."""
+def encode_text(tokenizer, text: str) -> list[int]:
+    """Token ids of a prompt or request text: the tokenizer's own default for special tokens, except
+    that a text already starting with BOS (a chat template's) gets no second one (lm-eval's HFLM rule)."""
     bos = tokenizer.bos_token
     if bos and text.startswith(bos):
         return tokenizer(text, add_special_tokens=False)["input_ids"]

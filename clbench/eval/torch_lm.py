@@ -33,9 +33,16 @@ from dataclasses import dataclass
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from clbench.errors import ConfigError
 from clbench.eval.lm_view import LMView
-from clbench.eval.requests import Group, answer_ended, common_prefix, cut_at_newline, longest_first, per_group
+from clbench.eval.requests import (
+    Group,
+    answer_ended,
+    common_prefix,
+    cut_at_newline,
+    encode_text,
+    longest_first,
+    per_group,
+)
 
 
 class TorchLM(LMView):
@@ -96,10 +103,10 @@ class TorchLM(LMView):
         dtype = next(self.model.parameters()).dtype
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
         first = min(p.first_needed for p in packed) - shared  # the output layer runs from here on only
-        keep = torch.arange(first, width, device=self.device)
+        keep = self._logits_from(torch.arange(first, width, device=self.device))
         logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                            position_ids=pos.to(self.device), cache=cache, use_cache=False,
-                            **self._logits_from(keep)).logits
+                            position_ids=pos.to(self.device), cache=cache, use_cache=False, **keep).logits
+        logits = logits if keep else logits[:, first:]
         preds = [(i, at - shared - first, tok, k) for i, p in enumerate(packed) for at, tok, k in p.predictions]
         offset = [0]
         for g in groups:
@@ -112,19 +119,17 @@ class TorchLM(LMView):
         return per_group(groups, scores.cpu().tolist())
 
     def _logits_from(self, positions: torch.Tensor | int) -> dict:
-        """``logits_to_keep=positions`` (an int: the last ones) where the model's forward takes it (transformers' causal LMs do)."""
+        """``logits_to_keep=positions`` (an int: the last ones) where the model's forward takes it, as
+        transformers' causal LMs do; otherwise nothing (the caller slices the full logits)."""
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        if "logits_to_keep" in inspect.signature(base.forward).parameters:
-            return {"logits_to_keep": positions}
-        raise ConfigError("model", f"{type(base).__name__}.forward takes no logits_to_keep; clbench scores "
-                          "probes with transformers' causal-LM interface")
+        return {"logits_to_keep": positions} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 12) -> list[str]:
         """Greedy continuation of each prompt, decoded and cut at the first newline; prompts of similar
         length share a batch, and a batch stops once every row has ended."""
         tok = self.tokenizer
-        encoded = [tok(p)["input_ids"] for p in prompts]
+        encoded = [encode_text(tok, p) for p in prompts]
         out: list[str] = [""] * len(prompts)
         for rows in longest_first([len(e) for e in encoded], self.batch_size):
             ids, mask = self._pad([encoded[i] for i in rows], left=True)

@@ -5,7 +5,7 @@ Families are declared by the strategies themselves (``family`` on the class: ``"
 The family fixes the marker shapes and the line style, so a reader sees the groups at a glance (and in
 grey print); within a family, labels take the Okabe–Ito colours (colour-blind safe) in a fixed order:
 
-1. the reference label (``sft`` by default) first, so it is black;
+1. the reference label (``sft`` by default) first, and black (no other label is black);
 2. then the family's registered strategies in registration order (one slot each, whether or not it is
    in this report, so a strategy keeps its look from one report to the next);
 3. then variants (labels that are not a registered name) after their strategy, each with its
@@ -66,10 +66,11 @@ def looks(names: Mapping[str, str], reference: str = "sft") -> dict[str, Look]:
     for fam in FAMILIES:
         members = [lab for lab in names if family[lab] == fam]
         order = [n for n in registered if strategy_family(n) == fam]
-        if reference in members:
-            order = [reference] + [n for n in order if n != reference]
-        base = [lab for lab in members if lab in order]
-        variants = sorted(lab for lab in members if lab not in order)
+        if reference in members:  # its own black slot; the family's colours start at blue
+            order = [n for n in order if n != reference]
+            slots[reference] = (-1, 0)  # first in the legend
+        base = [lab for lab in members if lab in order and lab != reference]
+        variants = sorted(lab for lab in members if lab not in order and lab != reference)
         extra = len(order)
         for lab in base:
             slots[lab] = (order.index(lab), 0)
@@ -85,11 +86,12 @@ def looks(names: Mapping[str, str], reference: str = "sft") -> dict[str, Look]:
     taken: set[tuple[str, str]] = set()
     for lab in sorted(names, key=lambda x: (FAMILIES.index(family[x]), slots[x], x)):
         fam = family[lab]
-        colour_slot, step = slots[lab]
+        colour_slot, step = max(slots[lab][0], 0), slots[lab][1]
         markers = FAMILY_MARKERS[fam]
-        for attempt in range(len(OKABE_ITO) * len(markers)):
-            colour = OKABE_ITO[(colour_slot + attempt // len(markers)) % len(OKABE_ITO)]
-            marker = markers[(colour_slot // len(OKABE_ITO) + step + attempt) % len(markers)]
+        palette = OKABE_ITO[:1] if lab == reference else OKABE_ITO[1:]
+        for attempt in range(len(palette) * len(markers)):
+            colour = palette[(colour_slot + attempt // len(markers)) % len(palette)]
+            marker = markers[(colour_slot // len(palette) + step + attempt) % len(markers)]
             if (colour, marker) not in taken:
                 break
         taken.add((colour, marker))

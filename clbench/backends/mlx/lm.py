@@ -22,7 +22,7 @@ import mlx.core as mx
 import numpy as np
 
 from clbench.eval.lm_view import LMView
-from clbench.eval.requests import answer_ended, cut_at_newline, same_length_batches
+from clbench.eval.requests import answer_ended, cut_at_newline, encode_text, same_length_batches
 
 
 class MLXLM(LMView):
@@ -43,7 +43,7 @@ class MLXLM(LMView):
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 12) -> list[str]:
         """Greedy continuation of each prompt, decoded and cut at the first newline."""
-        encoded = [self.ids(p) for p in prompts]
+        encoded = [encode_text(self.tokenizer, p) for p in prompts]
         out: list[str] = [""] * len(prompts)
         for rows in same_length_batches([len(e) for e in encoded], self.batch_size):
             for i, text in zip(rows, self._greedy([encoded[i] for i in rows], max_new_tokens)):
