@@ -87,4 +87,5 @@ def test_legends_of_the_thirteen_strategy_figures_fit_and_cover_no_data(thirteen
                     figures.loss_curves(thirteen, lk),
                     figures.cost_vs_forgetting(est, lk)):
             (legend,) = _inside_and_off_the_data(fig)
-            assert [t.get_text() for t in legend.get_texts()] == [lab for lab in lk if lab in thirteen]
+            texts = [t.get_text() for t in legend.get_texts()]
+            assert [t for t in texts if t] == [lab for lab in lk if lab in thirteen]  # by family, no one missing

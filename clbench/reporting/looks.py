@@ -65,9 +65,8 @@ def looks(names: Mapping[str, str], reference: str = "sft") -> dict[str, Look]:
     slots: dict[str, tuple[int, int]] = {}  # label -> (colour slot, marker step)
     for fam in FAMILIES:
         members = [lab for lab in names if family[lab] == fam]
-        order = [n for n in registered if strategy_family(n) == fam]
+        order = [n for n in registered if strategy_family(n) == fam and n != reference]
         if reference in members:  # its own black slot; the family's colours start at blue
-            order = [n for n in order if n != reference]
             slots[reference] = (-1, 0)  # first in the legend
         base = [lab for lab in members if lab in order and lab != reference]
         variants = sorted(lab for lab in members if lab not in order and lab != reference)
