@@ -33,7 +33,7 @@ from clbench.data.streams import load_stream
 
 NESTED = [("sft", "sft", {}), ("layer_tiers", "layer_tiers", {}),
           ("importance_tiers", "importance_tiers", {"warmup_steps": 2}), ("cms", "cms", {}),
-          ("surprise", "surprise", {})]
+          ("surprise", "sft", {}, ["surprise"])]
 
 
 def resolve_model(spec: str | None, cache_dir: Path) -> Path | None:

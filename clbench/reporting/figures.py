@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clbench.reporting.looks import OKABE_ITO, Look, looks
+from clbench.reporting.looks import OKABE_ITO, Look, looks, run_family
 from clbench.reporting.stats import CONFIDENCE, Estimate, t_quantile
 from clbench.reporting.tables import order_labels
 from clbench.reporting.tier_data import tier_data
@@ -359,7 +359,8 @@ def write_figures(out_dir: Path, prefix: str, groups: Mapping[str, Sequence[Run]
 
     groups = {lab: groups[lab] for lab in order_labels(groups, reference)}  # legends in table order
     est = {lab: est[lab] for lab in groups}
-    looks_ = looks({lab: runs[0].config["strategy"]["name"] for lab, runs in groups.items()}, reference)
+    looks_ = looks({lab: runs[0].config["strategy"]["name"] for lab, runs in groups.items()}, reference,
+                   {lab: run_family(runs[0].config["strategy"]) for lab, runs in groups.items()})
     first = next(iter(groups.values()))[0]
     hib = first.matrix["suites"][suite].get("higher_is_better", True)
     n_text = ", ".join(f"{lab}: {len(runs)}" for lab, runs in groups.items())

@@ -1,7 +1,8 @@
 """One look (colour, marker, line style) per strategy label, grouped by family, the same in every figure.
 
 Families are declared by the strategies themselves (``family`` on the class: ``"nested learning"``,
-``"baselines"``, ``"references"``; anything else, or a strategy no longer registered, is ``"other"``).
+``"baselines"``, ``"references"``; anything else, or a strategy no longer registered, is ``"other"``);
+a run that adds a plugin declaring a family (``sft`` with ``surprise``) has the plugin's.
 The family fixes the marker shapes and the line style, so a reader sees the groups at a glance (and in
 grey print); within a family, labels take the Okabe–Ito colours (colour-blind safe) in a fixed order:
 
@@ -47,6 +48,23 @@ def strategy_family(name: str) -> str:
     return family if family in FAMILY_MARKERS else "other"
 
 
+def run_family(strategy: Mapping) -> str:
+    """The family of a run's ``config.json`` ``strategy`` record: that of a plugin it adds (``with``)
+    when one declares a family (sft + surprise is a nested-learning method), else its strategy's."""
+    from clbench.errors import ConfigError
+    from clbench.train import registry
+
+    for plugin in strategy.get("with", ()):
+        name = plugin if isinstance(plugin, str) else plugin.get("name")
+        try:
+            family = getattr(registry.get_plugin(name), "family", "other")
+        except ConfigError:
+            continue
+        if family in FAMILY_MARKERS and family != "other":
+            return family
+    return strategy_family(strategy["name"])
+
+
 def _registered() -> list[str]:
     from clbench.errors import ConfigError
     from clbench.train import registry
@@ -57,11 +75,12 @@ def _registered() -> list[str]:
         return []
 
 
-def looks(names: Mapping[str, str], reference: str = "sft") -> dict[str, Look]:
+def looks(names: Mapping[str, str], reference: str = "sft", families: Mapping[str, str] | None = None
+          ) -> dict[str, Look]:
     """``{label: Look}`` for ``names`` (label → registered strategy name), in legend order: by family,
-    then by slot."""
+    then by slot; ``families`` overrides a label's family (:func:`run_family`)."""
     registered = _registered()
-    family = {lab: strategy_family(name) for lab, name in names.items()}
+    family = {lab: (families or {}).get(lab) or strategy_family(name) for lab, name in names.items()}
     slots: dict[str, tuple[int, int]] = {}  # label -> (colour slot, marker step)
     for fam in FAMILIES:
         members = [lab for lab in names if family[lab] == fam]
