@@ -104,6 +104,10 @@ class Backend:
         """``options.mode``: LoRA adapters only trainable (``lora``), or every weight (``full``)."""
         raise NotImplementedError
 
+    def freeze(self, model):
+        """``model`` with no parameter trainable (returned for chaining)."""
+        raise NotImplementedError
+
     def trainable(self, model) -> dict:
         """``{name: parameter}`` of what is trainable now (names as checkpoints store them)."""
         raise NotImplementedError
@@ -172,6 +176,10 @@ class Backend:
 
     def snapshot(self, params: Mapping[str, Any]) -> dict:
         """A copy of ``params`` that later updates do not change."""
+        raise NotImplementedError
+
+    def from_torch(self, tensor, like):
+        """A CPU torch tensor (from ``strategy_state.pt``) as an array shaped and typed like ``like``."""
         raise NotImplementedError
 
     def sq_distance(self, a, b) -> float:
