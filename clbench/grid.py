@@ -14,13 +14,21 @@ from pathlib import Path
 
 from clbench.backends import get_backend
 from clbench.config import ExperimentConfig, StrategySpec, strategy_specs
+from clbench.errors import ConfigError
 from clbench.progress import bar
 from clbench.streams import Stream, load_stream
 
 
 def base_model_dir(cfg: ExperimentConfig, stream: Stream, progress: bool = True) -> Path:
-    """The local checkpoint every run starts from: the user's ``model.path`` or the embedded model
-    (built with torch for either backend: the MLX backend loads the same checkpoint)."""
+    """The local checkpoint every run starts from: a named model's converted folder, the user's
+    ``model.path``, or the embedded model (built with torch for either backend: the MLX backend loads
+    the same checkpoint)."""
+    if cfg.model.name and cfg.model.path:
+        raise ConfigError("model", "give model.name or model.path, not both")
+    if cfg.model.name:
+        from clbench.modeling.named import resolve_named_model
+
+        return resolve_named_model(cfg.model.name, cfg.resolved_cache_dir())
     if cfg.model.path:
         return Path(cfg.model.path).expanduser()
     from clbench.modeling.tiny import build_base_model
@@ -32,6 +40,10 @@ def plan(cfg: ExperimentConfig) -> tuple[Stream, list[StrategySpec]]:
     """Load the stream and validate every strategy and its options for the configured backend
     (``model.backend``), before anything runs."""
     backend = get_backend(cfg.model.backend)
+    if cfg.model.name:  # an unknown name or a missing package fails here, before anything runs
+        from clbench.modeling.named import get_named, require_gguf_file
+
+        require_gguf_file(get_named(cfg.model.name))
     stream = load_stream(cfg.stream)
     backend.check_stream(stream)
     specs = strategy_specs(cfg, backend.strategy_names())
