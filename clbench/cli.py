@@ -20,7 +20,7 @@ from clbench.errors import ClbenchError
 
 
 def _config(args):
-    from clbench.config import load_config
+    from clbench.config.experiment import load_config
 
     # each shortcut flag is a ``--set`` override; explicit flags win over --set and the YAML file
     shortcuts = {"stream": "stream={}", "strategies": "strategies=[{}]", "seeds": "seeds=[{}]",
@@ -38,8 +38,8 @@ def _print_report(readme: Path) -> None:
 
 
 def cmd_run(args) -> int:
-    from clbench.grid import run_grid
-    from clbench.report import build_report
+    from clbench.reporting.build import build_report
+    from clbench.run.grid import run_grid
 
     cfg = _config(args)
     results = run_grid(cfg, progress=not args.quiet)
@@ -51,8 +51,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from clbench import registry
-    from clbench.typed import describe_fields
+    from clbench.config.options import describe_fields
+    from clbench.train import registry
 
     for name in registry.names():
         cls = registry.get(name)
@@ -67,7 +67,7 @@ def _size(n: int | None) -> str:
 
 
 def cmd_models(args) -> int:
-    from clbench.config import load_config
+    from clbench.config.experiment import load_config
     from clbench.modeling.named import model_status
 
     cache = load_config(None, [f"cache_dir={args.cache_dir}"] if args.cache_dir else []).resolved_cache_dir()
@@ -82,14 +82,14 @@ def cmd_models(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from clbench.report import build_report
+    from clbench.reporting.build import build_report
 
     _print_report(build_report(args.results, Path(args.output), args.suite, args.reference, not args.no_figures))
     return 0
 
 
 def cmd_perf(args) -> int:
-    from clbench.perf import main as perf_main
+    from clbench.bench.perf import main as perf_main
 
     return perf_main(args)
 
@@ -97,7 +97,7 @@ def cmd_perf(args) -> int:
 def cmd_crosscheck(args) -> int:
     import torch
 
-    from clbench.crosscheck import CrossCheckConfig, render_table, run_crosscheck
+    from clbench.bench.crosscheck import CrossCheckConfig, render_table, run_crosscheck
 
     torch.set_num_threads(args.threads)
     cfg = CrossCheckConfig(seeds=tuple(int(s) for s in args.seeds.split(",")))
@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     perf = sub.add_parser("perf", help="benchmark: training tokens/s and evaluation items/s")
     perf.add_argument("--steps", type=int, default=30)
-    perf.add_argument("--strategies", default="sft")
+    perf.add_argument("--strategies", default="all",
+                      help="comma-separated strategies (or variant labels) whose step time is compared with sft")
     perf.set_defaults(func=cmd_perf)
 
     cc = sub.add_parser("crosscheck", help="clbench vs Avalanche (Naive/EWC/Replay) on split digits")

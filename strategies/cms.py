@@ -7,7 +7,7 @@ not change. Two forms:
 * ``lora`` — the levels are the LoRA (or, with ``mode: full``, all) parameters split by block depth
   (``order``: shallow blocks fastest by default, as the chain of eq. 70 runs fast → slow);
 * ``adapter`` — a chain of small residual MLPs, one per level, appended to every block's feed-forward
-  output (``clbench.cms_adapter``); everything else is frozen and the checkpoint is the chain alone.
+  output (``clbench.modeling.cms_adapter``); everything else is frozen and the checkpoint is the chain alone.
 
 ``scale`` — how a chunk's sum becomes an update, so the benchmark can show what each one does:
 
@@ -28,13 +28,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from clbench.cms_adapter import adapter_levels, add_cms_adapters
+from clbench.config.options import opt
 from clbench.errors import ConfigError
-from clbench.registry import register
-from clbench.tiered import TieredStrategy, TieredUpdater
-from clbench.tiers import tier_members, tiers_by_depth
-from clbench.typed import opt
-from strategies.sft import LoraOptions
+from clbench.modeling.cms_adapter import adapter_levels, add_cms_adapters
+from clbench.modeling.lora import LoraOptions
+from clbench.train.registry import register
+from clbench.train.tiers.schedule import tier_members, tiers_by_depth
+from clbench.train.tiers.updater import TieredStrategy, TieredUpdater
 
 
 @dataclass(frozen=True)

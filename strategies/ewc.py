@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 import torch
 
-from clbench.penalties import diagonal_fisher, ewc_penalty
-from clbench.registry import register
-from clbench.strategy import LossOutput
-from clbench.typed import opt
-from strategies.sft import SFT, LoraOptions
+from clbench.config.options import opt
+from clbench.modeling.lora import LoraOptions
+from clbench.strategies.sft import SFT
+from clbench.train.penalties import diagonal_fisher, ewc_penalty
+from clbench.train.registry import register
+from clbench.train.strategy import LossOutput
 
 
 @dataclass(frozen=True)

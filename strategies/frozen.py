@@ -6,8 +6,8 @@ and joint — and any strategy's intransigence — is visible in every table.
 
 from __future__ import annotations
 
-from clbench.registry import register
-from clbench.strategy import Strategy
+from clbench.train.registry import register
+from clbench.train.strategy import Strategy
 
 
 @register("frozen")

@@ -4,7 +4,7 @@ A warm-up phase of ``warmup_steps`` task steps (default 20: a tenth of the defau
 the seed's 100 of 1000) updates every parameter and tracks the mean |gradient|
 of each unit (below); the units are then ranked, largest first, and split into near-equal tiers —
 the largest gradients form tier 0, the fastest ("high-gradient params are most affected by new data →
-let them adapt fast"). After the warm-up the tier schedule of ``clbench.tiers`` applies, counting task
+let them adapt fast"). After the warm-up the tier schedule of ``clbench.train.tiers.schedule`` applies, counting task
 steps as every tiered strategy does (with warm-up 20 and frequencies [1, 2, 4], step 21 updates tier 0,
 step 24 all tiers).
 
@@ -31,11 +31,11 @@ from typing import Literal
 
 import torch
 
+from clbench.config.options import opt
 from clbench.errors import ConfigError
-from clbench.registry import register
-from clbench.tiered import TieredStrategy, TierOptions
-from clbench.tiers import adapter_unit, tiers_by_score
-from clbench.typed import opt
+from clbench.train.registry import register
+from clbench.train.tiers.schedule import adapter_unit, tiers_by_score
+from clbench.train.tiers.updater import TieredStrategy, TierOptions
 
 
 @dataclass(frozen=True)

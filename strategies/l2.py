@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clbench.penalties import l2_to_anchor
-from clbench.registry import register
-from clbench.strategy import LossOutput
-from clbench.typed import opt
-from strategies.sft import SFT, LoraOptions
+from clbench.config.options import opt
+from clbench.modeling.lora import LoraOptions
+from clbench.strategies.sft import SFT
+from clbench.train.penalties import l2_to_anchor
+from clbench.train.registry import register
+from clbench.train.strategy import LossOutput
 
 
 @dataclass(frozen=True)

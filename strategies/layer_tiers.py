@@ -11,7 +11,7 @@ fast is an option because the seed argues both ways ("shallow layers learn gener
   above the inactive shallow blocks on most steps, which makes a step cheaper than plain LoRA.
 
 Parameters without a block index (full mode: embeddings, final norm) go to the slowest tier with a
-warning naming them. The tier mechanism, its semantics and its diagnostics are ``clbench.tiered``'s.
+warning naming them. The tier mechanism, its semantics and its diagnostics are ``clbench.train.tiers.updater``'s.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from clbench.registry import register
-from clbench.tiered import TieredStrategy, TierOptions
-from clbench.tiers import tiers_by_depth
-from clbench.typed import opt
+from clbench.config.options import opt
+from clbench.train.registry import register
+from clbench.train.tiers.schedule import tiers_by_depth
+from clbench.train.tiers.updater import TieredStrategy, TierOptions
 
 
 @dataclass(frozen=True)

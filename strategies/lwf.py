@@ -4,7 +4,7 @@ The teacher is the model as it was when the current task started — the trainab
 snapshotted in ``before_task`` and swapped in with :func:`torch.func.functional_call` (no copy of the
 model, exact) to compute the teacher's logits under ``no_grad``. The loss is
 ``task loss + α · T² · KL(teacher_T ‖ student_T)`` over every non-padding position
-(:func:`clbench.penalties.distillation_kl`); it equals the task loss while the model is its teacher.
+(:func:`clbench.train.penalties.distillation_kl`); it equals the task loss while the model is its teacher.
 
 For the first trained task the teacher is the base model (``first_task_teacher``, default on): for a
 language model that is the natural choice, since the base model holds the general knowledge the stream
@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 import torch
 
-from clbench.penalties import distillation_kl
-from clbench.registry import register
-from clbench.strategy import LossOutput
-from clbench.typed import opt
-from strategies.sft import SFT, LoraOptions
+from clbench.config.options import opt
+from clbench.modeling.lora import LoraOptions
+from clbench.strategies.sft import SFT
+from clbench.train.penalties import distillation_kl
+from clbench.train.registry import register
+from clbench.train.strategy import LossOutput
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ are left out of the optimizer, and stay bitwise unchanged. The loss adds
 
     λ1 · Σ_layers Σ_old Σ |A_old · A_newᵀ|   +   λ2 · Σ_new tensors ‖W‖₂
 
-(:func:`clbench.penalties.olora_orthogonality`, :func:`clbench.penalties.olora_l2`), the regularisers of
+(:func:`clbench.train.penalties.olora_orthogonality`, :func:`clbench.train.penalties.olora_l2`), the regularisers of
 the O-LoRA reference implementation (its defaults: λ1 = 0.5, λ2 = 0). A checkpoint holds every
 adapter; resuming re-creates the earlier adapters before loading them.
 """
@@ -20,12 +20,13 @@ from dataclasses import dataclass
 
 import torch
 
+from clbench.config.options import opt
 from clbench.errors import ConfigError
-from clbench.penalties import olora_l2, olora_orthogonality
-from clbench.registry import register
-from clbench.strategy import LossOutput
-from clbench.typed import opt
-from strategies.sft import SFT, LoraOptions
+from clbench.modeling.lora import LoraOptions
+from clbench.strategies.sft import SFT
+from clbench.train.penalties import olora_l2, olora_orthogonality
+from clbench.train.registry import register
+from clbench.train.strategy import LossOutput
 
 _LORA = re.compile(r"^(?P<layer>.+)\.lora_(?P<ab>[AB])\.(?P<adapter>[^.]+)\.weight$")
 FIRST_ADAPTER = "default"  # the name peft gives the adapter get_peft_model creates

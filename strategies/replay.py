@@ -19,11 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from clbench.registry import register
-from clbench.replay_buffer import draw, make_buffer
-from clbench.strategy import TaskView
-from clbench.typed import opt
-from strategies.sft import SFT, LoraOptions
+from clbench.config.options import opt
+from clbench.modeling.lora import LoraOptions
+from clbench.strategies.sft import SFT
+from clbench.train.registry import register
+from clbench.train.replay_buffer import draw, make_buffer
+from clbench.train.strategy import TaskView
 
 
 @dataclass(frozen=True)

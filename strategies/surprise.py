@@ -3,7 +3,7 @@
 Selected transformer blocks ℓ are asked to predict their surprise signal ``∇_{y_ℓ} L`` (the gradient of
 the main loss — the base strategy's loss — with respect to the block's output hidden state, captured
 with forward hooks): the objective becomes
-``L + Σ λ_ℓ mean((y_ℓ − ∇_{y_ℓ}L)²)`` (math in ``clbench.surprise``), added at task steps that are
+``L + Σ λ_ℓ mean((y_ℓ − ∇_{y_ℓ}L)²)`` (math in ``clbench.train.surprise``), added at task steps that are
 multiples of ``every_n``; ``enabled: false`` turns it off for ablations.
 
 Composition is configuration, not a class: ``base`` names the registered strategy that prepares the
@@ -24,7 +24,7 @@ How the gradient is computed, exactly in every mode:
   (attention runs on PyTorch's math kernel then: the fused kernels have no double backward).
 
 The default — one layer, the last block — is what keeps the cost within 1.3× of plain SFT: the single
-hooked pass costs about what SFT costs (measured by ``clbench.perf_nested``: 0.95–1.04× on the default
+hooked pass costs about what SFT costs (measured by ``clbench.bench.training_speed``: 0.95–1.04× on the default
 model), while the extra pass of several layers costs a partial backward (two layers: 1.23×). λ = 0.1 is
 seed 003's weight for its medium level.
 
@@ -42,13 +42,13 @@ from typing import Literal
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from clbench import registry
+from clbench.config.options import from_dict, opt
 from clbench.errors import ConfigError
-from clbench.registry import register
-from clbench.strategy import LossOutput, Strategy
-from clbench.surprise import aux_grad, aux_loss, surprise_objective
-from clbench.tiered import decoder_blocks
-from clbench.typed import from_dict, opt
+from clbench.train import registry
+from clbench.train.registry import register
+from clbench.train.strategy import LossOutput, Strategy
+from clbench.train.surprise import aux_grad, aux_loss, surprise_objective
+from clbench.train.tiers.updater import decoder_blocks
 
 
 @dataclass(frozen=True)

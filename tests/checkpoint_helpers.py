@@ -24,8 +24,8 @@ HIDDEN, LAYERS = 48, 2
 
 
 def _texts() -> list[str]:
+    from clbench.data.streams import load_stream
     from clbench.modeling.tiny import tokenizer_corpus
-    from clbench.streams import load_stream
 
     return tokenizer_corpus(load_stream("micro"))
 

@@ -23,7 +23,7 @@ MICRO_TRAIN = {"steps_per_task": 6, "batch_size": 8, "lr": 5e-3, "threads": 1}
 
 def micro_config(tmp_path, **sections):
     """An ExperimentConfig on the micro stream with a microscopic model; ``sections`` override fields."""
-    from clbench.config import load_config
+    from clbench.config.experiment import load_config
 
     overrides = ["stream=micro", f"results_dir={tmp_path / 'results'}", "seeds=[0]", "jobs=1", "strategies=[sft]",
                  f"cache_dir={sections.pop('cache_dir', tmp_path / 'cache')}"]
@@ -42,7 +42,7 @@ def micro_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def micro_stream():
-    from clbench.streams import load_stream
+    from clbench.data.streams import load_stream
 
     return load_stream("micro")
 

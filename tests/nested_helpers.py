@@ -1,13 +1,13 @@
 """Shared pieces of the nested-learning tests: a tiny Llama, token batches, and one optimizer step
-spelled out exactly as ``clbench.trainer.train_task`` performs it, so a test can look between steps."""
+spelled out exactly as ``clbench.train.loop.train_task`` performs it, so a test can look between steps."""
 
 from __future__ import annotations
 
 import torch
 
-from clbench import registry
-from clbench.config import TrainConfig
-from clbench.strategy import TaskView, UpdateContext
+from clbench.config.experiment import TrainConfig
+from clbench.train import registry
+from clbench.train.strategy import TaskView, UpdateContext
 
 VOCAB = 64
 

@@ -1,7 +1,7 @@
-"""Synthetic finished runs for the report tests, in the exact on-disk layout of ``clbench.results``.
+"""Synthetic finished runs for the report tests, in the exact on-disk layout of ``clbench.results.files``.
 
 The report reads only files, so a run made of hand-chosen matrices is as real to it as a trained one;
-``metrics.json`` is computed with ``clbench.metrics.summarize``, as the runner does.
+``metrics.json`` is computed with ``clbench.results.metrics.summarize``, as the runner does.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clbench.metrics import summarize
+from clbench.results.metrics import summarize
 
 TASKS = ["general", "medical", "notes"]
 PRETRAINED = [True, False, False]

@@ -11,14 +11,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from clbench import registry
-from clbench.config import TrainConfig
-from clbench.crosscheck.digits import load_split_digits
-from clbench.crosscheck.loop import collate
-from clbench.crosscheck.model import DigitsMLP
+from clbench.bench.crosscheck.digits import load_split_digits
+from clbench.bench.crosscheck.loop import collate
+from clbench.bench.crosscheck.model import DigitsMLP
+from clbench.config.experiment import TrainConfig
 from clbench.errors import ConfigError
-from clbench.replay_buffer import BalancedBuffer, ReservoirBuffer, draw
-from clbench.strategy import TaskView
+from clbench.train import registry
+from clbench.train.replay_buffer import BalancedBuffer, ReservoirBuffer, draw
+from clbench.train.strategy import TaskView
 from tests.conftest import micro_config
 
 BASELINES = ["replay", "ewc", "lwf", "l2", "olora", "joint", "frozen"]
@@ -66,7 +66,7 @@ def test_olora_refuses_a_kept_optimizer():
 
 
 def test_lora_baselines_share_sft_lora_options():
-    from strategies.sft import LoraOptions
+    from clbench.modeling.lora import LoraOptions
 
     for name in ["replay", "ewc", "lwf", "l2", "olora", "joint"]:
         assert issubclass(registry.get(name).Options, LoraOptions), name
@@ -219,7 +219,7 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_quadratic_away_from_it():
     assert set(term["fisher"]) == set(s.trainable)
     assert float(s.penalty().detach()) == 0.0
     fisher = {n: f for n, f in term["fisher"].items()}
-    from clbench.penalties import diagonal_fisher
+    from clbench.train.penalties import diagonal_fisher
     expected_fisher = diagonal_fisher(s.trainable, (model(**b).loss for b in batches[-2:]))  # the last 2 batches
     assert all(torch.allclose(fisher[n], expected_fisher[n]) for n in fisher)
     _shift(model, 0.01)
@@ -239,7 +239,7 @@ def test_online_ewc_keeps_one_decayed_term():
         s.loss(model, batches[0])
         s.after_task(view, model)
     (term,) = s.terms
-    from clbench.penalties import diagonal_fisher
+    from clbench.train.penalties import diagonal_fisher
     f = diagonal_fisher(s.trainable, [model(**batches[0]).loss])
     assert all(torch.allclose(term["fisher"][n], 1.5 * f[n]) for n in f)  # 0.5·F + F (same data, same θ)
 
@@ -257,8 +257,8 @@ def test_l2_penalty_is_zero_at_the_anchor():
 # --- LwF and O-LoRA on the micro language model ----------------------------------------------------------
 
 def _lm_batch(tok):
-    from clbench.data import collate as lm_collate
-    from clbench.data import encode_example
+    from clbench.data.encoding import collate as lm_collate
+    from clbench.data.encoding import encode_example
 
     recs = [{"prompt": "Question: Where is the cat?\nAnswer:", "completion": " on the mat"},
             {"text": "The weather in the valley is mild."}]
@@ -320,7 +320,7 @@ def test_olora_trains_only_the_newest_adapter(micro_model):
 
 @pytest.fixture(scope="module")
 def grid_runs(tmp_path_factory, micro_cache, micro_base_dir):
-    from clbench.grid import run_grid
+    from clbench.run.grid import run_grid
 
     root = tmp_path_factory.mktemp("baselines")
     cfg = micro_config(root, cache_dir=micro_cache, strategies=f"[{','.join(BASELINES)}]")
@@ -378,7 +378,7 @@ def test_olora_earlier_adapter_is_bitwise_unchanged_by_the_next_task(grid_runs):
 
 
 def test_every_baseline_resumes_to_the_same_result(grid_runs):
-    from clbench.grid import run_grid
+    from clbench.run.grid import run_grid
 
     cfg, runs, _ = grid_runs
     kept = {}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clbench import registry
-from clbench.config import TrainConfig
+from clbench.config.experiment import TrainConfig
 from clbench.errors import ConfigError
-from clbench.strategy import UpdateContext
+from clbench.train import registry
+from clbench.train.strategy import UpdateContext
 from tests.nested_helpers import begin, make, snapshot, tiny_llama, token_batch
 
 ETA = 0.1

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from clbench import registry
 from clbench.cli import main
-from clbench.config import load_config, parse_override, strategy_specs
+from clbench.config.experiment import load_config, parse_override, strategy_specs
+from clbench.data.streams import load_stream
 from clbench.errors import ConfigError
-from clbench.streams import load_stream
+from clbench.train import registry
 
 
 def test_defaults_yaml_and_overrides_precedence(tmp_path):
@@ -63,8 +63,8 @@ def test_duplicate_labels_rejected():
 
 
 def test_strategy_options_are_validated():
-    from clbench.config import StrategySpec
-    from clbench.runner import make_strategy
+    from clbench.config.experiment import StrategySpec
+    from clbench.run.one_run import make_strategy
 
     cfg = load_config(None)
     with pytest.raises(ConfigError, match="unknown key 'rnk'.*did you mean 'rank'"):
@@ -143,8 +143,8 @@ def test_cli_list_shows_options(capsys):
 
 
 def test_option_bounds_hold_from_yaml_and_from_python():
-    from strategies.ewc import EWCOptions
-    from strategies.lwf import LwF
+    from clbench.strategies.ewc import EWCOptions
+    from clbench.strategies.lwf import LwF
 
     with pytest.raises(ConfigError, match=r"strategies\[lwf\]\.options\.temperature: must be > 0, got 0\.0"):
         LwF.options_from({"temperature": 0.0}, "strategies[lwf].options")

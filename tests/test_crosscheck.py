@@ -8,15 +8,15 @@ import warnings
 import pytest
 import torch
 
-from clbench import registry
-from clbench.config import TrainConfig
-from clbench.crosscheck import CrossCheckConfig, render_table, run_crosscheck
-from clbench.crosscheck.digits import avalanche_benchmark, load_split_digits
-from clbench.crosscheck.loop import LoopConfig, collate, train_clbench
-from clbench.crosscheck.model import DigitsMLP, LogitsOnly
-from clbench.penalties import diagonal_fisher
-from clbench.replay_buffer import BalancedBuffer
-from strategies.sft import SFT
+from clbench.bench.crosscheck import CrossCheckConfig, render_table, run_crosscheck
+from clbench.bench.crosscheck.digits import avalanche_benchmark, load_split_digits
+from clbench.bench.crosscheck.loop import LoopConfig, collate, train_clbench
+from clbench.bench.crosscheck.model import DigitsMLP, LogitsOnly
+from clbench.config.experiment import TrainConfig
+from clbench.strategies.sft import SFT
+from clbench.train import registry
+from clbench.train.penalties import diagonal_fisher
+from clbench.train.replay_buffer import BalancedBuffer
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_loop_calls_the_runners_hooks_in_the_runners_order(stream):
 
 
 def test_replay_batches_carry_the_memory_in_the_same_number_of_steps(stream):
-    from clbench.crosscheck.loop import epoch_batches
+    from clbench.bench.crosscheck.loop import epoch_batches
 
     records = list(stream.experiences[1].train)
     gen = torch.Generator().manual_seed(0)
@@ -169,7 +169,7 @@ def test_cli_writes_the_table(tmp_path):
 
 
 def test_crosscheck_strategies_come_from_the_registry(stream):
-    from clbench.crosscheck.compare import clbench_strategy
+    from clbench.bench.crosscheck.compare import clbench_strategy
 
     s = clbench_strategy("replay", CrossCheckConfig(), stream, seed=1)
     assert type(s) is registry.get("replay") and s.options.mode == "full" and s.options.ratio == 1.0

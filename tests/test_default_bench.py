@@ -8,8 +8,8 @@ SFT learns each new task, and SFT's forgetting shows in the matrix.
 import json
 from pathlib import Path
 
-from clbench.config import load_config
-from clbench.grid import run_grid
+from clbench.config.experiment import load_config
+from clbench.run.grid import run_grid
 
 BENCH = Path(__file__).resolve().parent.parent / "configs" / "bench.yaml"
 

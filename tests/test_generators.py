@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from tasks.generators.build import QA_PROMPT, build_domain
-from tasks.generators.domains import DOMAINS
+from clbench.tasks.generators.build import QA_PROMPT, build_domain
+from clbench.tasks.generators.domains import DOMAINS
 
 
 @pytest.mark.parametrize("domain", sorted(DOMAINS))

@@ -147,7 +147,7 @@ def test_chat_template_wraps_prompts_once_and_leaves_documents(checkpoints, micr
 
 @pytest.mark.parametrize("arch,chat", [("llama", False), ("qwen2", True)])
 def test_sft_and_layer_tiers_run_a_two_task_stream_on_a_user_checkpoint(checkpoints, tmp_path, arch, chat):
-    from clbench.grid import run_grid
+    from clbench.run.grid import run_grid
 
     stream = tmp_path / "two_task.yaml"
     stream.write_text(TWO_TASKS)

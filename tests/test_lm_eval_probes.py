@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from clbench.data.streams import load_stream
 from clbench.errors import ConfigError
-from clbench.streams import load_stream
 from tests.checkpoint_helpers import make_checkpoint
 from tests.conftest import micro_config
 
@@ -58,7 +58,7 @@ def mc_stream(tmp_path) -> str:
 
 
 def test_shipped_data_is_what_the_generator_writes():
-    from tasks.lm_eval.generate import DATA_DIR, records, render
+    from clbench.tasks.lm_eval.generate import DATA_DIR, records, render
 
     for name, recs in records().items():
         assert (DATA_DIR / name).read_text(encoding="utf-8") == render(recs), f"regenerate {name}"
@@ -66,7 +66,7 @@ def test_shipped_data_is_what_the_generator_writes():
 
 
 def test_loglikelihood_and_generation_equal_lm_evals_hflm(micro_model):
-    from clbench.lm_eval_probe import ClbenchLM
+    from clbench.eval.lm_eval_suite import ClbenchLM
 
     model, tok = micro_model
     model.eval()
@@ -85,7 +85,7 @@ def test_loglikelihood_and_generation_equal_lm_evals_hflm(micro_model):
 
 
 def test_generation_stops_before_the_first_stop_sequence(micro_model):
-    from clbench.lm_eval_probe import ClbenchLM
+    from clbench.eval.lm_eval_suite import ClbenchLM
 
     model, tok = micro_model
     lm = ClbenchLM(model.eval(), tok, batch_size=8)
@@ -101,8 +101,8 @@ def test_generation_stops_before_the_first_stop_sequence(micro_model):
 
 
 def test_rolling_loglikelihood_equals_hflm_without_bos_and_native_nll_with_it(qwen, micro_model):
-    from clbench.lm import TorchLM
-    from clbench.lm_eval_probe import ClbenchLM
+    from clbench.eval.lm_eval_suite import ClbenchLM
+    from clbench.eval.torch_lm import TorchLM
 
     long = " ".join(json.loads(x)["text"] for x in (SHIPPED / "data" / "general_ppl.jsonl").read_text().splitlines())
     texts = ["Naibraithia has its capital at Nilo.", long[:1500]]  # ~450 tokens: 15 windows of 32
@@ -127,8 +127,8 @@ def test_native_mc_and_exact_match_agree_with_lm_eval_on_the_shipped_items(micro
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from clbench.lm import TorchLM
-    from clbench.probes import score_suite
+    from clbench.eval.probes import score_suite
+    from clbench.eval.torch_lm import TorchLM
 
     monkeypatch.chdir(tmp_path)  # data files resolve next to the task YAML, not the working directory
     stream = load_stream(mc_stream(tmp_path))
@@ -153,7 +153,7 @@ def test_native_mc_and_exact_match_agree_with_lm_eval_on_the_shipped_items(micro
 
 
 def test_micro_run_puts_lm_eval_scores_in_the_matrix(micro_cache, micro_base_dir, tmp_path):
-    from clbench.grid import run_grid
+    from clbench.run.grid import run_grid
 
     cfg = micro_config(tmp_path, cache_dir=micro_cache, stream=mc_stream(tmp_path), strategies="[sft]")
     ((run, status),) = run_grid(cfg, progress=False, echo=lambda *a: None)
@@ -173,9 +173,9 @@ def test_micro_run_puts_lm_eval_scores_in_the_matrix(micro_cache, micro_base_dir
 
 
 def test_chat_template_reaches_lm_eval_requests(qwen):
-    from clbench.lm import TorchLM
+    from clbench.eval.probes import score_suite
+    from clbench.eval.torch_lm import TorchLM
     from clbench.modeling.chat import chat_stream
-    from clbench.probes import score_suite
 
     stream = load_stream(str(SHIPPED.parent / "general_lmeval.yaml"))
     model, tok = qwen
@@ -222,7 +222,7 @@ def test_bad_lm_eval_suites_fail_at_stream_load_naming_the_field(tmp_path):
 
 
 def test_results_are_keyed_by_task_file_content(tmp_path):
-    from clbench.lm_eval_probe import _digest
+    from clbench.data.lm_eval_tasks import _digest
 
     folder = tmp_path / "t"
     shutil.copytree(SHIPPED, folder, ignore=shutil.ignore_patterns("__pycache__"))

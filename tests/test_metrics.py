@@ -2,7 +2,7 @@
 
 import pytest
 
-from clbench import metrics as M
+from clbench.results import metrics as M
 
 # after task 0: [0.90, 0.10, 0.20]; after task 1: [0.95, 0.80, 0.30]; after task 2: [0.50, 0.40, 0.70]
 R = [[0.90, 0.10, 0.20], [0.95, 0.80, 0.30], [0.50, 0.40, 0.70]]

@@ -12,11 +12,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clbench.crosscheck import CrossCheckConfig
-from clbench.crosscheck.digits import load_split_digits
-from clbench.crosscheck.loop import LoopConfig, train_clbench
-from clbench.crosscheck.model import DigitsMLP, accuracy
-from clbench.metrics import average_forgetting, backward_transfer, forgetting_per_task, forward_transfer
+from clbench.bench.crosscheck import CrossCheckConfig
+from clbench.bench.crosscheck.digits import load_split_digits
+from clbench.bench.crosscheck.loop import LoopConfig, train_clbench
+from clbench.bench.crosscheck.model import DigitsMLP, accuracy
+from clbench.results.metrics import (
+    average_forgetting,
+    backward_transfer,
+    forgetting_per_task,
+    forward_transfer,
+)
 
 
 def avalanche_stream_metrics(R, b):
@@ -83,8 +88,8 @@ def test_chaudhry_forgetting_equals_avalanches_when_scores_only_fall():
 @pytest.mark.parametrize("name,options", [("sft", {}), ("replay", {"buffer_size": 100, "ratio": 1.0})])
 def test_clbench_run_matrices_give_the_same_numbers_in_avalanche(name, options):
     """Real accuracy matrices from clbench strategies on split digits, reference row from the untrained net."""
-    from clbench import registry
-    from clbench.config import TrainConfig
+    from clbench.config.experiment import TrainConfig
+    from clbench.train import registry
 
     torch.set_num_threads(1)
     stream = load_split_digits()

@@ -24,9 +24,9 @@ from clbench.backends.mlx.strategies import CMS, ImportanceTiers, LayerTiers, Su
 from clbench.backends.mlx.strategy import UpdateContext, causal_lm_loss
 from clbench.backends.mlx.tiered import tier_filter
 from clbench.backends.mlx.trainer import train_task
-from clbench.config import TrainConfig
+from clbench.config.experiment import TrainConfig
 from clbench.errors import ConfigError
-from clbench.strategy import TaskView
+from clbench.train.strategy import TaskView
 from tests.conftest import micro_config
 
 MODULES = ["mlp.down_proj", "mlp.gate_proj", "mlp.up_proj", "self_attn.k_proj", "self_attn.o_proj",
@@ -55,7 +55,7 @@ def tiny_model(vocab: int, layers: int = 3, seed: int = 0):
 
 
 def task_view(stream, tokenizer, t: int = 1) -> TaskView:
-    from clbench.data import encode_example
+    from clbench.data.encoding import encode_example
 
     return TaskView(t, stream.tasks[t].name, stream.tasks[t].train, lambda r: encode_example(tokenizer, r, 64))
 
@@ -63,7 +63,7 @@ def task_view(stream, tokenizer, t: int = 1) -> TaskView:
 def test_flattened_gradient_filter_is_non_empty_and_exact(tokenizer, micro_stream):
     """Seed 002's critical bug: filtering the nested gradient tree by flat names matched nothing."""
     from clbench.backends.mlx.trainer import to_mx
-    from clbench.data import batch_stream
+    from clbench.data.encoding import batch_stream
 
     strategy = LayerTiers(LayerTiers.Options(frequencies=(1, 2, 4)))
     model = strategy.prepare_model(tiny_model(len(tokenizer)))
@@ -277,7 +277,7 @@ def test_rope_parameters_of_transformers5_checkpoints_reach_mlx_lm():
 
 
 def test_unsupported_strategy_names_the_mlx_ones(tmp_path):
-    from clbench.grid import plan
+    from clbench.run.grid import plan
 
     cfg = micro_config(tmp_path, model={"backend": "mlx"}, strategies="[ewc]")
     with pytest.raises(ConfigError, match="no MLX implementation") as err:
@@ -290,7 +290,7 @@ def test_streams_with_lm_eval_suites_are_refused_before_training(micro_stream):
     import dataclasses
 
     from clbench.backends import get_backend
-    from clbench.streams import ProbeSuite
+    from clbench.data.streams import ProbeSuite
 
     notes = micro_stream.tasks[2]
     lm_eval = ProbeSuite("gen", "lm_eval", (), {"task": "clbench_general_mc"})
@@ -315,8 +315,8 @@ STANDARD = {"config.json", "provenance.json", "eval/reference.json", "eval/base.
 
 
 def test_mlx_micro_runs_write_the_standard_layout_and_resume(tmp_path, micro_cache, micro_base_dir):
-    from clbench.aggregate import runs_frame
-    from clbench.grid import run_grid
+    from clbench.results.aggregate import runs_frame
+    from clbench.run.grid import run_grid
 
     grid = ("[{name: layer_tiers, options: {frequencies: [1, 2]}}, "
             "{name: surprise, options: {base: importance_tiers, base_options: {warmup_steps: 2, frequencies: [1, 2]}}}, "
@@ -360,7 +360,7 @@ def test_mlx_micro_runs_write_the_standard_layout_and_resume(tmp_path, micro_cac
 @pytest.fixture(scope="module")
 def parity_runs(tmp_path_factory):
     """The parity stream under torch and under MLX (same base model, same seed, sft)."""
-    from clbench.grid import run_grid
+    from clbench.run.grid import run_grid
 
     tmp = tmp_path_factory.mktemp("parity")
     model = {"hidden_size": 64, "intermediate_size": 128, "vocab_size": 512, "pretrain_steps": 400}

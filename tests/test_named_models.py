@@ -164,7 +164,7 @@ def test_unknown_name_and_name_with_path_are_config_errors(tmp_path):
 
     with pytest.raises(ConfigError, match=r"model.name: unknown named model 'smollm3'.*allowed: smollm2-135m"):
         named.get_named("smollm3")
-    from clbench.grid import base_model_dir
+    from clbench.run.grid import base_model_dir
 
     cfg = micro_config(tmp_path, model={"name": "smollm2-135m", "path": str(tmp_path)})
     with pytest.raises(ConfigError, match="model.name or model.path, not both"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clbench.penalties import (
+from clbench.train.penalties import (
     diagonal_fisher,
     distillation_kl,
     ewc_penalty,

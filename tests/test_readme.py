@@ -3,8 +3,8 @@
 import re
 from pathlib import Path
 
-from clbench import registry
-from clbench.grid import run_grid
+from clbench.run.grid import run_grid
+from clbench.train import registry
 from tests.conftest import micro_config
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -30,7 +30,7 @@ def test_run_ends_with_the_report_and_report_rebuilds_it(micro_cache, micro_base
     assert (f"`{commit}`" if commit else "not from a git checkout") in readme
     assert f"torch {prov['packages']['torch']}" in readme
     assert "seeds 0, 1 (n = 2)" in readme and "hidden_size=32" in readme and "steps_per_task=6" in readme
-    assert "ACC = (1/T) Σ_j R[T,j]" in readme  # the formulas, quoted from clbench/metrics.py
+    assert "ACC = (1/T) Σ_j R[T,j]" in readme  # the formulas, quoted from clbench/results/metrics.py
     for run in runs:
         assert f"`{run}`" in readme
 

@@ -7,16 +7,16 @@ import re
 
 import pytest
 
-from clbench.aggregate import group_runs, load_runs
-from clbench.report import build_report
+from clbench.reporting.build import build_report
 from clbench.reporting.tier_data import global_steps, parse_tiers, tier_data
+from clbench.results.aggregate import group_runs, load_runs
 from tests.report_runs import make_run
 
 R = {0: [[.8, 0, 0], [.6, .9, 0], [.5, .3, .9]], 1: [[.8, 0, 0], [.7, .8, .1], [.6, .4, 1.0]]}
 
 
 def tiers(steps0, steps1, drift0, drift1):
-    """The object clbench.tiered.TieredUpdater stores (its list one level down), trimmed."""
+    """The object clbench.train.tiers.updater.TieredUpdater stores (its list one level down), trimmed."""
     return {"tiers": {"frequencies": [1, 2], "tiers": [
         {"tier": 0, "frequency": 1, "updates": len(steps0), "steps": steps0, "drift": drift0},
         {"tier": 1, "frequency": 2, "updates": len(steps1), "steps": steps1, "drift": drift1}]}}

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from clbench.errors import ConfigError
-from clbench.report import build_report
+from clbench.reporting.build import build_report
 from tests.report_runs import make_run
 
 SEEDS = (0, 1, 2)

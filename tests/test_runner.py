@@ -7,11 +7,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from clbench import registry
 from clbench.errors import ConfigError
-from clbench.grid import run_grid
-from clbench.results import RunFiles
-from strategies.sft import SFT
+from clbench.results.files import RunFiles
+from clbench.run.grid import run_grid
+from clbench.strategies.sft import SFT
+from clbench.train import registry
 from tests.conftest import micro_config
 
 QUIET = {"progress": False, "echo": lambda *a: None}
@@ -129,8 +129,8 @@ def test_killed_run_resumes_from_last_finished_task(crashy, micro_cache, micro_b
 
 def test_frozen_lora_base_row_equals_base_model(micro_cfg, micro_model, micro_stream):
     """LoRA starts as the identity: the prepared model scores exactly like the base checkpoint."""
-    from clbench.evaluator import evaluate_row
-    from clbench.lm import TorchLM
+    from clbench.eval.rows import evaluate_row
+    from clbench.eval.torch_lm import TorchLM
 
     model, tok = micro_model
     with TorchLM(model, tok) as lm:
@@ -141,8 +141,8 @@ def test_frozen_lora_base_row_equals_base_model(micro_cfg, micro_model, micro_st
 
 def test_probe_scores_match_direct_computation(micro_model, micro_stream):
     """The multiple-choice scorer picks the argmax of summed continuation log-probs, computed here by hand."""
-    from clbench.lm import TorchLM
-    from clbench.probes import score_multiple_choice
+    from clbench.eval.probes import score_multiple_choice
+    from clbench.eval.torch_lm import TorchLM
 
     model, tok = micro_model
     suite = next(p for p in micro_stream.tasks[0].probes if p.kind == "multiple_choice")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clbench import registry
-from clbench.config import TrainConfig
+from clbench.config.experiment import TrainConfig
 from clbench.errors import ConfigError
-from clbench.surprise import aux_grad, aux_loss
+from clbench.train import registry
+from clbench.train.surprise import aux_grad, aux_loss
 from tests.nested_helpers import begin, make, snapshot, tiny_llama, token_batch, train_step
 
 BATCH = token_batch(5, n=3, length=9)
@@ -36,7 +36,7 @@ def strategy_grads(s, model, step: int = 1, accum: int = 1) -> tuple[dict, float
 
 
 def forward_capturing(model, layers: list[int]):
-    from clbench.tiered import decoder_blocks
+    from clbench.train.tiers.updater import decoder_blocks
 
     hidden, blocks = {}, decoder_blocks(model)
     handles = [blocks[i].register_forward_hook(lambda m, a, o, i=i: hidden.__setitem__(i, o)) for i in layers]

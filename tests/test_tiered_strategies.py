@@ -10,12 +10,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from clbench.config import TrainConfig
-from clbench.data import Encoded, batch_stream
+from clbench.config.experiment import TrainConfig
+from clbench.data.encoding import Encoded, batch_stream
 from clbench.errors import ConfigError
-from clbench.strategy import TaskView, UpdateContext
-from clbench.tiers import active_tiers
-from clbench.trainer import train_task
+from clbench.train.loop import train_task
+from clbench.train.strategy import TaskView, UpdateContext
+from clbench.train.tiers.schedule import active_tiers
 from tests.nested_helpers import begin, make, snapshot, tiny_llama, token_batch, train_step
 
 SEED_TABLE = {1: [0], 2: [0, 1], 3: [0], 4: [0, 1, 2], 5: [0], 6: [0, 1], 7: [0], 8: [0, 1, 2]}
@@ -239,7 +239,7 @@ def test_importance_ranks_lora_a_and_b_of_a_layer_together():
 
 
 def test_bad_tier_options_name_the_field():
-    from clbench import registry
+    from clbench.train import registry
 
     with pytest.raises(ConfigError, match=r"x\.frequencies"):
         registry.get("layer_tiers").options_from({"frequencies": [1, 0]}, "x")
@@ -262,7 +262,7 @@ def safetensors_header(path) -> tuple[int, dict]:
 
 
 def test_micro_runs_write_results_and_adapter_checkpoints_with_tier_metadata(tmp_path, micro_cache, micro_base_dir):
-    from clbench.grid import run_grid
+    from clbench.run.grid import run_grid
     from tests.conftest import micro_config
 
     cfg = micro_config(tmp_path, cache_dir=micro_cache, strategies=MICRO_GRID)

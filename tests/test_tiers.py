@@ -1,12 +1,11 @@
-"""The pure tier schedule (clbench.tiers) and the map-handling parts of the tier mechanism (clbench.tiered)."""
+"""The pure tier schedule (clbench.train.tiers.schedule) and the map-handling parts of the tier mechanism (clbench.train.tiers.updater)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from clbench.tiered import TieredUpdater, decoder_blocks
-from clbench.tiers import (
+from clbench.train.tiers.schedule import (
     active_tiers,
     adapter_unit,
     check_frequencies,
@@ -16,6 +15,7 @@ from clbench.tiers import (
     tiers_by_score,
     update_counts,
 )
+from clbench.train.tiers.updater import TieredUpdater, decoder_blocks
 from tests.nested_helpers import make, tiny_llama
 
 # seed 000's table: step -> tiers that update, frequencies [1, 2, 4]

@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
+from clbench.data.streams import load_stream
 from clbench.errors import ConfigError
-from clbench.streams import load_stream
 
 QA = [{"q": "Question: Capital of Zorbia?\nAnswer:", "a": "Flim"},
       {"q": "Question: Capital of Quaxia?\nAnswer:", "a": "Dorn"}]

@@ -3,7 +3,7 @@
 A backend is what the grid needs to run one experiment with a given array library: the names of the
 strategies it implements, a constructor that validates a grid entry before anything runs, and the
 function that runs one (strategy, seed). Streams, probes, metrics and the results layout are shared:
-both backends write the same run directory (``clbench.results``), so reports never know which one
+both backends write the same run directory (``clbench.results.files``), so reports never know which one
 produced a number. The MLX backend is imported only when a config asks for it, so ``import clbench``
 never imports MLX.
 """
@@ -30,7 +30,8 @@ class Backend:
 def get_backend(name: str) -> Backend:
     """The backend called ``name`` (``model.backend``); MLX needs the ``mlx`` extra installed."""
     if name == "torch":
-        from clbench import registry, runner
+        from clbench.run import one_run as runner
+        from clbench.train import registry
 
         return Backend("torch", registry.names, runner.make_strategy, runner.run_one)
     if name == "mlx":

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from clbench.data.streams import ProbeSuite, Stream, Task
 from clbench.errors import ConfigError
-from clbench.streams import ProbeSuite, Stream, Task
 
 WRAPPED_SUITES = ("exact_match", "multiple_choice")
 

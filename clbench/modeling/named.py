@@ -36,7 +36,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 from clbench.errors import ClbenchError, ConfigError
-from clbench.results import atomic_write_json
+from clbench.results.files import atomic_write_json
 
 BUILD_FORMAT = 1  # bump when the conversion changes: every named model is rebuilt
 GGUF_REQUIREMENT = "gguf>=0.10"

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from clbench.config import ModelConfig
-from clbench.data import batch_stream, count_tokens, encode_example
+from clbench.config.experiment import ModelConfig
+from clbench.data.encoding import batch_stream, count_tokens, encode_example
+from clbench.data.streams import Stream
 from clbench.progress import bar
-from clbench.results import atomic_write_json, atomic_write_jsonl
-from clbench.streams import Stream
+from clbench.results.files import atomic_write_json, atomic_write_jsonl
 
 PRETRAIN_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size",
                    "pretrain_steps", "pretrain_lr", "pretrain_batch_size", "seed", "max_length")

@@ -2,6 +2,6 @@
 
 ``stats`` (pure: intervals, paired tests, best per column, Pareto front) → ``tables`` (Markdown and
 LaTeX booktabs) and ``figures`` (matplotlib, PDF + PNG; tier diagnostics via ``tier_data``) →
-``index`` (README.md) and ``html`` (index.html). :mod:`clbench.report` runs them over the runs that
-:mod:`clbench.aggregate` loads.
+``index`` (README.md) and ``html`` (index.html). :mod:`clbench.reporting.build` runs them over the runs that
+:mod:`clbench.results.aggregate` loads.
 """

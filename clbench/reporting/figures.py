@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from clbench.aggregate import Run, loss_curve, task_step_ranges
 from clbench.reporting.stats import CONFIDENCE, Estimate, t_quantile
 from clbench.reporting.tables import order_labels
 from clbench.reporting.tier_data import tier_data
-from clbench.results import safe_label
+from clbench.results.aggregate import Run, loss_curve, task_step_ranges
+from clbench.results.files import safe_label
 
 WIDTH = 3.4  # inches: one column of a two-column paper
 OKABE_ITO = ["#000000", "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442"]

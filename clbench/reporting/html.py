@@ -14,7 +14,7 @@ from pathlib import Path
 
 from clbench.reporting.index import Bullets, FigureBlock, Heading, Para, Pre, TableBlock, index_blocks
 from clbench.reporting.tables import MARK, Cell, Table
-from clbench.results import atomic_write_bytes
+from clbench.results.files import atomic_write_bytes
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:62em;margin:2em auto;
 padding:0 1em;line-height:1.45;color:#222}table{border-collapse:collapse;margin:.5em 0;font-size:.9em}

@@ -4,7 +4,7 @@ The index is built once as a list of blocks (:func:`index_blocks`) and rendered 
 (``README.md``), HTML in :mod:`clbench.reporting.html` — so the two never disagree. It states, from
 the runs' own ``config.json`` and ``provenance.json``: the stream (tasks, source, fingerprint), the
 model, the training settings, strategies and seeds, package versions and git revisions; the metric
-formulas are the docstring of :mod:`clbench.metrics` and the statistics that of
+formulas are the docstring of :mod:`clbench.results.metrics` and the statistics that of
 :mod:`clbench.reporting.stats`, quoted rather than retyped so they cannot drift from the code.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from clbench.reporting.figures import FigureFile
 from clbench.reporting.tables import Table, order_labels, to_markdown
-from clbench.results import atomic_write_bytes
+from clbench.results.files import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,8 @@ def software_blocks(runs) -> list:
 
 
 def index_blocks(paths, reports, reference: str) -> list:
-    from clbench import metrics
     from clbench.reporting import stats
+    from clbench.results import metrics
 
     runs = [r for rep in reports for rs in rep.groups.values() for r in rs]
     experiments = sorted({r.config.get("experiment", "?") for r in runs})
@@ -138,7 +138,7 @@ def index_blocks(paths, reports, reference: str) -> list:
     for rep in reports:
         blocks += stream_blocks(rep, reference)
     blocks += software_blocks(runs)
-    blocks += [Heading(2, "Metric definitions (from clbench/metrics.py)"), Pre(_docstring_body(metrics)),
+    blocks += [Heading(2, "Metric definitions (from clbench/results/metrics.py)"), Pre(_docstring_body(metrics)),
                Heading(2, "Statistics (from clbench/reporting/stats.py)"), Pre(_docstring_body(stats)),
                Heading(2, "Runs")]
     blocks.append(Bullets(tuple(f"`{lab}` on `{rep.stream}`, seed {r.seed}: `{r.path}`"

@@ -107,7 +107,7 @@ def pareto_optimal(points: Sequence[tuple[float | None, float | None]], la_highe
     """For (forgetting, learning accuracy) points: is each one undominated (lower F, better LA)?
 
     ``la_higher_is_better=False`` for a lower-is-better score (perplexity); forgetting is always
-    sign-aligned so that lower is better (:mod:`clbench.metrics`).
+    sign-aligned so that lower is better (:mod:`clbench.results.metrics`).
     """
     def dominates(p, q) -> bool:
         return p[0] <= q[0] and p[1] >= q[1] and (p[0] < q[0] or p[1] > q[1])

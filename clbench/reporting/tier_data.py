@@ -1,7 +1,7 @@
 """Tier diagnostics of tiered / CMS strategies, read defensively from stored runs (for the tier figure).
 
 The tier timeline and per-tier drift come from each task's ``eval/after_<t>.json``. Two shapes are accepted: the list itself, or the object of
-:class:`clbench.tiered.TieredUpdater` (``layer_tiers``, ``importance_tiers``, ``cms``, ``surprise``
+:class:`clbench.train.tiers.updater.TieredUpdater` (``layer_tiers``, ``importance_tiers``, ``cms``, ``surprise``
 over one of them) that holds it under its own ``"tiers"`` key::
 
     "diagnostics": {"tiers": [                      # or {"tiers": {"frequencies": [...], "tiers": [...]}}
@@ -10,7 +10,7 @@ over one of them) that holds it under its own ``"tiers"`` key::
          "drift": 0.0123},                          # a number: L2 distance from the task-start value
         ...]}                                       # one dict per tier, fastest first; other keys ignored
 
-``steps`` may count within the task (1-based, as :mod:`clbench.tiers` and the updater do) or globally
+``steps`` may count within the task (1-based, as :mod:`clbench.train.tiers.schedule` and the updater do) or globally
 (``global_step`` of ``train_log.jsonl``; cumulative lists are cut to the task's range); a step beyond the
 task's length marks the list as global. A strategy whose diagnostics hold no list of tier dicts gets no
 tier figure; a tier without numeric ``drift`` has no bar, one without a list of ``steps`` no timeline.
@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from clbench.aggregate import Run, task_step_ranges
 from clbench.reporting.stats import mean_ci
+from clbench.results.aggregate import Run, task_step_ranges
 
 
 def parse_tiers(diagnostics) -> list[dict] | None:

@@ -1,6 +1,6 @@
 """Turn a domain's facts into training documents and three probe suites.
 
-Output records use the same field names as user JSONL files (see ``clbench.streams``):
+Output records use the same field names as user JSONL files (see ``clbench.data.streams``):
 
 * training: ``{"text"}`` statements and ``{"prompt", "completion"}`` question/answer pairs;
 * ``qa`` (exact match): ``{"id", "prompt", "answer"}`` on the held-out question template;
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import random
 
-from tasks.generators.domains import DOMAINS, Fact
-from tasks.generators.names import NamePool
+from clbench.tasks.generators.domains import DOMAINS, Fact
+from clbench.tasks.generators.names import NamePool
 
 QA_PROMPT = "Question: {q}\nAnswer:"
 

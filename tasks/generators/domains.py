@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from tasks.generators.names import NamePool
+from clbench.tasks.generators.names import NamePool
 
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 PLACES = ["the harbor cafe", "the old library", "the north park", "the glass tower", "the river market",

@@ -21,7 +21,7 @@ FILES = {"qa": "general_qa.jsonl", "mc": "general_mc.jsonl", "ppl": "general_ppl
 
 def records() -> dict[str, list[dict]]:
     """``{file name: records}`` from the source stream's generated task (deterministic)."""
-    from clbench.streams import load_stream
+    from clbench.data.streams import load_stream
 
     task = next(t for t in load_stream(SOURCE_STREAM).tasks if t.name == SOURCE_TASK)
     suites = {s.name: s for s in task.probes}

@@ -1,6 +1,6 @@
 """The CMS adapter in MLX: a chain of residual MLPs after every block's feed-forward (seed 004, eq. 70).
 
-The MLX twin of ``clbench.cms_adapter`` (read its docstring): level l is ``h + W_down·silu(W_up·h)`` with
+The MLX twin of ``clbench.modeling.cms_adapter`` (read its docstring): level l is ``h + W_down·silu(W_up·h)`` with
 ``W_down`` and its bias starting at zero, so the adapted model computes exactly the base model's
 function until the first update; levels run in order (level 0 innermost, the fastest with chunk sizes
 listed fast → slow); everything else is frozen, so a checkpoint is the chain alone. The checks and the
@@ -13,10 +13,10 @@ import mlx.core as mx
 from mlx import nn
 from mlx.utils import tree_flatten
 
-from clbench.cms_adapter import check_chain, feed_forward_name
+from clbench.modeling.cms_adapter import check_chain, feed_forward_name
 
 
-# CMSLevel and CMSFeedForward are clbench.cms_adapter's classes line for line, on MLX's nn
+# CMSLevel and CMSFeedForward are clbench.modeling.cms_adapter's classes line for line, on MLX's nn
 class CMSLevel(nn.Module):
     """One level of the chain: ``h + W_down silu(W_up h)``, starting as the identity."""
 

@@ -1,7 +1,7 @@
-"""The probe-facing view of an mlx-lm model: the three methods of ``clbench.lm.TorchLM``.
+"""The probe-facing view of an mlx-lm model: the three methods of ``clbench.eval.torch_lm.TorchLM``.
 
-``clbench.probes`` scores this view unchanged; the batching of the likelihood questions is
-``clbench.lm_view.LMView``'s, this class gives the forward pass and generation. The answers must equal
+``clbench.eval.probes`` scores this view unchanged; the batching of the likelihood questions is
+``clbench.eval.lm_view.LMView``'s, this class gives the forward pass and generation. The answers must equal
 the torch view's for the same weights (the parity test checks the base rows), so the rules are the same:
 
 * ``loglikelihood`` / ``token_nll``: right-padded batches; with causal attention a real token never
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import mlx.core as mx
 import numpy as np
 
-from clbench.lm_view import LMView
+from clbench.eval.lm_view import LMView
 
 
 class MLXLM(LMView):

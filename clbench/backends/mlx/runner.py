@@ -1,4 +1,4 @@
-"""One MLX run: ``clbench.runner.run_one`` (the order of work, files, seeding and resume of every
+"""One MLX run: ``clbench.run.one_run.run_one`` (the order of work, files, seeding and resume of every
 backend) with :class:`MLXOps`, the operations that use an mlx-lm model.
 
 Same run directory, written by the same code: this module only says how MLX
@@ -20,16 +20,16 @@ from typing import ClassVar
 import mlx.core as mx
 import numpy as np
 
-from clbench import runner
 from clbench.backends.mlx.lm import MLXLM
 from clbench.backends.mlx.model import load_mlx_model, reference_model, use_device
 from clbench.backends.mlx.optim import adamw
 from clbench.backends.mlx.strategies import make_strategy
 from clbench.backends.mlx.trainer import train_task
-from clbench.config import ExperimentConfig, StrategySpec
+from clbench.config.experiment import ExperimentConfig, StrategySpec
+from clbench.data.streams import Stream
 from clbench.errors import ConfigError
-from clbench.results import atomic_path
-from clbench.streams import Stream
+from clbench.results.files import atomic_path
+from clbench.run import one_run as runner
 
 MLX_PROBE_KINDS = ("exact_match", "multiple_choice", "perplexity")
 
@@ -64,7 +64,7 @@ def optimizer_state_from_torch(tensors: dict, params: dict[str, mx.array]) -> di
 
 
 def check_stream(stream: Stream) -> None:
-    """The probe kinds the MLX view can answer: lm-eval suites run through ``clbench.lm_eval_probe``'s
+    """The probe kinds the MLX view can answer: lm-eval suites run through ``clbench.eval.lm_eval_suite``'s
     ``TemplateLM``, which drives a torch model, so they need the torch backend."""
     for task in stream.tasks:
         for suite in task.probes:
@@ -75,7 +75,7 @@ def check_stream(stream: Stream) -> None:
 
 
 class MLXOps(runner.RunOps):
-    """The MLX backend's operations for ``clbench.runner.run_one``."""
+    """The MLX backend's operations for ``clbench.run.one_run.run_one``."""
 
     checkpoint_meta: ClassVar[dict] = {"backend": "mlx"}
 

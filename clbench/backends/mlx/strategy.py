@@ -1,4 +1,4 @@
-"""The MLX strategy API: the torch hook order (``clbench.strategy``), with MLX's functional gradients.
+"""The MLX strategy API: the torch hook order (``clbench.train.strategy``), with MLX's functional gradients.
 
 The runner and trainer (``clbench.backends.mlx.runner`` / ``.trainer``) call, for one run::
 
@@ -37,9 +37,9 @@ from mlx.utils import tree_flatten
 
 from clbench.backends.mlx.lora import prepare_lora_or_full
 from clbench.backends.mlx.optim import PerTensor
-from clbench.data import IGNORE
-from clbench.strategy import StrategyBase
-from strategies.sft import LoraOptions
+from clbench.data.encoding import IGNORE
+from clbench.modeling.lora import LoraOptions
+from clbench.train.strategy import StrategyBase
 
 
 @dataclass
@@ -77,7 +77,7 @@ def clip_by_global_norm(grads: dict[str, mx.array], max_norm: float) -> tuple[di
 class MLXStrategy(StrategyBase):
     """Base class: plain sequential fine-tuning of whatever ``prepare_model`` leaves trainable (sft).
 
-    The task-level hooks, their defaults and plain-data persistence are ``clbench.strategy.StrategyBase``'s,
+    The task-level hooks, their defaults and plain-data persistence are ``clbench.train.strategy.StrategyBase``'s,
     shared with torch; what is here uses MLX arrays."""
 
     Options = LoraOptions
@@ -124,6 +124,6 @@ class MLXStrategy(StrategyBase):
     def options_from(cls, data: dict, where: str):
         """Parsed and validated by the torch strategy of the same name: one definition of every option
         (keys, defaults, checks), so a grid file means the same on either backend."""
-        from clbench import registry
+        from clbench.train import registry
 
         return registry.get(cls.name).options_from(data, where)

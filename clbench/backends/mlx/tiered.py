@@ -1,9 +1,9 @@
-"""The tier mechanism for MLX: ``clbench.tiered``'s semantics and diagnostics, with flattened gradients.
+"""The tier mechanism for MLX: ``clbench.train.tiers.updater``'s semantics and diagnostics, with flattened gradients.
 
-Everything a reader of results sees is the torch mechanism's (``clbench.tiered``, read its docstring):
-the schedule (``clbench.tiers.active_tiers``, steps from 1), the two inactive-tier semantics, the
+Everything a reader of results sees is the torch mechanism's (``clbench.train.tiers.updater``, read its docstring):
+the schedule (``clbench.train.tiers.schedule.active_tiers``, steps from 1), the two inactive-tier semantics, the
 options (the torch strategies' own ``Options`` classes and validation), and the diagnostics JSON — the
-same code, ``clbench.tier_state`` — so reports draw tier timelines and drift for MLX runs unchanged.
+same code, ``clbench.train.tiers.state`` — so reports draw tier timelines and drift for MLX runs unchanged.
 What differs is the wiring:
 
 * gradients arrive as a flat ``{name: gradient}`` (the trainer flattens ``nn.value_and_grad``'s nested
@@ -29,7 +29,7 @@ from mlx import nn
 from mlx.utils import tree_flatten
 
 from clbench.backends.mlx.strategy import MLXStrategy, UpdateContext, clip_by_global_norm
-from clbench.tier_state import TierHooks, TierState
+from clbench.train.tiers.state import TierHooks, TierState
 
 
 def tier_filter(grads: Mapping[str, mx.array], tier_map: Mapping[str, int],
@@ -43,8 +43,8 @@ def tier_filter(grads: Mapping[str, mx.array], tier_map: Mapping[str, int],
 
 
 class TieredUpdater(TierState):
-    """Which tensors update at a step, and what happens to the others (MLX twin of ``clbench.tiered``;
-    the tier map, schedule, chunk counts, records and diagnostics are ``clbench.tier_state``'s)."""
+    """Which tensors update at a step, and what happens to the others (MLX twin of ``clbench.train.tiers.updater``;
+    the tier map, schedule, chunk counts, records and diagnostics are ``clbench.train.tiers.state``'s)."""
 
     def __init__(self, frequencies: Sequence[int], semantics: str = "skip", reduce: str = "sum",
                  lr_scale: Sequence[float] | None = None):
@@ -122,7 +122,7 @@ class TieredStrategy(TierHooks, MLXStrategy):
     """Base of the MLX tier strategies: a :class:`TieredUpdater` over the trainable tensors; subclasses
     say how tensors are placed in tiers (:meth:`initial_tier_map`). Options and their validation are the
     torch strategy's of the same name (``MLXStrategy.options_from``); the hooks that only call the
-    updater are ``clbench.tier_state.TierHooks``."""
+    updater are ``clbench.train.tiers.state.TierHooks``."""
 
     def make_updater(self) -> TieredUpdater:
         return TieredUpdater(self.options.frequencies, self.options.inactive)

@@ -1,8 +1,8 @@
-"""The MLX step of one task: the torch trainer's loop (``clbench.trainer.step_loop``) with MLX gradients.
+"""The MLX step of one task: the torch trainer's loop (``clbench.train.loop.step_loop``) with MLX gradients.
 
 Shared with torch, so both backends see the same data in the same order at the same learning rate and
 log the same fields: the loop itself, the encoded records and their batches
-(``clbench.trainer.task_batches``: ``clbench.data.batch_stream``, fixed by the seed), and the
+(``clbench.train.loop.task_batches``: ``clbench.data.encoding.batch_stream``, fixed by the seed), and the
 learning-rate schedule, which *is* the torch trainer's ``make_schedule`` (transformers' schedulers)
 driven on a placeholder optimizer — no second implementation of warm-up and decay to drift apart.
 
@@ -23,10 +23,10 @@ from mlx.utils import tree_flatten
 
 from clbench.backends.mlx.optim import PerTensor
 from clbench.backends.mlx.strategy import MLXStrategy, UpdateContext
-from clbench.config import TrainConfig
-from clbench.data import count_tokens
-from clbench.strategy import TaskView
-from clbench.trainer import StepResult, check_finite, make_schedule, step_loop, task_batches
+from clbench.config.experiment import TrainConfig
+from clbench.data.encoding import count_tokens
+from clbench.train.loop import StepResult, check_finite, make_schedule, step_loop, task_batches
+from clbench.train.strategy import TaskView
 
 
 def lr_schedule(cfg: TrainConfig) -> list[float]:

@@ -1,19 +1,19 @@
 """The strategies the MLX backend implements, under the torch backend's names and option keys.
 
-One file per algorithm, each a thin class over ``clbench.tiers`` (the pure schedule, shared with torch)
+One file per algorithm, each a thin class over ``clbench.train.tiers.schedule`` (the pure schedule, shared with torch)
 and ``..tiered`` (the MLX wiring). A grid that asks the MLX backend for any other strategy fails before
 training with the list of these names.
 """
 
 from __future__ import annotations
 
-from clbench import runner
 from clbench.backends.mlx.strategies.cms import CMS
 from clbench.backends.mlx.strategies.importance_tiers import ImportanceTiers
 from clbench.backends.mlx.strategies.layer_tiers import LayerTiers
 from clbench.backends.mlx.strategies.sft import SFT
 from clbench.backends.mlx.strategies.surprise import Surprise
 from clbench.errors import ConfigError, did_you_mean
+from clbench.run import one_run as runner
 
 STRATEGIES = {"sft": SFT, "layer_tiers": LayerTiers, "importance_tiers": ImportanceTiers, "cms": CMS,
               "surprise": Surprise}

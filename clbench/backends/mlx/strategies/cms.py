@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from clbench.backends.mlx.cms_adapter import adapter_levels, add_cms_adapters
 from clbench.backends.mlx.tiered import TieredStrategy, TieredUpdater
-from clbench.tiers import tiers_by_depth
-from strategies.cms import CMSOptions
+from clbench.strategies.cms import CMSOptions
+from clbench.train.tiers.schedule import tiers_by_depth
 
 
 class CMS(TieredStrategy):

@@ -3,7 +3,7 @@
 The algorithm and options are torch ``strategies/importance_tiers.py``'s (read its docstring; its
 ``ImportanceRanking`` is the code of warm-up and ranking on both backends): during the
 first ``warmup_steps`` task steps every tensor updates while the raw gradient's mean |g| is summed; the
-ranking (``clbench.tiers.tiers_by_score``) is made after the update of step ``warmup_steps`` (or at the
+ranking (``clbench.train.tiers.schedule.tiers_by_score``) is made after the update of step ``warmup_steps`` (or at the
 end of a shorter task); ``rerank_each_task`` redoes it per task; ``unit: adapter`` ranks a layer's
 ``lora_a`` and ``lora_b`` together (mlx-lm names: ``<module>.lora_a`` / ``<module>.lora_b``).
 """
@@ -15,14 +15,14 @@ import re
 import mlx.core as mx
 
 from clbench.backends.mlx.tiered import TieredStrategy
-from strategies.importance_tiers import ImportanceRanking, ImportanceTierOptions
+from clbench.strategies.importance_tiers import ImportanceRanking, ImportanceTierOptions
 
 MLX_LORA_PART = re.compile(r"\.lora_[ab]$")
 
 
 def adapter_unit(name: str) -> str:
     """mlx-lm's LoRA tensors ``...q_proj.lora_a`` and ``...q_proj.lora_b`` are one unit ``...q_proj``
-    (``clbench.tiers.adapter_unit`` does the same for peft's names)."""
+    (``clbench.train.tiers.schedule.adapter_unit`` does the same for peft's names)."""
     return MLX_LORA_PART.sub("", name)
 
 

@@ -1,15 +1,15 @@
 """Layer-depth tiers on MLX: tensors split into tiers by block index, tier i updating every f_i steps.
 
 The algorithm and options are torch ``strategies/layer_tiers.py``'s: the tier map is
-``clbench.tiers.tiers_by_depth`` (unmapped tensors → slowest tier, with a warning), and the semantics
+``clbench.train.tiers.schedule.tiers_by_depth`` (unmapped tensors → slowest tier, with a warning), and the semantics
 (``inactive: skip | accumulate``) are ``..tiered.TieredUpdater``'s.
 """
 
 from __future__ import annotations
 
 from clbench.backends.mlx.tiered import TieredStrategy
-from clbench.tiers import tiers_by_depth
-from strategies.layer_tiers import LayerTierOptions
+from clbench.strategies.layer_tiers import LayerTierOptions
+from clbench.train.tiers.schedule import tiers_by_depth
 
 
 class LayerTiers(TieredStrategy):

@@ -28,7 +28,7 @@ from mlx import nn
 
 from clbench.backends.mlx.strategy import MLXStrategy
 from clbench.errors import ConfigError
-from strategies.surprise import SurpriseHooks, SurpriseOptions
+from clbench.strategies.surprise import SurpriseHooks, SurpriseOptions
 
 _TAPPED: dict[type, type] = {}
 
@@ -52,7 +52,7 @@ def make_tappable(block: nn.Module) -> None:
 
 
 def aux_term(y: mx.array, target: mx.array, weight: float) -> mx.array:
-    """``weight · mean((y − target)²)`` (``clbench.surprise.aux_loss`` in MLX)."""
+    """``weight · mean((y − target)²)`` (``clbench.train.surprise.aux_loss`` in MLX)."""
     return weight * mx.mean(mx.square(y.astype(mx.float32) - target.astype(mx.float32)))
 
 

@@ -1,0 +1,158 @@
+"""Step time of the nested-learning strategies against ``sft``, side by side in one process.
+
+Run::
+
+    python -m clbench.bench.training_speed                 # the default variants, ratios vs sft
+    python -m clbench.bench.training_speed --steps 40 --reps 7
+
+Every strategy trains its own copy of the *same* randomly initialised model (the embedded model's
+default shape: Llama, hidden 128, 4 blocks, 4 heads, MLP 384, vocabulary 1024) on the *same* batch
+(32 × 24 tokens), through exactly the hooks the trainer calls, with the trainer's AdamW. Repetitions are
+interleaved step by step — one step of each strategy in turn, in a rotating order — so that load from
+other processes hits all strategies alike; a repetition is ``steps`` such rounds (a multiple of 4, the
+period of the default schedules), and the result is the median over repetitions of the mean step time.
+
+Each strategy first takes ``warmup`` untimed steps (more than importance tiers' default warm-up, so
+the steady, tiered state is what is timed; its warm-up steps cost what sft's steps cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from collections.abc import Sequence
+
+import torch
+
+from clbench.config.experiment import TrainConfig
+from clbench.train import registry
+from clbench.train.loop import make_optimizer
+from clbench.train.strategy import TaskView, UpdateContext
+
+DEFAULT_MODEL = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 384, "vocab_size": 1024}
+
+# (label, registered name, options); the targets of issue 3 are ratios of step time to sft
+DEFAULT_VARIANTS: list[tuple[str, str, dict]] = [
+    ("sft", "sft", {}),
+    ("layer_tiers", "layer_tiers", {}),
+    ("layer_tiers-deep", "layer_tiers", {"order": "deep_fast"}),
+    ("importance_tiers", "importance_tiers", {}),
+    ("cms", "cms", {}),
+    ("cms-adapter", "cms", {"form": "adapter"}),
+    ("surprise", "surprise", {}),
+    ("surprise-2layers", "surprise", {"layers": [1, 3], "weights": [0.3, 0.1]}),
+    ("surprise-full", "surprise", {"target": "full"}),
+]
+TARGETS = {"layer_tiers": 1.0, "layer_tiers-deep": 1.0, "importance_tiers": 1.0, "cms": 1.0, "surprise": 1.3}
+
+
+def build_model(hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int, vocab_size: int,
+                seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+                      num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
+                      max_position_embeddings=128, tie_word_embeddings=True)
+    return LlamaForCausalLM(cfg)
+
+
+def make_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    ids = torch.randint(0, vocab_size, (batch_size, seq_len), generator=torch.Generator().manual_seed(seed))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+
+
+class _Runner:
+    """One strategy on its own copy of the model, stepping exactly as ``clbench.train.loop.train_task``."""
+
+    def __init__(self, name: str, options: dict, base_model, train: TrainConfig, label: str):
+        cls = registry.get(name)
+        self.strategy = cls(cls.options_from(options, label), seed=0, train=train)
+        self.model = self.strategy.prepare_model(copy.deepcopy(base_model))
+        self.strategy.mark_trainable(self.model)
+        self.strategy.before_task(TaskView(1, "perf", ()), self.model)
+        self.optimizer = make_optimizer(self.strategy, self.model, train)
+        self.train = train
+        self.step = 0
+        self.model.train()
+
+    def run(self, steps: int, batch: dict) -> None:
+        s, k = self.strategy, self.train.grad_accum
+        for _ in range(steps):
+            self.step += 1
+            s.before_step(self.step)
+            for _ in range(k):
+                out = s.loss(self.model, batch)
+                (out.loss / k).backward()
+                float(out.loss.detach())
+            s.apply_update(UpdateContext(self.step, self.step, self.optimizer, self.train.max_grad_norm))
+            self.optimizer.zero_grad(set_to_none=True)
+            s.step_log()
+
+
+def measure_step_times(strategies: Sequence[tuple[str, str, dict]], steps: int = 20, reps: int = 5,
+                       warmup: int = 24, batch_size: int = 32, seq_len: int = 24, threads: int = 1, seed: int = 0,
+                       train: TrainConfig | None = None, **model_cfg) -> dict[str, float]:
+    """Median seconds per optimizer step of each ``(label, name, options)``, measured side by side."""
+    if threads:
+        torch.set_num_threads(threads)
+    shape = {**DEFAULT_MODEL, **model_cfg}
+    train = train or TrainConfig(batch_size=batch_size)
+    base = build_model(**shape, seed=seed)
+    batch = make_batch(batch_size, seq_len, shape["vocab_size"], seed)
+    runners = [(label, _Runner(name, options, base, train, label)) for label, name, options in strategies]
+    for _, r in runners:
+        r.run(warmup, batch)
+    times: dict[str, list[float]] = {label: [] for label, _ in runners}
+    for rep in range(reps):
+        spent = dict.fromkeys(times, 0.0)
+        for i in range(steps):  # one step of each strategy in turn: slow load changes hit all alike
+            shift = (rep * steps + i) % len(runners)
+            for label, r in runners[shift:] + runners[:shift]:
+                t0 = time.perf_counter()
+                r.run(1, batch)
+                spent[label] += time.perf_counter() - t0
+        for label, seconds in spent.items():
+            times[label].append(seconds / steps)
+    return {label: statistics.median(ts) for label, ts in times.items()}
+
+
+def select_variants(wanted: str) -> list[tuple[str, str, dict]]:
+    """The variants named in ``wanted`` (labels or registered names, comma-separated; ``all``), sft first."""
+    if wanted.strip() == "all":
+        return list(DEFAULT_VARIANTS)
+    names = {w.strip() for w in wanted.split(",") if w.strip()} | {"sft"}
+    chosen = [v for v in DEFAULT_VARIANTS if v[0] in names or v[1] in names]
+    unknown = names - {v[0] for v in chosen} - {v[1] for v in chosen}
+    if unknown:
+        from clbench.errors import ConfigError
+
+        raise ConfigError("--strategies", f"no perf variant named {sorted(unknown)}",
+                          sorted({v[0] for v in DEFAULT_VARIANTS} | {v[1] for v in DEFAULT_VARIANTS}))
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="step time of the nested-learning strategies vs sft")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per repetition (a multiple of 4)")
+    parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions (median reported)")
+    parser.add_argument("--warmup", type=int, default=24, help="untimed steps per strategy first")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--strategies", default="all",
+                        help="comma-separated variant labels or strategy names to time (sft, the reference, always)")
+    args = parser.parse_args(argv)
+    result = measure_step_times(select_variants(args.strategies), steps=args.steps, reps=args.reps,
+                                warmup=args.warmup, threads=args.threads)
+    sft = result["sft"]
+    print(f"{'strategy':<20} {'ms/step':>8} {'x sft':>6}  target")
+    for label, sec in result.items():
+        target = TARGETS.get(label)
+        verdict = "" if target is None else f"<= {target:.2f}  {'ok' if sec / sft <= target else 'MISSED'}"
+        print(f"{label:<20} {sec * 1e3:8.1f} {sec / sft:6.2f}  {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

