@@ -116,6 +116,8 @@ class StreamSpec:
     primary_metric: str = opt("qa", "probe suite behind the headline numbers")
     generator_seed: int = 0
     pretrain_background: tuple[GeneratedSpec, ...] = ()
+    known_subset: bool = opt(False, "also score pretrained tasks on the items the base model answered correctly "
+                                    "(suites <name>_known; clbench.results.breakdown)")
 
 
 @dataclass(frozen=True)

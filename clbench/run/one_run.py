@@ -50,8 +50,10 @@ from clbench.results.files import (
     read_json,
     run_dir,
 )
+from clbench.results.breakdown import category_scores, known_suites
 from clbench.results.metrics import summarize
 from clbench.results.provenance import provenance
+from clbench.run.known_subset import ensure_known_subset
 from clbench.train import registry
 from clbench.train.loop import make_optimizer, train_task
 from clbench.train.strategy import TaskView
@@ -277,6 +279,8 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
         from clbench.modeling.chat import chat_stream
 
         stream = chat_stream(stream, tok)
+    ensure_known_subset(files, cfg, stream, base_dir, lambda: ops.view(model, tok, batch_size=cfg.eval.batch_size),
+                        progress)  # on the model as loaded, before any strategy touches it
     strategy = ops.make_strategy(spec, seed, cfg)
     ops.seed(seed)
     model = ops.place(strategy.prepare_model(model))
@@ -352,6 +356,7 @@ def finalize(files: RunFiles, stream: Stream, T: int, trainable_parameters: int)
     """
     rows = [read_json(files.after(t)) for t in range(T)]
     mats = matrices(stream, rows, read_json(files.base), read_json(files.reference))
+    mats.update(known_suites(files, stream, rows, mats))  # qa_known, ...: items the base model knew
     general = [i for i, t in enumerate(stream.tasks) if t.pretrained]
     metrics = {s: summarize(m["R"], m["reference"], m["base"], general, m["higher_is_better"]) for s, m in mats.items()}
     logs = [rec for t in range(T) if files.task_log(t).exists()
@@ -365,6 +370,7 @@ def finalize(files: RunFiles, stream: Stream, T: int, trainable_parameters: int)
     atomic_write_json(files.matrix, {"tasks": [t.name for t in stream.tasks], "suites": mats})
     atomic_write_json(files.metrics, {"primary_metric": stream.spec.primary_metric, "suites": metrics, "cost": cost,
                                       "final_loss": {stream.tasks[t].name: rows[t].get("final_loss")
-                                                     for t in range(T) if not rows[t].get("pretrained")}})
+                                                     for t in range(T) if not rows[t].get("pretrained")},
+                                      "categories": category_scores(files, stream, rows)})
     atomic_write_jsonl(files.train_log, logs)
     atomic_write_bytes(files.done, b"")
