@@ -114,8 +114,8 @@ def knowledge_tables(groups: dict[str, list[Run]], suite: str, slug: str, stream
     cats = {(task, c): info for task, suites in first.metrics.get("categories", {}).items()
             for c, info in suites.get(suite, {}).items()}
     if cats:
-        values = {lab: {f"cat:{t}:{c}": {r.seed: r.metrics["categories"][t][suite][c]["after"][-1] for r in runs}
-                        for t, c in cats} for lab, runs in groups.items()}
+        values = {lab: {f"cat:{t}:{c}": {r.seed: _final_category(r, t, suite, c) for r in runs} for t, c in cats}
+                  for lab, runs in groups.items()}
         hib = first.matrix["suites"][suite].get("higher_is_better", True)
         columns = [Column(f"cat:{t}:{c}", f"{c} ({_base(info['base'])}) {'↑' if hib else '↓'}", hib,
                           _decimals(values, f"cat:{t}:{c}")) for (t, c), info in cats.items()]
@@ -123,6 +123,11 @@ def knowledge_tables(groups: dict[str, list[Run]], suite: str, slug: str, stream
                    f"in brackets the base model's score before fine-tuning.")
         yield "categories", build_table("Pretrained knowledge by category", f"tab:{slug}-categories", caption,
                                         values, columns, reference)
+
+
+def _final_category(run: Run, task: str, suite: str, category: str) -> float | None:
+    info = run.metrics.get("categories", {}).get(task, {}).get(suite, {}).get(category)
+    return info["after"][-1] if info else None
 
 
 def _base(v: float | None) -> str:
