@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
@@ -24,7 +25,8 @@ def _config(args):
 
     # each shortcut flag is a ``--set`` override; explicit flags win over --set and the YAML file
     shortcuts = {"stream": "stream={}", "strategies": "strategies=[{}]", "seeds": "seeds=[{}]",
-                 "name": "name={}", "results": "results_dir={}", "jobs": "jobs={}"}
+                 "name": "name={}", "results": "results_dir={}", "jobs": "jobs={}",
+                 "allow_code": "allow_code=true"}
     overrides = list(args.set or []) + [fmt.format(getattr(args, flag)) for flag, fmt in shortcuts.items()
                                         if getattr(args, flag)]
     return load_config(args.config, overrides)
@@ -42,9 +44,13 @@ def cmd_run(args) -> int:
     from clbench.run.grid import run_grid
 
     cfg = _config(args)
-    results = run_grid(cfg, progress=not args.quiet)
+    results = run_grid(cfg, progress=not args.quiet, wait=args.wait)
     root = Path(cfg.results_dir) / cfg.name
-    print(f"\nclbench: {len(results)} runs finished; results in {root}")
+    busy = [path for path, status in results if status == "locked"]
+    print(f"\nclbench: {len(results) - len(busy)} runs finished; results in {root}")
+    if busy:
+        print(f"clbench: {len(busy)} run(s) skipped because another clbench process is writing them "
+              "(--wait waits for it)", file=sys.stderr)
     if not args.no_report:
         _print_report(build_report([root], Path(args.report_dir or f"reports/{cfg.name}")))
     return 0
@@ -54,11 +60,17 @@ def cmd_list(args) -> int:
     from clbench.config.options import describe_fields
     from clbench.train import registry
 
-    for name in registry.names():
-        cls = registry.get(name)
-        print(f"{name}: {cls.describe()}  [{cls.__module__}]")
+    def show(name, cls):
+        print(f"{name}: {cls.describe()}  [{cls.__module__}; backends: {', '.join(cls.backends)}]")
         for fname, tp, default, help_ in describe_fields(cls.Options):
             print(f"    {fname} ({tp}, default {default!r}): {help_}")
+
+    print("strategies (a grid entry's name):")
+    for name in registry.names():
+        show(name, registry.get(name))
+    print("\nplugins (added to any strategy with a grid entry's `with: [...]`):")
+    for name in registry.plugin_names():
+        show(name, registry.get_plugin(name))
     return 0
 
 
@@ -84,7 +96,8 @@ def cmd_models(args) -> int:
 def cmd_report(args) -> int:
     from clbench.reporting.build import build_report
 
-    _print_report(build_report(args.results, Path(args.output), args.suite, args.reference, not args.no_figures))
+    _print_report(build_report(args.results, Path(args.output), args.suite, args.reference, not args.no_figures,
+                               strict=args.strict))
     return 0
 
 
@@ -118,9 +131,12 @@ def cmd_crosscheck(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clbench", description="Continual-learning benchmark for language models.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of any error")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run a grid of (strategy, seed) on a stream; finished runs are skipped")
+    r = sub.add_parser("run", parents=[common],
+                       help="run a grid of (strategy, seed) on a stream; finished runs are skipped")
     r.add_argument("config", nargs="?", help="experiment YAML (configs/*.yaml); defaults apply without one")
     r.add_argument("--stream", help="stream YAML or shipped stream name (default, micro)")
     r.add_argument("--strategies", help="comma-separated strategy names, or 'all'")
@@ -132,31 +148,41 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--report-dir", help="where the report goes (default reports/<name>)")
     r.add_argument("--no-report", action="store_true")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--allow-code", action="store_true",
+                   help="let task YAML in the stream's lm-eval folders run Python (!function); see docs/streams.md")
+    r.add_argument("--wait", action="store_true",
+                   help="wait for a run another clbench process is writing, instead of skipping it")
     r.set_defaults(func=cmd_run)
 
-    ls = sub.add_parser("list", help="registered strategies and their options")
+    ls = sub.add_parser("list", parents=[common],
+                        help="registered strategies and their options")
     ls.set_defaults(func=cmd_list)
 
-    mo = sub.add_parser("models", help="named real models (model.name): installed, converted, size, licence")
+    mo = sub.add_parser("models", parents=[common],
+                        help="named real models (model.name): installed, converted, size, licence")
     mo.add_argument("--cache-dir", help="clbench cache (default $CLBENCH_CACHE or ~/.cache/clbench)")
     mo.set_defaults(func=cmd_models)
 
-    rep = sub.add_parser("report", help="tables (Markdown + LaTeX), figures (PDF + PNG) and an index from stored "
-                                        "results (never retrains)")
+    rep = sub.add_parser("report", parents=[common],
+                         help="tables (Markdown + LaTeX), figures (PDF + PNG) and an index from stored "
+                              "results (never retrains)")
     rep.add_argument("results", nargs="+", help="results directories (any level: experiment, stream, run)")
     rep.add_argument("-o", "--output", required=True, help="report directory")
     rep.add_argument("--suite", help="probe suite (default: the stream's primary)")
     rep.add_argument("--reference", default="sft", help="strategy label the significance marks compare with")
     rep.add_argument("--no-figures", action="store_true", help="tables and index only")
+    rep.add_argument("--strict", action="store_true", help="an unreadable or unfinished run is an error")
     rep.set_defaults(func=cmd_report)
 
-    perf = sub.add_parser("perf", help="benchmark: training tokens/s and evaluation items/s")
+    perf = sub.add_parser("perf", parents=[common],
+                          help="benchmark: training tokens/s and evaluation items/s")
     perf.add_argument("--steps", type=int, default=30)
     perf.add_argument("--strategies", default="all",
                       help="comma-separated strategies (or variant labels) whose step time is compared with sft")
     perf.set_defaults(func=cmd_perf)
 
-    cc = sub.add_parser("crosscheck", help="clbench vs Avalanche (Naive/EWC/Replay) on split digits")
+    cc = sub.add_parser("crosscheck", parents=[common],
+                        help="clbench vs Avalanche (Naive/EWC/Replay) on split digits")
     cc.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     cc.add_argument("-o", "--output", default="reports/crosscheck", help="where crosscheck.md goes")
     cc.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -178,11 +204,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ClbenchError as exc:
+        if args.debug:
+            traceback.print_exc()
         print(f"clbench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nclbench: interrupted; finished tasks are kept and the next run resumes from them", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug in clbench: one line, traceback on request
+        if args.debug:
+            traceback.print_exc()
+            return 1
+        print(f"clbench: internal error (a bug, please report it): {type(exc).__name__}: {exc}\n"
+              "clbench: rerun with --debug for the traceback", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

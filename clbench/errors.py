@@ -7,7 +7,11 @@ from collections.abc import Iterable
 
 
 class ClbenchError(Exception):
-    """An error caused by the user's input; the CLI prints it without a traceback."""
+    """An error caused by the user's input; the CLI prints it without a traceback (exit code 2)."""
+
+
+class DivergenceError(ClbenchError):
+    """Training produced a non-finite loss: the run stops before the bad update is applied."""
 
 
 class ConfigError(ClbenchError):
@@ -19,6 +23,10 @@ class ConfigError(ClbenchError):
         if self.allowed is not None:
             text += f" (allowed: {', '.join(self.allowed)})"
         super().__init__(text)
+        self._parts = (where, message, allowed)
+
+    def __reduce__(self):  # rebuilt from its parts, so it survives pickling (errors of parallel runs)
+        return type(self), self._parts
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

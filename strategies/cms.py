@@ -30,10 +30,9 @@ from typing import Literal
 
 from clbench.config.options import opt
 from clbench.errors import ConfigError
-from clbench.modeling.cms_adapter import adapter_levels, add_cms_adapters
 from clbench.modeling.lora import LoraOptions
 from clbench.train.registry import register
-from clbench.train.tiers.schedule import tier_members, tiers_by_depth
+from clbench.train.tiers.schedule import tiers_by_depth
 from clbench.train.tiers.updater import TieredStrategy, TieredUpdater
 
 
@@ -71,17 +70,15 @@ class CMS(TieredStrategy):
 
     def prepare_model(self, model):
         if self.options.form == "adapter":
-            return add_cms_adapters(model, len(self.options.chunk_sizes), self.options.adapter_hidden)
+            return self.backend.add_cms_adapters(model, len(self.options.chunk_sizes), self.options.adapter_hidden)
         return super().prepare_model(model)
 
     def initial_tier_map(self, model):
         if self.options.form == "adapter":
-            return adapter_levels(model)
+            return self.backend.cms_levels(model)
         return tiers_by_depth(self.trainable, len(self.options.chunk_sizes), self.options.order)
 
-    def param_groups(self, model):
+    def param_groups(self):
         if self.options.scale != "inverse_chunk":
-            return super().param_groups(model)
-        members = tier_members(self.updater.tier_map, self.updater.n_tiers)
-        return [{"params": [self.trainable[n] for n in names], "lr": self.train.lr / c}
-                for c, names in zip(self.options.chunk_sizes, members) if names]
+            return super().param_groups()
+        return self.tier_param_groups(self.options.chunk_sizes)  # level l's learning rate is lr / C_l

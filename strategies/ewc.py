@@ -38,6 +38,8 @@ class EWCOptions(LoraOptions):
 class EWC(SFT):  # SFT's LoRA-or-full set-up; this adds the method
     """Elastic weight consolidation: a Fisher-weighted quadratic pull towards each earlier task's parameters."""
 
+    backends = ("torch",)  # its Fisher and penalty are torch autograd and tensor code
+
     Options = EWCOptions
 
     def __init__(self, options=None, **kw):

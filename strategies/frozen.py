@@ -18,6 +18,4 @@ class Frozen(Strategy):
     requires_trainable = False
 
     def prepare_model(self, model):
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return model
+        return self.backend.freeze(model)

@@ -29,8 +29,6 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-
 from clbench.config.options import opt
 from clbench.errors import ConfigError
 from clbench.train.registry import register
@@ -45,41 +43,45 @@ class ImportanceTierOptions(TierOptions):
     unit: Literal["adapter", "tensor"] = opt("adapter", "rank LoRA A+B of a layer together, or every tensor alone")
 
 
-class ImportanceRanking:
-    """The algorithm on every backend, free of array code (mixed in before the backend's
-    ``TieredStrategy``; the MLX twin is ``clbench.backends.mlx.strategies.importance_tiers``): warm-up,
-    ranking, diagnostics and state. A backend gives ``unit_of`` (its names of one LoRA adapter's
-    tensors), :meth:`reset_abs_sums` and :meth:`add_abs_grads`."""
+@register("importance_tiers")
+class ImportanceTiers(TieredStrategy):
+    """Nested learning: parameters tiered by mean |gradient| measured in a warm-up (largest → fastest)."""
 
-    unit_of = staticmethod(adapter_unit)
+    Options = ImportanceTierOptions
 
-    def __init__(self, options=None, *, seed: int = 0, train=None):
-        super().__init__(options, seed=seed, train=train)
+    def __init__(self, options=None, **kw):
+        super().__init__(options, **kw)
         self.scores: dict[str, float] = {}  # unit -> mean |grad| of the last ranking
         self.ranked_at: list[int] = []  # task indices at which a ranking was made
         self.warming = False  # whether this task is still in its warm-up
         self.abs_sums: dict = {}  # tensor -> summed |grad| over the warm-up steps (a backend scalar)
         self.seen = 0  # warm-up steps summed
 
-    def reset_abs_sums(self) -> dict:
-        """Fresh ``abs_sums`` for a task's warm-up."""
-        raise NotImplementedError
+    @classmethod
+    def options_from(cls, data, where):
+        options = super().options_from(data, where)
+        if options.warmup_steps < 1:
+            raise ConfigError(f"{where}.warmup_steps", f"must be at least 1, got {options.warmup_steps}")
+        return options
 
     def add_abs_grads(self, ctx) -> None:
         """Add this step's raw gradients' summed |g| (before clipping) to ``abs_sums``."""
-        raise NotImplementedError
+        for n, g in ctx.grads.items():
+            s = self.backend.abs_sum(g)
+            self.abs_sums[n] = self.abs_sums[n] + s if n in self.abs_sums else s
+        self.backend.materialize(list(self.abs_sums.values()))
 
     def initial_tier_map(self, model):
         return None  # known only after the first warm-up
 
     def unit(self, name: str) -> str:
-        return self.unit_of(name) if self.options.unit == "adapter" else name
+        return adapter_unit(name) if self.options.unit == "adapter" else name
 
     def before_task(self, task, model):
         super().before_task(task, model)
         self.task_index = task.index
         self.warming = self.options.rerank_each_task or self.updater.tier_map is None
-        self.abs_sums = self.reset_abs_sums()
+        self.abs_sums = {}
         self.seen = 0
 
     def before_step(self, step):
@@ -125,26 +127,3 @@ class ImportanceRanking:
         super().load_state_dict(state)
         self.scores = dict(state.get("scores", {}))
         self.ranked_at = list(state.get("ranked_at", []))
-
-
-@register("importance_tiers")
-class ImportanceTiers(ImportanceRanking, TieredStrategy):
-    """Nested learning: parameters tiered by mean |gradient| measured in a warm-up (largest → fastest)."""
-
-    Options = ImportanceTierOptions
-
-    @classmethod
-    def options_from(cls, data, where):
-        options = super().options_from(data, where)
-        if options.warmup_steps < 1:
-            raise ConfigError(f"{where}.warmup_steps", f"must be at least 1, got {options.warmup_steps}")
-        return options
-
-    def reset_abs_sums(self):
-        return {n: torch.zeros((), device=p.device) for n, p in self.trainable.items()}
-
-    def add_abs_grads(self, ctx):
-        with torch.no_grad():
-            for n, p in self.trainable.items():
-                if p.grad is not None:  # the raw gradient, before clipping
-                    self.abs_sums[n] += p.grad.abs().sum().float()

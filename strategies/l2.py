@@ -27,6 +27,8 @@ class L2Options(LoraOptions):
 class L2(SFT):  # SFT's LoRA-or-full set-up; this adds the method
     """L2 penalty towards the parameters at the end of the previous task."""
 
+    backends = ("torch",)  # its penalty reads the live torch parameters
+
     Options = L2Options
 
     def __init__(self, options=None, **kw):

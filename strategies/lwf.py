@@ -43,6 +43,8 @@ def _position_mask(batch: dict, logits: torch.Tensor) -> torch.Tensor | None:
 class LwF(SFT):  # SFT's LoRA-or-full set-up; this adds the method
     """Learning without forgetting: KL distillation to the model as it was before the current task."""
 
+    backends = ("torch",)  # the teacher's forward is torch.func.functional_call over the trainable tensors
+
     Options = LwFOptions
 
     def __init__(self, options=None, **kw):

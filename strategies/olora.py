@@ -57,6 +57,8 @@ def lora_weights(model, which: str = "A") -> dict[str, dict[str, torch.nn.Parame
 class OLoRA(SFT):  # SFT's LoRA-or-full set-up; this adds the method
     """O-LoRA: one LoRA adapter per task, orthogonal to the earlier adapters, which stay frozen."""
 
+    backends = ("torch",)  # one peft adapter per task (peft is torch-only)
+
     Options = OLoRAOptions
 
     def __init__(self, options=None, **kw):

@@ -6,7 +6,7 @@ The reference every other strategy is compared with. LoRA through peft by defaul
 
 from __future__ import annotations
 
-from clbench.modeling.lora import LoraOptions, prepare_lora_or_full
+from clbench.modeling.lora import LoraOptions
 from clbench.train.registry import register
 from clbench.train.strategy import Strategy
 
@@ -18,4 +18,4 @@ class SFT(Strategy):
     Options = LoraOptions
 
     def prepare_model(self, model):
-        return prepare_lora_or_full(model, self.options)
+        return self.backend.prepare_lora_or_full(model, self.options)

@@ -1,5 +1,5 @@
-"""Shared pieces of the nested-learning tests: a tiny Llama, token batches, and one optimizer step
-spelled out exactly as ``clbench.train.loop.train_task`` performs it, so a test can look between steps."""
+"""Shared pieces of the nested-learning tests: a tiny Llama, token batches, and one optimizer step —
+``clbench.train.step.optimizer_step``, the trainer's own — so a test can look between steps."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 
 from clbench.config.experiment import TrainConfig
 from clbench.train import registry
+from clbench.train.step import optimizer_step
 from clbench.train.strategy import TaskView, UpdateContext
 
 VOCAB = 64
@@ -37,17 +38,40 @@ def make(name: str, options: dict | None = None, model=None, train: TrainConfig 
     return strategy, model
 
 
+def make_with(name: str, options: dict | None, plugins: list[tuple[str, dict]], model=None,
+              train: TrainConfig | None = None, seed: int = 0):
+    """A registered strategy with plugins (a grid entry's ``with:``), composed and prepared as the runner does."""
+    from clbench.train.plugin import Composed
+
+    cls = registry.get(name)
+    strategy = cls(cls.options_from(options or {}, name), seed=seed, train=train or TrainConfig())
+    composed = Composed(strategy, [(pc := registry.get_plugin(p)) (pc.options_from(o, p), strategy=strategy)
+                                   for p, o in plugins])
+    model = composed.prepare_model(model if model is not None else tiny_llama())
+    composed.mark_trainable(model)
+    return composed, model
+
+
 def begin(strategy, model, index: int = 1) -> None:
     strategy.before_task(TaskView(index, f"task{index}", ()), model)
 
 
 def train_step(strategy, model, optimizer, step: int, batches: list[dict], max_grad_norm: float = 0.0) -> int:
     """One optimizer step as the trainer runs it (``len(batches)`` micro-batches of gradient accumulation)."""
-    strategy.before_step(step)
-    for batch in batches:
-        (strategy.loss(model, batch).loss / len(batches)).backward()
-    updated = strategy.apply_update(UpdateContext(step, step, optimizer, max_grad_norm))
-    optimizer.zero_grad(set_to_none=True)
+    lr = optimizer.param_groups[0]["lr"]
+    return optimizer_step(strategy, model, optimizer, batches, step, step, lr, max_grad_norm).updated
+
+
+def apply_grads(strategy, model, optimizer, step: int, grads: dict, max_grad_norm: float = 0.0) -> int:
+    """``strategy.apply_update`` with hand-made gradients ``{name: tensor}``, applied as the trainer applies them."""
+    lr = optimizer.param_groups[0]["lr"]
+
+    def apply(applied, total_norm=None):
+        return strategy.backend.apply_gradients(optimizer, model, strategy.trainable, applied, lr, max_grad_norm,
+                                                total_norm)
+
+    updated = strategy.apply_update(UpdateContext(step, step, grads, lr, max_grad_norm, apply))
+    strategy.backend.clear_gradients(strategy.trainable)
     return updated
 
 

@@ -310,7 +310,7 @@ def test_olora_trains_only_the_newest_adapter(micro_model):
     s.after_task(TaskView(1, "medical", ()), model)
     s.before_task(TaskView(2, "notes", ()), model)
     assert s.current == "task2" and all(".task2." in n for n in s.trainable)
-    groups = s.param_groups(model)
+    groups = s.backend.param_groups(s, 1e-3)
     assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in s.trainable.values()}
     assert model.base_model.active_adapters == ["default", "task2"]
     assert s.loss(model, _lm_batch(tok)).logs["olora_orth"] > 0

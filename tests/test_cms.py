@@ -8,8 +8,7 @@ import torch
 from clbench.config.experiment import TrainConfig
 from clbench.errors import ConfigError
 from clbench.train import registry
-from clbench.train.strategy import UpdateContext
-from tests.nested_helpers import begin, make, snapshot, tiny_llama, token_batch
+from tests.nested_helpers import begin, make, snapshot, tiny_llama, token_batch, train_step
 
 ETA = 0.1
 
@@ -18,13 +17,20 @@ def run_recording_grads(s, model, opt, steps, seed=0):
     """Train ``steps`` steps; per step the raw gradients (before the strategy sees them) and the
     parameters after the update."""
     grads, params = [], []
-    for step in range(1, steps + 1):
-        s.before_step(step)
-        s.loss(model, token_batch(seed + step)).loss.backward()
-        grads.append({n: p.grad.detach().clone() for n, p in s.trainable.items()})
-        s.apply_update(UpdateContext(step, step, opt, 0.0))
-        opt.zero_grad(set_to_none=True)
-        params.append(snapshot(s.trainable))
+    apply_update = s.apply_update
+
+    def recording(ctx):
+        grads.append({n: g.detach().clone() for n, g in ctx.grads.items()})
+        return apply_update(ctx)
+
+    s.apply_update = recording
+    try:
+        for step in range(1, steps + 1):
+            train_step(s, model, opt, step, [token_batch(seed + step)])
+            params.append(snapshot(s.trainable))
+    finally:
+        del s.apply_update
+    assert all(set(g) == set(s.trainable) for g in grads)  # accumulate: every level's gradient, every step
     return grads, params
 
 
@@ -32,7 +38,7 @@ def run_recording_grads(s, model, opt, steps, seed=0):
 def test_sgd_change_at_a_boundary_is_the_scaled_chunk_sum(scale, factor):
     s, model = make("cms", {"scale": scale}, model=tiny_llama(dtype=torch.float64), train=TrainConfig(lr=ETA))
     begin(s, model)
-    opt = torch.optim.SGD(s.param_groups(model), lr=ETA)
+    opt = torch.optim.SGD(s.backend.param_groups(s, ETA), lr=ETA)
     start = snapshot(s.trainable)
     grads, params = run_recording_grads(s, model, opt, 8)
     for level, chunk in enumerate((1, 2, 4)):
@@ -52,17 +58,17 @@ def test_sgd_change_at_a_boundary_is_the_scaled_chunk_sum(scale, factor):
 
 
 def test_inverse_chunk_scales_the_learning_rate_of_each_level():
-    s, model = make("cms", {"scale": "inverse_chunk", "chunk_sizes": [1, 4, 16]}, train=TrainConfig(lr=0.8))
-    groups = s.param_groups(model)
+    s, _ = make("cms", {"scale": "inverse_chunk", "chunk_sizes": [1, 4, 16]}, train=TrainConfig(lr=0.8))
+    groups = s.backend.param_groups(s, 0.8)
     assert [g["lr"] for g in groups] == [0.8, 0.2, 0.05]
     assert sum(len(g["params"]) for g in groups) == len(s.trainable)
-    assert len(make("cms")[0].param_groups(model)) == 1
+    assert len(make("cms")[0].param_groups()) == 1
 
 
 def test_adam_state_advances_only_at_chunk_boundaries():
     s, model = make("cms")
     begin(s, model)
-    opt = torch.optim.AdamW(s.param_groups(model), lr=1e-2, weight_decay=0.1)
+    opt = torch.optim.AdamW(s.backend.param_groups(s, 1e-2), lr=1e-2, weight_decay=0.1)
     run_recording_grads(s, model, opt, 8)
     for level, chunk in enumerate((1, 2, 4)):
         assert {int(opt.state[s.trainable[n]]["step"]) for n in s.updater.members(level)} == {8 // chunk}
@@ -72,7 +78,7 @@ def test_adam_state_advances_only_at_chunk_boundaries():
 
 def test_a_partial_chunk_is_dropped_at_the_end_of_a_task():
     s, model = make("cms", {"chunk_sizes": [1, 4]}, model=tiny_llama(dtype=torch.float64), train=TrainConfig(lr=ETA))
-    opt = torch.optim.SGD(s.param_groups(model), lr=ETA)
+    opt = torch.optim.SGD(s.backend.param_groups(s, ETA), lr=ETA)
     begin(s, model, 1)
     run_recording_grads(s, model, opt, 6)  # steps 5-6 are summed for level 1 but never applied
     s.after_task(None, model)
@@ -98,7 +104,7 @@ def test_adapter_starts_as_the_base_model_and_trains_only_the_chain():
     assert set(s.checkpoint_tensors(model)) == set(s.trainable)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if n not in s.trainable}
     begin(s, model)
-    opt = torch.optim.AdamW(s.param_groups(model), lr=1e-2)
+    opt = torch.optim.AdamW(s.backend.param_groups(s, 1e-2), lr=1e-2)
     start = snapshot(s.trainable)
     _, params = run_recording_grads(s, model, opt, 4)
     level2_down = [n for n in s.updater.members(2) if ".down." in n]

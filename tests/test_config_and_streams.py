@@ -64,13 +64,15 @@ def test_duplicate_labels_rejected():
 
 def test_strategy_options_are_validated():
     from clbench.config.experiment import StrategySpec
-    from clbench.run.one_run import make_strategy
+    from clbench.run.plan import resolve_entry
 
     cfg = load_config(None)
-    with pytest.raises(ConfigError, match="unknown key 'rnk'.*did you mean 'rank'"):
-        make_strategy(StrategySpec("sft", {"rnk": 4}), 0, cfg)
+    with pytest.raises(ConfigError, match=r"strategies\[sft\]\.options: unknown key 'rnk'.*did you mean 'rank'"):
+        resolve_entry(StrategySpec("sft", {"rnk": 4}), cfg)
     with pytest.raises(ConfigError, match="allowed: full, lora"):
-        make_strategy(StrategySpec("sft", {"mode": "half"}), 0, cfg)
+        resolve_entry(StrategySpec("sft", {"mode": "half"}), cfg)
+    entry = resolve_entry(StrategySpec("sft", {"rank": 4}), cfg)
+    assert entry.options_dict["rank"] == 4 and entry.options_dict["alpha"] == 32.0  # defaults filled in
 
 
 def _stream(tmp_path, body: str):

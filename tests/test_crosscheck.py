@@ -94,9 +94,9 @@ class Recording(SFT):
         self.calls.append("mark_trainable")
         super().mark_trainable(model)
 
-    def param_groups(self, model):
+    def param_groups(self):
         self.calls.append("param_groups")
-        return super().param_groups(model)
+        return super().param_groups()
 
     def training_examples(self, task):
         self.calls.append("training_examples")
@@ -107,6 +107,10 @@ class Recording(SFT):
 
     def before_step(self, step):
         self.calls.append("before_step")
+
+    def grad_names(self, step):
+        self.calls.append("grad_names")
+        return super().grad_names(step)
 
     def loss(self, model, batch):
         self.calls.append("loss")
@@ -125,7 +129,7 @@ def test_loop_calls_the_runners_hooks_in_the_runners_order(stream):
     s = Recording(SFT.Options(mode="full"), seed=0, train=TrainConfig(max_grad_norm=0.0))
     train_clbench(s, DigitsMLP(hidden=8), exps, LoopConfig(epochs=2, batch_size=64), seed=0)
     steps = [2 * math.ceil(len(e.train) / 64) for e in exps]
-    step = ["before_step", "loss", "apply_update"]
+    step = ["before_step", "grad_names", "loss", "apply_update"]
     expected = ["prepare_model", "mark_trainable",
                 "before_task", "param_groups", "training_examples", *step * steps[0], "after_task",
                 "before_task", "training_examples", *step * steps[1], "after_task"]

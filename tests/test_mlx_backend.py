@@ -19,15 +19,23 @@ import mlx.optimizers as optim
 from mlx import nn
 from mlx.utils import tree_flatten
 
-from clbench.backends.mlx.optim import PerTensor, adamw
-from clbench.backends.mlx.strategies import CMS, ImportanceTiers, LayerTiers, Surprise, names
-from clbench.backends.mlx.strategy import UpdateContext, causal_lm_loss
-from clbench.backends.mlx.tiered import tier_filter
-from clbench.backends.mlx.trainer import train_task
+from clbench.backends.mlx import surprise as mlx_surprise
+from clbench.backends.mlx.backend import MLXBackend, causal_lm_loss, to_mx
+from clbench.backends.mlx.optim import PerTensor
 from clbench.config.experiment import TrainConfig
 from clbench.errors import ConfigError
-from clbench.train.strategy import TaskView
+from clbench.train import registry
+from clbench.train.loop import train_task
+from clbench.train.strategy import TaskView, UpdateContext
 from tests.conftest import micro_config
+
+BACKEND = MLXBackend()
+LayerTiers, ImportanceTiers, CMS = (registry.get(n) for n in ("layer_tiers", "importance_tiers", "cms"))
+
+
+def on_mlx(cls, train: TrainConfig | None = None, **options):
+    """The registered strategy ``cls`` (one class for every backend) on the MLX backend."""
+    return cls(cls.Options(**options), train=train, backend=BACKEND)
 
 MODULES = ["mlp.down_proj", "mlp.gate_proj", "mlp.up_proj", "self_attn.k_proj", "self_attn.o_proj",
            "self_attn.q_proj", "self_attn.v_proj"]
@@ -62,23 +70,28 @@ def task_view(stream, tokenizer, t: int = 1) -> TaskView:
 
 def test_flattened_gradient_filter_is_non_empty_and_exact(tokenizer, micro_stream):
     """Seed 002's critical bug: filtering the nested gradient tree by flat names matched nothing."""
-    from clbench.backends.mlx.trainer import to_mx
     from clbench.data.encoding import batch_stream
 
-    strategy = LayerTiers(LayerTiers.Options(frequencies=(1, 2, 4)))
+    strategy = on_mlx(LayerTiers, frequencies=(1, 2, 4))
     model = strategy.prepare_model(tiny_model(len(tokenizer)))
     strategy.mark_trainable(model)
     view = task_view(micro_stream, tokenizer)
-    batch = to_mx(next(batch_stream([view.encode(r) for r in view.examples], 4, tokenizer.pad_token_id, 0)))
-    _, tree = nn.value_and_grad(model, causal_lm_loss)(model, batch)
+    batch = next(batch_stream([view.encode(r) for r in view.examples], 4, tokenizer.pad_token_id, 0))
+    _, tree = nn.value_and_grad(model, causal_lm_loss)(model, to_mx(batch))
     assert set(tree) == {"model"}  # nested: {"model": {"layers": [...]}}, no flat names at the top
-    with pytest.raises(KeyError, match="flattened"):
-        tier_filter(tree, strategy.updater.tier_map, [0])  # the nested tree is refused loudly, never filtered to {}
-    flat = dict(tree_flatten(tree))
-    assert set(flat) == lora_names(range(3))
-    for active, layers in (([0], [0]), ([0, 1], [0, 1]), ([0, 1, 2], [0, 1, 2]), ([2], [2])):
-        picked = tier_filter(flat, strategy.updater.tier_map, active)
-        assert picked and set(picked) == lora_names(layers)
+    strategy.before_task(view, model)
+    strategy.before_step(1)
+    never = UpdateContext(1, 1, tree, 0.1, 0.0, lambda g, n=None: pytest.fail("a nested tree was applied"))
+    with pytest.raises(KeyError, match="outside the tier map"):
+        strategy.apply_update(never)  # the nested tree is refused loudly, never filtered to {}
+    _, _, flat = BACKEND.forward_backward(model, strategy.trainable, strategy.loss, [batch], None)
+    assert set(flat) == set(dict(tree_flatten(tree))) == lora_names(range(3))
+    for step, layers in ((1, [0]), (2, [0, 1]), (4, [0, 1, 2])):
+        strategy.before_step(step)
+        keep = strategy.grad_names(step)
+        assert set(keep) == lora_names(layers)
+        _, _, grads = BACKEND.forward_backward(model, strategy.trainable, strategy.loss, [batch], keep)
+        assert set(grads) == lora_names(layers)  # the frozen tiers' gradients are not even computed
 
 
 class Recorded(LayerTiers):
@@ -88,10 +101,14 @@ class Recorded(LayerTiers):
         super().__init__(*a, **k)
         self.grad_sets, self.snapshots = [], []
 
+    def prepare_model(self, model):
+        self.model = super().prepare_model(model)
+        return self.model
+
     def apply_update(self, ctx: UpdateContext) -> int:
         self.grad_sets.append(set(ctx.grads))
         n = super().apply_update(ctx)
-        self.snapshots.append({k: np.array(v) for k, v in tree_flatten(ctx.model.trainable_parameters())})
+        self.snapshots.append({k: np.array(v) for k, v in tree_flatten(self.model.trainable_parameters())})
         return n
 
 
@@ -99,13 +116,13 @@ def test_layer_tiers_counts_bitwise_frozen_and_optimizer_state(tokenizer, micro_
     """[1, 2, 4] over 20 steps: counts [20, 10, 5]; inactive tiers bitwise unchanged (and their gradient
     not even computed); active ones change (weight decay moves every updated tensor); each tensor's
     AdamW step count equals its tier's update count."""
-    strategy = Recorded(Recorded.Options(frequencies=(1, 2, 4)), train=TrainConfig(weight_decay=0.1))
+    cfg = TrainConfig(steps_per_task=20, batch_size=4, lr=1e-2, weight_decay=0.1)
+    strategy = on_mlx(Recorded, train=cfg, frequencies=(1, 2, 4))
     model = strategy.prepare_model(tiny_model(len(tokenizer)))
     strategy.mark_trainable(model)
     view = task_view(micro_stream, tokenizer)
     start = {k: np.array(v) for k, v in strategy.trainable.items()}
-    optimizer = adamw(strategy.trainable, weight_decay=0.1)
-    cfg = TrainConfig(steps_per_task=20, batch_size=4, lr=1e-2, weight_decay=0.1)
+    optimizer = BACKEND.make_optimizer(strategy, model, cfg)
     strategy.before_task(view, model)
     log = train_task(model, tokenizer, strategy, view, optimizer, cfg, seed=0, global_step=0, progress=False)
     strategy.after_task(view, model)
@@ -145,10 +162,15 @@ def run_updates(strategy, model, grads_per_step, lr=0.1):
     strategy.mark_trainable(model)
     strategy.before_task(TaskView(1, "t", ()), model)
     sgd = PerTensor(strategy.trainable, lambda: optim.SGD(learning_rate=0.0))
+    sgd.lr_scale = BACKEND.make_optimizer(strategy, model, TrainConfig()).lr_scale  # cms inverse_chunk: 1/C_l
+
+    def apply(grads, total_norm=None):
+        return BACKEND.apply_gradients(sgd, model, strategy.trainable, grads, lr, 0.0)
+
     history = []
     for step, grads in enumerate(grads_per_step, start=1):
         strategy.before_step(step)
-        strategy.apply_update(UpdateContext(step, step, grads, lr, sgd, model, max_grad_norm=0.0))
+        strategy.apply_update(UpdateContext(step, step, grads, lr, 0.0, apply))
         history.append({k: np.array(v) for k, v in tree_flatten(model.parameters())})
     return history
 
@@ -159,7 +181,7 @@ def test_cms_applies_the_chunk_sum_at_boundaries_only(scale, factor):
     model = Linear3()
     mx.eval(model.parameters())
     w0 = {k: np.array(v) for k, v in tree_flatten(model.parameters())}
-    strategy = CMS(CMS.Options(mode="full", chunk_sizes=(1, 2, 4), scale=scale))
+    strategy = on_mlx(CMS, mode="full", chunk_sizes=(1, 2, 4), scale=scale)
     grads = [{f"layers.{i}.weight": mx.full((2, 2), float(s)) for i in range(3)} for s in (1, 2, 3, 4)]
     history = run_updates(strategy, model, grads)
     slow = "layers.2.weight"
@@ -175,8 +197,7 @@ def test_cms_applies_the_chunk_sum_at_boundaries_only(scale, factor):
 
 def test_importance_tiers_put_the_largest_gradients_in_the_fastest_tier():
     model = Linear3()
-    strategy = ImportanceTiers(ImportanceTiers.Options(mode="full", frequencies=(1, 2, 4), warmup_steps=2,
-                                                       unit="tensor"))
+    strategy = on_mlx(ImportanceTiers, mode="full", frequencies=(1, 2, 4), warmup_steps=2, unit="tensor")
     big = {f"layers.{i}.weight": mx.full((2, 2), 10.0 if i == 1 else (1.0 if i == 0 else 0.1)) for i in range(3)}
     run_updates(strategy, model, [big, big, big, big])
     assert strategy.updater.tier_map == {"layers.1.weight": 0, "layers.0.weight": 1, "layers.2.weight": 2}
@@ -189,7 +210,7 @@ def test_cms_adapter_form_starts_as_the_base_model_and_trains_only_the_chain(tok
     model = tiny_model(len(tokenizer), layers=2)
     ids = mx.array([[1, 5, 9, 14, 3]])
     before = np.array(model(ids))
-    strategy = CMS(CMS.Options(form="adapter", chunk_sizes=(1, 4), adapter_hidden=8))
+    strategy = on_mlx(CMS, form="adapter", chunk_sizes=(1, 4), adapter_hidden=8)
     model = strategy.prepare_model(model)
     strategy.mark_trainable(model)
     assert np.array_equal(np.array(model(ids)), before)  # W_down = 0: the chain is the identity
@@ -199,17 +220,27 @@ def test_cms_adapter_form_starts_as_the_base_model_and_trains_only_the_chain(tok
 
 
 def surprise_grads(target: str, layers, weight: float, explicit: bool = False):
-    """Loss value, flat gradients, strategy and model of the surprise objective on a fixed batch."""
-    strategy = Surprise(Surprise.Options(base="sft", base_options={"mode": "full"}, layers=layers,
-                                         weights=(weight,), target=target))
-    model = strategy.prepare_model(tiny_model(60, layers=2))
-    strategy.mark_trainable(model)
-    strategy.before_step(1)
-    fn = strategy._explicit_loss if explicit else strategy.loss
+    """Loss value, flat gradients, the surprise plugin and the model of ``{name: sft, options: {mode:
+    full}, with: [surprise]}`` on a fixed batch (``explicit``: the extra-pass objective, not the tap)."""
+    from clbench.train.plugin import Composed
+
+    sft = on_mlx(registry.get("sft"), mode="full")
+    plugin_cls = registry.get_plugin("surprise")
+    plugin = plugin_cls(plugin_cls.Options(layers=layers, weights=(weight,), target=target), strategy=sft)
+    composed = Composed(sft, [plugin])
+    model = composed.prepare_model(tiny_model(60, layers=2))
+    composed.mark_trainable(model)
+    composed.before_step(1)
+    plugin.inner_loss = sft.loss
+
+    def fn(m, batch):
+        out = mlx_surprise._explicit_loss(plugin, m, batch) if explicit else composed.loss(m, batch)
+        return out.loss, out.logs
+
     (value, _), tree = nn.value_and_grad(model, fn)(model, SURPRISE_BATCH)
     grads = dict(tree_flatten(tree))
     mx.eval(grads)
-    return float(value), grads, strategy, model
+    return float(value), grads, plugin, model
 
 
 SURPRISE_BATCH = {"input_ids": mx.array(np.random.default_rng(0).integers(3, 60, (3, 9)), dtype=mx.int32)}
@@ -223,7 +254,7 @@ def test_surprise_detached_one_layer_in_one_pass_equals_the_explicit_objective()
     v_ref, ref, s_ref, _ = surprise_grads("detached", (-1,), 0.1, explicit=True)
     _, plain, _, _ = surprise_grads("detached", (-1,), 0.0)
     assert v_fast == pytest.approx(v_ref, rel=1e-6)
-    assert float(s_fast._terms[0][0]) == pytest.approx(float(s_ref._terms[0][0]), rel=1e-5)
+    assert float(s_fast.mlx_terms[0][0]) == pytest.approx(float(s_ref.mlx_terms[0][0]), rel=1e-5)
     scale = max(float(mx.abs(g).max()) for g in ref.values())
     assert max(float(mx.abs(fast[k] - ref[k]).max()) for k in ref) < 1e-5 * scale
     assert max(float(mx.abs(fast[k] - plain[k]).max()) for k in ref) > 1e-3 * scale
@@ -239,8 +270,8 @@ def test_surprise_full_mode_is_the_true_second_order_gradient():
 
     def objective():
         strategy.before_step(1)
-        main, _ = strategy._explicit_loss(model, SURPRISE_BATCH)
-        return float(main) + sum(float(t[-1]) for t in strategy._terms.values())
+        main = mlx_surprise._explicit_loss(strategy, model, SURPRISE_BATCH).loss
+        return float(main) + sum(float(t[-1]) for t in strategy.mlx_terms.values())
 
     params = dict(tree_flatten(model.trainable_parameters()))
     rng = np.random.default_rng(1)
@@ -259,7 +290,7 @@ def test_surprise_full_mode_is_the_true_second_order_gradient():
 
 
 def test_unmapped_parameters_go_to_the_slowest_tier_with_a_warning(tokenizer):
-    strategy = LayerTiers(LayerTiers.Options(mode="full", frequencies=(1, 2)))
+    strategy = on_mlx(LayerTiers, mode="full", frequencies=(1, 2))
     model = strategy.prepare_model(tiny_model(len(tokenizer), layers=2))
     with pytest.warns(UserWarning, match="slowest tier"):
         strategy.mark_trainable(model)
@@ -276,14 +307,21 @@ def test_rope_parameters_of_transformers5_checkpoints_reach_mlx_lm():
     assert scaled == {"rope_theta": 1e4, "rope_scaling": {"rope_type": "linear", "factor": 2.0}}
 
 
-def test_unsupported_strategy_names_the_mlx_ones(tmp_path):
-    from clbench.run.grid import plan
+def test_a_torch_only_strategy_is_refused_naming_strategy_and_backend(tmp_path):
+    from clbench.run.plan import plan
 
     cfg = micro_config(tmp_path, model={"backend": "mlx"}, strategies="[ewc]")
-    with pytest.raises(ConfigError, match="no MLX implementation") as err:
+    with pytest.raises(ConfigError, match="strategy 'ewc' is not available with model.backend: mlx") as err:
         plan(cfg)
-    assert err.value.allowed == sorted(names()) == sorted(["sft", "layer_tiers", "importance_tiers", "cms",
-                                                             "surprise"])
+    assert err.value.allowed == ["torch"]
+    surprise_on_ewc = micro_config(tmp_path, model={"backend": "mlx"}, strategies="[{name: ewc, with: [surprise]}]")
+    with pytest.raises(ConfigError, match="strategy 'ewc' is not available with model.backend: mlx"):
+        plan(surprise_on_ewc)
+    _, entries = plan(micro_config(tmp_path, model={"backend": "mlx"}, strategies="[all]"))
+    assert sorted(e.spec.name for e in entries) == sorted(n for n in registry.names()
+                                                           if "mlx" in registry.get(n).backends)
+    assert {"sft", "layer_tiers", "importance_tiers", "cms", "replay", "joint", "frozen"} <= {
+        e.spec.name for e in entries}
 
 
 def test_streams_with_lm_eval_suites_are_refused_before_training(micro_stream):
@@ -319,7 +357,7 @@ def test_mlx_micro_runs_write_the_standard_layout_and_resume(tmp_path, micro_cac
     from clbench.run.grid import run_grid
 
     grid = ("[{name: layer_tiers, options: {frequencies: [1, 2]}}, "
-            "{name: surprise, options: {base: importance_tiers, base_options: {warmup_steps: 2, frequencies: [1, 2]}}}, "
+            "{name: importance_tiers, label: surprise, options: {warmup_steps: 2, frequencies: [1, 2]}, with: [surprise]}, "
             "{name: cms, label: cms-adapter, options: {form: adapter, chunk_sizes: [1, 3], scale: inverse_chunk}}]")
     # reset_optimizer false: the resume below must restore the per-tensor AdamW state from the checkpoint
     cfg = micro_config(tmp_path, cache_dir=micro_cache, model={"backend": "mlx"},

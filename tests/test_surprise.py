@@ -1,4 +1,4 @@
-"""Surprise objectives: gradients equal explicit references (float64), schedule, composition, errors."""
+"""The surprise plugin: gradients equal explicit references (float64), schedule, composition, errors."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ from clbench.config.experiment import TrainConfig
 from clbench.errors import ConfigError
 from clbench.train import registry
 from clbench.train.surprise import aux_grad, aux_loss
-from tests.nested_helpers import begin, make, snapshot, tiny_llama, token_batch, train_step
+from tests.nested_helpers import begin, make_with, snapshot, tiny_llama, token_batch, train_step
 
 BATCH = token_batch(5, n=3, length=9)
 
 
-def surprise(options: dict, train: TrainConfig | None = None, layers: int = 3):
-    s, model = make("surprise", options, model=tiny_llama(layers=layers, seed=1, dtype=torch.float64), train=train)
+def surprise(options: dict, train: TrainConfig | None = None, layers: int = 3, base: str = "sft",
+             base_options: dict | None = None):
+    """``{name: <base>, options: <base_options>, with: [{name: surprise, options: <options>}]}``."""
+    s, model = make_with(base, base_options, [("surprise", options)],
+                         model=tiny_llama(layers=layers, seed=1, dtype=torch.float64), train=train)
     # move LoRA B off zero so that every parameter has a non-trivial gradient
     with torch.no_grad():
         for n, p in s.trainable.items():
@@ -26,17 +29,23 @@ def surprise(options: dict, train: TrainConfig | None = None, layers: int = 3):
 
 
 def strategy_grads(s, model, step: int = 1, accum: int = 1) -> tuple[dict, float]:
+    """The gradient of one micro-batch as the trainer computes it (``grad_names`` frozen out, the loss
+    divided by the accumulation count)."""
     s.before_step(step)
+    keep = s.grad_names(step)
+    for n, p in s.trainable.items():
+        p.requires_grad_(keep is None or n in keep)
     out = s.loss(model, BATCH)
     (out.loss / accum).backward()
     grads = {n: p.grad.detach().clone() for n, p in s.trainable.items() if p.grad is not None}
     for p in s.trainable.values():
         p.grad = None
+        p.requires_grad_(True)
     return grads, float(out.loss.detach())
 
 
 def forward_capturing(model, layers: list[int]):
-    from clbench.train.tiers.updater import decoder_blocks
+    from clbench.modeling.blocks import decoder_blocks
 
     hidden, blocks = {}, decoder_blocks(model)
     handles = [blocks[i].register_forward_hook(lambda m, a, o, i=i: hidden.__setitem__(i, o)) for i in layers]
@@ -131,18 +140,18 @@ def test_every_n_and_the_switch():
 
 
 def test_composes_with_layer_tiers_by_configuration():
-    """base: layer_tiers (deep-fast): inactive tiers unchanged, the active tier gets the exact surprise
+    """layer_tiers (deep-fast) with surprise: inactive tiers unchanged, the active tier gets the exact surprise
     gradient; the aux loss is logged next to the active tiers."""
-    s, model = surprise({"base": "layer_tiers", "base_options": {"order": "deep_fast", "frequencies": [1, 2]},
-                         "layers": [-1], "weights": [0.5]})
-    fast = s.base.updater.members(0)
+    s, model = surprise({"layers": [-1], "weights": [0.5]}, base="layer_tiers",
+                        base_options={"order": "deep_fast", "frequencies": [1, 2]})
+    fast = s.strategy.updater.members(0)
     assert {n.split(".layers.")[1][0] for n in fast} == {"1", "2"}  # 3 blocks, 2 tiers: blocks 1-2 fast
     grads, _ = strategy_grads(s, model, step=1)
     assert set(grads) == set(fast)  # the slow tier's gradient is not even computed at step 1
     assert_same(grads, explicit_detached(s, model, [2], [0.5], names=fast)[0])
     log = s.step_log()
     assert log["active_tiers"] == [0] and "surprise_aux_l2" in log
-    opt = torch.optim.AdamW(s.param_groups(model), lr=1e-2)
+    opt = torch.optim.AdamW(s.backend.param_groups(s, 1e-2), lr=1e-2)
     before = snapshot(s.trainable)
     train_step(s, model, opt, 1, [BATCH])
     assert all(torch.equal(s.trainable[n], before[n]) == (n not in fast) for n in s.trainable)
@@ -152,14 +161,14 @@ def test_composes_with_layer_tiers_by_configuration():
 
 
 def test_surprise_options_are_checked():
-    sur = registry.get("surprise")
-    with pytest.raises(ConfigError, match=r"x\.base.*allowed:.*layer_tiers"):
-        sur.options_from({"base": "surprise"}, "x")
-    with pytest.raises(ConfigError, match=r"x\.base_options\.frequencies"):
-        sur.options_from({"base": "layer_tiers", "base_options": {"frequencies": [0]}}, "x")
+    sur = registry.get_plugin("surprise")
+    with pytest.raises(ConfigError, match="'surprise' is a plugin, not a strategy"):
+        registry.get("surprise")
     with pytest.raises(ConfigError, match=r"x\.weights"):
         sur.options_from({"layers": [0, 1], "weights": [0.1, 0.2, 0.3]}, "x")
     with pytest.raises(ConfigError, match=r"x\.every_n"):
         sur.options_from({"every_n": 0}, "x")
+    with pytest.raises(ConfigError, match=r"x\.layers"):
+        sur.options_from({"layers": [1, 1]}, "x")
     with pytest.raises(ConfigError, match="block 7 does not exist"):
-        make("surprise", {"layers": [7]})
+        make_with("sft", {}, [("surprise", {"layers": [7]})])

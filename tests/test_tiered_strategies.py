@@ -14,9 +14,9 @@ from clbench.config.experiment import TrainConfig
 from clbench.data.encoding import Encoded, batch_stream
 from clbench.errors import ConfigError
 from clbench.train.loop import train_task
-from clbench.train.strategy import TaskView, UpdateContext
+from clbench.train.strategy import TaskView
 from clbench.train.tiers.schedule import active_tiers
-from tests.nested_helpers import begin, make, snapshot, tiny_llama, token_batch, train_step
+from tests.nested_helpers import apply_grads, begin, make, snapshot, tiny_llama, token_batch, train_step
 
 SEED_TABLE = {1: [0], 2: [0, 1], 3: [0], 4: [0, 1, 2], 5: [0], 6: [0, 1], 7: [0], 8: [0, 1, 2]}
 
@@ -39,7 +39,7 @@ def test_layer_tiers_follow_the_seed_table_and_counts_with_adamw():
     sizes = [len(up.members(t)) for t in range(3)]
     assert all(sizes) and sum(sizes) == len(s.trainable) == 56  # every LoRA tensor is tiered (seed 002, bug 1)
     begin(s, model)
-    opt = torch.optim.AdamW(s.param_groups(model), lr=1e-2, weight_decay=0.1)
+    opt = torch.optim.AdamW(s.backend.param_groups(s, 1e-2), lr=1e-2, weight_decay=0.1)
     for step in range(1, 21):
         before = snapshot(s.trainable)
         updated = train_step(s, model, opt, step, [token_batch(step)])
@@ -54,7 +54,7 @@ def test_layer_tiers_follow_the_seed_table_and_counts_with_adamw():
     assert all(t["drift"] > 0 for t in diag["tiers"])
     assert all(p.requires_grad for p in s.trainable.values())  # restored after the task
     begin(s, model, 2)
-    opt = torch.optim.AdamW(s.param_groups(model), lr=1e-2)
+    opt = torch.optim.AdamW(s.backend.param_groups(s, 1e-2), lr=1e-2)
     for step in range(1, 5):
         train_step(s, model, opt, step, [token_batch(100 + step)])
     diag = s.diagnostics()["tiers"]
@@ -65,7 +65,7 @@ def test_layer_tiers_follow_the_seed_table_and_counts_with_adamw():
 def test_adam_state_belongs_to_the_updates_made():
     s, model = make("layer_tiers")
     begin(s, model)
-    opt = torch.optim.AdamW(s.param_groups(model), lr=1e-2)
+    opt = torch.optim.AdamW(s.backend.param_groups(s, 1e-2), lr=1e-2)
     tier = {t: [s.trainable[n] for n in s.updater.members(t)] for t in range(3)}
 
     def steps(t):
@@ -90,7 +90,7 @@ def test_weight_decay_only_on_the_tiers_steps():
     lr, wd = 0.05, 0.5
     s, model = make("layer_tiers")
     begin(s, model)
-    opt = torch.optim.AdamW(s.param_groups(model), lr=lr, weight_decay=wd)
+    opt = torch.optim.AdamW(s.backend.param_groups(s, lr), lr=lr, weight_decay=wd)
     a_names = [n for n in s.updater.members(2) if "lora_A" in n]
     start = snapshot(s.trainable)
     for step in (1, 2, 3):
@@ -106,20 +106,22 @@ def test_skip_does_not_even_compute_inactive_gradients():
     s, model = make("layer_tiers", {"order": "deep_fast"})
     begin(s, model)
     s.before_step(1)
-    s.loss(model, token_batch(0)).loss.backward()
+    keep = s.grad_names(1)
     fast = set(s.updater.members(0))
-    assert fast and all((p.grad is not None) == (n in fast) == p.requires_grad for n, p in s.trainable.items())
+    assert fast and set(keep) == fast
+    _, _, grads = s.backend.forward_backward(model, s.trainable, s.loss, [token_batch(0)], keep)
+    assert set(grads) == fast  # autograd built no gradient for the inactive tiers
+    assert all(p.requires_grad for p in s.trainable.values())  # frozen for the step only
 
 
 def test_clipping_is_the_global_norm_of_what_updates():
     s, model = make("layer_tiers")
     begin(s, model)
-    opt = torch.optim.SGD(s.param_groups(model), lr=1.0)
+    opt = torch.optim.SGD(s.backend.param_groups(s, 1.0), lr=1.0)
     s.before_step(1)  # tier 0 only
-    for p in s.trainable.values():
-        p.grad = torch.full_like(p, 0.01)
+    grads = {n: torch.full_like(p, 0.01) for n, p in s.trainable.items()}
     before = snapshot(s.trainable)
-    s.apply_update(UpdateContext(1, 1, opt, max_grad_norm=0.5))
+    apply_grads(s, model, opt, 1, grads, max_grad_norm=0.5)
     active = s.updater.members(0)
     change = torch.cat([(before[n] - s.trainable[n]).flatten() for n in active])
     assert change.norm().item() == pytest.approx(0.5, rel=1e-4)  # clipped over tier 0 alone
@@ -129,7 +131,7 @@ def test_clipping_is_the_global_norm_of_what_updates():
 def test_a_step_with_no_active_tier_changes_nothing():
     s, model = make("layer_tiers", {"frequencies": [2, 4]})
     begin(s, model)
-    opt = torch.optim.AdamW(s.param_groups(model), lr=1e-2, weight_decay=0.1)
+    opt = torch.optim.AdamW(s.backend.param_groups(s, 1e-2), lr=1e-2, weight_decay=0.1)
     before = snapshot(s.trainable)
     assert train_step(s, model, opt, 1, [token_batch(1)]) == 0
     assert all(torch.equal(p, before[n]) for n, p in s.trainable.items()) and not opt.state
@@ -148,8 +150,8 @@ def test_tiers_with_the_trainer_accumulation_warmup_schedule_and_clipping():
                for k in torch.randint(5, 11, (12,), generator=gen)]
     task = TaskView(1, "t", tuple(records), encode=lambda r: Encoded(r["ids"], r["ids"]))
     begin(s, model)
-    opt = torch.optim.SGD(s.param_groups(model), lr=cfg.lr)
-    log = train_task(model, SimpleNamespace(pad_token_id=0), s, task, opt, cfg, 64, seed=7, global_step=0,
+    opt = torch.optim.SGD(s.backend.param_groups(s, cfg.lr), lr=cfg.lr)
+    log = train_task(model, SimpleNamespace(pad_token_id=0), s, task, opt, cfg, seed=7, global_step=0,
                      progress=False)
     batches = batch_stream([task.encode(r) for r in records], cfg.batch_size, 0, seed=7)
     tier_of = s.updater.tier_map
@@ -183,7 +185,7 @@ def test_importance_puts_the_layer_with_large_gradients_in_the_fastest_tier():
     s, model = make("importance_tiers", {"warmup_steps": 3, "rerank_each_task": False})
     scale_layer_lora(model, 2, 1000.0)
     begin(s, model)
-    opt = torch.optim.AdamW(s.param_groups(model), lr=1e-3)
+    opt = torch.optim.AdamW(s.backend.param_groups(s, 1e-3), lr=1e-3)
     assert s.updater.tier_map is None
     for step in range(1, 9):
         before = snapshot(s.trainable)
@@ -211,7 +213,7 @@ def test_importance_puts_the_layer_with_large_gradients_in_the_fastest_tier():
 
 def test_importance_reranks_each_task_by_default():
     s, model = make("importance_tiers", {"warmup_steps": 2})
-    opt = torch.optim.AdamW(s.param_groups(model), lr=1e-3)
+    opt = torch.optim.AdamW(s.backend.param_groups(s, 1e-3), lr=1e-3)
     for task in (1, 2):
         begin(s, model, task)
         before = snapshot(s.trainable)
@@ -226,7 +228,7 @@ def test_importance_ranks_lora_a_and_b_of_a_layer_together():
     def warmed(unit):
         s, model = make("importance_tiers", {"warmup_steps": 2, "unit": unit})
         begin(s, model)
-        opt = torch.optim.AdamW(s.param_groups(model), lr=1e-3)
+        opt = torch.optim.AdamW(s.backend.param_groups(s, 1e-3), lr=1e-3)
         for step in (1, 2):
             train_step(s, model, opt, step, [token_batch(step)])
         return s.updater.tier_map
@@ -251,8 +253,8 @@ def test_bad_tier_options_name_the_field():
 
 MICRO_GRID = ("[{name: layer_tiers}, {name: layer_tiers, label: layer_tiers-deep, options: {order: deep_fast}}, "
               "{name: importance_tiers, options: {warmup_steps: 2}}, {name: cms}, "
-              "{name: cms, label: cms-adapter, options: {form: adapter}}, {name: surprise}, "
-              "{name: surprise, label: surprise-cms, options: {base: cms, base_options: {form: adapter}}}]")
+              "{name: cms, label: cms-adapter, options: {form: adapter}}, {name: sft, label: surprise, with: [surprise]}, "
+              "{name: cms, label: surprise-cms, options: {form: adapter}, with: [surprise]}]")
 
 
 def safetensors_header(path) -> tuple[int, dict]:

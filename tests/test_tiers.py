@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from clbench.backends.torch_backend import TorchBackend
+from clbench.modeling.blocks import decoder_blocks
 from clbench.train.tiers.schedule import (
     active_tiers,
     adapter_unit,
@@ -15,7 +17,7 @@ from clbench.train.tiers.schedule import (
     tiers_by_score,
     update_counts,
 )
-from clbench.train.tiers.updater import TieredUpdater, decoder_blocks
+from clbench.train.tiers.updater import TieredUpdater
 from tests.nested_helpers import make, tiny_llama
 
 # seed 000's table: step -> tiers that update, frequencies [1, 2, 4]
@@ -78,7 +80,7 @@ def test_adapter_unit_joins_lora_a_and_b():
 def test_tier_map_must_cover_exactly_the_trainable_parameters():
     params = {"a": torch.nn.Parameter(torch.zeros(2)), "b": torch.nn.Parameter(torch.zeros(2))}
     up = TieredUpdater([1, 2])
-    up.attach(params)
+    up.attach(TorchBackend(), None, params)
     with pytest.raises(ValueError, match="missing"):
         up.set_map({"a": 0})
     with pytest.raises(ValueError, match="unknown"):
@@ -91,19 +93,25 @@ def test_tier_map_must_cover_exactly_the_trainable_parameters():
         TieredUpdater([1, 2], semantics="freeze")
 
 
-def test_skip_switches_requires_grad_per_step_and_restores_it():
+def test_skip_asks_for_the_active_tiers_gradients_only_and_accumulate_for_all():
     params = {"a": torch.nn.Parameter(torch.zeros(2)), "b": torch.nn.Parameter(torch.zeros(2))}
+    model = torch.nn.Module()
+    model.a, model.b = params["a"], params["b"]
     up = TieredUpdater([1, 2], "skip")
-    up.attach(params)
+    up.attach(TorchBackend(), model, params)
+    assert up.grad_names() is None  # no tier map yet: everything updates
     up.set_map({"a": 0, "b": 1})
     up.begin_task()
     up.before_step(1)
-    assert params["a"].requires_grad and not params["b"].requires_grad
+    assert up.grad_names() == ["a"]
     up.before_step(2)
-    assert params["a"].requires_grad and params["b"].requires_grad
-    up.before_step(3)
+    assert up.grad_names() == ["a", "b"]
     up.end_task()
-    assert params["b"].requires_grad
+    acc = TieredUpdater([1, 2], "accumulate")
+    acc.attach(TorchBackend(), model, params)
+    acc.set_map({"a": 0, "b": 1})
+    acc.before_step(1)
+    assert acc.grad_names() is None  # accumulate computes every gradient at every step
 
 
 def test_decoder_blocks_found_inside_peft_and_refused_elsewhere():

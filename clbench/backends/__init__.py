@@ -1,39 +1,26 @@
 """Training backends: ``torch`` (transformers + peft, the default) and ``mlx`` (mlx-lm).
 
-A backend is what the grid needs to run one experiment with a given array library: the names of the
-strategies it implements, a constructor that validates a grid entry before anything runs, and the
-function that runs one (strategy, seed). Streams, probes, metrics and the results layout are shared:
-both backends write the same run directory (``clbench.results.files``), so reports never know which one
-produced a number. The MLX backend is imported only when a config asks for it, so ``import clbench``
-never imports MLX.
+A backend (``clbench.backends.base.Backend``) is what a run and every strategy need from an array
+library; streams, probes, metrics, the strategies themselves and the results layout are shared, so both
+backends write the same run directory (``clbench.results.files``) and reports never know which one
+produced a number. Which strategies a backend can run is each strategy's ``backends`` attribute
+(``clbench list`` shows it). The MLX backend is imported only when a config asks for it, so
+``import clbench`` never imports MLX.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from clbench.errors import ConfigError
 
 BACKENDS = ("torch", "mlx")
 
 
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    strategy_names: Callable[[], list[str]]  # what "all" in a grid expands to
-    make_strategy: Callable  # (StrategySpec, seed, ExperimentConfig) -> strategy; raises ConfigError
-    run_one: Callable  # (cfg, stream, spec, seed, base_dir, progress) -> (run dir, status)
-    check_stream: Callable = lambda stream: None  # raises ConfigError for a stream it cannot evaluate
-
-
-def get_backend(name: str) -> Backend:
-    """The backend called ``name`` (``model.backend``); MLX needs the ``mlx`` extra installed."""
+def get_backend(name: str):
+    """A fresh backend called ``name`` (``model.backend``); MLX needs the ``mlx`` extra installed."""
     if name == "torch":
-        from clbench.run import one_run as runner
-        from clbench.train import registry
+        from clbench.backends.torch_backend import TorchBackend
 
-        return Backend("torch", registry.names, runner.make_strategy, runner.run_one)
+        return TorchBackend()
     if name == "mlx":
         try:
             import mlx.core  # noqa: F401
@@ -41,7 +28,7 @@ def get_backend(name: str) -> Backend:
         except ImportError as exc:
             raise ConfigError("model.backend", f"'mlx' needs mlx and mlx-lm ({exc}); install the extra: "
                               "pip install 'clbench[mlx]'") from None
-        from clbench.backends.mlx import runner, strategies
+        from clbench.backends.mlx.backend import MLXBackend
 
-        return Backend("mlx", strategies.names, strategies.make_strategy, runner.run_one, runner.check_stream)
+        return MLXBackend()
     raise ConfigError("model.backend", f"unknown backend {name!r}", BACKENDS)

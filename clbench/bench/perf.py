@@ -37,15 +37,14 @@ def _model_and_tokenizer(cfg: ExperimentConfig, stream):
 
 def training_throughput(cfg: ExperimentConfig, stream, steps: int) -> dict:
     """sft (LoRA) tokens/s and ms/step on the stream's second task, after 3 warm-up steps."""
-    from clbench.strategies.sft import SFT
-    from clbench.train.loop import make_optimizer
-    from clbench.train.strategy import UpdateContext
+    from clbench.train import registry
+    from clbench.train.step import optimizer_step
 
     model, tok = _model_and_tokenizer(cfg, stream)
-    strategy = SFT(seed=0, train=cfg.train)
+    strategy = registry.get("sft")(seed=0, train=cfg.train)
     model = strategy.prepare_model(model)
     strategy.mark_trainable(model)
-    opt = make_optimizer(strategy, model, cfg.train)
+    opt = strategy.backend.make_optimizer(strategy, model, cfg.train)
     task = next(t for t in stream.tasks if not t.pretrained)
     batches = batch_stream([encode_example(tok, r, cfg.model.max_length) for r in task.train],
                            cfg.train.batch_size, tok.pad_token_id, seed=0)
@@ -53,9 +52,7 @@ def training_throughput(cfg: ExperimentConfig, stream, steps: int) -> dict:
     for i in range(steps + 3):
         batch = next(batches)
         t0 = time.perf_counter()
-        strategy.loss(model, batch).loss.backward()
-        strategy.apply_update(UpdateContext(i + 1, i + 1, opt, cfg.train.max_grad_norm))
-        opt.zero_grad(set_to_none=True)
+        optimizer_step(strategy, model, opt, [batch], i + 1, i + 1, cfg.train.lr, cfg.train.max_grad_norm)
         if i >= 3:
             seconds += time.perf_counter() - t0
             tokens += count_tokens(batch)

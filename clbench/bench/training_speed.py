@@ -26,24 +26,26 @@ from collections.abc import Sequence
 
 import torch
 
-from clbench.config.experiment import TrainConfig
-from clbench.train import registry
-from clbench.train.loop import make_optimizer
-from clbench.train.strategy import TaskView, UpdateContext
+from clbench.backends import get_backend
+from clbench.config.experiment import ExperimentConfig, StrategySpec, TrainConfig
+from clbench.run.plan import resolve_entry
+from clbench.train.step import optimizer_step
+from clbench.train.strategy import TaskView
 
 DEFAULT_MODEL = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 384, "vocab_size": 1024}
 
-# (label, registered name, options); the targets of issue 3 are ratios of step time to sft
-DEFAULT_VARIANTS: list[tuple[str, str, dict]] = [
+# (label, registered name, options[, plugins as grid-entry `with:`]); the targets of issue 3 are ratios of
+# step time to sft
+DEFAULT_VARIANTS: list[tuple] = [
     ("sft", "sft", {}),
     ("layer_tiers", "layer_tiers", {}),
     ("layer_tiers-deep", "layer_tiers", {"order": "deep_fast"}),
     ("importance_tiers", "importance_tiers", {}),
     ("cms", "cms", {}),
     ("cms-adapter", "cms", {"form": "adapter"}),
-    ("surprise", "surprise", {}),
-    ("surprise-2layers", "surprise", {"layers": [1, 3], "weights": [0.3, 0.1]}),
-    ("surprise-full", "surprise", {"target": "full"}),
+    ("surprise", "sft", {}, ["surprise"]),
+    ("surprise-2layers", "sft", {}, [{"name": "surprise", "options": {"layers": [1, 3], "weights": [0.3, 0.1]}}]),
+    ("surprise-full", "sft", {}, [{"name": "surprise", "options": {"target": "full"}}]),
 ]
 TARGETS = {"layer_tiers": 1.0, "layer_tiers-deep": 1.0, "importance_tiers": 1.0, "cms": 1.0, "surprise": 1.3}
 
@@ -65,31 +67,26 @@ def make_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) ->
 
 
 class _Runner:
-    """One strategy on its own copy of the model, stepping exactly as ``clbench.train.loop.train_task``."""
+    """One strategy on its own copy of the model, stepping with the trainer's own step function."""
 
-    def __init__(self, name: str, options: dict, base_model, train: TrainConfig, label: str):
-        cls = registry.get(name)
-        self.strategy = cls(cls.options_from(options, label), seed=0, train=train)
+    def __init__(self, name: str, options: dict, base_model, train: TrainConfig, label: str, plugins=()):
+        cfg = ExperimentConfig(train=train)
+        entry = resolve_entry(StrategySpec(name, options, label, tuple(plugins)), cfg)
+        self.strategy = entry.make(0, cfg, get_backend("torch"))
         self.model = self.strategy.prepare_model(copy.deepcopy(base_model))
         self.strategy.mark_trainable(self.model)
         self.strategy.before_task(TaskView(1, "perf", ()), self.model)
-        self.optimizer = make_optimizer(self.strategy, self.model, train)
+        self.optimizer = self.strategy.backend.make_optimizer(self.strategy, self.model, train)
         self.train = train
         self.step = 0
         self.model.train()
 
     def run(self, steps: int, batch: dict) -> None:
-        s, k = self.strategy, self.train.grad_accum
         for _ in range(steps):
             self.step += 1
-            s.before_step(self.step)
-            for _ in range(k):
-                out = s.loss(self.model, batch)
-                (out.loss / k).backward()
-                float(out.loss.detach())
-            s.apply_update(UpdateContext(self.step, self.step, self.optimizer, self.train.max_grad_norm))
-            self.optimizer.zero_grad(set_to_none=True)
-            s.step_log()
+            optimizer_step(self.strategy, self.model, self.optimizer, [batch] * self.train.grad_accum, self.step,
+                           self.step, self.train.lr, self.train.max_grad_norm)
+            self.strategy.step_log()
 
 
 def measure_step_times(strategies: Sequence[tuple[str, str, dict]], steps: int = 20, reps: int = 5,
@@ -102,7 +99,7 @@ def measure_step_times(strategies: Sequence[tuple[str, str, dict]], steps: int =
     train = train or TrainConfig(batch_size=batch_size)
     base = build_model(**shape, seed=seed)
     batch = make_batch(batch_size, seq_len, shape["vocab_size"], seed)
-    runners = [(label, _Runner(name, options, base, train, label)) for label, name, options in strategies]
+    runners = [(v[0], _Runner(v[1], v[2], base, train, v[0], v[3] if len(v) > 3 else ())) for v in strategies]
     for _, r in runners:
         r.run(warmup, batch)
     times: dict[str, list[float]] = {label: [] for label, _ in runners}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -28,52 +28,66 @@ class ModelConfig:
                                  "docs/real_models.md), e.g. smollm2-135m; null = use path")
     path: str | None = opt(None, "local Hugging Face checkpoint directory; null (and no name) = embedded tiny model")
     backend: Literal["torch", "mlx"] = opt("torch", "torch (transformers + peft) or mlx (mlx-lm; docs/mlx.md)")
-    hidden_size: int = opt(128, "tiny model: hidden size")
-    num_layers: int = opt(4, "tiny model: transformer blocks")
-    num_heads: int = opt(4, "tiny model: attention heads")
-    intermediate_size: int = opt(384, "tiny model: MLP width")
-    vocab_size: int = opt(1024, "tiny model: BPE vocabulary trained on the stream's text")
-    pretrain_steps: int = opt(1200, "tiny model: full-parameter pretraining steps on the pretrain corpus")
-    pretrain_lr: float = opt(3e-3, "tiny model: pretraining peak learning rate")
-    pretrain_batch_size: int = opt(32, "tiny model: pretraining batch size")
-    seed: int = opt(0, "tiny model: initialisation and pretraining seed (part of the cache key)")
-    max_length: int = opt(64, "token budget of one training example")
+    hidden_size: int = opt(128, "tiny model: hidden size", ge=1)
+    num_layers: int = opt(4, "tiny model: transformer blocks", ge=1)
+    num_heads: int = opt(4, "tiny model: attention heads", ge=1)
+    intermediate_size: int = opt(384, "tiny model: MLP width", ge=1)
+    vocab_size: int = opt(1024, "tiny model: BPE vocabulary trained on the stream's text", ge=1)
+    pretrain_steps: int = opt(1200, "tiny model: full-parameter pretraining steps on the pretrain corpus", ge=0)
+    pretrain_lr: float = opt(3e-3, "tiny model: pretraining peak learning rate, in (0, 1]", gt=0, le=1)
+    pretrain_batch_size: int = opt(32, "tiny model: pretraining batch size", ge=1)
+    seed: int = opt(0, "tiny model: initialisation and pretraining seed (part of the cache key)", ge=0)
+    max_length: int = opt(64, "token budget of one training example", ge=1)
     device: str = opt("auto", "auto (cuda > cpu), cpu, cuda, cuda:N")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt("auto", "auto = bf16 on CUDA, fp32 on CPU")
     trust_remote_code: bool = opt(False, "allow custom model code shipped with a local checkpoint")
     use_chat_template: bool = opt(False, "wrap prompts in the checkpoint's chat template (instruct models; "
                                          "docs/real_models.md)")
 
+    def __post_init__(self):
+        if self.path is None and self.hidden_size % self.num_heads:
+            raise ConfigError("model.num_heads", f"must divide model.hidden_size ({self.hidden_size}), "
+                              f"got {self.num_heads}")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     """The optimisation every strategy shares (a strategy changes *what* updates, not these knobs)."""
 
-    steps_per_task: int = opt(200, "optimizer steps per task")
-    batch_size: int = opt(32, "examples per micro-batch")
-    grad_accum: int = opt(1, "micro-batches per optimizer step")
-    lr: float = opt(6e-3, "peak learning rate")
-    weight_decay: float = opt(0.0, "decoupled (AdamW) weight decay")
-    warmup_steps: int = opt(0, "linear warm-up steps at the start of each task")
+    steps_per_task: int = opt(200, "optimizer steps per task", ge=1)
+    batch_size: int = opt(32, "examples per micro-batch", ge=1)
+    grad_accum: int = opt(1, "micro-batches per optimizer step", ge=1)
+    lr: float = opt(6e-3, "peak learning rate (AdamW), in (0, 1]", gt=0, le=1)
+    weight_decay: float = opt(0.0, "decoupled (AdamW) weight decay", ge=0)
+    warmup_steps: int = opt(0, "linear warm-up steps at the start of each task", ge=0)
     schedule: Literal["constant", "linear", "cosine"] = opt("constant", "decay after warm-up, per task")
-    max_grad_norm: float = opt(1.0, "global gradient-norm clip over the parameters updated this step; 0 = off")
+    max_grad_norm: float = opt(1.0, "global gradient-norm clip over the parameters updated this step; 0 = off",
+                               ge=0)
     reset_optimizer: bool = opt(True, "new optimizer state at each task (false: keep Adam moments)")
-    threads: int = opt(0, "torch CPU threads per run; 0 = torch's default")
+    threads: int = opt(0, "torch CPU threads per run; 0 = torch's default", ge=0)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    batch_size: int = opt(64, "probe items per forward pass")
-    max_new_tokens: int = opt(12, "greedy tokens generated for exact-match probes")
+    batch_size: int = opt(64, "probe items per forward pass", ge=1)
+    max_new_tokens: int = opt(12, "greedy tokens generated for exact-match probes", ge=1)
 
 
 @dataclass(frozen=True)
 class StrategySpec:
-    """One row of the grid: a registered strategy, its options, and the label results are filed under."""
+    """One row of the grid: a registered strategy, its options, and the label results are filed under;
+    ``with`` adds composable pieces (plugins: ``surprise``, ...; each a name or ``{name, options}``),
+    ``train`` overrides training fields for this row alone (``optimizer`` is a shorthand for
+    ``train: {optimizer: ...}``)."""
+
+    YAML_KEYS: ClassVar[dict] = {"with": "with_"}
 
     name: str
     options: dict = field(default_factory=dict)
     label: str | None = None
+    with_: tuple[Any, ...] = ()
+    train: dict = field(default_factory=dict)
+    optimizer: str | None = None
 
     @property
     def run_label(self) -> str:
@@ -88,7 +102,9 @@ class ExperimentConfig:
     seeds: tuple[int, ...] = opt([0, 1, 2], "one run per seed and strategy")
     results_dir: str = opt("results", "where run directories go")
     cache_dir: str = opt("", "base-model cache; empty = $CLBENCH_CACHE or ~/.cache/clbench")
-    jobs: int = opt(1, "runs in parallel processes (each with train.threads threads)")
+    allow_code: bool = opt(False, "let task YAML in the stream's lm-eval folders run Python (!function); "
+                                  "same as --allow-code")
+    jobs: int = opt(1, "runs in parallel processes (each with train.threads threads)", ge=1)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -120,12 +136,22 @@ def _apply(data: dict, keys: list[str], value: Any) -> None:
 
 
 def load_yaml(path: Path) -> Any:
-    """YAML from ``path``; a syntax error is reported as ``file:line``."""
+    """YAML from ``path``; a syntax error or a byte that is not UTF-8 is reported as ``file:line``."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigError(str(path), "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), "is a folder, not a YAML file") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(f"{path}:{line}", f"not UTF-8: byte 0x{data[exc.start]:02x} at column {column} "
+                          "(save the file as UTF-8)") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

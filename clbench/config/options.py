@@ -9,6 +9,7 @@ fields in one format.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
@@ -23,6 +24,9 @@ def _check(where: str, tp: Any, value: Any) -> Any:
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
+        arms = [a for a in get_args(tp) if a is not type(None)]
+        if len(arms) == 1 and value is not None:  # ``X | None`` given a value: X's own error (unknown key...)
+            return _check(where, arms[0], value)
         errors = []
         for arm in get_args(tp):
             try:
@@ -51,6 +55,8 @@ def _check(where: str, tp: Any, value: Any) -> Any:
         return dict(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(where, f"expected a finite number, got {value!r}")
     if tp is bool and not isinstance(value, bool):
         raise ConfigError(where, f"expected true or false, got {value!r}")
     if tp in (int, float, str) and (not isinstance(value, tp) or isinstance(value, bool)):
@@ -67,18 +73,25 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
     if not isinstance(data, dict):
         raise ConfigError(where, f"expected a mapping, got {type(data).__name__}")
     hints = get_type_hints(cls)
+    keys = getattr(cls, "YAML_KEYS", {})  # YAML key -> field name, for keys that are Python keywords ('with')
+    data = {keys.get(k, k): v for k, v in data.items()}
     names = [f.name for f in dataclasses.fields(cls) if f.init]
+    shown = {v: k for k, v in keys.items()}
     unknown = [k for k in data if k not in names]
     if unknown:
-        raise ConfigError(where, f"unknown key {unknown[0]!r}{did_you_mean(unknown[0], names)}", names)
-    kwargs = {k: _check(f"{where}.{k}", hints[k], v) for k, v in data.items()}
+        allowed = [shown.get(n, n) for n in names]
+        raise ConfigError(where, f"unknown key {unknown[0]!r}{did_you_mean(unknown[0], allowed)}", allowed)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    required = [n for n in names if fields[n].default is dataclasses.MISSING
+                and fields[n].default_factory is dataclasses.MISSING]
+    missing = [n for n in required if n not in data]
+    if missing:
+        raise ConfigError(where, f"missing required key {shown.get(missing[0], missing[0])!r}",
+                          [shown.get(n, n) for n in names])
+    kwargs = {k: _check(f"{where}.{shown.get(k, k)}", hints[k], v) for k, v in data.items()}
     for k, v in kwargs.items():
-        _check_bounds(f"{where}.{k}", fields[k], v)
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required field is missing
-        raise ConfigError(where, str(exc), names) from None
+        _check_bounds(f"{where}.{shown.get(k, k)}", fields[k], v)
+    return cls(**kwargs)
 
 
 def to_dict(obj: Any) -> Any:
@@ -121,6 +134,8 @@ def opt(default: Any, help: str, **bounds: float) -> Any:
 
 
 def _check_bounds(where: str, field: dataclasses.Field, value: Any) -> None:
+    if value is None:  # an optional field left unset
+        return
     for name, bound in field.metadata.get("bounds", {}).items():
         symbol, ok = BOUNDS[name]
         if not ok(value, bound):

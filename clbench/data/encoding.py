@@ -7,6 +7,11 @@ Two record shapes are accepted (the same as user JSONL files):
 
 Prompt and completion are tokenized separately, exactly as the probes tokenize a prompt and score a
 continuation, so a fact learned in training is the token sequence a probe asks for.
+
+A record longer than ``max_length`` tokens is cut to it (and marked ``truncated``, which the runner
+counts and warns about). Only the beginning of a long text is tokenized (:func:`head_tokens`), so one
+huge record costs memory in proportion to ``max_length``, not to its size: tokenizing a whole 50 MB
+line took 10 GB.
 """
 
 from __future__ import annotations
@@ -19,24 +24,52 @@ import torch
 IGNORE = -100
 
 
+CHARS_PER_TOKEN = 16  # first guess of the characters max_length tokens need (grown until they suffice)
+MARGIN = 8  # tokens past max_length before the cut, so the cut cannot change a kept token
+
+
 @dataclass(frozen=True)
 class Encoded:
     input_ids: list[int]
     labels: list[int]
+    truncated: bool = False  # the record had more than max_length tokens
+
+
+def head_tokens(tokenizer, text: str, max_length: int, **kwargs) -> tuple[list[int], bool]:
+    """Token ids of ``text`` — all of them, or, for a long text, at least the first ``max_length`` —
+    and whether the text was cut before tokenizing.
+
+    The text is cut at ``max_length * CHARS_PER_TOKEN`` characters (four times more while that gives
+    fewer than ``max_length + MARGIN`` tokens). The cut lies ``MARGIN`` tokens beyond what is kept, so
+    the kept tokens are those of the whole text whenever the tokenizer's pre-tokenizer splits the text
+    there (BPE merges never cross a pre-token boundary); a text without any split point (one
+    50-million-letter word) is the exception, and is cut anyway.
+    """
+    limit = max(1, max_length) * CHARS_PER_TOKEN
+    while True:
+        if len(text) <= limit:
+            return tokenizer(text, **kwargs)["input_ids"], False
+        ids = tokenizer(text[:limit], **kwargs)["input_ids"]
+        if len(ids) >= max_length + MARGIN:
+            return ids, True
+        limit *= 4
 
 
 def encode_example(tokenizer, example: dict, max_length: int) -> Encoded:
     """Token ids and labels for one training record (truncated to ``max_length``)."""
     eos = [tokenizer.eos_token_id]
     if "text" in example:
-        ids = tokenizer(example["text"])["input_ids"] + eos
+        ids, cut = head_tokens(tokenizer, example["text"], max_length)
+        ids = ids + eos
         labels = list(ids)
     else:
-        prompt = tokenizer(example["prompt"])["input_ids"]
-        completion = tokenizer(example["completion"], add_special_tokens=False)["input_ids"] + eos
+        prompt, cut_p = head_tokens(tokenizer, example["prompt"], max_length)
+        completion, cut_c = head_tokens(tokenizer, example["completion"], max_length, add_special_tokens=False)
+        completion = completion + eos
         ids = prompt + completion
         labels = [IGNORE] * len(prompt) + completion
-    return Encoded(ids[:max_length], labels[:max_length])
+        cut = cut_p or cut_c
+    return Encoded(ids[:max_length], labels[:max_length], cut or len(ids) > max_length)
 
 
 def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ import functools
 import hashlib
 from pathlib import Path
 
+from clbench.data.task_code import refuse_code, sandbox_templates
 from clbench.errors import ConfigError, did_you_mean
 
 
@@ -99,12 +100,14 @@ def _digest(include: str | None, task: str) -> str:
     return h.hexdigest()[:16]
 
 
-def resolve_suite(spec, base: Path, where: str) -> dict:
+def resolve_suite(spec, base: Path, where: str, allow_code: bool = False) -> dict:
     """Check an lm-eval suite before anything runs; returns the suite config stored with the stream.
 
     The task is built here (its data read), so a missing file, an unknown metric or filter is reported
-    with the stream file's field, not after training.
+    with the stream file's field, not after training. Unless ``allow_code``, a task from the stream's
+    folder that would import Python is refused before lm-eval builds it (``clbench.data.task_code``).
     """
+    sandbox_templates()
     include = None
     if spec.include_path is not None:
         folder = (base / spec.include_path).resolve()
@@ -119,6 +122,8 @@ def resolve_suite(spec, base: Path, where: str) -> dict:
     if spec.task in tm.all_tags:
         raise ConfigError(f"{where}.task", f"{spec.task!r} is a tag (several tasks, no single score); "
                           "name one task, or a group with an aggregate metric")
+    if include is not None and not allow_code:
+        refuse_code(tm.task_index, spec.task, f"{where}.task")
     digest = _digest(include, spec.task)
     try:
         loaded = loaded_task(include, spec.task, digest)

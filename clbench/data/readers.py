@@ -15,13 +15,19 @@ row is used as it is (the JSONL behaviour clbench always had).
 
 Every record comes with ``where``, used in every error about it: ``file:line`` for JSONL and CSV (the
 physical line the record starts on), ``file row N`` for Parquet and saved datasets (N counts from 1).
+
+Files are read as UTF-8 (a byte that is not names its line and column), and one record may hold at
+most :data:`MAX_RECORD_BYTES`: a longer line is an error naming it, read no further than the limit,
+so bad data cannot take unbounded memory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +36,7 @@ from clbench.config.options import opt
 from clbench.errors import ConfigError, did_you_mean
 
 FORMATS = ("jsonl", "csv", "parquet", "disk")
+MAX_RECORD_BYTES = 64 * 2**20  # one JSONL line, CSV line or Parquet row
 
 
 @dataclass(frozen=True)
@@ -62,16 +69,41 @@ def check_fields(fields: dict, allowed: list[str], where: str) -> None:
             raise ConfigError(f"{where}.fields.{dst}", f"expected {what}, got {src!r}")
 
 
+def _too_long(where: str) -> ConfigError:
+    return ConfigError(where, f"record longer than {MAX_RECORD_BYTES // 2**20} MiB (the per-record limit, "
+                       "clbench.sources.MAX_RECORD_BYTES); split it into several records")
+
+
+def decode_line(raw: bytes, where: str) -> str:
+    """``raw`` as UTF-8 text; an undecodable byte names the line and column."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(where, f"not UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1} "
+                          "(save the file as UTF-8)") from None
+
+
+def text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each line, decoded one at a time and none longer than the limit."""
+    with open(path, "rb") as fh:
+        for n in itertools.count(1):
+            raw = fh.readline(MAX_RECORD_BYTES + 1)
+            if not raw:
+                return
+            if len(raw) > MAX_RECORD_BYTES:
+                raise _too_long(f"{path}:{n}")
+            yield n, decode_line(raw, f"{path}:{n}")
+
+
 def read_jsonl(path: Path) -> list[tuple[str, int, object]]:
     """``(file:line, line, parsed object)`` for each non-blank line; malformed JSON → ``file:line``."""
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    out.append((f"{path}:{n}", n, json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{path}:{n}", f"malformed JSON: {exc.msg}") from None
+    for n, line in text_lines(path):
+        if line.strip():
+            try:
+                out.append((f"{path}:{n}", n, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{n}", f"malformed JSON: {exc.msg}") from None
     return out
 
 
@@ -83,8 +115,10 @@ def read_csv(path: Path) -> list[tuple[str, int, dict]]:
     gives the physical line of each record, so an error names the line a user sees in an editor.
     """
     out = []
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh, strict=True)
+    limit = csv.field_size_limit(MAX_RECORD_BYTES)  # the module's default, 128 KiB a cell, is a bare error
+    lines = (text for _, text in text_lines(path))
+    try:
+        reader = csv.reader(lines, strict=True)
         try:
             header = next(reader, None)
             if header is None:
@@ -101,6 +135,8 @@ def read_csv(path: Path) -> list[tuple[str, int, dict]]:
                 out.append((where, line, dict(zip(header, cells))))
         except csv.Error as exc:
             raise ConfigError(f"{path}:{reader.line_num}", f"malformed CSV: {exc}") from None
+    finally:
+        csv.field_size_limit(limit)
     return out
 
 
@@ -140,7 +176,12 @@ def read_arrow(path: Path, fmt: str, split: str | None, where: str) -> list[tupl
         ds = ds[split]
     elif split is not None:
         raise ConfigError(f"{where}.split", f"{path} is a single dataset without splits; remove 'split'")
-    return [(f"{path} row {i}", i, row) for i, row in enumerate(ds.to_list(), 1)]
+    rows = []
+    for i, row in enumerate(ds.to_list(), 1):
+        if sum(len(v) for v in row.values() if isinstance(v, (str, bytes))) > MAX_RECORD_BYTES:
+            raise _too_long(f"{path} row {i}")
+        rows.append((f"{path} row {i}", i, row))
+    return rows
 
 
 def read_rows(spec: SourceSpec, base: Path, where: str) -> list[tuple[str, int, object]]:

@@ -118,6 +118,7 @@ class StreamSpec:
     pretrain_background: tuple[GeneratedSpec, ...] = ()
     known_subset: bool = opt(False, "also score pretrained tasks on the items the base model answered correctly "
                                     "(suites <name>_known; clbench.results.breakdown)")
+    allow_code: bool = opt(False, "let task YAML in this stream's lm-eval folders import Python (!function)")
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class Stream:
     tasks: tuple[Task, ...]
     background: tuple[dict, ...] = field(default=(), repr=False)  # extra pretraining records
     source: str = ""
+    code_allowed: bool = False  # --allow-code or the file's allow_code (echoed in provenance.json)
 
     @property
     def name(self) -> str:
@@ -229,11 +231,11 @@ def parse_probe(raw: object, where: str) -> ProbeSpec | LmEvalProbeSpec:
     return from_dict(LmEvalProbeSpec if raw["kind"] == "lm_eval" else ProbeSpec, raw, where)
 
 
-def _load_suite(spec: ProbeSpec | LmEvalProbeSpec, base: Path, where: str) -> ProbeSuite:
+def _load_suite(spec: ProbeSpec | LmEvalProbeSpec, base: Path, where: str, allow_code: bool) -> ProbeSuite:
     if isinstance(spec, LmEvalProbeSpec):
         from clbench.data.lm_eval_tasks import resolve_suite  # imports lm-eval: only for streams that use it
 
-        return ProbeSuite(spec.name, spec.kind, (), resolve_suite(spec, base, where))
+        return ProbeSuite(spec.name, spec.kind, (), resolve_suite(spec, base, where, allow_code))
     if spec.until and spec.kind != "exact_match":
         raise ConfigError(f"{where}.until", f"'until' applies to exact_match suites, not {spec.kind}")
     known = {**PROBE_FIELDS[spec.kind], **OPTIONAL_FIELDS[spec.kind], "id": str}
@@ -247,14 +249,14 @@ def _load_suite(spec: ProbeSpec | LmEvalProbeSpec, base: Path, where: str) -> Pr
     return ProbeSuite(spec.name, spec.kind, tuple(items), {"until": list(spec.until)} if spec.until else {})
 
 
-def _load_task(spec: TaskSpec, base: Path, seed: int, where: str) -> Task:
+def _load_task(spec: TaskSpec, base: Path, seed: int, where: str, allow_code: bool) -> Task:
     if spec.generated is not None and spec.train is not None:
         raise ConfigError(where, "give either 'generated' or 'train', not both")
     probe_specs = [parse_probe(p, f"{where}.probes[{i}]") for i, p in enumerate(spec.probes)]
     names = [p.name for p in probe_specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}.probes", f"probe suite names must be unique within a task, got {names}")
-    suites = {p.name: _load_suite(p, base, f"{where}.probes[{i}]") for i, p in enumerate(probe_specs)}
+    suites = {p.name: _load_suite(p, base, f"{where}.probes[{i}]", allow_code) for i, p in enumerate(probe_specs)}
     train: list[dict] = []
     if spec.generated is not None:
         data = _generated(spec.generated, seed, f"{where}.generated")
@@ -283,8 +285,11 @@ def resolve_stream_path(name_or_path: str) -> Path:
     raise ConfigError("stream", f"no stream file or shipped stream named {name_or_path!r}", known)
 
 
-def load_stream(name_or_path: str) -> Stream:
-    """Parse, validate and materialise a stream (generated data is built here, deterministically)."""
+def load_stream(name_or_path: str, allow_code: bool = False) -> Stream:
+    """Parse, validate and materialise a stream (generated data is built here, deterministically).
+
+    Nothing in the file runs code unless ``allow_code`` (``--allow-code``) or the file's ``allow_code``.
+    """
     path = resolve_stream_path(name_or_path)
     spec = from_dict(StreamSpec, load_yaml(path), str(path))
     names = [t.name for t in spec.tasks]
@@ -297,11 +302,12 @@ def load_stream(name_or_path: str) -> Stream:
         if t.pretrained and seen_trained:
             raise ConfigError(f"{path}.tasks[{i}]", "pretrained tasks must come before the trained ones")
         seen_trained |= not t.pretrained
-    tasks = tuple(_load_task(t, path.parent, spec.generator_seed, f"{path}.tasks[{i}]")
+    allow_code = allow_code or spec.allow_code
+    tasks = tuple(_load_task(t, path.parent, spec.generator_seed, f"{path}.tasks[{i}]", allow_code)
                   for i, t in enumerate(spec.tasks))
     suites = {p.name for t in tasks for p in t.probes}
     if spec.primary_metric not in suites:
         raise ConfigError(f"{path}.primary_metric", f"no probe suite named {spec.primary_metric!r}", suites)
     background = tuple(r for i, g in enumerate(spec.pretrain_background)
                        for r in _generated(g, spec.generator_seed, f"{path}.pretrain_background[{i}]")["train"])
-    return Stream(spec, tasks, background, str(path))
+    return Stream(spec, tasks, background, str(path), allow_code)

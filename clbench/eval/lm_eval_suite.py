@@ -35,6 +35,7 @@ from lm_eval.models.utils_hf import stop_sequences_criteria
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from clbench.data.lm_eval_tasks import loaded_task
+from clbench.data.task_code import sandbox_templates
 from clbench.errors import ConfigError
 from clbench.eval.suite_result import SuiteResult
 
@@ -222,6 +223,7 @@ def score_lm_eval(suite, view):
     from lm_eval.evaluator import evaluate
 
     cfg = suite.config
+    sandbox_templates()
     model = getattr(view, "model", None)
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"probes.{suite.name}", "lm_eval probe suites need the torch backend "

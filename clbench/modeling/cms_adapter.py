@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clbench.train.tiers.updater import decoder_blocks
+from clbench.modeling.blocks import decoder_blocks
 
 FFN_NAMES = ("mlp", "feed_forward", "ffn")
 

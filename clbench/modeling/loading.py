@@ -66,6 +66,30 @@ def _remote_code_refused(path: Path):
                           "model.trust_remote_code: true (read that code first)") from None
 
 
+def check_checkpoint(path: str | Path, trust_remote_code: bool = False) -> Path:
+    """``path`` if it holds a model config and a tokenizer transformers can read, else ``ConfigError``.
+
+    Cheap (no weights are read): the grid calls it before any run directory is written, so a wrong
+    ``model.path`` leaves nothing behind that a corrected command would have to clean up.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise ConfigError("model.path", f"{path} is not a folder (a local Hugging Face checkpoint)")
+    path = _checkpoint_dir(path)
+    with _remote_code_refused(path):
+        for what, auto in (("model config", AutoConfig), ("tokenizer", AutoTokenizer)):
+            try:
+                auto.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+            except (OSError, ValueError, KeyError) as exc:
+                if "trust_remote_code" in str(exc):
+                    raise
+                raise ConfigError("model.path", f"cannot read the {what} in {path}: {type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    return path
+
+
 def load_causal_lm(path: str | Path, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False):
     """``(model, tokenizer)`` from a local directory, model on the chosen device and dtype."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -24,8 +25,10 @@ import torch
 from clbench.config.experiment import ModelConfig
 from clbench.data.encoding import batch_stream, count_tokens, encode_example
 from clbench.data.streams import Stream
+from clbench.errors import ConfigError, DivergenceError
 from clbench.progress import bar
 from clbench.results.files import atomic_write_json, atomic_write_jsonl
+from clbench.run.lock import describe, hold
 
 PRETRAIN_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size",
                    "pretrain_steps", "pretrain_lr", "pretrain_batch_size", "seed", "max_length")
@@ -85,22 +88,34 @@ def pretrain(model, tokenizer, records: list[dict], cfg: ModelConfig, progress: 
         log.append({"step": step, "loss": float(loss.detach()), "lr": sched.get_last_lr()[0],
                     "step_time": time.perf_counter() - t0, "tokens": count_tokens(batch)})
     if not math.isfinite(log[-1]["loss"]):
-        raise RuntimeError("base-model pretraining diverged (loss is not finite); lower model.pretrain_lr")
+        raise DivergenceError("base-model pretraining diverged (loss is not finite); lower model.pretrain_lr")
     return log
 
 
 def build_base_model(cfg: ModelConfig, stream: Stream, cache_dir: Path, progress: bool = True) -> Path:
     """Directory of the cached base model for ``stream``, building it first if needed."""
-    from transformers import LlamaForCausalLM
 
-    from clbench.modeling.tokenizer import train_bpe_tokenizer
 
     target = cache_dir / "base_models" / f"{stream.name}-{cache_key(cfg, stream)}"
     if (target / "build.json").exists():
         return target
+    def waiting(info):
+        print(f"clbench: waiting for {describe(info)}, which is building the base model {target}", file=sys.stderr)
+
+    with hold(target.with_name(target.name + ".building"), wait=True, on_wait=waiting):  # one builder at a time
+        return _build(cfg, stream, target, progress)
+
+
+def _build(cfg: ModelConfig, stream: Stream, target: Path, progress: bool) -> Path:
+    from transformers import LlamaForCausalLM
+
+    from clbench.modeling.tokenizer import train_bpe_tokenizer
+
+    if (target / "build.json").exists():  # built by the process this one waited for
+        return target
     records = pretrain_corpus(stream)
     if not records and cfg.pretrain_steps > 0:
-        raise RuntimeError(f"stream {stream.name!r} has nothing to pretrain the embedded model on: mark a task "
+        raise ConfigError("model.pretrain_steps", f"stream {stream.name!r} has nothing to pretrain the embedded model on: mark a task "
                            "'pretrained: true', add 'pretrain_background', or set model.pretrain_steps=0")
     t0 = time.perf_counter()
     tokenizer = train_bpe_tokenizer(tokenizer_corpus(stream), cfg.vocab_size)

@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from clbench.errors import ConfigError
 from clbench.reporting.figures import FigureFile, write_figures
 from clbench.reporting.stats import mean_ci, pareto_optimal
 from clbench.reporting.tables import Column, Table, build_table, to_latex, to_markdown, unit_scale
-from clbench.results.aggregate import COST, METRICS, Run, group_runs, load_runs, seed_values
+from clbench.results.aggregate import COST, METRICS, Run, group_runs, load_inventory, load_runs, seed_values
+from clbench.results.atomic import remove_leftovers
 from clbench.results.breakdown import KNOWN_SUFFIX
 from clbench.results.files import atomic_write_bytes, safe_label
 
@@ -183,22 +186,31 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
 
 
 def build_report(paths, out_dir: Path, suite: str | None = None, reference: str = REFERENCE,
-                 figures: bool = True) -> Path:
+                 figures: bool = True, strict: bool = False) -> Path:
     """Write the whole report under ``out_dir``; returns the path of its ``README.md``.
 
-    ``figures=False`` writes tables and index only (seconds instead of tens of seconds).
+    ``figures=False`` writes tables and index only (seconds instead of tens of seconds). Unreadable and
+    unfinished runs are left out, listed in the index and on stderr; ``strict`` makes them an error.
     """
     from clbench.reporting.html import write_html
     from clbench.reporting.index import write_readme
 
     out_dir = Path(out_dir)
     paths = [str(p) for p in paths]
-    groups = group_runs(load_runs(paths))
+    if out_dir.is_dir():
+        remove_leftovers(out_dir)  # temporary files of a report build that was killed
+    inventory = load_inventory(paths)
+    left_out = inventory.left_out
+    if strict and left_out:
+        raise ConfigError(", ".join(paths), "--strict: runs that cannot be reported:\n  " + "\n  ".join(left_out))
+    for line in left_out:
+        print(f"clbench: left out of the report: {line}", file=sys.stderr)
+    groups = group_runs(load_runs(paths, inventory))
     streams = sorted({s for s, _ in groups})
     reports = [stream_report(out_dir, s, {lab: runs for (st, lab), runs in groups.items() if st == s}, suite,
                              reference, figures) for s in streams]
-    readme = write_readme(out_dir, paths, reports, reference)
-    write_html(out_dir, paths, reports, reference)
+    readme = write_readme(out_dir, paths, reports, reference, left_out)
+    write_html(out_dir, paths, reports, reference, left_out)
     written = ["README.md", "index.html"]
     for rep in reports:
         written += [f"{rep.folder}/numbers.json", *(p for _, md, tex in rep.tables for p in (md, tex)),

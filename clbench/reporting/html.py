@@ -70,7 +70,7 @@ def to_html_doc(blocks) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_html(out_dir: Path, paths, reports, reference: str) -> Path:
+def write_html(out_dir: Path, paths, reports, reference: str, left_out=()) -> Path:
     path = Path(out_dir) / "index.html"
-    atomic_write_bytes(path, to_html_doc(index_blocks(paths, reports, reference)).encode())
+    atomic_write_bytes(path, to_html_doc(index_blocks(paths, reports, reference, left_out)).encode())
     return path

@@ -121,7 +121,25 @@ def software_blocks(runs) -> list:
             Para("Environment:"), Bullets(tuple(env))]
 
 
-def index_blocks(paths, reports, reference: str) -> list:
+def checks_blocks(runs, left_out) -> list:
+    """Runs the report leaves out (unreadable, unfinished) and runs whose training loss did not fall."""
+    blocks: list = []
+    if left_out:
+        blocks += [Heading(2, "Runs left out"),
+                   Para("These run folders are not in any table (`clbench report --strict` refuses them):"),
+                   Bullets(tuple(f"`{line}`" for line in left_out))]
+    flat = [(r, r.metrics.get("loss_check", {}).get("not_falling", [])) for r in runs]
+    flat = [(r, tasks) for r, tasks in flat if tasks]
+    if flat:
+        blocks += [Heading(2, "Runs whose training loss did not fall"),
+                   Para("On these tasks the mean loss of the last quarter of steps was not below that of the "
+                        "first quarter (`loss_check` in `metrics.json`): a learning rate far too high, or "
+                        "nothing learnable. Their numbers are in the tables; read them with that in mind."),
+                   Bullets(tuple(f"`{r.label}` seed {r.seed} (`{r.path}`): {', '.join(tasks)}" for r, tasks in flat))]
+    return blocks
+
+
+def index_blocks(paths, reports, reference: str, left_out=()) -> list:
     from clbench.reporting import stats
     from clbench.results import metrics
 
@@ -137,6 +155,7 @@ def index_blocks(paths, reports, reference: str) -> list:
     ]
     for rep in reports:
         blocks += stream_blocks(rep, reference)
+    blocks += checks_blocks(runs, left_out)
     blocks += software_blocks(runs)
     blocks += [Heading(2, "Metric definitions (from clbench/results/metrics.py)"), Pre(_docstring_body(metrics)),
                Heading(2, "Statistics (from clbench/reporting/stats.py)"), Pre(_docstring_body(stats)),
@@ -166,7 +185,7 @@ def to_markdown_doc(blocks) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def write_readme(out_dir: Path, paths, reports, reference: str) -> Path:
+def write_readme(out_dir: Path, paths, reports, reference: str, left_out=()) -> Path:
     path = Path(out_dir) / "README.md"
-    atomic_write_bytes(path, to_markdown_doc(index_blocks(paths, reports, reference)).encode())
+    atomic_write_bytes(path, to_markdown_doc(index_blocks(paths, reports, reference, left_out)).encode())
     return path

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from clbench.data.readers import text_lines
 from clbench.errors import ConfigError
-from clbench.results.files import RunFiles, find_runs, load_run, read_json
+from clbench.results.files import RunFiles, load_run, read_json
+from clbench.results.inventory import Inventory, require, take_inventory
 
 METRICS = ["acc", "bwt", "fwt", "forgetting", "learning_acc", "general_retention"]
 COST = ["train_seconds", "tokens", "optimizer_steps", "updated_elements", "trainable_parameters"]
@@ -66,20 +68,35 @@ class Run:
         return self.matrix["suites"][suite]["R"]
 
 
-def load_runs(paths) -> list[Run]:
-    """Every finished run under ``paths`` (directories with ``DONE``), in path order."""
-    runs = []
-    for path in find_runs(paths):
-        files = RunFiles(path)
-        base = load_run(path)
-        n_tasks = len(base["matrix"]["tasks"])
-        rows = tuple(read_json(files.after(t)) for t in range(n_tasks))
-        log = tuple(json.loads(line) for line in files.train_log.read_text().splitlines() if line.strip()) \
-            if files.train_log.exists() else ()
-        runs.append(Run(Path(path), base["config"], base["provenance"], base["matrix"], base["metrics"], rows, log))
-    if not runs:
-        raise ConfigError(", ".join(map(str, paths)), "no finished runs (directories with DONE) found")
-    return runs
+def read_run(path: Path) -> Run:
+    """One finished run's files as a :class:`Run`; a missing, corrupt or incomplete file raises
+    (``OSError``, ``ConfigError``, ``ValueError``) naming it."""
+    files = RunFiles(path)
+    base = load_run(path)
+    require(base["config"], ("stream.name", "strategy.label", "seed"), "config.json")
+    require(base["matrix"], ("tasks", "suites"), "matrix.json")
+    require(base["metrics"], ("primary_metric", "suites"), "metrics.json")
+    n_tasks = len(base["matrix"]["tasks"])
+    rows = tuple(read_json(files.after(t)) for t in range(n_tasks))
+    log = ()
+    if files.train_log.exists():
+        log = tuple(json.loads(line) for _, line in text_lines(files.train_log) if line.strip())
+    return Run(Path(path), base["config"], base["provenance"], base["matrix"], base["metrics"], rows, log)
+
+
+def load_inventory(paths) -> Inventory:
+    """The finished runs under ``paths`` (in path order), and the unfinished and unreadable ones."""
+    return take_inventory(paths, read_run)
+
+
+def load_runs(paths, inv: Inventory | None = None) -> list[Run]:
+    """Every readable finished run under ``paths`` (directories with ``DONE``), in path order; an
+    error if there is none (``inv``: the inventory of ``paths`` if already taken)."""
+    inv = inv if inv is not None else load_inventory(paths)
+    if not inv.runs:
+        raise ConfigError(", ".join(map(str, paths)), "no finished runs (directories with DONE) found"
+                          + "".join(f"\n  {line}" for line in inv.left_out))
+    return inv.runs
 
 
 def _comparable(config: dict) -> dict:

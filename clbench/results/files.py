@@ -15,59 +15,27 @@ Layout of ``<results_dir>/<experiment>/<stream>/<strategy label>/seed_<k>/``::
     metrics.json             ACC/BWT/FWT/forgetting/LA/general retention per suite, cost
     train_log.jsonl          all tasks' step logs, concatenated when the run finishes
     DONE                     present only when the run finished
+    LOCK                     held while a clbench process writes the run (``clbench.run.lock``); one left
+                             by a killed process is free to take
+    .<file>.<random>.tmp     a write in progress (``clbench.results.atomic``); removed on resume
 
 An interrupted run keeps every finished task; the runner resumes from the last ``after_<t>.json``.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from clbench.config.experiment import ExperimentConfig, StrategySpec
+from clbench.results.atomic import (  # noqa: F401 - the writers every result file goes through
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_jsonl,
+    read_json,
+)
 
 SCHEMA_VERSION = 1
-
-
-@contextmanager
-def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[str]:
-    """A temporary file name next to ``path`` for the block to write (with any writer, e.g. MLX's
-    ``save_safetensors``); fsynced and renamed over ``path`` when the block succeeds, removed when it
-    fails, so a reader never sees a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over ``path``."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        fh.write(data)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
-
-
-def atomic_write_jsonl(path: Path, records) -> None:
-    atomic_write_bytes(path, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records).encode())
-
-
-def read_json(path: Path):
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 def safe_label(label: str) -> str:
@@ -111,18 +79,6 @@ class RunFiles:
         while k < n_tasks and self.after(k).exists():
             k += 1
         return k
-
-
-def find_runs(paths) -> list[Path]:
-    """Every finished run directory (one with ``DONE``) under the given paths."""
-    out = []
-    for p in paths:
-        p = Path(p)
-        if (p / "DONE").exists():
-            out.append(p)
-        else:
-            out.extend(sorted(d.parent for d in p.rglob("DONE")))
-    return sorted(set(out))
 
 
 def load_run(path: Path) -> dict:

@@ -2,45 +2,47 @@
 
 Order of work (each result file written atomically, the row file of a task last):
 
-1. write ``config.json`` and ``provenance.json``; a directory holding a different config is refused;
+0. take the run's lock (``clbench.run.lock``: another process writing it → skip, or wait), remove
+   temporary files a killed write left behind;
+1. load the model (one that does not load leaves nothing behind), write ``config.json`` and
+   ``provenance.json``; a directory holding a different config is refused;
 2. evaluate an untrained model of the same architecture (``reference``, for forward transfer) and the
    base model (``base``, row before the stream);
 3. for each task not yet finished: train it (or, for a task the base model learned, take the base
    row), save the adapter checkpoint and the strategy state, evaluate every probe suite, write the row;
-4. build the matrices, compute the metrics, concatenate the logs, write ``DONE``.
+4. build the matrices, compute the metrics (with the loss check of ``clbench.results.loss_check``),
+   concatenate the logs, write ``DONE``; release the lock.
 
 A killed run restarts at step 3 with the first task that has no row: the adapter and strategy state
 of the last finished task are loaded, and every task re-seeds from ``(seed, task index)``, so a resumed
 run produces the same numbers as an uninterrupted one.
 
 This order is written once, in :func:`run_one`, for every backend. What depends on the array library
-— loading the model, the reference model, the probe view, the optimizer and its saved state, one
-task's training, the adapter file — is a :class:`RunOps` object: :class:`TorchOps` here (the default),
-``clbench.backends.mlx.runner.MLXOps`` for MLX. So both backends write the same run directory with the
-same resume rules, and a change to either is a change to both.
+— loading the model, the reference model, the probe view, the optimizer and its saved state, the
+adapter file — is the run's backend (``clbench.backends.base.Backend``), and one task's training is
+``clbench.train.loop.train_task`` on every backend. So both backends write the same run directory with
+the same resume rules, and a change to either is a change to both.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import random
+import sys
 import time
 from pathlib import Path
-from typing import ClassVar
 
-import numpy as np
 import torch
 
-from clbench.config.experiment import ExperimentConfig, StrategySpec, config_dict
+from clbench.backends import get_backend
+from clbench.config.experiment import ExperimentConfig, config_dict
 from clbench.data.encoding import encode_example
 from clbench.data.streams import Stream
 from clbench.errors import ConfigError
 from clbench.eval.probes import higher_is_better
 from clbench.eval.rows import evaluate_row
-from clbench.eval.torch_lm import TorchLM
-from clbench.modeling.loading import load_causal_lm, pick_device, pick_dtype, reference_model
+from clbench.faults import fault_point
+from clbench.results.atomic import remove_leftovers
 from clbench.results.breakdown import category_scores, known_suites
 from clbench.results.files import (
     SCHEMA_VERSION,
@@ -51,36 +53,25 @@ from clbench.results.files import (
     read_json,
     run_dir,
 )
+from clbench.results.loss_check import loss_check
 from clbench.results.metrics import summarize
 from clbench.results.provenance import provenance
+from clbench.run.checks import TruncationCount, readable_checkpoint
 from clbench.run.known_subset import ensure_known_subset
-from clbench.train import registry
-from clbench.train.loop import make_optimizer, train_task
+from clbench.run.lock import LOCK_NAME, describe, hold, holder
+from clbench.run.plan import GridEntry, resolve_entry, stored_options_match
+from clbench.run.seeding import task_seed
+from clbench.train.loop import train_task
 from clbench.train.strategy import TaskView
 
 
-def make_strategy(spec: StrategySpec, seed: int, cfg: ExperimentConfig, get=None):
-    """Instantiate a grid entry, validating its options (unknown keys name the allowed ones); ``get``
-    looks the class up by name (default: the torch registry; the MLX backend passes its own table)."""
-    cls = (get or registry.get)(spec.name)
-    options = cls.options_from(spec.options, f"strategies[{spec.run_label}].options")
-    return cls(options, seed=seed, train=cfg.train)
-
-
-def task_seed(seed: int, t: int) -> int:
-    return int(hashlib.sha256(f"{seed}:{t}".encode()).hexdigest()[:8], 16)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def run_record(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int, base_dir: Path) -> dict:
-    """What ``config.json`` stores; two runs with equal records are the same experiment."""
-    return {"schema": SCHEMA_VERSION, "experiment": cfg.name, "seed": seed,
-            "strategy": {"name": spec.name, "label": spec.run_label, "options": spec.options},
+def run_record(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: int, base_dir: Path) -> dict:
+    """What ``config.json`` stores (the strategy's options resolved, defaults included); two runs with
+    equal records are the same experiment."""
+    strategy = {"name": entry.spec.name, "label": entry.spec.run_label, "options": entry.options_dict}
+    if entry.plugins:
+        strategy["with"] = entry.plugins_list
+    return {"schema": SCHEMA_VERSION, "experiment": cfg.name, "seed": seed, "strategy": strategy,
             "stream": {"name": stream.name, "source": stream.source, "fingerprint": stream.fingerprint(),
                        "tasks": [t.name for t in stream.tasks], "pretrained": [t.pretrained for t in stream.tasks],
                        "suites": stream.suite_names, "primary_metric": stream.spec.primary_metric},
@@ -88,10 +79,14 @@ def run_record(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: 
             "eval": config_dict(cfg.eval)}
 
 
-def same_experiment(a: dict, b: dict) -> bool:
-    """Whether two ``config.json`` records describe the same experiment."""
-    drop = ("eval",)  # evaluation batch size does not change results
-    return {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+def same_experiment(stored: dict, record: dict, entry: GridEntry) -> bool:
+    """Whether a stored ``config.json`` and a new record describe the same experiment. Results written
+    before options were stored resolved hold the user's raw options: those are resolved to compare."""
+    drop = ("eval", "strategy")  # evaluation batch size does not change results; options compared below
+    same = {k: v for k, v in stored.items() if k not in drop} == {k: v for k, v in record.items() if k not in drop}
+    s, r = stored.get("strategy", {}), record["strategy"]
+    return (same and (s.get("name"), s.get("label"), s.get("with")) == (r["name"], r["label"], r.get("with"))
+            and stored_options_match(entry, s.get("options", {})))
 
 
 def write_row(files: RunFiles, key: int | str, row: dict, extra: dict) -> None:
@@ -104,121 +99,7 @@ def write_row(files: RunFiles, key: int | str, row: dict, extra: dict) -> None:
     atomic_write_json(path, {"scores": row["scores"], "seconds": row["seconds"], "n_items": row["n_items"], **extra})
 
 
-class RunOps:
-    """What one run needs from an array library; :func:`run_one` calls nothing else of it.
-
-    One instance per run (it may keep what it chose, e.g. the device, between calls). The checkpoint
-    files are written by the runner: the adapter through :meth:`save_adapter`, and
-    ``strategy_state.pt`` with ``torch.save`` of the strategy's plain state and :meth:`optimizer_state`,
-    so the layout and its readers do not depend on the backend.
-    """
-
-    checkpoint_meta: ClassVar[dict] = {}  # extra keys of every checkpoint header (e.g. the backend's name)
-
-    def check_stream(self, stream: Stream) -> None:
-        """Raise ``ConfigError`` for a stream this backend cannot evaluate (before anything is written)."""
-
-    def start(self, cfg: ExperimentConfig) -> dict:
-        """Set-up before ``config.json`` is written (a bad device is refused then); returns extra
-        ``provenance.json`` fields."""
-        return {}
-
-    def load(self, cfg: ExperimentConfig, base_dir: Path):
-        """``(model, tokenizer)`` of the base model."""
-        raise NotImplementedError
-
-    def make_strategy(self, spec: StrategySpec, seed: int, cfg: ExperimentConfig):
-        raise NotImplementedError
-
-    def seed(self, seed: int) -> None:
-        """Seed every generator the run draws from (before ``prepare_model`` and before each task)."""
-        seed_everything(seed)
-
-    def place(self, model):
-        """The prepared model where it trains (a device)."""
-        return model
-
-    def reference(self, cfg: ExperimentConfig, base_dir: Path, model):
-        """An untrained model of the base model's architecture."""
-        raise NotImplementedError
-
-    def view(self, model, tokenizer, batch_size: int):
-        """The probe-facing view of ``model`` (a context manager; ``clbench.eval.lm_view.LMView``)."""
-        raise NotImplementedError
-
-    def make_optimizer(self, strategy, model, cfg: ExperimentConfig):
-        raise NotImplementedError
-
-    def optimizer_state(self, optimizer) -> dict:
-        """The optimizer's state as ``torch.save``-able data."""
-        raise NotImplementedError
-
-    def load_optimizer_state(self, optimizer, state: dict, strategy) -> None:
-        """Inverse of :meth:`optimizer_state`."""
-        raise NotImplementedError
-
-    def train_task(self, model, tokenizer, strategy, task: TaskView, optimizer, cfg: ExperimentConfig, seed: int,
-                   global_step: int, progress: bool) -> list[dict]:
-        """``cfg.train.steps_per_task`` optimizer steps on ``task``; the per-step log records."""
-        raise NotImplementedError
-
-    def save_adapter(self, path: Path, tensors: dict, metadata: dict[str, str]) -> None:
-        """Write ``tensors`` (the strategy's checkpoint tensors) as safetensors, atomically."""
-        raise NotImplementedError
-
-    def load_adapter(self, path: Path) -> dict:
-        raise NotImplementedError
-
-
-class TorchOps(RunOps):
-    """The torch backend: transformers + peft models, ``clbench.train.loop``, ``clbench.eval.torch_lm.TorchLM``."""
-
-    def load(self, cfg, base_dir):
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        self.device = pick_device(cfg.model.device)
-        self.dtype = pick_dtype(cfg.model.dtype, self.device)
-        return load_causal_lm(base_dir, cfg.model.device, cfg.model.dtype, cfg.model.trust_remote_code)
-
-    def make_strategy(self, spec, seed, cfg):
-        return make_strategy(spec, seed, cfg)
-
-    def place(self, model):
-        return model.to(self.device)
-
-    def reference(self, cfg, base_dir, model):
-        return reference_model(base_dir, seed=cfg.model.seed + 1, device=self.device, dtype=self.dtype,
-                               trust_remote_code=cfg.model.trust_remote_code)
-
-    def view(self, model, tokenizer, batch_size):
-        return TorchLM(model, tokenizer, batch_size=batch_size)
-
-    def make_optimizer(self, strategy, model, cfg):
-        return make_optimizer(strategy, model, cfg.train)
-
-    def optimizer_state(self, optimizer):
-        return optimizer.state_dict()
-
-    def load_optimizer_state(self, optimizer, state, strategy):
-        optimizer.load_state_dict(state)
-
-    def train_task(self, model, tokenizer, strategy, task, optimizer, cfg, seed, global_step, progress):
-        return train_task(model, tokenizer, strategy, task, optimizer, cfg.train, cfg.model.max_length, seed,
-                          global_step, progress)
-
-    def save_adapter(self, path, tensors, metadata):
-        from safetensors.torch import save
-
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-        atomic_write_bytes(path, save(tensors, metadata=metadata))
-
-    def load_adapter(self, path):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-
-
-def save_checkpoint(files: RunFiles, t: int, strategy, model, meta: dict, ops: RunOps, optimizer=None) -> None:
+def save_checkpoint(files: RunFiles, t: int, strategy, model, meta: dict, ops, optimizer=None) -> None:
     """``checkpoints/task_<t>/``: the adapter (metadata in its header) and the strategy (+ optimizer) state."""
     ckpt = files.checkpoint(t)
     metadata = {"clbench": json.dumps({**meta, **strategy.checkpoint_metadata()}, sort_keys=True, default=str)}
@@ -229,12 +110,13 @@ def save_checkpoint(files: RunFiles, t: int, strategy, model, meta: dict, ops: R
     atomic_write_bytes(ckpt / "strategy_state.pt", buf.getvalue())
 
 
-def load_checkpoint(files: RunFiles, t: int, strategy, model, ops: RunOps) -> dict:
+def load_checkpoint(files: RunFiles, t: int, strategy, model, ops) -> dict:
     """Restore the adapter and the strategy state of task ``t``; returns the stored state (optimizer too)."""
     ckpt = files.checkpoint(t)
-    strategy.load_checkpoint_tensors(model, ops.load_adapter(ckpt / "adapter.safetensors"))
-    state = torch.load(ckpt / "strategy_state.pt", weights_only=True)
-    strategy.load_state_dict(state["strategy"])
+    with readable_checkpoint(ckpt, t):
+        strategy.load_checkpoint_tensors(model, ops.load_adapter(ckpt / "adapter.safetensors"))
+        state = torch.load(ckpt / "strategy_state.pt", weights_only=True)
+        strategy.load_state_dict(state["strategy"])
     return state
 
 
@@ -252,36 +134,61 @@ def matrices(stream: Stream, rows: list[dict], base: dict, reference: dict) -> d
     return out
 
 
-def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int, base_dir: Path,
-            progress: bool = True, ops: RunOps | None = None) -> tuple[Path, str]:
-    """Run (or finish, or skip) one run with ``ops`` (default: torch); returns its directory and
-    ``"done"``/``"skipped"``/``"resumed"``."""
-    ops = ops if ops is not None else TorchOps()
-    ops.check_stream(stream)
+def run_one(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: int, base_dir: Path,
+            progress: bool = True, wait: bool = False) -> tuple[Path, str]:
+    """Run (or finish, or skip) one run of a planned grid entry (``clbench.run.plan``) on
+    ``cfg.model.backend``; returns its directory and ``"done"``/``"skipped"``/``"resumed"``, or
+    ``"locked"`` when another process is writing it (with ``wait``: once that process is done).
+    Temporary files of killed writes are removed first."""
+    if not isinstance(entry, GridEntry):  # a bare StrategySpec: resolve (and validate) it here
+        entry = resolve_entry(entry, cfg)
+    root = run_dir(cfg, stream.name, entry.spec, seed)
+    if (root / "DONE").exists() and (root / "config.json").exists():
+        # finished: only read (skipped, or refused for another config), so no lock; a read-only folder works
+        return _run_or_skip(cfg, stream, entry, seed, base_dir, progress)
+
+    def waiting(info):
+        print(f"clbench: waiting for {describe(info)}, which is writing {root}", file=sys.stderr)
+
+    with hold(root, wait=wait, on_wait=waiting) as held:
+        if not held:
+            print(f"clbench: skipped {root}: {describe(holder(root / LOCK_NAME))} is writing it "
+                  "(clbench run --wait waits for it)", file=sys.stderr)
+            return root, "locked"
+        remove_leftovers(root)
+        return _run_or_skip(cfg, stream, entry, seed, base_dir, progress)
+
+
+def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: int, base_dir: Path,
+                 progress: bool) -> tuple[Path, str]:
+    """The work of :func:`run_one` once it may write (it holds the lock, or the run is finished)."""
+    cfg = entry.config(cfg)  # the row's own training fields, if it overrides any
+    ops = get_backend(cfg.model.backend)
+    spec = entry.spec
     files = RunFiles(run_dir(cfg, stream.name, spec, seed))
-    record = run_record(cfg, stream, spec, seed, base_dir)
+    record = run_record(cfg, stream, entry, seed, base_dir)
     if files.config.exists():
-        if not same_experiment(read_json(files.config), record):
+        if not same_experiment(read_json(files.config), record, entry):
             raise ConfigError(str(files.config), "this run directory holds results of a different config; "
                               "choose another experiment name or delete the directory")
         if files.done.exists():
             return files.root, "skipped"
     extra_provenance = ops.start(cfg)
+    model, tok = ops.load(cfg, base_dir)  # a model that does not load leaves no run directory behind
     atomic_write_json(files.config, record)
     if not files.provenance.exists():
-        atomic_write_json(files.provenance, {**provenance(), **extra_provenance})
+        atomic_write_json(files.provenance, {**provenance(), **extra_provenance, "allow_code": stream.code_allowed})
 
     T = len(stream.tasks)
     start = files.finished_tasks(T)
     status = "resumed" if start > 0 else "done"
-    model, tok = ops.load(cfg, base_dir)
     if cfg.model.use_chat_template:  # the same tokenizer and template on every backend
         from clbench.modeling.chat import chat_stream
 
         stream = chat_stream(stream, tok)
     ensure_known_subset(files, cfg, stream, base_dir, lambda: ops.view(model, tok, batch_size=cfg.eval.batch_size),
                         progress)  # on the model as loaded, before any strategy touches it
-    strategy = ops.make_strategy(spec, seed, cfg)
+    strategy = entry.make(seed, cfg, ops)
     ops.seed(seed)
     model = ops.place(strategy.prepare_model(model))
     strategy.mark_trainable(model)
@@ -301,7 +208,8 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
     def encode(rec):
         return encode_example(tok, rec, cfg.model.max_length)
 
-    views = [TaskView(i, t.name, t.train, encode, t.pretrained) for i, t in enumerate(stream.tasks)]
+    cut = TruncationCount(encode, cfg.model.max_length)
+    views = [TaskView(i, t.name, t.train, cut.encoder(i), t.pretrained) for i, t in enumerate(stream.tasks)]
     optimizer = None
     global_step = 0
     trained_before = [i for i in range(start) if not views[i].pretrained]
@@ -312,7 +220,7 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
         state = load_checkpoint(files, trained_before[-1], strategy, model, ops)
         global_step = len(trained_before) * cfg.train.steps_per_task if strategy.trains else 0
         if not cfg.train.reset_optimizer and state.get("optimizer") is not None:
-            optimizer = ops.make_optimizer(strategy, model, cfg)
+            optimizer = ops.make_optimizer(strategy, model, cfg.train)
             ops.load_optimizer_state(optimizer, state["optimizer"], strategy)
 
     for t in range(start, T):
@@ -328,9 +236,9 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
         log: list[dict] = []
         if strategy.trains:
             if optimizer is None or cfg.train.reset_optimizer:
-                optimizer = ops.make_optimizer(strategy, model, cfg)
-            log = ops.train_task(model, tok, strategy, view, optimizer, cfg, task_seed(seed, t), global_step,
-                                 progress)
+                optimizer = ops.make_optimizer(strategy, model, cfg.train)
+            log = train_task(model, tok, strategy, view, optimizer, cfg.train, task_seed(seed, t), global_step,
+                             progress)
             global_step += cfg.train.steps_per_task
         train_seconds = time.perf_counter() - t0
         strategy.after_task(view, model)
@@ -340,11 +248,13 @@ def run_one(cfg: ExperimentConfig, stream: Stream, spec: StrategySpec, seed: int
                         {"task": view.name, "task_index": t, "strategy": spec.name, "seed": seed,
                          **ops.checkpoint_meta, "diagnostics": diagnostics},
                         ops, optimizer if not cfg.train.reset_optimizer else None)
+        fault_point(f"after_checkpoint:{t}")
         row = evaluate(model, f"eval after {view.name}")
         write_row(files, t, row, {"pretrained": False, "train_seconds": train_seconds,
                                   "tokens": sum(r["tokens"] for r in log),
                                   "updated_elements": sum(r["updated_elements"] for r in log),
-                                  "final_loss": log[-1]["loss"] if log else None, "diagnostics": diagnostics})
+                                  "final_loss": log[-1]["loss"] if log else None, "diagnostics": diagnostics,
+                                  "truncated_records": cut.count(t, view.name)})
     finalize(files, stream, T, strategy.trainable_parameters)
     return files.root, status
 
@@ -371,6 +281,9 @@ def finalize(files: RunFiles, stream: Stream, T: int, trainable_parameters: int)
     atomic_write_json(files.metrics, {"primary_metric": stream.spec.primary_metric, "suites": metrics, "cost": cost,
                                       "final_loss": {stream.tasks[t].name: rows[t].get("final_loss")
                                                      for t in range(T) if not rows[t].get("pretrained")},
+                                      "loss_check": loss_check(logs, [t.name for t in stream.tasks]),
+                                      "truncated_records": {stream.tasks[t].name: rows[t].get("truncated_records", 0)
+                                                            for t in range(T) if not rows[t].get("pretrained")},
                                       "categories": category_scores(files, stream, rows)})
     atomic_write_jsonl(files.train_log, logs)
     atomic_write_bytes(files.done, b"")

@@ -18,25 +18,40 @@ from importlib.metadata import entry_points
 from clbench.errors import ConfigError, did_you_mean
 
 _STRATEGIES: dict[str, type] = {}
+_PLUGINS: dict[str, type] = {}  # composable pieces (``clbench.train.plugin``), added with a grid entry's ``with:``
 _LOADED = False
 ENTRY_POINT_GROUP = "clbench.strategies"
+
+
+def _registrar(table: dict[str, type], kind: str, base: type, name: str):
+    """The decorator that adds a ``base`` subclass to ``table`` under ``name`` (a duplicate is an error)."""
+    decorator = "register" if kind == "strategy" else "register_plugin"
+
+    def deco(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise TypeError(f"@{decorator}({name!r}) needs a {base.__name__} subclass, got {cls!r}")
+        existing = table.get(name)
+        if existing is not None and existing.__qualname__ != cls.__qualname__:
+            raise ValueError(f"{kind} {name!r} is registered twice: {existing.__module__} and {cls.__module__}")
+        cls.name = name
+        table[name] = cls
+        return cls
+
+    return deco
 
 
 def register(name: str):
     """Class decorator: make a Strategy subclass available under ``name``."""
     from clbench.train.strategy import Strategy
 
-    def deco(cls: type) -> type:
-        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-            raise TypeError(f"@register({name!r}) needs a Strategy subclass, got {cls!r}")
-        existing = _STRATEGIES.get(name)
-        if existing is not None and existing.__qualname__ != cls.__qualname__:
-            raise ValueError(f"strategy {name!r} is registered twice: {existing.__module__} and {cls.__module__}")
-        cls.name = name
-        _STRATEGIES[name] = cls
-        return cls
+    return _registrar(_STRATEGIES, "strategy", Strategy, name)
 
-    return deco
+
+def register_plugin(name: str):
+    """Class decorator: make a ``clbench.train.plugin.Plugin`` subclass available to ``with:`` as ``name``."""
+    from clbench.train.plugin import Plugin
+
+    return _registrar(_PLUGINS, "plugin", Plugin, name)
 
 
 def _load_all() -> None:
@@ -71,5 +86,23 @@ def get(name: str) -> type:
     try:
         return _STRATEGIES[name]
     except KeyError:
+        if name in _PLUGINS:
+            raise ConfigError("strategy", f"{name!r} is a plugin, not a strategy: add it to one, e.g. "
+                              f"{{name: sft, label: {name}, with: [{name}]}}", _STRATEGIES) from None
         raise ConfigError("strategy", f"unknown strategy {name!r}{did_you_mean(name, _STRATEGIES)}",
                           _STRATEGIES) from None
+
+
+def plugin_names() -> list[str]:
+    """Every registered plugin name."""
+    _load_all()
+    return list(_PLUGINS)
+
+
+def get_plugin(name: str) -> type:
+    """The plugin registered as ``name``; unknown names list the known ones."""
+    _load_all()
+    try:
+        return _PLUGINS[name]
+    except KeyError:
+        raise ConfigError("with", f"unknown plugin {name!r}{did_you_mean(name, _PLUGINS)}", _PLUGINS) from None

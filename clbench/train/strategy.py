@@ -1,92 +1,118 @@
 """The strategy plugin API: what a continual-learning method may change, and when it is asked.
 
 A strategy is one class in one file under ``strategies/`` with ``@register("name")`` and a frozen
-``Options`` dataclass. The runner (``clbench.run.one_run``) owns the loop and every counter; it calls these
-hooks, in this order, for one run::
+``Options`` dataclass, written once for every backend: whatever touches arrays goes through
+``self.backend`` (``clbench.backends.base.Backend``: gradients as ``{name: value}``, model surgery, one
+step). The runner (``clbench.run.one_run``) owns the loop and every counter; it calls these hooks, in
+this order, for one run::
 
-    s = Strategy(options, seed=seed, train=train_config)
+    s = Strategy(options, seed=seed, train=train_config, backend=backend)
     model = s.prepare_model(model)                  # once: add LoRA/adapters, choose trainable params
+    s.mark_trainable(model)                         # fixes s.trainable: {name: parameter}
     for task in stream:
         if task is learned by the base model:       # e.g. 'general' in the default stream
             s.observe_pretrained(task)              # optional: remember its data (replay, joint)
             continue
         s.before_task(task, model)                  # snapshot, reset per-task state
-        optimizer = AdamW(s.param_groups(model))    # built by the runner (kept across tasks if configured)
+        optimizer = backend.make_optimizer(s, ...)  # over s.param_groups() (kept across tasks if configured)
         examples = s.training_examples(task)        # what to train on (replay mixes, joint takes the union)
         for step in 1..steps_per_task:              # steps count from 1 within a task
-            s.before_step(step)                     # e.g. switch off requires_grad of inactive tiers
+            s.before_step(step)                     # e.g. decide the active tiers
+            keep = s.grad_names(step)               # parameters that need a gradient (None: all)
             for each micro-batch:
                 out = s.loss(model, batch)          # main loss (+ penalties / auxiliary terms)
-                (out.loss / grad_accum).backward()
-            n = s.apply_update(UpdateContext(...))  # clip + optimizer.step(); tiers/CMS choose what
-            optimizer.zero_grad(); scheduler.step()
+            n = s.apply_update(ctx)                 # ctx.grads {name: gradient}; ctx.apply(grads) steps
         s.after_task(task, model)                   # e.g. EWC Fisher, new anchors
         checkpoint(s.checkpoint_tensors(model), s.state_dict(), s.diagnostics())
 
+The step itself — micro-batches, gradient accumulation, the call of ``apply_update`` — is
+``clbench.train.step.optimizer_step``, the one place every loop (the runner's, the digits cross-check's,
+``clbench perf``'s, the tests') takes a step.
+
 Strategies see only the current task's *training* records (:class:`TaskView`); probes never reach them.
-They never count tasks or steps themselves: ``task.position`` and ``step`` come from the runner.
+They never count tasks or steps themselves: ``task.index`` and ``step`` come from the runner.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-
-import torch
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import ClassVar
 
 from clbench.config.experiment import TrainConfig
+from clbench.train.types import LossOutput, TaskView, UpdateContext
+
+__all__ = ["LossOutput", "Strategy", "TaskView", "UpdateContext"]
 
 
-@dataclass(frozen=True)
-class TaskView:
-    """What a strategy may know about a task: its place in the stream and its training records."""
+class Strategy:
+    """Base class: plain sequential fine-tuning of whatever ``prepare_model`` leaves trainable.
 
-    index: int  # position in the stream (0-based), pretrained tasks included
-    name: str
-    examples: tuple[dict, ...]  # training records: {"text"} or {"prompt", "completion"}
-    encode: object = field(repr=False, default=None)  # callable(record) -> clbench.data.encoding.Encoded
-    pretrained: bool = False
+    Subclasses override only the hooks their algorithm changes. Set ``Options`` to a frozen dataclass
+    (fields made with :func:`clbench.config.options.opt` carry their help text into ``clbench list``).
+    ``backends`` names the backends the algorithm can run on; the registry refuses the others before
+    anything runs.
+    """
 
-
-@dataclass
-class LossOutput:
-    """A batch's loss to backpropagate, plus named scalars for the training log."""
-
-    loss: torch.Tensor
-    logs: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class UpdateContext:
-    """What :meth:`Strategy.apply_update` may use: the optimizer and where we are."""
-
-    step: int  # 1-based optimizer step within the current task
-    global_step: int  # 1-based optimizer step over the whole run
-    optimizer: torch.optim.Optimizer
-    max_grad_norm: float
-
-
-class StrategyBase:
-    """What a strategy is on every backend, free of any array library: construction, the task-level
-    hooks and their defaults, plain-data persistence and diagnostics. :class:`Strategy` (torch, below)
-    and ``clbench.backends.mlx.strategy.MLXStrategy`` add ``Options`` and the model, loss and update
-    hooks."""
+    @dataclass(frozen=True)
+    class Options:
+        pass
 
     name: str = "base"
     trains: bool = True  # False: the runner skips training (e.g. the 'frozen' lower bound)
     requires_trainable: bool = True  # False: no trainable parameter is acceptable
+    backends: ClassVar[tuple[str, ...]] = ("torch", "mlx")
 
-    def __init__(self, options=None, *, seed: int = 0, train: TrainConfig | None = None):
+    def __init__(self, options=None, *, seed: int = 0, train: TrainConfig | None = None, backend=None):
         self.options = options if options is not None else self.Options()
         self.seed = seed
         self.train = train or TrainConfig()
+        if backend is None:
+            from clbench.backends.torch_backend import TorchBackend
+
+            backend = TorchBackend()
+        self.backend = backend
         self.trainable: dict = {}  # name -> parameter, fixed by mark_trainable
 
     @property
     def trainable_parameters(self) -> int:
         """Elements in the trainable parameters (``metrics.json``'s ``trainable_parameters``)."""
         return sum(math.prod(p.shape) for p in self.trainable.values())
+
+    @classmethod
+    def options_from(cls, data: dict, where: str):
+        from clbench.config.options import from_dict
+
+        return from_dict(cls.Options, data, where)
+
+    @classmethod
+    def supported_backends(cls, options) -> tuple[str, ...]:
+        """The backends this strategy runs on with ``options`` (default: :attr:`backends`)."""
+        return cls.backends
+
+    @classmethod
+    def describe(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+    # --- set-up -------------------------------------------------------------------------------------
+    def prepare_model(self, model):
+        """Wrap or modify the model once, before the first task; return the model to train."""
+        return model
+
+    def mark_trainable(self, model) -> None:
+        """Record the parameters that are trainable now as the strategy's trainable set."""
+        self.trainable = self.backend.trainable(model)
+        if not self.trainable and self.requires_trainable:
+            raise RuntimeError(f"strategy {self.name!r} left no trainable parameter in the model")
+
+    def param_groups(self) -> list[tuple[list[str], float | None]]:
+        """Optimizer groups as ``(parameter names, learning-rate divisor or None)`` (default: one group)."""
+        return [(list(self.trainable), None)]
+
+    def params(self, model) -> dict:
+        """Current values of the trainable parameters (inside :meth:`loss`: the ones being differentiated)."""
+        return self.backend.parameters(model, self.trainable)
 
     # --- per task ----------------------------------------------------------------------------------
     def observe_pretrained(self, task: TaskView) -> None:
@@ -106,11 +132,34 @@ class StrategyBase:
     def before_step(self, step: int) -> None:
         """Called before the forward pass of optimizer step ``step`` (1-based within the task)."""
 
+    def grad_names(self, step: int) -> Collection[str] | None:
+        """Parameters whose gradient this step needs (the others are frozen for the step: neither
+        computed nor applied); ``None`` means every trainable parameter."""
+        return None
+
+    def loss(self, model, batch: dict) -> LossOutput:
+        """The loss to backpropagate for one micro-batch (default: the causal-LM loss)."""
+        return LossOutput(self.backend.lm_loss(model, batch))
+
+    def apply_update(self, ctx: UpdateContext) -> int:
+        """Turn this step's gradients into parameter changes; return how many elements were updated."""
+        return ctx.apply(ctx.grads)
+
     def step_log(self) -> dict:
         """Extra fields for this step's line in the training log (e.g. active tiers)."""
         return {}
 
     # --- persistence and diagnostics ---------------------------------------------------------------
+    def checkpoint_tensors(self, model) -> dict:
+        """What a task checkpoint stores: the trainable parameters only (the adapter, not the base)."""
+        return self.backend.parameters(model, self.trainable)
+
+    def load_checkpoint_tensors(self, model, tensors: dict) -> None:
+        mismatch = sorted(set(self.trainable) ^ set(tensors))
+        if mismatch:
+            raise RuntimeError(f"checkpoint does not match the model's trainable parameters: {mismatch[:5]}")
+        self.backend.load_parameters(model, tensors)
+
     def state_dict(self) -> dict:
         """Strategy memory needed to resume after a task (buffers, Fisher, anchors); torch-saveable."""
         return {}
@@ -125,76 +174,3 @@ class StrategyBase:
     def checkpoint_metadata(self) -> dict:
         """JSON-able metadata stored inside the task checkpoint (e.g. the tier map)."""
         return {}
-
-    @classmethod
-    def describe(cls) -> str:
-        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-
-
-class Strategy(StrategyBase):
-    """Base class: plain sequential fine-tuning of whatever ``prepare_model`` leaves trainable.
-
-    Subclasses override only the hooks their algorithm changes. Set ``Options`` to a frozen dataclass
-    (fields made with :func:`clbench.config.options.opt` carry their help text into ``clbench list``).
-    """
-
-    @dataclass(frozen=True)
-    class Options:
-        pass
-
-    trainable: dict[str, torch.nn.Parameter]
-
-    # --- set-up -------------------------------------------------------------------------------------
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Wrap or modify the model once, before the first task; return the model to train."""
-        return model
-
-    def param_groups(self, model: torch.nn.Module) -> list[dict]:
-        """Optimizer parameter groups (default: one group of every trainable parameter)."""
-        return [{"params": list(self.trainable.values())}]
-
-    # --- per step ----------------------------------------------------------------------------------
-    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
-        """The loss to backpropagate for one micro-batch (default: the causal-LM loss)."""
-        return LossOutput(model(**batch).loss)
-
-    def apply_update(self, ctx: UpdateContext) -> int:
-        """Apply the accumulated gradients; return how many parameter elements were updated."""
-        params = [p for p in self.trainable.values() if p.grad is not None]
-        clip_grad_norm(params, ctx.max_grad_norm)
-        ctx.optimizer.step()
-        return sum(p.numel() for p in params)
-
-    # --- persistence -------------------------------------------------------------------------------
-    def checkpoint_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """What a task checkpoint stores: the trainable parameters only (the adapter, not the base)."""
-        return {n: p.detach() for n, p in self.trainable.items()}
-
-    def load_checkpoint_tensors(self, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-        missing = sorted(set(self.trainable) ^ set(tensors))
-        if missing:
-            raise RuntimeError(f"checkpoint does not match the model's trainable parameters: {missing[:5]}")
-        with torch.no_grad():
-            for n, p in self.trainable.items():
-                p.copy_(tensors[n].to(p.device, p.dtype))
-
-    # --- helpers for subclasses --------------------------------------------------------------------
-    def mark_trainable(self, model: torch.nn.Module) -> None:
-        """Record the parameters that require grad now as the strategy's trainable set."""
-        self.trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        if not self.trainable and self.requires_trainable:
-            raise RuntimeError(f"strategy {self.name!r} left no trainable parameter in the model")
-
-    @classmethod
-    def options_from(cls, data: dict, where: str):
-        from clbench.config.options import from_dict
-
-        return from_dict(cls.Options, data, where)
-
-
-def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float) -> float | None:
-    """Clip the global gradient norm over ``params`` (only what updates this step); 0 disables it."""
-    params = [p for p in params if p.grad is not None]
-    if max_norm and params:
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    return None

@@ -9,13 +9,11 @@ Modules, one job each:
   ``token_nll``) that ``clbench.eval.probes`` scores unchanged;
 * :mod:`.optim` — one library optimizer per parameter tensor, so a tensor's Adam moments and step count
   advance only when it is updated (torch's AdamW semantics for parameters without a gradient);
-* :mod:`.strategy` — the MLX strategy base class (the torch hook order, with flattened gradients);
-* :mod:`.tiered` — the tier mechanism (skip / accumulate) shared by the tier strategies;
 * :mod:`.cms_adapter` — the CMS chain of residual MLPs;
-* :mod:`.strategies` — sft, layer_tiers, importance_tiers, cms, surprise, under the torch names and with
-  the torch strategies' own option classes;
-* :mod:`.trainer` — one task's training step, in ``clbench.train.loop``'s loop; :mod:`.runner` — the MLX
-  operations (``MLXOps``) that ``clbench.run.one_run.run_one`` runs one run with, the same files as torch.
+* :mod:`.surprise` — surprise's gradient trick (a custom VJP), the one backend-specific part of that plugin;
+* :mod:`.backend` — :class:`~.backend.MLXBackend`, the MLX side of ``clbench.backends.base.Backend``:
+  arrays, model surgery, one step's gradients and update, and what a run needs (loading, adapter files).
 
+The strategies themselves are the torch backend's classes (``strategies/``): one class per algorithm.
 Nothing here is imported by ``import clbench``; ``clbench.backends.get_backend("mlx")`` loads it.
 """

@@ -1,9 +1,9 @@
 """A minimal classification loop that drives clbench strategies through the runner's hooks.
 
-The hooks are called in the order ``clbench.run.one_run.run_one`` and ``clbench.train.loop.train_task`` call
-them: ``prepare_model`` and ``mark_trainable`` once; per task ``before_task``, the optimizer from
-``param_groups`` (kept across tasks, as Avalanche keeps its optimizer), ``training_examples``, then per
-step ``before_step``, ``loss`` + backward, ``apply_update``, ``zero_grad``; ``after_task``; evaluation.
+The hooks are called in the order ``clbench.run.one_run.run_one`` calls them: ``prepare_model`` and
+``mark_trainable`` once; per task ``before_task``, the optimizer from ``param_groups`` (kept across
+tasks, as Avalanche keeps its optimizer), ``training_examples``, then per step
+``clbench.train.step.optimizer_step`` — the very step the runner takes; ``after_task``; evaluation.
 Tasks are seeded from ``(seed, task index)`` as in the runner.
 
 Epochs, not steps, are the unit here, to match Avalanche: an epoch is ``ceil(n_task / batch_size)``
@@ -21,8 +21,9 @@ import torch
 
 from clbench.bench.crosscheck.digits import Experience
 from clbench.bench.crosscheck.model import DigitsMLP, accuracy
-from clbench.run.one_run import seed_everything, task_seed
-from clbench.train.strategy import Strategy, TaskView, UpdateContext
+from clbench.run.seeding import seed_everything, task_seed
+from clbench.train.step import optimizer_step
+from clbench.train.strategy import Strategy, TaskView
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ def train_clbench(strategy: Strategy, model: DigitsMLP, experiences: tuple[Exper
         strategy.before_task(view, model)
         if strategy.trains:
             if optimizer is None:
-                optimizer = torch.optim.SGD(strategy.param_groups(model), lr=cfg.lr, momentum=cfg.momentum)
+                groups = strategy.backend.param_groups(strategy, cfg.lr)
+                optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
             records = strategy.training_examples(view)
             gen = torch.Generator().manual_seed(task_seed(seed, exp.index))
             model.train()
@@ -71,10 +73,8 @@ def train_clbench(strategy: Strategy, model: DigitsMLP, experiences: tuple[Exper
             for _ in range(cfg.epochs):
                 for batch in epoch_batches(records, len(view.examples), cfg.batch_size, gen):
                     step += 1
-                    strategy.before_step(step)
-                    strategy.loss(model, batch).loss.backward()
-                    strategy.apply_update(UpdateContext(step, global_step + step, optimizer, max_grad_norm=0.0))
-                    optimizer.zero_grad(set_to_none=True)
+                    optimizer_step(strategy, model, optimizer, [batch], step, global_step + step, cfg.lr,
+                                   max_grad_norm=0.0, where=f"experience {exp.name!r}")
             global_step += step
         strategy.after_task(view, model)
         R.append([accuracy(model, e.test_x, e.test_y) for e in experiences])

@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 LAYER_PATTERN = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)(?:\.|$)")
-LORA_PART = re.compile(r"\.lora_(?:A|B|embedding_A|embedding_B|magnitude_vector)\..*$")
+# peft names a LoRA tensor ``<module>.lora_A.<adapter>.weight``; mlx-lm ``<module>.lora_a``
+LORA_PART = re.compile(r"\.lora_(?:(?:A|B|embedding_A|embedding_B|magnitude_vector)\..*|[ab])$")
 
 
 def check_frequencies(frequencies: Sequence[int]) -> list[int]:
@@ -48,8 +49,8 @@ def layer_of(name: str) -> int | None:
 
 def adapter_unit(name: str) -> str:
     """The module a parameter belongs to as one adapter: LoRA's ``...q_proj.lora_A.default.weight`` and
-    ``...q_proj.lora_B.default.weight`` are both ``...q_proj`` (their product is one weight change);
-    any other name is its own unit."""
+    ``...q_proj.lora_B.default.weight`` (mlx-lm: ``...q_proj.lora_a`` / ``.lora_b``) are both ``...q_proj``
+    (their product is one weight change); any other name is its own unit."""
     return LORA_PART.sub("", name)
 
 

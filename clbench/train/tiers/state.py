@@ -1,9 +1,9 @@
-"""The half of the tier mechanism that needs no array library, shared by the torch and MLX updaters.
+"""The half of the tier mechanism that needs no arrays at all.
 
-``clbench.train.tiers.updater`` (torch; its docstring defines the semantics and the diagnostics JSON) and
-``clbench.backends.mlx.tiered`` each add to :class:`TierState` only what touches gradients and
-parameters: switching gradients off, accumulating and applying them, their norms, the drift. What is
-here decides *which* tiers update and writes down what happened:
+``clbench.train.tiers.updater`` (its docstring defines the semantics and the diagnostics JSON) adds to
+:class:`TierState` what touches gradients and parameters, through the strategy's backend: accumulating
+and applying them, their norms, the drift. What is here decides *which* tiers update and writes down
+what happened:
 
 * the tier map (``{name: tier}`` over the tiered tensors, checked against them) and the active tiers
   of a step (the pure :func:`clbench.train.tiers.schedule.active_tiers`; every tier before a map exists);
@@ -185,15 +185,14 @@ class TierState:
 
 
 class TierHooks:
-    """The hooks of a tier strategy on every backend, each one call of ``self.updater`` (a backend's
-    ``TieredUpdater`` from :meth:`make_updater`). Mixed in before the backend's strategy base class
-    (``clbench.train.tiers.updater.TieredStrategy``, ``clbench.backends.mlx.tiered.TieredStrategy``); a subclass says
-    how tensors are placed in tiers (:meth:`initial_tier_map`)."""
+    """The hooks of a tier strategy, each one call of ``self.updater`` (the ``TieredUpdater`` from
+    :meth:`make_updater`); mixed in before ``Strategy`` by ``clbench.train.tiers.updater.TieredStrategy``.
+    A subclass says how tensors are placed in tiers (:meth:`initial_tier_map`)."""
 
     schedule_field = "frequencies"  # the option holding the per-tier update periods
 
-    def __init__(self, options=None, *, seed: int = 0, train=None):
-        super().__init__(options, seed=seed, train=train)
+    def __init__(self, options=None, **kw):
+        super().__init__(options, **kw)
         self.updater = self.make_updater()
 
     def make_updater(self):
@@ -208,6 +207,9 @@ class TierHooks:
 
     def before_step(self, step: int) -> None:
         self.updater.before_step(step)
+
+    def grad_names(self, step: int):
+        return self.updater.grad_names()
 
     def apply_update(self, ctx) -> int:
         return self.updater.apply(ctx)

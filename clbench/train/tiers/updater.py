@@ -1,4 +1,4 @@
-"""The one tier mechanism (torch): which parameters update at a step, and what happens to the others.
+"""The one tier mechanism, for every backend: which parameters update at a step, and what happens to the others.
 
 Every nested-learning strategy (``layer_tiers``, ``importance_tiers``, ``cms``, and ``surprise`` when it
 wraps one of them) runs its updates through a :class:`TieredUpdater`; they differ only in *how* the tier
@@ -7,22 +7,23 @@ task step ``s`` (counted from 1) iff ``s % frequencies[i] == 0``.
 
 What an inactive tier does at a step (``semantics``):
 
-* ``skip`` (seed 000): its gradient is neither applied nor *computed*. :meth:`TieredUpdater.before_step`
-  switches ``requires_grad`` off for inactive tiers, so autograd builds no weight gradients for them and,
-  when the shallow blocks are inactive, the backward pass stops early. Nothing of theirs reaches the
-  optimizer.
+* ``skip`` (seed 000): its gradient is neither applied nor *computed*. :meth:`TieredUpdater.grad_names`
+  names only the active tiers' parameters, and the backend freezes the others for the step (torch:
+  ``requires_grad`` off, so autograd builds no weight gradient for them and, when the shallow blocks
+  are inactive, the backward pass stops early; MLX: frozen for ``nn.value_and_grad``). Nothing of
+  theirs reaches the optimizer.
 * ``accumulate`` (CMS, eq. 71): its gradient is computed every step and summed in the updater's own
-  buffers (the runner zeroes ``.grad`` after every step), and the chunk's sum is applied at the tier's
-  next active step — divided by the number of steps summed when ``reduce="mean"``. A partial chunk left
-  at the end of a task is discarded: eq. 71 changes a level only at multiples of its chunk size.
+  buffers, and the chunk's sum is applied at the tier's next active step — divided by the number of
+  steps summed when ``reduce="mean"``. A partial chunk left at the end of a task is discarded: eq. 71
+  changes a level only at multiples of its chunk size.
 
-Optimizer state belongs to the updates actually made: an inactive parameter's ``.grad`` is ``None`` when
-``optimizer.step()`` runs, and torch's Adam/AdamW skip such parameters entirely — their moments and step
-count do not advance and decoupled weight decay does not touch them. Gradient clipping is the global
-norm over exactly the gradients applied this step (the rule of :func:`clbench.train.strategy.clip_grad_norm`,
-after an accumulated chunk's reduction). Gradient
-accumulation, warm-up and learning-rate schedules stay the trainer's; the updater only chooses what
-``optimizer.step()`` sees.
+Optimizer state belongs to the updates actually made: the backend applies exactly the gradients it is
+given (``ctx.apply``), so an inactive parameter's moments and step count do not advance and decoupled
+weight decay does not touch it (torch's AdamW skips a parameter whose ``.grad`` is ``None``; MLX keeps
+one optimizer per tensor, ``clbench.backends.mlx.optim``). Gradient clipping is the global norm over
+exactly the gradients applied this step, after an accumulated chunk's reduction. Gradient
+accumulation, warm-up and learning-rate schedules stay the loop's; the updater only chooses what the
+optimizer sees.
 
 Diagnostics (``Strategy.diagnostics()["tiers"]``, stored by the runner in ``eval/after_<t>.json`` and
 in the checkpoint metadata) — one JSON object per trained task::
@@ -44,149 +45,117 @@ Updates are recorded per parameter and grouped into tiers when the diagnostics a
 before a tier map existed (importance tiers' warm-up, when every parameter updates) are attributed to
 the tiers they were later ranked into.
 
-What needs no array library — the tier map, the schedule, chunk counts, the update records and the
-JSON above — is ``clbench.train.tiers.state``, shared with the MLX updater; this module holds the torch part.
+What needs no array library at all — the tier map, the schedule, chunk counts, the update records and
+the JSON above — is ``clbench.train.tiers.state``; this module adds the gradient arithmetic, through the
+strategy's backend (``clbench.backends.base.Backend``).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
-import torch
-
 from clbench.config.options import opt
 from clbench.errors import ConfigError
-from clbench.modeling.lora import LoraOptions, prepare_lora_or_full
-from clbench.train.strategy import LossOutput, Strategy, UpdateContext
-from clbench.train.tiers.schedule import check_frequencies
+from clbench.modeling.lora import LoraOptions
+from clbench.train.strategy import Strategy
+from clbench.train.tiers.schedule import check_frequencies, tier_members
 from clbench.train.tiers.state import TierHooks, TierState
+from clbench.train.types import UpdateContext
 
 Semantics = Literal["skip", "accumulate"]
 Reduce = Literal["sum", "mean"]
-BLOCK_LIST = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)$")
-
-
-def decoder_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The transformer blocks of ``model`` in depth order (the first ``ModuleList`` named like
-    ``layers``/``h``/``blocks``, as in Llama, GPT-2, Qwen, Mistral, also inside a peft wrapper)."""
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) and BLOCK_LIST.search(name):
-            return list(module)
-    raise ValueError(f"{type(model).__name__} has no list of transformer blocks named layers/h/blocks")
 
 
 class TieredUpdater(TierState):
     """Applies the gradients of the tiers active at a step; skips or accumulates the others.
 
-    Call order per task: :meth:`begin_task`, then per step :meth:`before_step` (before the forward pass)
-    and :meth:`apply` (instead of ``optimizer.step()``), then :meth:`end_task`. :meth:`attach` and
-    :meth:`set_map` say which parameters exist and which tier each belongs to. The tier map, schedule,
-    chunk counts, records and diagnostics are ``clbench.train.tiers.state.TierState``'s (shared with MLX).
+    Call order per task: :meth:`begin_task`, then per step :meth:`before_step` (before the forward pass),
+    :meth:`grad_names` and :meth:`apply` (instead of a plain ``ctx.apply``), then :meth:`end_task`.
+    :meth:`attach` and :meth:`set_map` say which parameters exist and which tier each belongs to. The
+    tier map, schedule, chunk counts, records and diagnostics are ``clbench.train.tiers.state.TierState``'s.
     """
 
     def __init__(self, frequencies: Sequence[int], semantics: Semantics = "skip", reduce: Reduce = "sum"):
         super().__init__(frequencies, semantics, reduce)
-        self.params: dict[str, torch.nn.Parameter] = {}
-        self._start: dict[str, torch.Tensor] | None = None
+        self.backend = None
+        self.model = None
+        self._start: dict | None = None
 
     # --- what is tiered --------------------------------------------------------------------------
-    def attach(self, params: Mapping[str, torch.nn.Parameter]) -> None:
-        self.params = dict(params)
-        self.sizes = {n: p.numel() for n, p in self.params.items()}
+    def attach(self, backend, model, params: Mapping) -> None:
+        self.backend, self.model = backend, model
+        self.sizes = {n: int(_numel(p)) for n, p in params.items()}
         self.tier_map = None
+
+    def _params(self) -> dict:
+        return self.backend.parameters(self.model, self.sizes)
 
     # --- per task --------------------------------------------------------------------------------
     def begin_task(self) -> None:
-        """Reset per-task counters and buffers, snapshot parameters (for drift), make all trainable."""
+        """Reset per-task counters and buffers and snapshot the parameters (for drift)."""
         super().begin_task()
-        self._start = {n: p.detach().clone() for n, p in self.params.items()}
-        self._set_requires_grad(lambda name: True)
-
-    def end_task(self) -> None:
-        """Fold this task's counts into the totals; restore ``requires_grad``; drop partial chunks."""
-        super().end_task()
-        self._set_requires_grad(lambda name: True)
+        self._start = self.backend.snapshot(self._params())
 
     # --- per step --------------------------------------------------------------------------------
-    def before_step(self, step: int, all_active: bool = False) -> None:
-        """Decide the active tiers of ``step``; under ``skip`` switch off gradients of the others.
-
-        ``all_active`` (or no tier map yet) makes every parameter update, e.g. during a warm-up.
-        """
-        super().before_step(step, all_active)
-        if self.semantics == "skip":
-            self._set_requires_grad(self.is_active)
-
-    @property
-    def computes_gradients(self) -> bool:
-        """False when no gradient at all is needed this step (``skip`` with no active tier)."""
-        return self.semantics == "accumulate" or any(self.is_active(n) for n in self.params)
+    def grad_names(self) -> list[str] | None:
+        """Parameters whose gradient this step needs: the active tiers' under ``skip``; all (None) otherwise."""
+        if self.semantics == "accumulate" or self.tier_map is None:
+            return None
+        return [n for n in self.sizes if self.is_active(n)]
 
     def apply(self, ctx: UpdateContext) -> int:
-        """Clip and apply the active tiers' gradients; returns how many elements were updated."""
+        """Clip and apply the active tiers' gradients (plus their accumulated chunks); returns elements."""
+        backend = self.backend
+        unknown = [n for n in ctx.grads if n not in self.sizes]
+        if unknown:  # e.g. a nested gradient tree filtered by flat names (seed 002's critical bug)
+            raise KeyError(f"gradients for parameters outside the tier map: {unknown[:5]}")
         divisor = self.chunk_divisors()
-        applied, index = [], []
-        for i, (name, p) in enumerate(self.params.items()):
+        applied: dict = {}
+        for name in self.sizes:
             tier = self.tier_map[name] if self.tier_map is not None else 0
+            g = ctx.grads.get(name)
             if not self.is_active(name):
-                if self.semantics == "accumulate" and p.grad is not None:
+                if self.semantics == "accumulate" and g is not None:
                     buf = self.buffers.get(name)
-                    if buf is None:
-                        self.buffers[name] = p.grad  # take the tensor over: the trainer drops .grad next
-                    else:
-                        buf.add_(p.grad)
-                p.grad = None  # never reaches the optimizer: no moment, step count or weight decay change
+                    self.buffers[name] = g if buf is None else backend.accumulate(buf, g)
                 continue
             pending = self.buffers.pop(name, None)
             if pending is not None:
-                p.grad = pending if p.grad is None else pending.add_(p.grad)
-            if p.grad is None:
+                g = pending if g is None else backend.accumulate(pending, g)
+            if g is None:
                 continue
             if self.reduce == "mean" and divisor[tier] > 1:
-                p.grad.div_(divisor[tier])
-            applied.append(p)
-            index.append(i)
-        norms = self._record(applied, index)
-        if ctx.max_grad_norm and applied:
-            # clbench.train.strategy.clip_grad_norm's rule — the global norm over exactly what updates — reusing
-            # the per-parameter norms just recorded instead of computing them a second time
-            torch.nn.utils.clip_grads_with_norm_(applied, ctx.max_grad_norm, torch.linalg.vector_norm(norms))
-        ctx.optimizer.step()
-        return sum(p.numel() for p in applied)
+                g = backend.divide(g, divisor[tier])
+            applied[name] = g
+        backend.materialize(list(self.buffers.values()) + list(applied.values()))
+        norms = self._record(applied)
+        return ctx.apply(applied, None if norms is None else backend.total_norm(norms))
 
     # --- bookkeeping -----------------------------------------------------------------------------
-    def _set_requires_grad(self, on) -> None:
-        for name, p in self.params.items():
-            p.requires_grad_(bool(on(name)))
-
-    def _record(self, applied: list[torch.nn.Parameter], index: list[int]) -> torch.Tensor | None:
+    def _record(self, applied: Mapping):
         """Log which parameters update at this step and their gradient norms; returns the norms."""
-        n = len(self.params)
-        updated = np.zeros(n, dtype=bool)
-        sq = torch.zeros(n)
-        norms = None
-        if applied:
-            updated[index] = True
-            # torch._foreach_norm is what clip_grad_norm_ uses itself: one call for all tensors
-            norms = torch.stack(torch._foreach_norm([p.grad for p in applied]))
-            sq[index] = norms.float().pow(2).cpu()
-        self.log_step(updated, sq)
+        names = list(self.sizes)
+        index = [names.index(n) for n in applied]
+        norms, sq = self.backend.grad_norms(list(applied.values())) if applied else (None, None)
+        updated, sq_row = self.backend.step_record(len(names), index, sq)
+        self.log_step(updated, sq_row)
         return norms
 
-    def grad_norms(self, rows: np.ndarray, positions: list[int]) -> list[float]:
-        sq = torch.stack(self.task_sq_norms) if self.task_steps else torch.zeros(0, len(self.params))
-        return [round(v, 6) for v in sq[torch.as_tensor(rows)][:, positions].sum(1).sqrt().tolist()]
+    def grad_norms(self, rows, positions: list[int]) -> list[float]:
+        return self.backend.rows_norms(self.task_sq_norms, len(self.sizes), rows, positions)
 
     def drift(self, tier: int) -> float | None:
         """L2 distance of the tier's parameters from their values at the start of the task."""
         if self._start is None:
             return None
-        total = sum(float((self.params[n].detach() - self._start[n]).float().pow(2).sum()) for n in self.members(tier))
-        return total ** 0.5
+        now = self._params()
+        return sum(self.backend.sq_distance(now[n], self._start[n]) for n in self.members(tier)) ** 0.5
+
+
+def _numel(p) -> int:
+    return p.numel() if hasattr(p, "numel") else p.size
 
 
 @dataclass(frozen=True)
@@ -201,7 +170,7 @@ class TierOptions(LoraOptions):
 class TieredStrategy(TierHooks, Strategy):
     """Base of the nested-learning strategies: LoRA (or full) parameters updated through a
     :class:`TieredUpdater`. A subclass says how parameters are placed in tiers (:meth:`initial_tier_map`);
-    the hooks that only call the updater are ``clbench.train.tiers.state.TierHooks`` (shared with MLX)."""
+    the hooks that only call the updater are ``clbench.train.tiers.state.TierHooks``."""
 
     Options = TierOptions
 
@@ -219,20 +188,16 @@ class TieredStrategy(TierHooks, Strategy):
 
     # --- hooks -----------------------------------------------------------------------------------
     def prepare_model(self, model):
-        return prepare_lora_or_full(model, self.options)
+        return self.backend.prepare_lora_or_full(model, self.options)
 
     def mark_trainable(self, model) -> None:
         super().mark_trainable(model)
-        self.updater.attach(self.trainable)
+        self.updater.attach(self.backend, model, self.trainable)
         tier_map = self.initial_tier_map(model)
         if tier_map is not None:
             self.updater.set_map(tier_map)
 
-    def loss(self, model, batch) -> LossOutput:
-        if self.updater.computes_gradients:
-            return super().loss(model, batch)
-        # No tier updates at this step (e.g. frequencies [2, 4] at step 1): forward only, for the log;
-        # a leaf that requires grad keeps the trainer's backward call valid and makes it a no-op.
-        with torch.no_grad():
-            out = super().loss(model, batch)
-        return LossOutput(out.loss.detach().requires_grad_(), out.logs)
+    def tier_param_groups(self, divisors: Sequence[float]) -> list[tuple[list[str], float]]:
+        """One optimizer group per tier, its learning rate divided by ``divisors[tier]``."""
+        members = tier_members(self.updater.tier_map, self.updater.n_tiers)
+        return [(names, d) for d, names in zip(divisors, members) if names]

@@ -1,0 +1,222 @@
+"""What a backend supplies: the one interface a run and every strategy are written against.
+
+A strategy is one class (``clbench.train.strategy.Strategy``) for every backend. Whatever it needs from
+an array library goes through ``self.backend``, an instance of a subclass of :class:`Backend`
+(``clbench.backends.torch_backend.TorchBackend``, ``clbench.backends.mlx.backend.MLXBackend``):
+
+* **arrays** — gradients arrive as values keyed by parameter name (``{name: gradient}``), and a
+  strategy combines them with :meth:`accumulate`, :meth:`divide`, :meth:`grad_norms`,
+  :meth:`clip_global_norm`, :meth:`snapshot`, :meth:`sq_distance`, :meth:`abs_sum`;
+* **model surgery** — :meth:`prepare_lora_or_full`, :meth:`decoder_blocks`, :meth:`parameters` (current
+  values of named parameters), :meth:`add_cms_adapters` / :meth:`cms_levels`;
+* **one step** — :meth:`forward_backward` (micro-batches → mean loss, logs and gradients; parameters
+  outside ``keep`` get no gradient and cost no backward) and :meth:`apply_gradients` (clip, then the
+  optimizer on exactly the given gradients);
+* **the run** — loading, seeding, the reference model, the probe view, the optimizer and its saved
+  state, the adapter file: what ``clbench.run.one_run.run_one`` calls, so the order of work, the files
+  and the resume rules are written once.
+
+What stays backend-specific is small and local: how a gradient is computed (autograd vs
+``nn.value_and_grad``), surprise's gradient trick (a tensor hook vs a custom VJP), and each library's
+own arithmetic, kept exactly as it was so results stay byte-identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from clbench.errors import ConfigError
+
+Grads = dict[str, Any]  # {parameter name: gradient array}
+
+
+class Backend:
+    """Base class of the backends; see the module docstring for what each group of methods is for."""
+
+    name: ClassVar[str] = "base"
+    checkpoint_meta: ClassVar[dict] = {}  # extra keys of every checkpoint header (e.g. the backend's name)
+
+    # --- the run ----------------------------------------------------------------------------------
+    def check_stream(self, stream) -> None:
+        """Raise ``ConfigError`` for a stream this backend cannot evaluate (before anything is written)."""
+
+    def start(self, cfg) -> dict:
+        """Set-up before ``config.json`` is written (a bad device is refused then); returns extra
+        ``provenance.json`` fields."""
+        return {}
+
+    def load(self, cfg, base_dir: Path):
+        """``(model, tokenizer)`` of the base model."""
+        raise NotImplementedError
+
+    def seed(self, seed: int) -> None:
+        """Seed every generator the run draws from (before ``prepare_model`` and before each task)."""
+        from clbench.run.seeding import seed_everything
+
+        seed_everything(seed)
+
+    def place(self, model):
+        """The prepared model where it trains (a device)."""
+        return model
+
+    def reference(self, cfg, base_dir: Path, model):
+        """An untrained model of the base model's architecture."""
+        raise NotImplementedError
+
+    def view(self, model, tokenizer, batch_size: int):
+        """The probe-facing view of ``model`` (a context manager; ``clbench.eval.lm_view.LMView``)."""
+        raise NotImplementedError
+
+    def make_optimizer(self, strategy, model, train_cfg):
+        """The optimizer over ``strategy.param_groups()`` (a group may divide the learning rate)."""
+        raise NotImplementedError
+
+    def make_schedule(self, optimizer, train_cfg):
+        """The learning-rate schedule of one task: ``.lr(step)`` for 1-based steps, ``.advance()`` after each."""
+        raise NotImplementedError
+
+    def optimizer_state(self, optimizer) -> dict:
+        """The optimizer's state as ``torch.save``-able data."""
+        raise NotImplementedError
+
+    def load_optimizer_state(self, optimizer, state: dict, strategy) -> None:
+        raise NotImplementedError
+
+    def save_adapter(self, path: Path, tensors: dict, metadata: dict[str, str]) -> None:
+        """Write ``tensors`` (the strategy's checkpoint tensors) as safetensors, atomically."""
+        raise NotImplementedError
+
+    def load_adapter(self, path: Path) -> dict:
+        raise NotImplementedError
+
+    # --- model surgery ----------------------------------------------------------------------------
+    @property
+    def surprise(self):
+        """The module doing surprise's gradient trick for this library: ``prepare(s, model)``,
+        ``before_step(s)``, ``loss(s, model, batch)``, ``after_update(s)`` (``s``: the surprise plugin)."""
+        raise NotImplementedError
+
+    def prepare_lora_or_full(self, model, options):
+        """``options.mode``: LoRA adapters only trainable (``lora``), or every weight (``full``)."""
+        raise NotImplementedError
+
+    def freeze(self, model):
+        """``model`` with no parameter trainable (returned for chaining)."""
+        raise NotImplementedError
+
+    def trainable(self, model) -> dict:
+        """``{name: parameter}`` of what is trainable now (names as checkpoints store them)."""
+        raise NotImplementedError
+
+    def parameters(self, model, names) -> dict:
+        """Current values of the named parameters (inside a loss: the values being differentiated)."""
+        raise NotImplementedError
+
+    def load_parameters(self, model, tensors: Mapping[str, Any]) -> None:
+        """Set the named parameters to ``tensors`` (converted to each parameter's dtype and device)."""
+        raise NotImplementedError
+
+    def decoder_blocks(self, model) -> list:
+        """The transformer blocks of ``model`` in depth order."""
+        raise NotImplementedError
+
+    def add_cms_adapters(self, model, n_levels: int, hidden: int):
+        """Freeze ``model`` and append a chain of ``n_levels`` residual MLPs to every block's FFN."""
+        raise NotImplementedError
+
+    def cms_levels(self, model) -> dict[str, int]:
+        """``{parameter name: level}`` of the CMS adapter parameters."""
+        raise NotImplementedError
+
+    # --- arrays -----------------------------------------------------------------------------------
+    def accumulate(self, total, g):
+        """``total + g``; may reuse ``total``'s storage (it must be a buffer the caller owns)."""
+        raise NotImplementedError
+
+    def divide(self, g, d: float):
+        raise NotImplementedError
+
+    def grad_norms(self, grads: Sequence) -> tuple[Any, Any]:
+        """``(L2 norm of each gradient, as backend values; their squares, in the form
+        :meth:`step_record` stores)``."""
+        raise NotImplementedError
+
+    def total_norm(self, norms):
+        """The global L2 norm from :meth:`grad_norms`' per-tensor norms (what clipping uses)."""
+        raise NotImplementedError
+
+    def step_record(self, n: int, index: Sequence[int], sq) -> tuple[Any, Any]:
+        """``(bool[n] updated, squared norms[n])`` of one step: tensors at ``index`` got ``sq``."""
+        updated = np.zeros(n, dtype=bool)
+        row = self.zeros_vector(n)
+        if index:
+            updated[index] = True
+            row[index] = sq
+        return updated, row
+
+    def zeros_vector(self, n: int):
+        """A vector of ``n`` zeros in the form :meth:`grad_norms`' squares are recorded in."""
+        raise NotImplementedError
+
+    def rows_norms(self, sq_rows: Sequence, n: int, rows, positions: Sequence[int]) -> list[float]:
+        """Per step selected by the bool vector ``rows``, the L2 norm over the tensors at ``positions``
+        of the squared norms recorded by :meth:`step_record` (rounded to 6 digits)."""
+        raise NotImplementedError
+
+    def materialize(self, arrays: Sequence) -> None:
+        """Force lazily computed arrays (MLX); nothing to do for eager libraries."""
+
+    def clip_global_norm(self, grads: Grads, max_norm: float) -> Grads:
+        """``grads`` scaled so their global L2 norm is at most ``max_norm`` (0 disables)."""
+        raise NotImplementedError
+
+    def snapshot(self, params: Mapping[str, Any]) -> dict:
+        """A copy of ``params`` that later updates do not change."""
+        raise NotImplementedError
+
+    def sq_distance(self, a, b) -> float:
+        """``‖a − b‖²`` as a Python float."""
+        raise NotImplementedError
+
+    def abs_sum(self, g):
+        """``Σ|g|`` in float32, as a backend scalar (summed across steps by the caller)."""
+        raise NotImplementedError
+
+    def to_float(self, x) -> float:
+        return float(x)
+
+    # --- one step ---------------------------------------------------------------------------------
+    def lm_loss(self, model, batch):
+        """The causal-LM loss of one batch (mean over labelled tokens)."""
+        raise NotImplementedError
+
+    def forward_backward(self, model, trainable: Mapping[str, Any], loss_fn: Callable, batches: Sequence[dict],
+                         keep) -> tuple[float, dict[str, float], Grads]:
+        """Mean loss, mean logs and the mean gradient over ``batches`` (micro-batches of one step).
+
+        ``loss_fn(model, batch)`` returns a ``LossOutput``. ``keep`` (a collection of names, or None for
+        every trainable parameter) says which parameters need a gradient: the others are frozen for the
+        step, so their gradient is neither computed nor returned.
+        """
+        raise NotImplementedError
+
+    def apply_gradients(self, optimizer, model, trainable: Mapping[str, Any], grads: Grads, lr: float,
+                        max_norm: float, total_norm=None) -> int:
+        """Clip ``grads`` to the global norm ``max_norm`` (0: no clipping; ``total_norm``: their norm,
+        if the caller has it) and apply them with ``optimizer`` at learning rate ``lr`` (the schedule's
+        value for this step; torch's schedule has set it already); parameters without an entry are not
+        touched (no moment, step count or weight decay change). Returns the elements updated."""
+        raise NotImplementedError
+
+    def clear_gradients(self, trainable: Mapping[str, Any]) -> None:
+        """Drop whatever gradient a step left (called after every ``apply_update``)."""
+
+
+def unsupported(strategy_name: str, backend_name: str, supported: Sequence[str]) -> ConfigError:
+    """The error for a strategy that has no implementation on a backend."""
+    return ConfigError("strategies", f"strategy {strategy_name!r} is not available with model.backend: "
+                       f"{backend_name} (it runs on: {', '.join(supported)})", list(supported))

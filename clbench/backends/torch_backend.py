@@ -1,0 +1,259 @@
+"""The torch backend (the default): transformers + peft models, autograd, torch's AdamW.
+
+Gradients are computed by ``loss.backward()`` into ``.grad`` and handed to strategies as
+``{name: p.grad}``; :meth:`TorchBackend.apply_gradients` puts exactly the given gradients back on
+``.grad`` (``None`` for every other parameter) before ``optimizer.step()``, so torch's AdamW skips the
+others entirely — their moments, step counts and decoupled weight decay do not change. A parameter
+outside a step's ``keep`` set has ``requires_grad`` off during that step's forward and backward, so
+autograd builds no weight gradient for it and, when the shallow blocks are frozen, the backward pass
+stops early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import contextmanager
+from typing import ClassVar
+
+import torch
+
+from clbench.backends.base import Backend
+from clbench.results.files import atomic_write_bytes
+
+
+class TorchSchedule:
+    """transformers' warm-up + constant / linear / cosine schedule over one task."""
+
+    NAMES: ClassVar[dict] = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
+    def __init__(self, optimizer, cfg):
+        from transformers import get_scheduler
+
+        self.schedule = get_scheduler(self.NAMES[cfg.schedule], optimizer, num_warmup_steps=cfg.warmup_steps,
+                                      num_training_steps=cfg.steps_per_task)
+
+    def lr(self) -> float:
+        return self.schedule.get_last_lr()[0]
+
+    def advance(self) -> None:
+        self.schedule.step()
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    @property
+    def surprise(self):
+        """Surprise's gradient trick for torch models (tensor hooks)."""
+        from clbench.backends import torch_surprise
+
+        return torch_surprise
+
+    # --- the run ----------------------------------------------------------------------------------
+    def load(self, cfg, base_dir):
+        from clbench.modeling.loading import load_causal_lm, pick_device, pick_dtype
+
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = pick_device(cfg.model.device)
+        self.dtype = pick_dtype(cfg.model.dtype, self.device)
+        return load_causal_lm(base_dir, cfg.model.device, cfg.model.dtype, cfg.model.trust_remote_code)
+
+    def place(self, model):
+        return model.to(self.device)
+
+    def reference(self, cfg, base_dir, model):
+        from clbench.modeling.loading import reference_model
+
+        return reference_model(base_dir, seed=cfg.model.seed + 1, device=self.device, dtype=self.dtype,
+                               trust_remote_code=cfg.model.trust_remote_code)
+
+    def view(self, model, tokenizer, batch_size):
+        from clbench.eval.torch_lm import TorchLM
+
+        return TorchLM(model, tokenizer, batch_size=batch_size)
+
+    def param_groups(self, strategy, lr: float) -> list[dict]:
+        """torch parameter groups of ``strategy.param_groups()``: a group with a divisor gets ``lr / d``."""
+        groups = []
+        for names, divisor in strategy.param_groups():
+            group = {"params": [strategy.trainable[n] for n in names]}
+            if divisor is not None:
+                group["lr"] = lr / divisor
+            groups.append(group)
+        return groups
+
+    def make_optimizer(self, strategy, model, train_cfg):
+        groups = self.param_groups(strategy, train_cfg.lr)
+        if not any(g["params"] for g in groups):
+            raise RuntimeError(f"strategy {strategy.name!r} gave the optimizer no parameters")
+        return torch.optim.AdamW(groups, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+
+    def make_schedule(self, optimizer, train_cfg):
+        return TorchSchedule(optimizer, train_cfg)
+
+    def optimizer_state(self, optimizer):
+        return optimizer.state_dict()
+
+    def load_optimizer_state(self, optimizer, state, strategy):
+        optimizer.load_state_dict(state)
+
+    def save_adapter(self, path, tensors, metadata):
+        from safetensors.torch import save
+
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+        atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+    def load_adapter(self, path):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+
+    # --- model surgery ----------------------------------------------------------------------------
+    def prepare_lora_or_full(self, model, options):
+        from clbench.modeling.lora import prepare_lora_or_full
+
+        return prepare_lora_or_full(model, options)
+
+    def freeze(self, model):
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
+    def trainable(self, model):
+        return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+    def parameters(self, model, names):
+        params = dict(model.named_parameters())
+        return {n: params[n] for n in names}
+
+    def load_parameters(self, model, tensors):
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for n, t in tensors.items():
+                params[n].copy_(t.to(params[n].device, params[n].dtype))
+
+    def decoder_blocks(self, model):
+        from clbench.modeling.blocks import decoder_blocks
+
+        return decoder_blocks(model)
+
+    def add_cms_adapters(self, model, n_levels, hidden):
+        from clbench.modeling.cms_adapter import add_cms_adapters
+
+        return add_cms_adapters(model, n_levels, hidden)
+
+    def cms_levels(self, model):
+        from clbench.modeling.cms_adapter import adapter_levels
+
+        return adapter_levels(model)
+
+    # --- arrays -----------------------------------------------------------------------------------
+    def accumulate(self, total, g):
+        return total.add_(g)
+
+    def divide(self, g, d):
+        return g.div_(d)
+
+    def grad_norms(self, grads):
+        # torch._foreach_norm is what clip_grad_norm_ uses itself: one call for all tensors
+        norms = torch.stack(torch._foreach_norm(list(grads)))
+        return norms, norms.float().pow(2).cpu()
+
+    def total_norm(self, norms):
+        return torch.linalg.vector_norm(norms)
+
+    def zeros_vector(self, n):
+        return torch.zeros(n)
+
+    def rows_norms(self, sq_rows, n, rows, positions):
+        sq = torch.stack(sq_rows) if sq_rows else torch.zeros(0, n)
+        return [round(v, 6) for v in sq[torch.as_tensor(rows)][:, positions].sum(1).sqrt().tolist()]
+
+    def materialize(self, arrays):
+        pass
+
+    def clip_global_norm(self, grads, max_norm):
+        if max_norm and grads:
+            tensors = list(grads.values())
+            total = torch.nn.utils.get_total_norm(tensors)
+            torch.nn.utils.clip_grads_with_norm_(_as_params(tensors), max_norm, total)
+        return grads
+
+    def snapshot(self, params):
+        return {n: p.detach().clone() for n, p in params.items()}
+
+    def sq_distance(self, a, b):
+        return float((a.detach() - b).float().pow(2).sum())
+
+    def abs_sum(self, g):
+        return g.abs().sum().float()
+
+    # --- one step ---------------------------------------------------------------------------------
+    def lm_loss(self, model, batch):
+        return model(**batch).loss
+
+    def forward_backward(self, model, trainable, loss_fn, batches, keep):
+        device = next(model.parameters()).device
+        k = len(batches)
+        loss_sum, logs = 0.0, {}
+        with _only_requiring_grad(trainable, keep):
+            for batch in batches:
+                batch = {key: v.to(device) for key, v in batch.items()}
+                out = loss_fn(model, batch)
+                if out.loss.requires_grad:
+                    (out.loss / k).backward()
+                loss_sum += float(out.loss.detach())
+                for name, v in out.logs.items():
+                    logs[name] = logs.get(name, 0.0) + float(v) / k
+        grads = {n: p.grad for n, p in trainable.items() if p.grad is not None}
+        return loss_sum / k, logs, grads
+
+    def apply_gradients(self, optimizer, model, trainable, grads, lr, max_norm, total_norm=None):
+        applied = []
+        for n, p in trainable.items():
+            g = grads.get(n)
+            p.grad = g
+            if g is not None:
+                applied.append(p)
+        if max_norm and applied:
+            if total_norm is None:
+                torch.nn.utils.clip_grad_norm_(applied, max_norm)
+            else:
+                torch.nn.utils.clip_grads_with_norm_(applied, max_norm, total_norm)
+        optimizer.step()
+        return sum(p.numel() for p in applied)
+
+    def clear_gradients(self, trainable):
+        for p in trainable.values():
+            p.grad = None
+
+
+def _as_params(tensors):
+    """Gradients as the ``.grad`` of placeholder parameters: ``clip_grads_with_norm_`` scales ``p.grad``
+    in place, which here *is* the gradient tensor."""
+    out = []
+    for g in tensors:
+        holder = torch.nn.Parameter(torch.empty(0, device=g.device, dtype=g.dtype), requires_grad=False)
+        holder.grad = g
+        out.append(holder)
+    return out
+
+
+@contextmanager
+def _only_requiring_grad(trainable: Mapping[str, torch.nn.Parameter], keep):
+    """``requires_grad`` on only for the parameters in ``keep`` (None: all) during the step."""
+    if keep is None:
+        yield
+        return
+    keep = set(keep)
+    unknown = sorted(keep - set(trainable))
+    if unknown:
+        raise KeyError(f"grad_names returned parameters that are not trainable: {unknown[:5]}")
+    for n, p in trainable.items():
+        p.requires_grad_(n in keep)
+    try:
+        yield
+    finally:
+        for p in trainable.values():
+            p.requires_grad_(True)

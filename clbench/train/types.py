@@ -1,0 +1,47 @@
+"""The values that pass between the loop and a strategy: the task it may see, a batch's loss, a step's update.
+
+Plain data with no backend behind it, so every layer (the strategies, the backends' surprise tricks, the
+plugins) can use them without importing anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """What a strategy may know about a task: its place in the stream and its training records."""
+
+    index: int  # position in the stream (0-based), pretrained tasks included
+    name: str
+    examples: tuple[dict, ...]  # training records: {"text"} or {"prompt", "completion"}
+    encode: object = field(repr=False, default=None)  # callable(record) -> clbench.data.encoding.Encoded
+    pretrained: bool = False
+
+
+@dataclass
+class LossOutput:
+    """A batch's loss to backpropagate (a backend scalar), plus named scalars for the training log."""
+
+    loss: Any
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class UpdateContext:
+    """What :meth:`Strategy.apply_update` may use: this step's gradients, where we are, and how to apply."""
+
+    step: int  # 1-based optimizer step within the current task
+    global_step: int  # 1-based optimizer step over the whole run
+    grads: dict[str, Any]  # {parameter name: gradient}, averaged over micro-batches, before clipping
+    lr: float  # the scheduled learning rate of this step
+    max_grad_norm: float
+    apply_fn: Callable = field(repr=False, default=None)  # (grads, total_norm) -> elements updated
+
+    def apply(self, grads: dict[str, Any], total_norm=None) -> int:
+        """Clip ``grads`` to the global norm ``max_norm`` and take the optimizer step on exactly them;
+        parameters without an entry do not change. Returns the elements updated."""
+        return self.apply_fn(grads, total_norm)
