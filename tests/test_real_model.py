@@ -26,7 +26,7 @@ tasks:
     pretrained: true
     probes:
       - {{name: qa, kind: exact_match, path: {rk}/qa.jsonl, limit: 10, until: [".", ",", ";", " ("]}}
-      - {{name: mc, kind: multiple_choice, path: {rk}/mc.jsonl, limit: 10}}
+      - {{name: mc, kind: multiple_choice, path: {rk}/mc.jsonl, limit: 5}}
   - name: medical
     generated: {{domain: medical, entities: 2}}
 """
@@ -49,7 +49,7 @@ def test_real_model_smoke_run(tmp_path, smollm2_dir):
     cfg = load_config(None, [f"stream={tmp_path / 'real-smoke.yaml'}", f"results_dir={tmp_path / 'results'}",
                              "strategies=[sft]", "seeds=[0]", "model.name=smollm2-135m", "train.steps_per_task=2",
                              "train.batch_size=4", "train.lr=1e-3", "train.threads=2", "eval.batch_size=16",
-                             "eval.max_new_tokens=6"])
+                             "eval.max_new_tokens=4"])
     [(run, status)] = run_grid(cfg, progress=False, echo=lambda *_: None)
     assert status == "done"
     config = json.loads((run / "config.json").read_text())
