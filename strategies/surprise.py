@@ -31,7 +31,11 @@ model), while the extra pass of several layers costs a partial backward (two lay
 seed 003's weight for its medium level.
 
 The logged ``loss`` is always the main loss; each layer's auxiliary term is logged as
-``surprise_aux_l<ℓ>`` and summarised in the diagnostics. A layer whose output depends on no parameter
+``surprise_aux_l<ℓ>``, and (torch) the size of its target next to its activation,
+``rms(∇_y L)/rms(y)``, as ``surprise_ratio_l<ℓ>`` — both summarised in the diagnostics. The ratio says
+whether the objective is about surprise at all: at 0.002 the target is numerically zero and the term
+is the activation penalty ``λ·mean(y²)`` that the control plugin ``activation_l2`` applies on its own.
+(The paper's — Titans' — surprise drives a memory's own update instead: ``cms`` with ``update: local``.) A layer whose output depends on no parameter
 updated at this step (an inactive shallow tier) gets no term in ``detached`` mode: its gradient would
 reach no update.
 """
@@ -73,6 +77,8 @@ class Surprise(Plugin):
         self.inner_loss = None  # the strategy's loss (what ∇_y L is the gradient of), set per call
         self.step_aux: dict[int, float] = {}  # block index -> this step's auxiliary term
         self.task_aux: dict[int, list[float]] = {}  # block index -> its terms over the task's steps
+        self.step_ratio: dict[int, float] = {}  # block index -> this step's rms(∇_y L) / rms(y)
+        self.task_ratio: dict[int, list[float]] = {}
 
     @classmethod
     def options_from(cls, data, where):
@@ -103,10 +109,12 @@ class Surprise(Plugin):
 
     def before_task(self, task, model):
         self.task_aux = {layer: [] for layer in self.layer_index}
+        self.task_ratio = {layer: [] for layer in self.layer_index}
 
     def before_step(self, step):
         self.objective_on = self.options.enabled and step % self.options.every_n == 0
         self.step_aux = {}
+        self.step_ratio = {}
         self.backend.surprise.before_step(self)
 
     def loss(self, model, batch, inner):
@@ -119,15 +127,20 @@ class Surprise(Plugin):
         self.backend.surprise.after_update(self)
         for layer, value in self.step_aux.items():
             self.task_aux[layer].append(value)
+        for layer, value in self.step_ratio.items():
+            self.task_ratio.setdefault(layer, []).append(value)
 
     # --- logs ------------------------------------------------------------------------------------------
     def step_log(self):
-        return {f"surprise_aux_l{layer}": v for layer, v in self.step_aux.items()}
+        return {**{f"surprise_aux_l{layer}": v for layer, v in self.step_aux.items()},
+                **{f"surprise_ratio_l{layer}": v for layer, v in self.step_ratio.items()}}
 
     def diagnostics(self):
         per_layer = {str(layer): {"weight": self.weights[i], "steps": len(self.task_aux.get(layer, [])),
                                   "aux_mean": (sum(v) / len(v)) if (v := self.task_aux.get(layer)) else None,
-                                  "aux_last": v[-1] if v else None}
+                                  "aux_last": v[-1] if v else None,
+                                  "signal_ratio_mean": (sum(r) / len(r)) if (r := self.task_ratio.get(layer)) else None,
+                                  "signal_ratio_max": max(r) if r else None}
                      for i, layer in enumerate(self.layer_index)}
         return {"surprise": {"target": self.options.target, "every_n": self.options.every_n,
                              "enabled": self.options.enabled, "layers": per_layer}}

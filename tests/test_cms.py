@@ -76,8 +76,8 @@ def test_adam_state_advances_only_at_chunk_boundaries():
     assert diag["semantics"] == "accumulate" and [t["steps"] for t in diag["tiers"]][2] == [4, 8]
 
 
-def test_a_partial_chunk_is_dropped_at_the_end_of_a_task():
-    s, model = make("cms", {"chunk_sizes": [1, 4]}, model=tiny_llama(dtype=torch.float64), train=TrainConfig(lr=ETA))
+def test_on_the_task_clock_a_partial_chunk_is_dropped_at_the_end_of_a_task():
+    s, model = make("cms", {"chunk_sizes": [1, 4], "clock": "task"}, model=tiny_llama(dtype=torch.float64), train=TrainConfig(lr=ETA))
     opt = torch.optim.SGD(s.backend.param_groups(s, ETA), lr=ETA)
     begin(s, model, 1)
     run_recording_grads(s, model, opt, 6)  # steps 5-6 are summed for level 1 but never applied

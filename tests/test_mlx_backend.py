@@ -385,7 +385,7 @@ def test_mlx_micro_runs_write_the_standard_layout_and_resume(tmp_path, micro_cac
     surprise_log = [json.loads(x) for x in (runs[1][0] / "train_log/task_1.jsonl").open()]
     assert all(r["surprise_aux_l1"] > 0 for r in surprise_log)  # the last block's term, every step
     cms_tiers = json.loads((runs[2][0] / "eval/after_2.json").read_text())["diagnostics"]["tiers"]["tiers"]
-    assert [t["steps"] for t in cms_tiers] == [[1, 2, 3, 4, 5, 6], [3, 6]]
+    assert [t["steps"] for t in cms_tiers] == [[7, 8, 9, 10, 11, 12], [9, 12]]  # global clock: task 2 = 7..12
 
     matrix = (root / "matrix.json").read_text()
     for f in ("eval/after_2.json", "DONE"):

@@ -294,10 +294,18 @@ def test_micro_runs_write_results_and_adapter_checkpoints_with_tier_metadata(tmp
         tiers = after["tiers"]["tiers"]
         if label == "importance_tiers":
             assert [t["updates"] for t in tiers] == [6, 4, 3]  # 2 warm-up steps, then steps 3..6 tiered
+        elif label.startswith("cms") or label == "surprise-cms":  # global clock: task 2 is steps 7..12
+            assert after["tiers"]["clock"] == "global"
+            assert [t["updates"] for t in tiers] == [(2 * steps // f - steps // f) if t["parameters"] else 0
+                                                     for t, f in zip(tiers, (1, 2, 4))]
+            assert [t["updates_total"] for t in tiers] == [2 * steps // f if t["parameters"] else 0
+                                                           for t, f in zip(tiers, (1, 2, 4))]
         else:  # the micro model has 2 blocks: by depth, the third tier is empty
             assert [t["updates"] for t in tiers] == [steps // f if t["parameters"] else 0
                                                      for t, f in zip(tiers, (1, 2, 4))]
+        if label not in ("importance_tiers", "surprise"):
             assert [t["parameters"] > 0 for t in tiers] == [True, True, label.startswith("cms-adapter")
                                                             or label == "surprise-cms"]
-        assert [t["updates_total"] for t in tiers] == [2 * t["updates"] for t in tiers]
+        if not (label.startswith("cms") or label == "surprise-cms"):
+            assert [t["updates_total"] for t in tiers] == [2 * t["updates"] for t in tiers]
         assert meta["tiers"]["updates_total"] == [t["updates_total"] for t in tiers]

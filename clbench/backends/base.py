@@ -178,6 +178,10 @@ class Backend:
         """A copy of ``params`` that later updates do not change."""
         raise NotImplementedError
 
+    def from_torch(self, tensor, like):
+        """A CPU torch tensor (from ``strategy_state.pt``) as an array shaped and typed like ``like``."""
+        raise NotImplementedError
+
     def sq_distance(self, a, b) -> float:
         """``‖a − b‖²`` as a Python float."""
         raise NotImplementedError

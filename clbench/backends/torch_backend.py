@@ -87,6 +87,12 @@ class TorchBackend(Backend):
         groups = self.param_groups(strategy, train_cfg.lr)
         if not any(g["params"] for g in groups):
             raise RuntimeError(f"strategy {strategy.name!r} gave the optimizer no parameters")
+        if train_cfg.optimizer == "m3":  # Multi-scale Momentum Muon; masks apply as to AdamW (None grads skipped)
+            from clbench.train.m3 import M3
+
+            return M3(groups, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
+                      betas=(0.9, 0.999, train_cfg.m3_beta3), alpha=train_cfg.m3_alpha, ns_steps=train_cfg.m3_ns_steps,
+                      slow_chunk=train_cfg.m3_slow_chunk, eps=train_cfg.m3_eps)
         return torch.optim.AdamW(groups, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
 
     def make_schedule(self, optimizer, train_cfg):
@@ -182,6 +188,9 @@ class TorchBackend(Backend):
 
     def snapshot(self, params):
         return {n: p.detach().clone() for n, p in params.items()}
+
+    def from_torch(self, tensor, like):
+        return tensor.to(like.device, like.dtype).clone()
 
     def sq_distance(self, a, b):
         return float((a.detach() - b).float().pow(2).sum())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from clbench.train.surprise import aux_grad, aux_loss, surprise_objective
+from clbench.train.surprise import aux_grad, aux_loss, signal_ratio, surprise_objective
 from clbench.train.types import LossOutput
 
 
@@ -52,10 +52,10 @@ def loss(s, model, batch):
         i = chosen[0]  # the deepest layer with a term: its incoming gradient is exactly ∇_y L / k
         hidden[i].register_hook(_add_aux_grad(s, i, hidden[i].detach(), k))
         return out
-    total, terms = surprise_objective(out.loss, [hidden[i] for i in chosen],
-                                      [s.weights[i] for i in chosen], s.options.target)
-    for i, term in zip(chosen, terms):
-        _log(s, i, float(term.detach()) / k)
+    ys = [hidden[i] for i in chosen]
+    total, terms, signals = surprise_objective(out.loss, ys, [s.weights[i] for i in chosen], s.options.target)
+    for i, y, signal, term in zip(chosen, ys, signals, terms):
+        _log(s, i, float(term.detach()) / k, signal_ratio(y, signal))
     # the value of the main loss (what the trainer logs), the gradient of the whole objective
     return LossOutput(out.loss.detach() + (total - total.detach()), out.logs)
 
@@ -82,12 +82,14 @@ def _add_aux_grad(s, i: int, y: torch.Tensor, k: int):
 
     def hook(grad):
         signal = grad * k  # ∇_y L
-        _log(s, i, float(aux_loss(y, signal, weight)) / k)
+        _log(s, i, float(aux_loss(y, signal, weight)) / k, signal_ratio(y, signal))
         return grad + aux_grad(y, signal, weight) / k
 
     return hook
 
 
-def _log(s, i: int, value: float) -> None:
+def _log(s, i: int, value: float, ratio: float | None = None) -> None:
     layer = s.layer_index[i]
     s.step_aux[layer] = s.step_aux.get(layer, 0.0) + value
+    if ratio is not None:  # rms(∇_y L)/rms(y), the largest over the step's micro-batches
+        s.step_ratio[layer] = max(ratio, s.step_ratio.get(layer, 0.0))

@@ -7,7 +7,8 @@ Run::
 
 Every strategy trains its own copy of the *same* randomly initialised model (the embedded model's
 default shape: Llama, hidden 128, 4 blocks, 4 heads, MLP 384, vocabulary 1024) on the *same* batch
-(32 × 24 tokens), through exactly the hooks the trainer calls, with the trainer's AdamW. Repetitions are
+(32 × 24 tokens), through exactly the hooks the trainer calls, with the trainer's optimizer (AdamW, or a
+variant's own train override such as ``optimizer: m3``, timed against AdamW on sft). Repetitions are
 interleaved step by step — one step of each strategy in turn, in a rotating order — so that load from
 other processes hits all strategies alike; a repetition is ``steps`` such rounds (a multiple of 4, the
 period of the default schedules), and the result is the median over repetitions of the mean step time.
@@ -23,6 +24,7 @@ import copy
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 
@@ -34,20 +36,25 @@ from clbench.train.strategy import TaskView
 
 DEFAULT_MODEL = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 384, "vocab_size": 1024}
 
-# (label, registered name, options[, plugins as grid-entry `with:`]); the targets of issue 3 are ratios of
-# step time to sft
+# (label, registered name, options[, plugins as grid-entry `with:`[, train overrides]]); the targets are
+# ratios of step time to sft (sft-m3: M3 against AdamW on the same strategy)
 DEFAULT_VARIANTS: list[tuple] = [
     ("sft", "sft", {}),
+    ("sft-m3", "sft", {}, [], {"optimizer": "m3", "lr": 1e-4, "max_grad_norm": 0.0}),  # as the bench row
     ("layer_tiers", "layer_tiers", {}),
     ("layer_tiers-deep", "layer_tiers", {"order": "deep_fast"}),
     ("importance_tiers", "importance_tiers", {}),
     ("cms", "cms", {}),
     ("cms-adapter", "cms", {"form": "adapter"}),
+    ("cms-memory", "cms", {"form": "memory", "chunk_sizes": [1, 16, 256]}),
+    ("cms-local", "cms", {"form": "memory", "update": "local", "chunk_unit": "tokens", "chunk_sizes": [16, 256, 8192]}),
+    ("activation_l2", "sft", {}, ["activation_l2"]),
     ("surprise", "sft", {}, ["surprise"]),
     ("surprise-2layers", "sft", {}, [{"name": "surprise", "options": {"layers": [1, 3], "weights": [0.3, 0.1]}}]),
     ("surprise-full", "sft", {}, [{"name": "surprise", "options": {"target": "full"}}]),
 ]
-TARGETS = {"layer_tiers": 1.0, "layer_tiers-deep": 1.0, "importance_tiers": 1.0, "cms": 1.0, "surprise": 1.3}
+TARGETS = {"layer_tiers": 1.0, "layer_tiers-deep": 1.0, "importance_tiers": 1.0, "cms": 1.0, "surprise": 1.3,
+           "sft-m3": 1.3, "cms-memory": 1.0}
 
 
 def build_model(hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int, vocab_size: int,
@@ -69,7 +76,9 @@ def make_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) ->
 class _Runner:
     """One strategy on its own copy of the model, stepping with the trainer's own step function."""
 
-    def __init__(self, name: str, options: dict, base_model, train: TrainConfig, label: str, plugins=()):
+    def __init__(self, name: str, options: dict, base_model, train: TrainConfig, label: str, plugins=(),
+                 train_overrides=None):
+        train = replace(train, **(train_overrides or {}))
         cfg = ExperimentConfig(train=train)
         entry = resolve_entry(StrategySpec(name, options, label, tuple(plugins)), cfg)
         self.strategy = entry.make(0, cfg, get_backend("torch"))
@@ -99,7 +108,7 @@ def measure_step_times(strategies: Sequence[tuple[str, str, dict]], steps: int =
     train = train or TrainConfig(batch_size=batch_size)
     base = build_model(**shape, seed=seed)
     batch = make_batch(batch_size, seq_len, shape["vocab_size"], seed)
-    runners = [(v[0], _Runner(v[1], v[2], base, train, v[0], v[3] if len(v) > 3 else ())) for v in strategies]
+    runners = [(v[0], _Runner(v[1], v[2], base, train, v[0], *v[3:])) for v in strategies]
     for _, r in runners:
         r.run(warmup, batch)
     times: dict[str, list[float]] = {label: [] for label, _ in runners}

@@ -64,6 +64,13 @@ class TrainConfig:
     max_grad_norm: float = opt(1.0, "global gradient-norm clip over the parameters updated this step; 0 = off",
                                ge=0)
     reset_optimizer: bool = opt(True, "new optimizer state at each task (false: keep Adam moments)")
+    optimizer: Literal["adamw", "m3"] = opt("adamw", "adamw, or m3: Multi-scale Momentum Muon (clbench/train/m3.py; "
+                                                     "2-D parameters, AdamW for the rest)")
+    m3_beta3: float = opt(0.9, "m3: weight of a chunk's gradient sum in the slow momentum", ge=0, le=1)
+    m3_alpha: float = opt(1.0, "m3: weight of the slow orthogonalised momentum in the update", ge=0)
+    m3_ns_steps: int = opt(3, "m3: Newton-Schulz iterations", ge=0)
+    m3_slow_chunk: int = opt(100, "m3: the slow momentum is refreshed every this many updates of a parameter", ge=1)
+    m3_eps: float = opt(1e-8, "m3: ε of the denominator √V + ε (also AdamW's ε for the non-2-D parameters)", gt=0)
     threads: int = opt(0, "torch CPU threads per run; 0 = torch's default", ge=0)
 
 

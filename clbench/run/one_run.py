@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from clbench.backends import get_backend
-from clbench.config.experiment import ExperimentConfig, config_dict
+from clbench.config.experiment import ExperimentConfig, TrainConfig, config_dict
 from clbench.data.encoding import encode_example
 from clbench.data.streams import Stream
 from clbench.errors import ConfigError
@@ -62,7 +62,7 @@ from clbench.run.lock import LOCK_NAME, describe, hold, holder
 from clbench.run.plan import GridEntry, resolve_entry, stored_options_match
 from clbench.run.seeding import task_seed
 from clbench.train.loop import train_task
-from clbench.train.strategy import TaskView
+from clbench.train.types import RunPlan, TaskView
 
 
 def run_record(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: int, base_dir: Path) -> dict:
@@ -83,7 +83,11 @@ def same_experiment(stored: dict, record: dict, entry: GridEntry) -> bool:
     """Whether a stored ``config.json`` and a new record describe the same experiment. Results written
     before options were stored resolved hold the user's raw options: those are resolved to compare."""
     drop = ("eval", "strategy")  # evaluation batch size does not change results; options compared below
-    same = {k: v for k, v in stored.items() if k not in drop} == {k: v for k, v in record.items() if k not in drop}
+    defaults = config_dict(TrainConfig())  # a train field missing from an older record (e.g. optimizer): its default
+
+    def norm(r):
+        return {k: ({**defaults, **v} if k == "train" else v) for k, v in r.items() if k not in drop}
+    same = norm(stored) == norm(record)
     s, r = stored.get("strategy", {}), record["strategy"]
     return (same and (s.get("name"), s.get("label"), s.get("with")) == (r["name"], r["label"], r.get("with"))
             and stored_options_match(entry, s.get("options", {})))
@@ -173,6 +177,8 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
                               "choose another experiment name or delete the directory")
         if files.done.exists():
             return files.root, "skipped"
+    entry.make(seed, cfg, ops).check_plan(RunPlan(cfg.train.steps_per_task, sum(not t.pretrained for t in stream.tasks),
+                                                  cfg.train.grad_accum, cfg.model.max_length))
     extra_provenance = ops.start(cfg)
     model, tok = ops.load(cfg, base_dir)  # a model that does not load leaves no run directory behind
     atomic_write_json(files.config, record)
@@ -193,8 +199,8 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
     model = ops.place(strategy.prepare_model(model))
     strategy.mark_trainable(model)
 
-    def evaluate(m, desc: str) -> dict:
-        with ops.view(m, tok, batch_size=cfg.eval.batch_size) as lm:
+    def evaluate(m, desc: str, wrap=lambda view: view) -> dict:
+        with wrap(ops.view(m, tok, batch_size=cfg.eval.batch_size)) as lm:
             return evaluate_row(lm, stream, cfg.eval, desc, progress)
 
     if not files.reference.exists():
@@ -249,7 +255,7 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
                          **ops.checkpoint_meta, "diagnostics": diagnostics},
                         ops, optimizer if not cfg.train.reset_optimizer else None)
         fault_point(f"after_checkpoint:{t}")
-        row = evaluate(model, f"eval after {view.name}")
+        row = evaluate(model, f"eval after {view.name}", strategy.probe_view)
         write_row(files, t, row, {"pretrained": False, "train_seconds": train_seconds,
                                   "tokens": sum(r["tokens"] for r in log),
                                   "updated_elements": sum(r["updated_elements"] for r in log),

@@ -71,6 +71,9 @@ def resolve_entry(spec: StrategySpec, cfg: ExperimentConfig) -> GridEntry:
         plugins.append((plugin, plugin.options_from(raw, f"{where}.with[{i}].options")))
     overrides = {**spec.train, **({"optimizer": spec.optimizer} if spec.optimizer is not None else {})}
     train = from_dict(TrainConfig, {**to_dict(cfg.train), **overrides}, f"{where}.train") if overrides else None
+    if (train or cfg.train).optimizer != "adamw" and cfg.model.backend != "torch":  # M3 is torch code so far
+        raise ConfigError(f"{where}.train.optimizer", f"{(train or cfg.train).optimizer} (strategy {spec.name!r}) "
+                          f"is not available with model.backend: {cfg.model.backend}", ["adamw"])
     return GridEntry(spec, cls, options, tuple(plugins), train)
 
 

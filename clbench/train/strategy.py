@@ -7,6 +7,7 @@ step). The runner (``clbench.run.one_run``) owns the loop and every counter; it 
 this order, for one run::
 
     s = Strategy(options, seed=seed, train=train_config, backend=backend)
+    s.check_plan(RunPlan(...))                      # before anything is written: e.g. a chunk that never completes
     model = s.prepare_model(model)                  # once: add LoRA/adapters, choose trainable params
     s.mark_trainable(model)                         # fixes s.trainable: {name: parameter}
     for task in stream:
@@ -24,6 +25,7 @@ this order, for one run::
             n = s.apply_update(ctx)                 # ctx.grads {name: gradient}; ctx.apply(grads) steps
         s.after_task(task, model)                   # e.g. EWC Fisher, new anchors
         checkpoint(s.checkpoint_tensors(model), s.state_dict(), s.diagnostics())
+        evaluate(s.probe_view(view of model))       # e.g. a memory that learns at test time
 
 The step itself — micro-batches, gradient accumulation, the call of ``apply_update`` — is
 ``clbench.train.step.optimizer_step``, the one place every loop (the runner's, the digits cross-check's,
@@ -41,9 +43,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from clbench.config.experiment import TrainConfig
-from clbench.train.types import LossOutput, TaskView, UpdateContext
+from clbench.train.types import LossOutput, RunPlan, TaskView, UpdateContext
 
-__all__ = ["LossOutput", "Strategy", "TaskView", "UpdateContext"]
+__all__ = ["LossOutput", "RunPlan", "Strategy", "TaskView", "UpdateContext"]
 
 
 class Strategy:
@@ -113,6 +115,14 @@ class Strategy:
     def params(self, model) -> dict:
         """Current values of the trainable parameters (inside :meth:`loss`: the ones being differentiated)."""
         return self.backend.parameters(model, self.trainable)
+
+    def check_plan(self, plan: RunPlan) -> None:
+        """Raise ``ConfigError`` for options this run cannot honour (called before anything is written)."""
+
+    def probe_view(self, view):
+        """The view the probes after a task ask (default ``view`` itself; a test-time-learning memory
+        wraps it). The reference and base rows always use the plain view."""
+        return view
 
     # --- per task ----------------------------------------------------------------------------------
     def observe_pretrained(self, task: TaskView) -> None:

@@ -22,6 +22,20 @@ class TaskView:
     pretrained: bool = False
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run will do, known before anything is written (for ``Strategy.check_plan``)."""
+
+    steps_per_task: int
+    trained_tasks: int  # tasks of the stream that train (pretrained ones excluded)
+    grad_accum: int
+    max_length: int  # token budget of one example: no forward pass is longer
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_task * self.trained_tasks
+
+
 @dataclass
 class LossOutput:
     """A batch's loss to backpropagate (a backend scalar), plus named scalars for the training log."""

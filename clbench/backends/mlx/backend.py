@@ -169,6 +169,9 @@ class MLXBackend(Backend):
         return MLXLM(model, tokenizer, batch_size=batch_size)
 
     def make_optimizer(self, strategy, model, train_cfg):
+        if train_cfg.optimizer != "adamw":
+            raise ConfigError("train.optimizer", f"{train_cfg.optimizer} (strategy {strategy.name!r}) is not "
+                              "available with model.backend: mlx", ["adamw"])
         divisor = {n: d for names, d in strategy.param_groups() for n in names}
         scale = {n: 1.0 / divisor[n] if divisor[n] is not None else 1.0 for n in strategy.trainable if n in divisor}
         optimizer = adamw(scale, train_cfg.weight_decay)
@@ -257,6 +260,9 @@ class MLXBackend(Backend):
 
     def snapshot(self, params):
         return dict(params)  # MLX arrays are immutable: keeping them is a snapshot
+
+    def from_torch(self, tensor, like):
+        return mx.array(tensor.numpy()).astype(like.dtype)
 
     def sq_distance(self, a, b):
         return float(mx.sum(mx.square((a - b).astype(mx.float32))))

@@ -8,6 +8,12 @@ what happened:
 * the tier map (``{name: tier}`` over the tiered tensors, checked against them) and the active tiers
   of a step (the pure :func:`clbench.train.tiers.schedule.active_tiers`; every tier before a map exists);
 * the chunk bookkeeping of ``accumulate``: how many steps each tier's pending sum holds;
+* the clock the schedule reads (``clock``): ``task`` — task steps, every task starts at step 1 and a
+  partial chunk is dropped at the task's end; ``global`` — optimizer steps over the whole stream (the
+  runner's ``global_step``), partial chunks carried across task boundaries and stored in
+  :meth:`TierState.state_dict`, so a level with chunk C updates at global multiples of C, also after a
+  resume. Only ``accumulate`` reads the global clock (it decides at :meth:`start_update`, when the
+  gradients exist); ``skip`` must switch gradients off before the forward pass, from the task step;
 * per step, which tensors updated (the backend also stores its squared gradient norms), per task the
   update counts, over tasks their totals — and from these the diagnostics, checkpoint metadata and the
   resumable state.
@@ -31,13 +37,17 @@ class TierState:
     gradients and gives :meth:`grad_norms` and :meth:`drift`. Names and sizes of the tiered tensors are
     set by the subclass's ``attach`` (in :attr:`sizes`, in parameter order)."""
 
-    def __init__(self, frequencies: Sequence[int], semantics: str = "skip", reduce: str = "sum"):
+    def __init__(self, frequencies: Sequence[int], semantics: str = "skip", reduce: str = "sum",
+                 clock: str = "task"):
         self.frequencies = check_frequencies(frequencies)
         if semantics not in ("skip", "accumulate"):
             raise ValueError(f"semantics must be skip or accumulate, got {semantics!r}")
         if reduce not in ("sum", "mean"):
             raise ValueError(f"reduce must be sum or mean, got {reduce!r}")
-        self.semantics, self.reduce = semantics, reduce
+        if clock not in ("task", "global") or (clock == "global" and semantics != "accumulate"):
+            raise ValueError(f"clock must be task, or global with accumulate semantics; got {clock!r} with {semantics!r}")
+        self.semantics, self.reduce, self.clock = semantics, reduce, clock
+        self.all_active = False
         self.sizes: dict[str, int] = {}  # tiered tensor -> elements
         self.tier_map: dict[str, int] | None = None
         self.totals = [0] * self.n_tiers  # updates per tier over finished tasks
@@ -76,37 +86,49 @@ class TierState:
         return [i for i, n in enumerate(self.sizes) if self.tier_map[n] == tier]
 
     # --- per task --------------------------------------------------------------------------------
-    def reset_task_log(self) -> None:
+    def reset_task_log(self, keep_chunks: bool = False) -> None:
         self.task_steps: list[int] = []
         self.task_updated: list[np.ndarray] = []  # per step: bool[n_tensors], which tensors updated
         self.task_sq_norms: list = []  # per step: the backend's float[n_tensors], squared applied-gradient norm
-        self.buffers: dict = {}  # accumulate: each inactive tensor's gradient sum, in the backend's arrays
-        self.pending = [0] * self.n_tiers  # steps summed in each tier's buffer so far
+        if not keep_chunks:
+            self.buffers: dict = {}  # accumulate: each inactive tensor's gradient sum, in the backend's arrays
+            self.pending = [0] * self.n_tiers  # steps summed in each tier's buffer so far
         self.task_open = False
 
     def begin_task(self) -> None:
-        """Reset per-task counters and buffers."""
-        self.reset_task_log()
+        """Reset per-task counters, and the chunk buffers unless the clock is global."""
+        self.reset_task_log(keep_chunks=self.clock == "global")
         self.task_open = True
 
     def end_task(self) -> None:
-        """Fold this task's counts into the totals; drop partial chunks."""
+        """Fold this task's counts into the totals; drop partial chunks (kept on the global clock)."""
         if self.task_open:
             for t, count in enumerate(self.task_counts()):
                 self.totals[t] += count
             self.tasks_finished += 1
         self.task_open = False
-        self.buffers = {}
+        if self.clock == "task":
+            self.buffers = {}
+            self.pending = [0] * self.n_tiers
 
     # --- per step --------------------------------------------------------------------------------
     def before_step(self, step: int, all_active: bool = False) -> None:
         """Decide the active tiers of ``step``; ``all_active`` (or no tier map yet) makes every tensor
         update, e.g. during a warm-up."""
         self.step = step
+        self.all_active = all_active
         if all_active or self.tier_map is None:
             self.active = list(range(self.n_tiers))
         else:
             self.active = active_tiers(step, self.frequencies)
+
+    def start_update(self, global_step: int) -> None:
+        """Call at the start of applying a step: on the global clock, decide the active tiers from the
+        stream-wide optimizer step (which the diagnostics then list as the step)."""
+        if self.clock == "global":
+            self.step = global_step
+            if not (self.all_active or self.tier_map is None):
+                self.active = active_tiers(global_step, self.frequencies)
 
     def chunk_divisors(self) -> list[int]:
         """Call once per step before applying: per tier, how many steps the gradient it applies now
@@ -146,7 +168,8 @@ class TierState:
 
     def diagnostics(self) -> dict:
         """The JSON object described in ``clbench.train.tiers.updater``'s docstring."""
-        out = {"semantics": self.semantics, "reduce": self.reduce, "frequencies": list(self.frequencies),
+        out = {"semantics": self.semantics, "reduce": self.reduce, "clock": self.clock,
+               "frequencies": list(self.frequencies),
                "task_steps": len(self.task_steps), "tasks_finished": self.tasks_finished,
                "tier_map_ready": self.tier_map is not None, "tiers": []}
         if self.tier_map is None:
@@ -174,14 +197,27 @@ class TierState:
                 "drift": [self.drift(t) for t in range(self.n_tiers)] if self.tier_map is not None else None}
 
     def state_dict(self) -> dict:
-        return {"totals": list(self.totals), "tasks_finished": self.tasks_finished,
-                "tier_map": dict(self.tier_map) if self.tier_map is not None else None}
+        out = {"totals": list(self.totals), "tasks_finished": self.tasks_finished,
+               "tier_map": dict(self.tier_map) if self.tier_map is not None else None}
+        if self.clock == "global":  # partial chunks continue after a resume
+            out["chunks"] = {"pending": list(self.pending), "buffers": self.buffers_state()}
+        return out
 
     def load_state_dict(self, state: dict) -> None:
         self.totals = list(state["totals"])
         self.tasks_finished = int(state["tasks_finished"])
         if state.get("tier_map") is not None:
             self.set_map(state["tier_map"])
+        if self.clock == "global" and state.get("chunks") is not None:
+            self.pending = list(state["chunks"]["pending"])
+            self.load_buffers_state(state["chunks"]["buffers"])
+
+    def buffers_state(self) -> dict:
+        """The pending chunk sums as ``torch.save``-able tensors (the backend converts its arrays)."""
+        raise NotImplementedError
+
+    def load_buffers_state(self, tensors: dict) -> None:
+        raise NotImplementedError
 
 
 class TierHooks:

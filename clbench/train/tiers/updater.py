@@ -77,8 +77,9 @@ class TieredUpdater(TierState):
     tier map, schedule, chunk counts, records and diagnostics are ``clbench.train.tiers.state.TierState``'s.
     """
 
-    def __init__(self, frequencies: Sequence[int], semantics: Semantics = "skip", reduce: Reduce = "sum"):
-        super().__init__(frequencies, semantics, reduce)
+    def __init__(self, frequencies: Sequence[int], semantics: Semantics = "skip", reduce: Reduce = "sum",
+                 clock: str = "task"):
+        super().__init__(frequencies, semantics, reduce, clock)
         self.backend = None
         self.model = None
         self._start: dict | None = None
@@ -111,6 +112,7 @@ class TieredUpdater(TierState):
         unknown = [n for n in ctx.grads if n not in self.sizes]
         if unknown:  # e.g. a nested gradient tree filtered by flat names (seed 002's critical bug)
             raise KeyError(f"gradients for parameters outside the tier map: {unknown[:5]}")
+        self.start_update(ctx.global_step)
         divisor = self.chunk_divisors()
         applied: dict = {}
         for name in self.sizes:
@@ -132,6 +134,20 @@ class TieredUpdater(TierState):
         backend.materialize(list(self.buffers.values()) + list(applied.values()))
         norms = self._record(applied)
         return ctx.apply(applied, None if norms is None else backend.total_norm(norms))
+
+    def buffers_state(self) -> dict:
+        """The pending chunk sums as CPU torch tensors (what ``strategy_state.pt`` can hold)."""
+        import numpy as np
+        import torch
+
+        self.backend.materialize(list(self.buffers.values()))
+        return {n: (b.detach().to("cpu", copy=True) if isinstance(b, torch.Tensor)
+                    else torch.from_numpy(np.array(b, dtype=np.float32)))
+                for n, b in self.buffers.items()}
+
+    def load_buffers_state(self, tensors: dict) -> None:
+        params = self._params()
+        self.buffers = {n: self.backend.from_torch(t, like=params[n]) for n, t in tensors.items()}
 
     # --- bookkeeping -----------------------------------------------------------------------------
     def _record(self, applied: Mapping):

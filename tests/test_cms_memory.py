@@ -1,0 +1,234 @@
+"""CMS as a memory (clbench.modeling.cms_memory, strategies/cms.py): the global clock across tasks and a
+resume, the local rule inside the forward pass, test-time updates on and off, refusal of a chunk that
+never completes, Titans' gate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from clbench.backends.torch_backend import TorchBackend
+from clbench.config.experiment import TrainConfig
+from clbench.errors import ConfigError
+from clbench.modeling import cms_memory
+from clbench.results.files import RunFiles
+from clbench.run.one_run import load_checkpoint, save_checkpoint
+from clbench.train.step import optimizer_step
+from clbench.train.strategy import TaskView
+from tests.nested_helpers import begin, make, snapshot, tiny_llama, token_batch, train_step
+
+LOCAL = {"form": "memory", "update": "local", "chunk_unit": "tokens"}
+
+
+def make_optimizer(s, model, train):
+    return s.backend.make_optimizer(s, model, train)
+
+
+def _train_task(s, model, task: int, steps: int, first_global: int):
+    opt = make_optimizer(s, model, s.train)
+    begin(s, model, task)
+    for step in range(1, steps + 1):
+        g = first_global + step
+        optimizer_step(s, model, opt, [token_batch(g)], step, g, s.train.lr, 1.0)
+    s.after_task(TaskView(task, f"task{task}", ()), model)
+    return s.diagnostics()
+
+
+def test_memory_form_starts_as_the_base_model_with_only_the_memory_trainable():
+    base = tiny_llama(seed=2)
+    s, model = make("cms", {"form": "memory", "chunk_sizes": [1, 4]}, model=tiny_llama(seed=2))
+    batch = token_batch(0)
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, base(**batch).logits)
+    assert s.trainable and all(".memory.levels." in n for n in s.trainable)
+    assert all(not p.requires_grad for n, p in model.named_parameters() if n not in s.trainable)
+    assert set(s.updater.tier_map.values()) == {0, 1}
+
+
+def test_global_clock_updates_at_global_multiples_across_a_task_boundary_and_a_resume(tmp_path):
+    opts = {"form": "memory", "chunk_sizes": [1, 3, 8], "clock": "global"}
+    train = TrainConfig(lr=1e-2)
+    # uninterrupted: two tasks of 5 steps (global steps 1-5, 6-10)
+    s, model = make("cms", opts, model=tiny_llama(seed=1), train=train)
+    first = _train_task(s, model, 1, 5, 0)
+    second = _train_task(s, model, 2, 5, 5)
+    assert [t["steps"] for t in first["tiers"]["tiers"]] == [[1, 2, 3, 4, 5], [3], []]
+    assert [t["steps"] for t in second["tiers"]["tiers"]] == [[6, 7, 8, 9, 10], [6, 9], [8]]
+    assert second["tiers"]["clock"] == "global"
+    # resumed: task 1, the runner's checkpoint files, a fresh process state, task 2
+    r, rmodel = make("cms", opts, model=tiny_llama(seed=1), train=train)
+    _train_task(r, rmodel, 1, 5, 0)
+    assert r.updater.pending == [0, 2, 5] and r.updater.buffers  # partial chunks open at the boundary
+    files, ops = RunFiles(tmp_path / "run"), TorchBackend()
+    save_checkpoint(files, 1, r, rmodel, {"task": "task1"}, ops)
+    fresh, fmodel = make("cms", opts, model=tiny_llama(seed=1), train=train)
+    load_checkpoint(files, 1, fresh, fmodel, ops)
+    resumed = _train_task(fresh, fmodel, 2, 5, 5)
+    assert [t["steps"] for t in resumed["tiers"]["tiers"]] == [[6, 7, 8, 9, 10], [6, 9], [8]]
+    assert all(torch.equal(fresh.trainable[n], s.trainable[n]) for n in s.trainable)  # bit for bit
+
+
+def test_task_clock_restarts_every_task_and_drops_partial_chunks():
+    s, model = make("cms", {"form": "memory", "chunk_sizes": [1, 3], "clock": "task"})
+    _train_task(s, model, 1, 5, 0)
+    second = _train_task(s, model, 2, 5, 5)
+    assert [t["steps"] for t in second["tiers"]["tiers"]] == [[1, 2, 3, 4, 5], [3]]
+
+
+def _local_with_teach_signal(opts, batch):
+    s, model = make("cms", {**LOCAL, **opts}, model=tiny_llama(seed=4))
+    begin(s, model)
+    s.loss(model, batch).loss.backward()  # the ordinary pass: teach signals land in s.pending
+    ((_, deltas),) = s.pending
+    return s, model, deltas
+
+
+def test_local_rule_changes_weights_inside_the_forward_pass_at_chunk_boundaries_only():
+    batch = token_batch(3, n=3, length=10)
+    s, model, deltas = _local_with_teach_signal({"chunk_sizes": [4], "local_lr": 5.0}, batch)
+    memory = s.memories[0]
+    seen = []  # (tokens processed when a chunk closed, weights before, weights after)
+    close = memory._close_chunk
+
+    def spy(i, position):
+        before = snapshot(dict(memory.levels[i].named_parameters()))
+        close(i, position)
+        seen.append((position, before, snapshot(dict(memory.levels[i].named_parameters()))))
+
+    memory._close_chunk = spy
+    frozen = snapshot(dict(model.named_parameters()))
+    with torch.no_grad():
+        plain = model(**batch).logits
+    for m, d in zip(s.memories, deltas):
+        m.teach = d
+    with torch.no_grad():
+        online = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    for m in s.memories:
+        m.teach = None
+    assert [p for p, _, _ in seen] == [4, 8]  # 10 positions, chunk 4: boundaries after tokens 4 and 8
+    for _, before, after in seen:
+        assert not torch.equal(before["down.weight"], after["down.weight"])
+    assert torch.equal(seen[0][2]["down.weight"], seen[1][1]["down.weight"])  # unchanged between boundaries
+    assert torch.equal(seen[0][1]["down.weight"], frozen["model.layers.0.mlp.memory.levels.0.down.weight"])
+    # tokens 0-3 were computed before the first boundary: as the frozen model computes them
+    assert torch.allclose(online[:, :4], plain[:, :4], rtol=0, atol=1e-6)
+    # token 4 on saw the updated weights of every block's memory
+    assert (online[:, 4:] - plain[:, 4:]).abs().amax(dim=(0, 2)).min() > 1e-4
+    assert memory.chunk_fill == [2] and memory.tokens_seen == 10  # the open chunk carries on
+
+
+def test_local_chunk_longer_than_a_sequence_sums_its_gradient_across_passes():
+    s, model = make("cms", {**LOCAL, "chunk_sizes": [5, 25]}, model=tiny_llama(seed=5))
+    opt = make_optimizer(s, model, s.train)
+    begin(s, model)
+    logs = [train_step(s, model, opt, step, [token_batch(step, length=10)]) for step in range(1, 4)]
+    first = s.memories[0]
+    assert first.tokens_seen == 30 and first.update_positions == [[5, 10, 15, 20, 25, 30], [25]]
+    assert all(n > 0 for n in logs)
+    d = s.diagnostics()["cms"]["levels"]
+    assert [lv["updates"] for lv in d] == [6, 1] and d[1]["gate_hits"] == 4  # four blocks
+    assert s.step_log() == {"memory_updates": [8, 4]}  # step 3 (tokens 21-30): level 0 at 25, 30; level 1 at 25
+
+
+def test_surprise_threshold_gates_updates_and_counts_misses():
+    s, model = make("cms", {**LOCAL, "chunk_sizes": [5], "surprise_threshold": 1e9}, model=tiny_llama(seed=5))
+    opt = make_optimizer(s, model, s.train)
+    begin(s, model)
+    before = snapshot(s.trainable)
+    assert train_step(s, model, opt, 1, [token_batch(1, length=10)]) == 0
+    assert all(torch.equal(before[n], p) for n, p in s.trainable.items())
+    (level,) = s.diagnostics()["cms"]["levels"]
+    assert level["gate_hits"] == 0 and level["gate_misses"] == 8 and level["surprise_mean"] > 0
+
+
+def test_titans_momentum_and_decay_step():
+    torch.manual_seed(0)
+    mem = cms_memory.ContinuumMemory(4, 3, 1)
+    mem.rule = cms_memory.LocalRule((2,), "tokens", lr=0.5, momentum=0.9, decay=0.1)
+    w0 = [p.detach().clone() for p in mem.levels[0].parameters()]
+    g1 = [torch.randn_like(p) for p in w0]
+    g2 = [torch.randn_like(p) for p in w0]
+    mem.grad_sum[0] = [g.clone() for g in g1]
+    mem._close_chunk(0, 2)
+    mem.grad_sum[0] = [g.clone() for g in g2]
+    mem._close_chunk(0, 4)
+    for p, w, a, b in zip(mem.levels[0].parameters(), w0, g1, g2):
+        s1 = -0.5 * a
+        w1 = 0.9 * w + s1
+        s2 = 0.9 * s1 - 0.5 * b
+        assert torch.allclose(p.detach(), 0.9 * w1 + s2, atol=1e-6)
+
+
+def _micro_probe_rows(s, model, tok, stream, cfg):
+    from clbench.eval.rows import evaluate_row
+    from clbench.eval.torch_lm import TorchLM
+
+    with s.probe_view(TorchLM(model, tok, batch_size=cfg.eval.batch_size)) as lm:
+        return evaluate_row(lm, stream, cfg.eval, progress=False)["scores"], lm
+
+
+def test_evaluation_leaves_every_parameter_bitwise_unchanged_with_test_time_updates_on_or_off(
+        micro_model, micro_stream, micro_cfg):
+    from clbench.data.encoding import batch_stream, encode_example
+
+    model, tok = micro_model
+    results = {}
+    for tt in (False, True):
+        s, m = make("cms", {**LOCAL, "chunk_sizes": [4, 32], "local_lr": 2.0, "test_time_updates": tt},
+                    model=__import__("copy").deepcopy(model))
+        begin(s, m)
+        opt = make_optimizer(s, m, s.train)
+        task = micro_stream.tasks[1]
+        batches = batch_stream([encode_example(tok, r, 32) for r in task.train], 8, tok.pad_token_id, seed=0)
+        for step in range(1, 4):
+            train_step(s, m, opt, step, [next(batches)])
+        params = {n: p.detach().clone() for n, p in m.named_parameters()}
+        state = [mm.memory_state() for mm in s.memories]
+        scores, lm = _micro_probe_rows(s, m, tok, micro_stream, micro_cfg)
+        assert all(torch.equal(params[n], p) for n, p in m.named_parameters())
+        assert [mm.memory_state()["tokens_seen"] for mm in s.memories] == [st["tokens_seen"] for st in state]
+        assert isinstance(lm, cms_memory.TestTimeMemoryView) == tt
+        if tt:
+            assert lm.prompt_tokens > 0  # it did learn from the prompts while answering
+        assert s.diagnostics()["cms"]["test_time_updates"] is tt
+        results[tt] = scores
+    assert results[False].keys() == results[True].keys()
+
+
+def test_a_chunk_that_never_completes_is_refused_before_anything_is_written(micro_cache, micro_base_dir, tmp_path):
+    from clbench.run.grid import run_grid
+    from tests.conftest import micro_config
+
+    for opts in ("{form: memory, chunk_sizes: [1, 13]}",  # 2 trained tasks x 6 steps = 12
+                 "{form: memory, chunk_sizes: [1, 7], clock: task}",
+                 "{form: memory, update: local, chunk_unit: tokens, chunk_sizes: [8, 100000]}"):
+        cfg = micro_config(tmp_path / "r", cache_dir=micro_cache, strategies=f"[{{name: cms, options: {opts}}}]")
+        with pytest.raises(ConfigError, match="never completes"):
+            run_grid(cfg, progress=False, echo=lambda *a: None)
+        assert not (tmp_path / "r" / "results").exists() or not any((tmp_path / "r" / "results").rglob("*.json"))
+
+
+def test_local_run_end_to_end_records_the_memory(micro_cache, micro_base_dir, tmp_path):
+    from clbench.run.grid import run_grid
+    from tests.conftest import micro_config
+
+    cfg = micro_config(tmp_path, cache_dir=micro_cache, strategies="[{name: cms, options: {form: memory, "
+                       "update: local, chunk_unit: tokens, chunk_sizes: [8, 64, 256]}}]")
+    ((path, status),) = run_grid(cfg, progress=False, echo=lambda *a: None)
+    files = RunFiles(path)
+    diag = json.loads(files.after(2).read_text())["diagnostics"]["cms"]
+    assert status == "done" and diag["update"] == "local" and diag["test_time_updates"] is False
+    assert diag["levels"][0]["updates"] > diag["levels"][1]["updates"] > 0
+    assert diag["tokens_seen"] > diag["levels"][2]["chunk"]  # the global clock ran across both tasks
+
+
+def test_option_combinations_that_mean_nothing_are_refused():
+    from clbench.train import registry
+
+    cls = registry.get("cms")
+    for bad, field in (({"update": "local"}, "update"), ({"chunk_unit": "tokens", "form": "memory"}, "chunk_unit"),
+                       ({"form": "memory", "test_time_updates": True}, "test_time_updates")):
+        with pytest.raises(ConfigError, match=field):
+            cls.options_from(bad, "cms")
