@@ -1,8 +1,9 @@
-"""Command line: ``clbench run | list | report | perf``.
+"""Command line: ``clbench run | list | models | report | perf | crosscheck``.
 
     clbench run configs/bench.yaml                       # the default grid
     clbench run --stream micro --strategies sft --seeds 0 --set train.steps_per_task=20
     clbench list                                         # strategies and their options
+    clbench models                                       # named real models: installed, converted, licence
     clbench report results/bench -o reports/bench        # tables, figures, index of stored results
     clbench perf                                         # training tokens/s and eval items/s
 """
@@ -73,6 +74,25 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _size(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.0f} MB"
+
+
+def cmd_models(args) -> int:
+    from clbench.config.experiment import load_config
+    from clbench.modeling.named import model_status
+
+    cache = load_config(None, [f"cache_dir={args.cache_dir}"] if args.cache_dir else []).resolved_cache_dir()
+    for m in model_status(cache):
+        state = "ready" if m["ready"] else "installed, converted on first use" if m["installed"] else "not installed"
+        print(f"{m['name']}: {state}; package {m['package']} (GGUF {_size(m['gguf_bytes'])}), "
+              f"checkpoint {_size(m['checkpoint_bytes'])}; licence {m['licence']}")
+        print(f"    {m['weights']}; upstream {m['upstream']}")
+        where = m["path"] if m["ready"] else f"install: {m['install']}" if not m["installed"] else f"cache: {cache}"
+        print(f"    {where}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from clbench.reporting.build import build_report
 
@@ -137,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", parents=[common],
                         help="registered strategies and their options")
     ls.set_defaults(func=cmd_list)
+
+    mo = sub.add_parser("models", parents=[common],
+                        help="named real models (model.name): installed, converted, size, licence")
+    mo.add_argument("--cache-dir", help="clbench cache (default $CLBENCH_CACHE or ~/.cache/clbench)")
+    mo.set_defaults(func=cmd_models)
 
     rep = sub.add_parser("report", parents=[common],
                          help="tables (Markdown + LaTeX), figures (PDF + PNG) and an index from stored "

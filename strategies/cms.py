@@ -83,6 +83,8 @@ class CMSOptions(LoraOptions):
                 "mean: the chunk's mean gradient")
     order: Literal["shallow_fast", "deep_fast"] = opt("shallow_fast", "lora form: which blocks form level 0")
     adapter_hidden: int = opt(32, "adapter and memory forms: hidden width of each level's MLP")
+    clip: Literal["per_tier", "global"] = opt("per_tier", "per_tier: clip each level's gradient by its own norm; "
+                                                          "global: one norm over the levels applied at a step")
 
 
 @register("cms")
@@ -139,7 +141,8 @@ class CMS(TieredStrategy):
 
     def make_updater(self):
         return TieredUpdater(self.options.chunk_sizes, "accumulate",
-                             reduce="mean" if self.options.scale == "mean" else "sum", clock=self.options.clock)
+                             reduce="mean" if self.options.scale == "mean" else "sum", clock=self.options.clock,
+                             clip=self.options.clip)
 
     def prepare_model(self, model):
         o = self.options

@@ -1,8 +1,15 @@
 """Elastic weight consolidation (Kirkpatrick et al. 2017), with the online variant (Schwarz et al. 2018).
 
 At the end of each trained task the diagonal empirical Fisher ``F`` of the trainable parameters is
-estimated from the squared gradients of the task's log-likelihood over its last ``fisher_batches``
-training batches, re-scored at the task's final parameters ``θ*``. Later tasks add
+estimated over the samples of the task's last ``fisher_batches`` training batches, re-scored at the
+task's final parameters ``θ*``: ``fisher: sample`` (default) is Kirkpatrick et al.'s per-sample
+expectation, the mean over samples of the squared gradient of each sample's log-likelihood (for a
+language model a sample is one training sequence, its loss the mean token NLL, so a batch of one gives
+the same number under both estimators); ``fisher: batch`` is the square of each mini-batch's mean
+gradient, averaged over the batches — Avalanche's ``EWCPlugin`` estimator, kept for the cross-check and
+for comparison (:func:`clbench.train.penalties.diagonal_fisher` says why it is not the Fisher). The
+per-sample estimate costs one forward and backward pass per sample at the end of each task. Later
+tasks add
 ``λ/2 · Σ F (θ − θ*)²`` to the loss: one term per earlier task (``online: false``), or a single term
 whose Fisher decays, ``F ← γ·F + F_new``, and whose anchor is the latest ``θ*`` (``online: true``).
 
@@ -15,23 +22,26 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from clbench.config.options import opt
 from clbench.modeling.lora import LoraOptions
 from clbench.strategies.sft import SFT
-from clbench.train.penalties import diagonal_fisher, ewc_penalty
+from clbench.train.penalties import diagonal_fisher, ewc_penalty, sample_losses
 from clbench.train.registry import register
 from clbench.train.strategy import LossOutput
 
 
 @dataclass(frozen=True)
 class EWCOptions(LoraOptions):
-    lam: float = opt(1e6, "λ of the penalty λ/2 Σ F (θ − θ*)²", ge=0)
+    lam: float = opt(1e4, "λ of the penalty λ/2 Σ F (θ − θ*)² (1e4: best of a sweep with the per-sample Fisher)", ge=0)
     fisher_batches: int = opt(16, "last training batches of a task used for its Fisher", ge=1)
     online: bool = opt(False, "online EWC: one decayed Fisher and the latest anchor instead of one term per task")
     gamma: float = opt(1.0, "online EWC: decay of the earlier Fisher, F ← γF + F_new", ge=0, le=1)
+    fisher: Literal["sample", "batch"] = opt("sample", "sample: mean of per-sample squared gradients (Kirkpatrick); "
+                                                       "batch: squared mini-batch mean gradient (Avalanche)")
 
 
 @register("ewc")
@@ -69,7 +79,9 @@ class EWC(SFT):  # SFT's LoRA-or-full set-up; this adds the method
     def after_task(self, task, model):
         was_training = model.training
         model.eval()  # no dropout while measuring curvature, as Avalanche's EWCPlugin does
-        fisher = diagonal_fisher(self.trainable, (model(**b).loss for b in self._recent))
+        losses = (sample_losses(model, self._recent) if self.options.fisher == "sample"
+                  else (model(**b).loss for b in self._recent))
+        fisher = diagonal_fisher(self.trainable, losses)
         model.train(was_training)
         self._recent.clear()
         anchor = {n: p.detach().clone() for n, p in self.trainable.items()}

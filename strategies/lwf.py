@@ -6,6 +6,11 @@ model, exact) to compute the teacher's logits under ``no_grad``. The loss is
 ``task loss + α · T² · KL(teacher_T ‖ student_T)`` over every non-padding position
 (:func:`clbench.train.penalties.distillation_kl`); it equals the task loss while the model is its teacher.
 
+The T² factor (``t_squared``, default on) is Hinton et al.'s (2015) distillation convention, which keeps
+the gradient scale independent of T; Li & Hoiem's loss λ_o · L_old has no such factor, so their λ_o
+corresponds to ``alpha · T²`` here (at the default T = 2: ``alpha`` 1 is λ_o = 4). With
+``t_squared: false`` the loss is Li & Hoiem's literal ``task loss + α · KL`` and ``alpha`` is their λ_o.
+
 For the first trained task the teacher is the base model (``first_task_teacher``, default on): for a
 language model that is the natural choice, since the base model holds the general knowledge the stream
 must not erase. Turn it off for a randomly initialised model (the digits cross-check), where the
@@ -31,6 +36,8 @@ class LwFOptions(LoraOptions):
     alpha: float = opt(1.0, "weight α of the distillation term", ge=0)
     temperature: float = opt(2.0, "softmax temperature T of the distillation", gt=0)
     first_task_teacher: bool = opt(True, "distil to the base model during the first trained task")
+    t_squared: bool = opt(True, "multiply the distillation term by T² (Hinton 2015); false: Li & Hoiem's "
+                                "α·KL, where α is their λ_o")
 
 
 def _position_mask(batch: dict, logits: torch.Tensor) -> torch.Tensor | None:
@@ -72,7 +79,8 @@ class LwF(SFT):  # SFT's LoRA-or-full set-up; this adds the method
             return LossOutput(model(**batch).loss)
         teacher = self.teacher_logits(model, batch)
         out = model(**batch)
-        kd = distillation_kl(out.logits, teacher, self.options.temperature, _position_mask(batch, out.logits))
+        kd = distillation_kl(out.logits, teacher, self.options.temperature, _position_mask(batch, out.logits),
+                             self.options.t_squared)
         self._last_kd = float(kd.detach())
         return LossOutput(out.loss + self.options.alpha * kd, {"lwf_kd": self._last_kd})
 

@@ -66,9 +66,9 @@ def apply_grads(strategy, model, optimizer, step: int, grads: dict, max_grad_nor
     """``strategy.apply_update`` with hand-made gradients ``{name: tensor}``, applied as the trainer applies them."""
     lr = optimizer.param_groups[0]["lr"]
 
-    def apply(applied, total_norm=None):
-        return strategy.backend.apply_gradients(optimizer, model, strategy.trainable, applied, lr, max_grad_norm,
-                                                total_norm)
+    def apply(applied, total_norm=None, clip=True):
+        return strategy.backend.apply_gradients(optimizer, model, strategy.trainable, applied, lr,
+                                                max_grad_norm if clip else 0.0, total_norm)
 
     updated = strategy.apply_update(UpdateContext(step, step, grads, lr, max_grad_norm, apply))
     strategy.backend.clear_gradients(strategy.trainable)

@@ -219,9 +219,8 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_quadratic_away_from_it():
     assert set(term["fisher"]) == set(s.trainable)
     assert float(s.penalty().detach()) == 0.0
     fisher = {n: f for n, f in term["fisher"].items()}
-    from clbench.train.penalties import diagonal_fisher
-    expected_fisher = diagonal_fisher(s.trainable, (model(**b).loss for b in batches[-2:]))  # the last 2 batches
-    assert all(torch.allclose(fisher[n], expected_fisher[n]) for n in fisher)
+    expected_fisher = per_sample_fisher(s, model, batches[-2:])  # the 64 samples of the last 2 batches
+    assert all(torch.allclose(fisher[n], expected_fisher[n], rtol=1e-5, atol=1e-12) for n in fisher)
     _shift(model, 0.01)
     p1 = float(s.penalty().detach())
     manual = 3.5 * sum(float((fisher[n] * (p.detach() - term["anchor"][n]).pow(2)).sum()) for n, p in s.trainable.items())
@@ -239,9 +238,41 @@ def test_online_ewc_keeps_one_decayed_term():
         s.loss(model, batches[0])
         s.after_task(view, model)
     (term,) = s.terms
-    from clbench.train.penalties import diagonal_fisher
-    f = diagonal_fisher(s.trainable, [model(**batches[0]).loss])
-    assert all(torch.allclose(term["fisher"][n], 1.5 * f[n]) for n in f)  # 0.5·F + F (same data, same θ)
+    f = per_sample_fisher(s, model, batches[:1])
+    assert all(torch.allclose(term["fisher"][n], 1.5 * f[n], rtol=1e-5, atol=1e-12) for n in f)  # 0.5·F + F
+
+
+def per_sample_fisher(s, model, batches) -> dict:
+    """Kirkpatrick's empirical Fisher by hand: the mean over samples of each sample's squared gradient."""
+    total = {n: torch.zeros_like(p) for n, p in s.trainable.items()}
+    count = 0
+    for b in batches:
+        for i in range(len(b["labels"])):
+            loss = model(**{k: v[i:i + 1] for k, v in b.items()}).loss
+            for n, g in zip(s.trainable, torch.autograd.grad(loss, list(s.trainable.values()))):
+                total[n] += g.pow(2)
+            count += 1
+    return {n: t / count for n, t in total.items()}
+
+
+def test_ewc_batch_fisher_is_the_squared_batch_mean_gradient_and_differs_from_the_sample_fisher():
+    """``fisher: batch`` (Avalanche's estimator) is the mean over batches of the squared batch-mean
+    gradient; on batches of 32 it is not the per-sample Fisher (1/32 of it were samples uncorrelated)."""
+    runs = {}
+    for estimator in ("batch", "sample"):
+        s, model, view, batches = _mlp_task("ewc", fisher_batches=2, fisher=estimator)
+        s.before_task(view, model)
+        for b in batches:
+            s.loss(model, b)
+        s.after_task(view, model)
+        runs[estimator] = (s, model, batches, s.terms[0]["fisher"])
+    s, model, batches, batch_fisher = runs["batch"]
+    for n, p in s.trainable.items():
+        want = sum(torch.autograd.grad(model(**b).loss, [p])[0].pow(2) for b in batches[-2:]) / 2
+        assert torch.allclose(batch_fisher[n], want, rtol=1e-5, atol=1e-12), n
+    sample_fisher = runs["sample"][3]
+    ratio = sum(float(f.sum()) for f in sample_fisher.values()) / sum(float(f.sum()) for f in batch_fisher.values())
+    assert ratio > 2  # the per-sample expectation exceeds the squared mean (2.5× here: gradients agree in part)
 
 
 def test_l2_penalty_is_zero_at_the_anchor():
@@ -282,6 +313,45 @@ def test_lwf_loss_is_the_task_loss_while_the_model_is_its_teacher(micro_model):
     moved = s.loss(model, batch)
     assert moved.logs["lwf_kd"] > 0
     assert float(moved.loss) == pytest.approx(float(model(**batch).loss) + moved.logs["lwf_kd"], rel=1e-5)
+
+
+def test_lwf_distils_only_non_padding_positions_with_an_explicit_t_squared(micro_model):
+    """The logged KD term is the KL averaged over the batch's attention mask, computed here from the
+    teacher's and the student's logits; averaging over padded positions too gives another number.
+    ``t_squared: false`` is the same term without Hinton's T² (Li & Hoiem's λ_o·KL)."""
+    from clbench.train.penalties import distillation_kl
+
+    model, tok = micro_model
+    batch = _lm_batch(tok)
+    mask = batch["attention_mask"]
+    assert 0 < int(mask.sum()) < mask.numel()  # the two records differ in length: there is padding
+    logged = {}
+    for t_squared in (True, False):
+        torch.manual_seed(0)
+        s = make("lwf", alpha=1.0, temperature=2.0, t_squared=t_squared)
+        lm = s.prepare_model(copy_model(model))
+        s.mark_trainable(lm)
+        s.before_task(TaskView(1, "medical", ()), lm)
+        with torch.no_grad():
+            teacher = lm(**batch).logits
+            for p in s.trainable.values():
+                p.add_(0.05 * torch.randn_like(p))
+        out = s.loss(lm, batch)
+        with torch.no_grad():
+            student = lm(**batch).logits
+        logged[t_squared] = out.logs["lwf_kd"]
+        want = distillation_kl(student, teacher, 2.0, mask, t_squared)
+        unmasked = distillation_kl(student, teacher, 2.0, None, t_squared)
+        assert logged[t_squared] == pytest.approx(float(want), rel=1e-5)
+        assert abs(float(unmasked) - float(want)) > 1e-3 * float(want)
+        assert float(out.loss) == pytest.approx(float(lm(**batch).loss) + logged[t_squared], rel=1e-5)
+    assert logged[True] == pytest.approx(4.0 * logged[False], rel=1e-5)  # T² = 4
+
+
+def copy_model(model):
+    import copy
+
+    return copy.deepcopy(model)
 
 
 def test_lwf_without_first_task_teacher_distils_only_from_the_second_task(micro_model):

@@ -153,3 +153,21 @@ def test_option_bounds_hold_from_yaml_and_from_python():
     with pytest.raises(ConfigError, match=r"EWCOptions\.gamma: must be <= 1, got 1\.5"):
         EWCOptions(gamma=1.5)
     assert EWCOptions(gamma=1.0, fisher_batches=1).fisher_batches == 1  # bounds are inclusive where ge/le
+
+
+@pytest.mark.parametrize("value", [1, 0, 1.0, "true"])
+def test_a_bool_option_refuses_anything_but_true_or_false(value):
+    """``online: 1`` must not pass for ``true`` (Python's bool is an int, so a lax check lets it through)."""
+    from clbench.strategies.ewc import EWC
+
+    with pytest.raises(ConfigError, match=r"strategies\[ewc\]\.options\.online: expected true or false"):
+        EWC.options_from({"online": value}, "strategies[ewc].options")
+    assert EWC.options_from({"online": True}, "x").online is True
+
+
+def test_a_bool_setting_from_the_command_line_refuses_an_integer():
+    from clbench.config.experiment import load_config
+
+    with pytest.raises(ConfigError, match=r"reset_optimizer: expected true or false, got 1"):
+        load_config(None, ["train.reset_optimizer=1"])
+    assert load_config(None, ["train.reset_optimizer=false"]).train.reset_optimizer is False

@@ -178,4 +178,4 @@ def test_crosscheck_strategies_come_from_the_registry(stream):
     s = clbench_strategy("replay", CrossCheckConfig(), stream, seed=1)
     assert type(s) is registry.get("replay") and s.options.mode == "full" and s.options.ratio == 1.0
     e = clbench_strategy("ewc", CrossCheckConfig(ewc_lambda=50.0), stream, seed=1)
-    assert e.options.lam == 100.0 and e.options.fisher_batches == 8
+    assert e.options.lam == 100.0 and e.options.fisher_batches == 8 and e.options.fisher == "batch"  # Avalanche's

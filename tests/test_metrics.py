@@ -61,8 +61,39 @@ def test_single_task_has_no_transfer():
 
 
 def test_summarize_collects_everything():
+    """Every metric of summarize() against the hand-computed values of the functions' tests above."""
     s = M.summarize(R, B, BASE, [0])
-    assert s["acc"] == pytest.approx(M.average_accuracy(R))
+    assert set(s) == {"acc", "bwt", "fwt", "fwt_base", "forgetting", "learning_acc", "general_retention",
+                      "final_per_task", "forgetting_per_task", "higher_is_better"}
+    assert s["acc"] == pytest.approx((0.5 + 0.4 + 0.7) / 3)
+    assert s["bwt"] == pytest.approx(-0.4)
+    # against the untrained reference B: ((0.1 - 0.1) + (0.3 - 0.1)) / 2; against BASE it would be 0.05
+    assert s["fwt"] == pytest.approx(0.1)
+    # FWT_base: only task 2 has a trained predecessor (task 0 is pretrained): R[1][2] - BASE[2] = 0.3 - 0.2
+    assert s["fwt_base"] == pytest.approx(0.1)
+    assert s["forgetting"] == pytest.approx(0.425)
+    assert s["forgetting_per_task"] == pytest.approx([0.45, 0.40])
+    assert s["learning_acc"] == pytest.approx(0.8)
+    assert s["general_retention"] == pytest.approx(0.50 - 0.92)
     assert s["final_per_task"] == R[-1]
     assert s["higher_is_better"] is True
-    assert set(s) >= {"acc", "bwt", "fwt", "forgetting", "learning_acc", "general_retention"}
+    low = M.summarize(R, B, BASE, [0], higher_is_better=False)
+    # lower is better: f_j = final - min(earlier): task 0: 0.50 - min(0.90, 0.95), task 1: 0.40 - min(0.10, 0.80)
+    assert low["forgetting_per_task"] == pytest.approx([-0.40, 0.30])
+    assert low["higher_is_better"] is False
+
+
+def test_fwt_for_pretrained_models_is_against_the_base_over_trained_predecessors():
+    """The report's FWT: R[j-1][j] - base[j] for tasks whose previous task was trained; a pretrained
+    predecessor's row is the base row, identical for every strategy, so it never enters."""
+    R4 = [[0.9, 0.2, 0.1, 0.3], [0.8, 0.7, 0.25, 0.35], [0.7, 0.6, 0.8, 0.5], [0.6, 0.5, 0.7, 0.9]]
+    base = [0.9, 0.2, 0.1, 0.3]
+    b = [0.0, 0.0, 0.0, 0.0]
+    # tasks 2 and 3 have trained predecessors: ((0.25 - 0.1) + (0.5 - 0.3)) / 2
+    assert M.forward_transfer_from_base(R4, base, [0]) == pytest.approx(0.175)
+    # two pretrained tasks: only task 3 (R[2][3] - base[3])
+    assert M.forward_transfer_from_base(R4, base, [0, 1]) == pytest.approx(0.2)
+    # Lopez-Paz's FWT on the same matrix includes the strategy-independent first term R[0][1] - b[1]
+    assert M.forward_transfer(R4, b) == pytest.approx((0.2 + 0.25 + 0.5) / 3)
+    assert M.forward_transfer_from_base([[0.9, 0.2], [0.8, 0.7]], [0.9, 0.2], [0]) is None  # one trained task
+    assert M.forward_transfer_from_base(R4, base, []) == pytest.approx((0.0 + 0.15 + 0.2) / 3)

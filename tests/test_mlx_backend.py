@@ -197,7 +197,8 @@ def test_cms_applies_the_chunk_sum_at_boundaries_only(scale, factor):
 
 def test_importance_tiers_put_the_largest_gradients_in_the_fastest_tier():
     model = Linear3()
-    strategy = on_mlx(ImportanceTiers, mode="full", frequencies=(1, 2, 4), warmup_steps=2, unit="tensor")
+    strategy = on_mlx(ImportanceTiers, mode="full", frequencies=(1, 2, 4), warmup_steps=2, unit="tensor",
+                      score="lora_abs")
     big = {f"layers.{i}.weight": mx.full((2, 2), 10.0 if i == 1 else (1.0 if i == 0 else 0.1)) for i in range(3)}
     run_updates(strategy, model, [big, big, big, big])
     assert strategy.updater.tier_map == {"layers.1.weight": 0, "layers.0.weight": 1, "layers.2.weight": 2}
@@ -319,9 +320,14 @@ def test_a_torch_only_strategy_is_refused_naming_strategy_and_backend(tmp_path):
         plan(surprise_on_ewc)
     _, entries = plan(micro_config(tmp_path, model={"backend": "mlx"}, strategies="[all]"))
     assert sorted(e.spec.name for e in entries) == sorted(n for n in registry.names()
-                                                           if "mlx" in registry.get(n).backends)
-    assert {"sft", "layer_tiers", "importance_tiers", "cms", "replay", "joint", "frozen"} <= {
-        e.spec.name for e in entries}
+                                                           if "mlx" in registry.get(n).backends and n != "importance_tiers")
+    assert {"sft", "layer_tiers", "cms", "replay", "joint", "frozen"} <= {e.spec.name for e in entries}
+    # importance_tiers' default score (∂L/∂ΔW needs base-weight gradients) is torch's: MLX runs it with lora_abs
+    with pytest.raises(ConfigError, match="importance_tiers.*not available with model.backend: mlx"):
+        plan(micro_config(tmp_path, model={"backend": "mlx"}, strategies="[importance_tiers]"))
+    _, (entry,) = plan(micro_config(tmp_path, model={"backend": "mlx"},
+                                    strategies="[{name: importance_tiers, options: {score: lora_abs}}]"))
+    assert entry.options.score == "lora_abs"
 
 
 def test_streams_with_lm_eval_suites_are_refused_before_training(micro_stream):
@@ -357,7 +363,7 @@ def test_mlx_micro_runs_write_the_standard_layout_and_resume(tmp_path, micro_cac
     from clbench.run.grid import run_grid
 
     grid = ("[{name: layer_tiers, options: {frequencies: [1, 2]}}, "
-            "{name: importance_tiers, label: surprise, options: {warmup_steps: 2, frequencies: [1, 2]}, with: [surprise]}, "
+            "{name: importance_tiers, label: surprise, options: {warmup_steps: 2, frequencies: [1, 2], score: lora_abs}, with: [surprise]}, "
             "{name: cms, label: cms-adapter, options: {form: adapter, chunk_sizes: [1, 3], scale: inverse_chunk}}]")
     # reset_optimizer false: the resume below must restore the per-tensor AdamW state from the checkpoint
     cfg = micro_config(tmp_path, cache_dir=micro_cache, model={"backend": "mlx"},

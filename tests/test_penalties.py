@@ -48,6 +48,40 @@ def test_diagonal_fisher_is_the_mean_squared_batch_gradient_and_leaves_grad_alon
         diagonal_fisher({"w": w}, iter(()))
 
 
+class Regression(torch.nn.Module):
+    """loss = mean over the batch of (w·x − y)² / 2: per sample g_n = (w·x_n − y_n) x_n."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
+
+    def forward(self, x, y):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(loss=((x @ self.w - y).pow(2) / 2).mean())
+
+
+def test_per_sample_fisher_is_the_mean_of_squared_per_sample_gradients():
+    from clbench.train.penalties import sample_losses, split_samples
+
+    model = Regression()
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [2.0, 1.0]])
+    y = torch.tensor([0.0, 1.0, 2.0, 0.0])
+    batches = [{"x": x[:2], "y": y[:2]}, {"x": x[2:], "y": y[2:]}]
+    assert [float(b["y"][0]) for b in split_samples(batches[1])] == [2.0, 0.0]
+    # residuals w·x − y: 1, −3, −2, 1 → g_n = r_n x_n: [1, 0], [0, −6], [−2, −2], [2, 1]
+    params = dict(model.named_parameters())
+    per_sample = diagonal_fisher(params, sample_losses(model, batches))
+    assert torch.allclose(per_sample["w"], torch.tensor([1 + 0 + 4 + 4, 0 + 36 + 4 + 1]) / 4)  # [2.25, 10.25]
+    # the batch estimator: batch means [0.5, −3] and [0, −0.5], squared and averaged: [0.125, 4.625]
+    per_batch = diagonal_fisher(params, (model(**b).loss for b in batches))
+    assert torch.allclose(per_batch["w"], torch.tensor([0.125, 4.625]))
+    # a batch of one: both estimators are the same number
+    single = [{"x": x[1:2], "y": y[1:2]}]
+    assert torch.equal(diagonal_fisher(params, sample_losses(model, single))["w"],
+                       diagonal_fisher(params, (model(**b).loss for b in single))["w"])
+
+
 def test_l2_to_anchor():
     params = _params()
     anchor = {n: p.detach().clone() for n, p in params.items()}

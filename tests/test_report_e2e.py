@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from clbench.cli import main
 from tests.conftest import MICRO_MODEL, MICRO_TRAIN
 
@@ -45,6 +47,23 @@ def test_run_ends_with_the_report_and_report_rebuilds_it(micro_cache, micro_base
             mean = sum(f[j] for f in finals) / 2
             shown = row[2 + j].strip().strip("*†").split(" ± ")[0]
             assert math.isclose(float(shown), mean, abs_tol=5e-4), (label, j, shown, mean)
+
+    # the second interval: rebuilt from every run's per-item predictions, which reproduce its metrics
+    from clbench.reporting.bootstrap import load_suite_items, point_estimate
+    from clbench.results.aggregate import load_runs
+
+    for run in load_runs([tmp_path / "results"]):
+        for suite in ("qa", "mc", "ppl"):
+            items = load_suite_items(run, suite)
+            assert items is not None, (run.path, suite)
+            got, stored = point_estimate(items), run.suite(suite)
+            for key in ("acc", "bwt", "fwt", "forgetting", "learning_acc", "general_retention"):
+                assert got[key] == (None if stored[key] is None else pytest.approx(stored[key])), key
+    numbers = json.loads((report / "micro" / "numbers.json").read_text())["tables"]
+    acc = {c["strategy"]: c for c in numbers["summary"] if c["column"] == "acc"}
+    assert acc["sft"]["bootstrap"]["replicates"] == 1000 and acc["sft"]["bootstrap"]["diff_vs_reference"] is None
+    assert acc["sft-r4"]["bootstrap"]["diff_vs_reference"]["low"] <= acc["sft-r4"]["bootstrap"]["diff_vs_reference"]["high"]
+    assert all(c["bootstrap"] is not None for c in numbers["per_task"])
 
     figures = sorted(p.name for p in (report / "micro" / "figures").iterdir())
     assert figures == sorted(f"{stem}.{ext}" for ext in ("pdf", "png") for stem in (

@@ -6,7 +6,16 @@ import math
 
 import pytest
 
-from clbench.reporting.stats import best, mean_ci, paired_p, pareto_optimal, significant
+from clbench.reporting.stats import (
+    CONSTANT,
+    best,
+    holm,
+    mean_ci,
+    paired_p,
+    paired_test,
+    pareto_optimal,
+    significant,
+)
 
 
 def t975_df2() -> float:
@@ -44,7 +53,10 @@ def test_paired_t_test_matches_hand_computation_on_common_seeds():
 
 
 def test_paired_test_degenerate_cases():
-    assert paired_p({0: 2.0, 1: 3.0}, {0: 1.0, 1: 2.0}) == (0.0, 2)  # same difference on every seed
+    # the same non-zero difference on every seed: t is undefined, no test possible (not "p = 0")
+    assert paired_p({0: 2.0, 1: 3.0}, {0: 1.0, 1: 2.0}) == (None, 2)
+    assert paired_test({0: 2.0, 1: 3.0}, {0: 1.0, 1: 2.0}).no_test == CONSTANT
+    assert not significant(paired_p({0: 5.0, 1: 5.0, 2: 5.0}, {0: 1.0, 1: 1.0, 2: 1.0})[0])
     assert paired_p({0: 2.0, 1: 3.0}, {0: 2.0, 1: 3.0}) == (1.0, 2)  # no difference
     assert paired_p({0: 2.0, 1: 3.0}, {0: 1.0, 5: 2.0}) == (None, 1)  # one pair: no test
     # seed 0 missing on one side: pairs are seeds 1, 2; differences 1.0, 1.5 → t = 1.25 / (0.3536 / √2) = 5,
@@ -71,3 +83,13 @@ def test_pareto_front_on_forgetting_and_learning_accuracy():
     assert pareto_optimal(points) == [True, True, True, False, True, False]
     # a lower-is-better score (perplexity): D's LA 0.40 is now better than A's 0.50
     assert pareto_optimal([(0.10, 0.50), (0.20, 0.40), (0.20, 0.60)], la_higher_is_better=False) == [True, True, False]
+
+
+def test_holm_bonferroni_on_a_hand_computed_family():
+    # m = 4 sorted p: 0.01, 0.02, 0.03, 0.04 → 4·0.01, 3·0.02, 2·0.03, 1·0.04 = .04, .06, .06, .04,
+    # made monotone: .04, .06, .06, .06; None is not a comparison
+    assert holm([0.03, None, 0.01, 0.04, 0.02]) == pytest.approx([0.06, None, 0.04, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([0.04]) == pytest.approx([0.04]) and holm([]) == [] and holm([None]) == [None]
+    # raw p = 0.02 is significant alone, not among 13 comparisons of which it is the smallest (13·0.02)
+    assert holm([0.02] + [0.5] * 12)[0] == pytest.approx(0.26)

@@ -3,6 +3,7 @@ significance marks, Pareto flags, LaTeX structure, determinism, and refusal of m
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -122,11 +123,36 @@ def test_significance_mark_is_a_paired_test_against_sft(report):
     cost = md_rows(report / "toy" / "tables" / "cost.md")
     upd = next(i for i, h in enumerate(cost["Strategy"]) if h.startswith("Updated elements"))
     assert cost["Strategy"][upd] == "Updated elements (M) ↓"
-    # 250k on every seed vs 1M: an identical difference is significant
-    assert cost["lazy"][upd] == "**0.25 ± 0.00**†"
+    # 250k on every seed vs 1M: a difference identical on every seed cannot be tested, so no mark
+    assert cost["lazy"][upd] == "**0.25 ± 0.00**"
     assert cost["sft"][upd] == "1.00 ± 0.00"
     caption = (report / "toy" / "tables" / "summary.md").read_text().split("\n")[0]
     assert "paired t-test" in caption and "n = 3 seeds" in caption and "Student t" in caption
+    assert "Holm–Bonferroni-adjusted p < 0.05" in caption
+    cost_caption = (report / "toy" / "tables" / "cost.md").read_text().split("\n")[0]
+    assert "identical on every seed cannot be tested" in cost_caption
+    numbers = json.loads((report / "toy" / "numbers.json").read_text())["tables"]
+    lazy_upd = next(c for c in numbers["cost"] if c["strategy"] == "lazy" and c["column"] == "updated_elements")
+    assert lazy_upd["p_vs_reference"] is None and lazy_upd["no_test"].startswith("no test possible")
+
+
+def test_holm_adjusts_over_every_comparison_in_the_table(report):
+    """The mark follows the Holm-adjusted p over all the table's comparisons, not the raw p."""
+    from clbench.reporting.stats import holm
+
+    numbers = json.loads((report / "toy" / "numbers.json").read_text())["tables"]["summary"]
+    tested = [c for c in numbers if c["p_vs_reference"] is not None]
+    assert len(tested) > 1
+    want = holm([c["p_vs_reference"] for c in tested])
+    assert [c["p_holm"] for c in tested] == pytest.approx(want)
+    rows = md_rows(report / "toy" / "tables" / "summary.md")
+    col = {name.split()[0]: i for i, name in enumerate(rows["Strategy"])}
+    key_col = {"acc": "ACC", "bwt": "BWT", "fwt_base": "FWT", "forgetting": "F", "learning_acc": "LA",
+               "general_retention": "GR"}
+    for c in tested:
+        assert rows[c["strategy"]][col[key_col[c["column"]]]].endswith("†") == (c["p_holm"] < 0.05), c
+    # at least one comparison is significant raw but not after the adjustment (else the test shows nothing)
+    assert any(c["p_vs_reference"] < 0.05 <= c["p_holm"] for c in tested)
 
 
 def test_pareto_flag_counts_forgetting_less_only_without_learning_less(report):

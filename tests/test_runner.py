@@ -159,3 +159,48 @@ def test_probe_scores_match_direct_computation(micro_model, micro_stream):
         scores.append(sum(float(logp[len(ctx) - 1 + k, c]) for k, c in enumerate(cont)))
     assert res.items[0]["scores"] == pytest.approx(scores, abs=1e-4)
     assert res.items[0]["prediction"] == max(range(len(scores)), key=scores.__getitem__)
+
+
+FOUR_TASKS = """name: micro4
+version: 1
+primary_metric: qa
+generator_seed: 0
+tasks:
+  - {name: general, pretrained: true, generated: {domain: general, entities: 4}}
+  - {name: medical, generated: {domain: medical, entities: 2}}
+  - {name: notes, generated: {domain: notes, entities: 2}}
+  - {name: clinic, generated: {domain: medical, entities: 2, seed: 7}}
+"""
+
+
+def test_resume_after_two_trained_tasks_continues_from_the_last_one(crashy, micro_cache, micro_base_dir, tmp_path):
+    """Killed after *two* trained tasks: the resume must load the adapter, strategy state and optimizer
+    state of the second (the last finished), not the first, and continue the global step count —
+    a run killed after one trained task cannot tell "last" from "first"."""
+    (tmp_path / "micro4.yaml").write_text(FOUR_TASKS)
+
+    def cfg(folder):
+        return micro_config(tmp_path / folder, cache_dir=micro_cache, strategies="[_crashy_sft]",
+                            stream=tmp_path / "micro4.yaml", model={"path": micro_base_dir},
+                            train={"reset_optimizer": "false"})
+
+    crashy.crash_before = 3
+    with pytest.raises(Crash):
+        run_grid(cfg("x"), **QUIET)
+    files = RunFiles(next((tmp_path / "x" / "results").rglob("seed_0")))
+    assert files.after(2).exists() and not files.after(3).exists()
+    crashy.crash_before = None
+    resumed, status = _run(cfg("x"))
+    clean, _ = _run(cfg("y"))
+    assert status == "resumed"
+    steps = micro_config(tmp_path).train.steps_per_task
+    for run in (resumed, clean):
+        log = [json.loads(line) for line in run.train_log.read_text().splitlines()]
+        assert [r["global_step"] for r in log] == list(range(1, 3 * steps + 1))
+        assert [r["task"] for r in log] == [1] * steps + [2] * steps + [3] * steps
+    assert json.loads(resumed.matrix.read_text()) == json.loads(clean.matrix.read_text())
+    last = {k: v.tolist() for k, v in load_file(resumed.checkpoint(3) / "adapter.safetensors").items()}
+    assert last == {k: v.tolist() for k, v in load_file(clean.checkpoint(3) / "adapter.safetensors").items()}
+    log_losses = [[json.loads(line)["loss"] for line in run.train_log.read_text().splitlines()]
+                  for run in (resumed, clean)]
+    assert log_losses[0] == log_losses[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import struct
 from types import SimpleNamespace
 
@@ -128,6 +129,35 @@ def test_clipping_is_the_global_norm_of_what_updates():
     assert all(torch.equal(s.trainable[n], before[n]) for n in s.updater.members(1) + s.updater.members(2))
 
 
+def tier_changes(clip: str, step: int, semantics: str = "skip") -> list[torch.Tensor]:
+    """The change of every tier after one SGD(lr 1) step with the same gradient (0.01 everywhere),
+    clipped at 0.5, at task step ``step`` (1: tier 0 alone; 4: all three tiers)."""
+    s, model = make("layer_tiers", {"clip": clip, "inactive": semantics})
+    begin(s, model)
+    opt = torch.optim.SGD(s.backend.param_groups(s, 1.0), lr=1.0)
+    s.before_step(step)
+    grads = {n: torch.full_like(p, 0.01) for n, p in s.trainable.items()}
+    before = snapshot(s.trainable)
+    apply_grads(s, model, opt, step, grads, max_grad_norm=0.5)
+    return [torch.cat([(before[n] - s.trainable[n]).flatten() for n in s.updater.members(t)]) for t in range(3)]
+
+
+def test_per_tier_clipping_makes_a_tiers_update_independent_of_the_other_tiers():
+    """Default ``clip: per_tier``: tier 0's update is bitwise the same at a step where it updates alone
+    and at a step where the slow tiers update too; each tier is clipped to the bound by its own norm."""
+    alone, together = tier_changes("per_tier", 1), tier_changes("per_tier", 4)
+    assert torch.equal(alone[0], together[0])
+    assert [c.norm().item() for c in together] == pytest.approx([0.5, 0.5, 0.5], rel=1e-4)
+    assert alone[1].abs().max() == 0 and alone[2].abs().max() == 0
+    # accumulate: at step 4 the slow tiers bring their chunk sums, still without touching tier 0's update
+    assert torch.equal(tier_changes("per_tier", 1, "accumulate")[0], tier_changes("per_tier", 4, "accumulate")[0])
+    # clip: global couples them — one norm over the three tiers shrinks tier 0's update at step 4
+    g_alone, g_together = tier_changes("global", 1), tier_changes("global", 4)
+    assert torch.equal(g_alone[0], alone[0])  # one tier alone: the two rules agree
+    assert torch.cat(g_together).norm().item() == pytest.approx(0.5, rel=1e-4)
+    assert g_together[0].norm().item() < 0.9 * g_alone[0].norm().item()
+
+
 def test_a_step_with_no_active_tier_changes_nothing():
     s, model = make("layer_tiers", {"frequencies": [2, 4]})
     begin(s, model)
@@ -138,11 +168,13 @@ def test_a_step_with_no_active_tier_changes_nothing():
     assert train_step(s, model, opt, 2, [token_batch(2)]) > 0
 
 
-def test_tiers_with_the_trainer_accumulation_warmup_schedule_and_clipping():
+@pytest.mark.parametrize("clip", ["per_tier", "global"])
+def test_tiers_with_the_trainer_accumulation_warmup_schedule_and_clipping(clip):
     """train_task with grad_accum 2, warm-up, linear decay and clipping equals a hand-written loop."""
     cfg = TrainConfig(steps_per_task=8, batch_size=4, grad_accum=2, lr=0.3, warmup_steps=3, schedule="linear",
                       max_grad_norm=0.05)
-    s, model = make("layer_tiers", {"order": "deep_fast"}, model=tiny_llama(dtype=torch.float64), train=cfg)
+    s, model = make("layer_tiers", {"order": "deep_fast", "clip": clip}, model=tiny_llama(dtype=torch.float64),
+                    train=cfg)
     reference = copy.deepcopy(model)
     ref_params = {n: p for n, p in reference.named_parameters() if n in s.trainable}
     gen = torch.Generator().manual_seed(0)
@@ -162,15 +194,19 @@ def test_tiers_with_the_trainer_accumulation_warmup_schedule_and_clipping():
             for (n, g) in zip(ref_params, torch.autograd.grad(loss, list(ref_params.values()))):
                 grads[n] += g
         active = [n for n in ref_params if tier_of[n] in active_tiers(step, [1, 2, 4])]
-        norm = torch.sqrt(sum(grads[n].pow(2).sum() for n in active))
-        clip = min(1.0, cfg.max_grad_norm / (float(norm) + 1e-6))
+        groups = [active] if clip == "global" else [[n for n in active if tier_of[n] == t] for t in
+                                                    active_tiers(step, [1, 2, 4])]
+        factor_of = {}
+        for group in groups:
+            norm = torch.sqrt(sum(grads[n].pow(2).sum() for n in group))
+            factor_of.update(dict.fromkeys(group, min(1.0, cfg.max_grad_norm / (float(norm) + 1e-6))))
         i = step - 1  # transformers' linear schedule, by hand
         factor = i / cfg.warmup_steps if i < cfg.warmup_steps else (8 - i) / (8 - cfg.warmup_steps)
         assert log[step - 1]["lr"] == pytest.approx(cfg.lr * factor)
         assert log[step - 1]["updated_elements"] == sum(ref_params[n].numel() for n in active)
         with torch.no_grad():
             for n in active:
-                ref_params[n] -= cfg.lr * factor * clip * grads[n]
+                ref_params[n] -= cfg.lr * factor * factor_of[n] * grads[n]
     for n, p in s.trainable.items():
         assert torch.allclose(p, ref_params[n], rtol=1e-9, atol=1e-12), n
 
@@ -182,7 +218,9 @@ def scale_layer_lora(model, layer: int, factor: float) -> None:
 
 
 def test_importance_puts_the_layer_with_large_gradients_in_the_fastest_tier():
-    s, model = make("importance_tiers", {"warmup_steps": 3, "rerank_each_task": False})
+    """The schedule around a ranking, with the earlier score (LoRA's own gradients, which the scaling
+    below inflates for layer 2); the ∂L/∂ΔW score is checked against autograd below."""
+    s, model = make("importance_tiers", {"warmup_steps": 3, "rerank_each_task": False, "score": "lora_abs"})
     scale_layer_lora(model, 2, 1000.0)
     begin(s, model)
     opt = torch.optim.AdamW(s.backend.param_groups(s, 1e-3), lr=1e-3)
@@ -206,7 +244,7 @@ def test_importance_puts_the_layer_with_large_gradients_in_the_fastest_tier():
     train_step(s, model, opt, 1, [token_batch(50)])
     assert changed_tiers(s, before) == [0] and s.updater.tier_map == tier_map
     # ... and a resumed run gets it back from the strategy state
-    fresh, _ = make("importance_tiers", {"warmup_steps": 3, "rerank_each_task": False})
+    fresh, _ = make("importance_tiers", {"warmup_steps": 3, "rerank_each_task": False, "score": "lora_abs"})
     fresh.load_state_dict(s.state_dict())
     assert fresh.updater.tier_map == tier_map and fresh.updater.totals == s.updater.totals
 
@@ -226,7 +264,7 @@ def test_importance_reranks_each_task_by_default():
 
 def test_importance_ranks_lora_a_and_b_of_a_layer_together():
     def warmed(unit):
-        s, model = make("importance_tiers", {"warmup_steps": 2, "unit": unit})
+        s, model = make("importance_tiers", {"warmup_steps": 2, "unit": unit, "score": "lora_abs"})
         begin(s, model)
         opt = torch.optim.AdamW(s.backend.param_groups(s, 1e-3), lr=1e-3)
         for step in (1, 2):
@@ -238,6 +276,107 @@ def test_importance_ranks_lora_a_and_b_of_a_layer_together():
     assert all(together[a] == together[b] for a, b in pairs)
     # ranked alone, B (zero at start, A's gradient exactly zero at step 1) outranks A of the same layer
     assert sum(alone[b] < alone[a] for a, b in pairs) > len(pairs) / 2
+
+
+def base_weight_grads(model, batch) -> dict[str, torch.Tensor]:
+    """∂L/∂W of every LoRA-adapted base weight, by autograd on a copy (the gradient of ΔW = scale·B·A)."""
+    twin = copy.deepcopy(model)
+    weights = {name: m.base_layer.weight for name, m in twin.named_modules()
+               if hasattr(m, "base_layer") and hasattr(m, "lora_A")}
+    for w in weights.values():
+        w.requires_grad_(True)
+    grads = torch.autograd.grad(twin(**batch).loss, list(weights.values()))
+    return dict(zip(weights, grads))
+
+
+def test_importance_score_is_the_rms_of_dl_d_delta_w_over_elements_and_warmup_steps():
+    from clbench.train.tiers.schedule import tiers_by_score
+
+    s, model = make("importance_tiers", {"warmup_steps": 2})
+    begin(s, model)
+    opt = torch.optim.AdamW(s.backend.param_groups(s, 1e-2), lr=1e-2)
+    sq: dict[str, float] = {}
+    size: dict[str, int] = {}
+    for step in (1, 2):
+        for unit, g in base_weight_grads(model, token_batch(step)).items():
+            sq[unit] = sq.get(unit, 0.0) + float(g.pow(2).sum())
+            size[unit] = g.numel()
+        train_step(s, model, opt, step, [token_batch(step)])
+    want = {u: math.sqrt(sq[u] / (2 * size[u])) for u in sq}  # RMS over elements and the two steps
+    assert set(s.scores) == set(want) and len(want) == 4 * 7  # 7 adapted weights per block
+    for u, value in want.items():
+        assert s.scores[u] == pytest.approx(value, rel=1e-4), u
+    ranked = tiers_by_score(want, 3)
+    assert s.updater.tier_map == {n: ranked[adapter_of(n)] for n in s.trainable}
+    # the base weights were read, never trained, and no longer require a gradient after the warm-up
+    assert all(not m.base_layer.weight.requires_grad and m.base_layer.weight.grad is None
+               for m in model.modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A"))
+    assert s.diagnostics()["importance"]["score"] == "delta_w"
+
+
+def adapter_of(name: str) -> str:
+    from clbench.train.tiers.schedule import adapter_unit
+
+    return adapter_unit(name)
+
+
+def refactorised(model, seed: int = 3):
+    """The same ΔW = scale·B·A written as (B·M⁻¹)(M·A): the same function, other LoRA tensors."""
+    gen = torch.Generator().manual_seed(seed)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for m in twin.modules():
+            if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}):
+                a, b = m.lora_A["default"].weight, m.lora_B["default"].weight
+                r = a.shape[0]
+                M = torch.diag(torch.logspace(-1, 1, r)) + 0.1 * torch.randn(r, r, generator=gen)
+                a.copy_(M @ a)
+                b.copy_(b @ torch.linalg.inv(M))
+    return twin
+
+
+def test_importance_score_does_not_depend_on_how_lora_factorises_the_update():
+    """(B·M⁻¹)(M·A) = B·A: same model, same ∂L/∂ΔW, same scores. The earlier score (mean |g| of A and B)
+    changes — it measures LoRA's parametrisation, not the weight's importance."""
+    def warmed(model, score):
+        s = make_prepared(model, score)
+        begin(s, s.model)
+        opt = torch.optim.AdamW(s.backend.param_groups(s, 1e-2), lr=1e-2)
+        train_step(s, s.model, opt, 1, [token_batch(7)])
+        return s.scores
+
+    s, model = make("importance_tiers", {"warmup_steps": 1})
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # B away from zero, so ΔW ≠ 0 and A's gradient is not zero either
+        for n, p in s.trainable.items():
+            if "lora_B" in n:
+                p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+    twin = refactorised(model)
+    batch = token_batch(7)
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).logits, twin(**batch).logits, atol=1e-4)
+    new = [warmed(m, "delta_w") for m in (model, twin)]
+    assert set(new[0]) == set(new[1])
+    for u in new[0]:
+        assert new[1][u] == pytest.approx(new[0][u], rel=1e-3), u
+    old = [warmed(m, "lora_abs") for m in (model, twin)]
+    assert max(abs(old[1][u] / old[0][u] - 1) for u in old[0]) > 0.5
+
+
+def make_prepared(model, score):
+    """importance_tiers on an already LoRA-wrapped model (a copy): the runner's set-up minus prepare_model."""
+    from clbench.train import registry
+
+    cls = registry.get("importance_tiers")
+    s = cls(cls.options_from({"warmup_steps": 1, "score": score}, "importance_tiers"), seed=0, train=TrainConfig())
+    s.model = copy.deepcopy(model)
+    s.mark_trainable(s.model)
+    return s
+
+
+def test_delta_w_score_needs_the_adapter_as_unit():
+    with pytest.raises(ConfigError, match=r"importance_tiers\.unit: unit: tensor ranks LoRA's A and B apart"):
+        make("importance_tiers", {"unit": "tensor"})
 
 
 def test_bad_tier_options_name_the_field():

@@ -186,6 +186,19 @@ class Backend:
         """``‖a − b‖²`` as a Python float."""
         raise NotImplementedError
 
+    def effective_update_weights(self, model, trainable: Mapping[str, Any], units: Mapping[str, str]) -> dict:
+        """``{unit: tensor whose gradient is ∂L/∂ΔW}`` for importance_tiers' ``delta_w`` score, with that
+        gradient switched on from the next step (``units``: unit → one of its trainable names)."""
+        raise NotImplementedError(f"{type(self).__name__} has no base-weight gradients (importance score delta_w)")
+
+    def effective_update_sq_norms(self, weights: Mapping[str, Any], trainable: Mapping[str, Any]) -> dict:
+        """``{unit: ‖∂L/∂ΔW‖²_F}`` of this step for :meth:`effective_update_weights`' tensors."""
+        raise NotImplementedError
+
+    def release_effective_update_weights(self, weights: Mapping[str, Any], trainable: Mapping[str, Any]) -> None:
+        """Undo :meth:`effective_update_weights` (the warm-up is over)."""
+        raise NotImplementedError
+
     def abs_sum(self, g):
         """``Σ|g|`` in float32, as a backend scalar (summed across steps by the caller)."""
         raise NotImplementedError

@@ -183,7 +183,9 @@ class TorchBackend(Backend):
         if max_norm and grads:
             tensors = list(grads.values())
             total = torch.nn.utils.get_total_norm(tensors)
-            torch.nn.utils.clip_grads_with_norm_(_as_params(tensors), max_norm, total)
+            # clip_grads_with_norm_'s rule on the gradient tensors themselves (in place):
+            # scale by min(1, max_norm / (norm + 1e-6))
+            torch._foreach_mul_(tensors, torch.clamp(max_norm / (total + 1e-6), max=1.0))
         return grads
 
     def snapshot(self, params):
@@ -197,6 +199,38 @@ class TorchBackend(Backend):
 
     def abs_sum(self, g):
         return g.abs().sum().float()
+
+    def effective_update_weights(self, model, trainable, units):
+        """A LoRA unit's ΔW adds to its frozen base weight (W_eff = W + ΔW), so ∂L/∂ΔW is that weight's
+        gradient: ``requires_grad`` on for it (it is not in the optimizer, and its gradient is read and
+        dropped every step); a trained tensor that is no LoRA factor (full mode) is its own ΔW."""
+        weights = {}
+        for unit, name in units.items():
+            if unit == name:
+                weights[unit] = trainable[name]
+                continue
+            base = getattr(model.get_submodule(unit), "base_layer", None)
+            if base is None or not isinstance(getattr(base, "weight", None), torch.Tensor):
+                raise ValueError(f"{unit}: a LoRA adapter without base_layer.weight; use importance score lora_abs")
+            base.weight.requires_grad_(True)
+            weights[unit] = base.weight
+        return weights
+
+    def effective_update_sq_norms(self, weights, trainable):
+        out = {}
+        with torch.no_grad():
+            for unit, w in weights.items():
+                if w.grad is not None:
+                    out[unit] = w.grad.float().pow(2).sum()
+                    if unit not in trainable:
+                        w.grad = None  # a base weight's: read once, never applied
+        return out
+
+    def release_effective_update_weights(self, weights, trainable):
+        for unit, w in weights.items():
+            if unit not in trainable:
+                w.requires_grad_(False)
+                w.grad = None
 
     # --- one step ---------------------------------------------------------------------------------
     def lm_loss(self, model, batch):
@@ -236,17 +270,6 @@ class TorchBackend(Backend):
     def clear_gradients(self, trainable):
         for p in trainable.values():
             p.grad = None
-
-
-def _as_params(tensors):
-    """Gradients as the ``.grad`` of placeholder parameters: ``clip_grads_with_norm_`` scales ``p.grad``
-    in place, which here *is* the gradient tensor."""
-    out = []
-    for g in tensors:
-        holder = torch.nn.Parameter(torch.empty(0, device=g.device, dtype=g.dtype), requires_grad=False)
-        holder.grad = g
-        out.append(holder)
-    return out
 
 
 @contextmanager

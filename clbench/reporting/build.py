@@ -8,7 +8,8 @@ Reads only finished runs (never retrains), groups them by stream × strategy lab
                                                  revisions), metric formulas, every table and figure
     <out>/<stream>/tables/{summary,cost,per_task}.{md,tex}
     <out>/<stream>/figures/*.{pdf,png}
-    <out>/<stream>/numbers.json                  every mean, CI half-width, n, p-value and per-seed
+    <out>/<stream>/numbers.json                  every mean, CI half-width, n, p-value (raw and
+                                                 Holm-adjusted), bootstrap interval and per-seed
                                                  value behind the tables
     <out>/.clbench-report                        the files above: a rebuild removes those it no
                                                  longer writes (a strategy dropped from the results)
@@ -26,11 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clbench.errors import ConfigError
+from clbench.reporting.bootstrap import bootstrap_intervals
 from clbench.reporting.figures import FigureFile, write_figures
 from clbench.reporting.stats import mean_ci, pareto_optimal
 from clbench.reporting.tables import Column, Table, build_table, to_latex, to_markdown, unit_scale
 from clbench.results.aggregate import COST, METRICS, Run, group_runs, load_inventory, load_runs, seed_values
 from clbench.results.atomic import remove_leftovers
+from clbench.results.breakdown import KNOWN_SUFFIX
 from clbench.results.files import atomic_write_bytes, safe_label
 
 REFERENCE = "sft"
@@ -58,7 +61,7 @@ def quality_columns(higher_is_better: bool, values: dict) -> list[Column]:
     """The continual-learning metrics; forgetting is sign-aligned (lower is better) for every score."""
     up = "↑" if higher_is_better else "↓"
     spec = [("acc", f"ACC {up}", higher_is_better), ("bwt", f"BWT {up}", higher_is_better),
-            ("fwt", f"FWT {up}", higher_is_better), ("forgetting", "F ↓", False),
+            ("fwt_base", f"FWT {up}", higher_is_better), ("forgetting", "F ↓", False),
             ("learning_acc", f"LA {up}", higher_is_better), ("general_retention", f"GR {up}", higher_is_better)]
     return [Column(key, header, hib, _decimals(values, key)) for key, header, hib in spec]
 
@@ -88,7 +91,7 @@ def table_captions(stream: str, suite: str, higher_is_better: bool) -> dict[str,
     la = "↑" if higher_is_better else "↓"
     return {
         "summary": (f"Continual-learning metrics on stream {stream} ({suite} probes): ACC average score after the "
-                    f"last task, BWT backward transfer, FWT forward transfer, F average forgetting, LA learning "
+                    f"last task, BWT backward transfer, FWT forward transfer against the base model (FWT_base: a task's score before it is trained, after a trained task, minus the base model's), F average forgetting, LA learning "
                     f"accuracy, GR general-knowledge retention (formulas in the index). ★: Pareto-optimal on "
                     f"(F ↓, LA {la}) — no other strategy forgets less without also learning less."),
         "cost": (f"Training cost on stream {stream}: training wall time (s, evaluation excluded), tokens trained "
@@ -96,6 +99,44 @@ def table_captions(stream: str, suite: str, higher_is_better: bool) -> dict[str,
         "per_task": (f"Score ({suite}) on each task after the last task of stream {stream} (the last row of R; "
                      f"pre. = learned in pretraining)."),
     }
+
+
+def knowledge_tables(groups: dict[str, list[Run]], suite: str, slug: str, stream: str, reference: str):
+    """The two views of pretrained knowledge a real model needs (``clbench.results.breakdown``), when the
+    runs have them: the summary on the known subset (``<suite>_known``) and the final score per category.
+    """
+    first = next(iter(groups.values()))[0]
+    known = suite + KNOWN_SUFFIX
+    if known in first.matrix["suites"]:
+        hib = first.matrix["suites"][known].get("higher_is_better", True)
+        values = {lab: seed_values(runs, known) for lab, runs in groups.items()}
+        counts = ", ".join(f"{t}: {n}" for t, n in first.matrix["suites"][known].get("known_items", {}).items())
+        caption = (f"Continual-learning metrics on stream {stream}, {suite} probes, counting for each pretrained task "
+                   f"only the items the base model answered correctly before fine-tuning ({counts} items; decided "
+                   f"once per base model, the same for every strategy and seed). Columns as in the summary.")
+        yield "known", build_table("Summary on the known subset", f"tab:{slug}-known", caption, values,
+                                   quality_columns(hib, values), reference)
+    cats = {(task, c): info for task, suites in first.metrics.get("categories", {}).items()
+            for c, info in suites.get(suite, {}).items()}
+    if cats:
+        values = {lab: {f"cat:{t}:{c}": {r.seed: _final_category(r, t, suite, c) for r in runs} for t, c in cats}
+                  for lab, runs in groups.items()}
+        hib = first.matrix["suites"][suite].get("higher_is_better", True)
+        columns = [Column(f"cat:{t}:{c}", f"{c} ({_base(info['base'])}) {'↑' if hib else '↓'}", hib,
+                          _decimals(values, f"cat:{t}:{c}")) for (t, c), info in cats.items()]
+        caption = (f"Score ({suite}) per category of the pretrained task(s) of stream {stream} after the last task; "
+                   f"in brackets the base model's score before fine-tuning.")
+        yield "categories", build_table("Pretrained knowledge by category", f"tab:{slug}-categories", caption,
+                                        values, columns, reference)
+
+
+def _final_category(run: Run, task: str, suite: str, category: str) -> float | None:
+    info = run.metrics.get("categories", {}).get(task, {}).get(suite, {}).get(category)
+    return info["after"][-1] if info else None
+
+
+def _base(v: float | None) -> str:
+    return "–" if v is None else f"base {v:.2f}" if v < 10 else f"base {v:.1f}"
 
 
 def _slug(text: str) -> str:
@@ -126,13 +167,17 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
     pareto = dict(zip(labels, front))
     slug = _slug(stream)
     captions = table_captions(stream, suite, hib)
-    specs = [("summary", "Summary", quality_columns(hib, values), pareto),
-             ("cost", "Cost", cost_columns(values), None),
-             ("per_task", "Per-task final scores", per_task_columns(first, hib, values), None)]
+    intervals = bootstrap_intervals(groups, suite, reference, stream)  # probe scores only, not cost
+    specs = [("summary", "Summary", quality_columns(hib, values), pareto, intervals),
+             ("cost", "Cost", cost_columns(values), None, None),
+             ("per_task", "Per-task final scores", per_task_columns(first, hib, values), None, intervals)]
     tables, numbers = [], {}
-    for stem, name, columns, flags in specs:
+    for stem, name, columns, flags, boot in specs:
         table = build_table(name, f"tab:{slug}-{stem.replace('_', '-')}", captions[stem], values, columns, reference,
-                            flags)
+                            flags, intervals=boot)
+        tables.append((table, *_write_table(out_dir, folder, table, stem)))
+        numbers[stem] = table.numbers
+    for stem, table in knowledge_tables(groups, suite, slug, stream, reference):
         tables.append((table, *_write_table(out_dir, folder, table, stem)))
         numbers[stem] = table.numbers
     numbers["pareto"] = {lab: bool(pareto[lab]) for lab in labels}

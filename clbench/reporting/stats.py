@@ -8,8 +8,18 @@
   on the seeds both strategies ran: the seed fixes the data order of every task, so pairing on it
   removes the seed-to-seed variance both share. A difference identical on every seed (e.g. a
   deterministic cost such as trainable parameters) has zero variance, where the t statistic is
-  undefined; it is certain at these seeds and counts as significant (p = 0), no difference at all as
-  p = 1. Fewer than two pairs: no test.
+  undefined: *no test possible* (p = None, reason stated in ``numbers.json``), unless the difference
+  is exactly zero on every seed, which is p = 1 (no difference). Fewer than two pairs: no test.
+* **Family-wise error** — a table compares up to 13 strategies with the reference in several columns;
+  at p < 0.05 per comparison some would be marked by chance. The mark uses Holm–Bonferroni
+  (Holm 1979) over every comparison *in that table* that has a p-value: sort the m p-values,
+  p_(k) is multiplied by (m − k + 1), made monotone (running maximum) and capped at 1; a comparison
+  is marked when its adjusted p < 0.05. This controls the probability of any false mark in the table
+  at 0.05 under any dependence between the tests. (``statsmodels``' ``multipletests(method="holm")``
+  computes the same; it is not a dependency for these few lines.)
+* **Second interval** — a hierarchical bootstrap over seeds and probe items
+  (:mod:`clbench.reporting.bootstrap`), in ``numbers.json`` next to the t interval; the tables show
+  the t interval.
 * **Best per column** — the best *displayed* value (after rounding), direction-aware; ties all win, so
   a reader never sees two equal numbers with only one of them in bold.
 * **Pareto front** on (forgetting ↓, learning accuracy ↑) over seed means: a strategy is on the front
@@ -70,23 +80,56 @@ def mean_ci(values, confidence: float = CONFIDENCE) -> Estimate:
     return Estimate(mean, t_quantile(confidence, n - 1) * sd / math.sqrt(n), n, sd)
 
 
-def paired_p(a: Mapping[int, float | None], b: Mapping[int, float | None]) -> tuple[float | None, int]:
-    """Two-sided paired t-test of ``a`` vs ``b`` on their common seeds: ``(p-value or None, pairs)``."""
+NO_PAIRS = "fewer than two seeds in common"
+CONSTANT = "no test possible: the difference is identical on every seed"
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A paired t-test's outcome: ``p`` (None when there is no test), the pairs, and why not."""
+
+    p: float | None
+    pairs: int
+    no_test: str | None = None  # NO_PAIRS or CONSTANT when p is None
+
+
+def paired_test(a: Mapping[int, float | None], b: Mapping[int, float | None]) -> PairedTest:
+    """Two-sided paired t-test of ``a`` vs ``b`` on their common seeds (rules in the module docstring)."""
     seeds = sorted(s for s in set(a) & set(b) if a[s] is not None and b[s] is not None
                    and math.isfinite(a[s]) and math.isfinite(b[s]))
     n = len(seeds)
     if n < 2:
-        return None, n
+        return PairedTest(None, n, NO_PAIRS)
     diffs = [float(a[s]) - float(b[s]) for s in seeds]
+    if all(d == 0.0 for d in diffs):
+        return PairedTest(1.0, n)  # exactly no difference
     scale = max(1.0, *(abs(float(a[s])) for s in seeds), *(abs(float(b[s])) for s in seeds))
     if max(diffs) - min(diffs) <= 1e-12 * scale:  # zero variance: t undefined (see module docstring)
-        return (1.0 if abs(diffs[0]) <= 1e-12 * scale else 0.0), n
+        return PairedTest(None, n, CONSTANT)
     from scipy.stats import ttest_rel
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # scipy's precision note on near-constant data
         p = float(ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
-    return (p if math.isfinite(p) else None), n
+    return PairedTest(p, n) if math.isfinite(p) else PairedTest(None, n, CONSTANT)
+
+
+def paired_p(a: Mapping[int, float | None], b: Mapping[int, float | None]) -> tuple[float | None, int]:
+    """:func:`paired_test` as ``(p-value or None, pairs)``."""
+    t = paired_test(a, b)
+    return t.p, t.pairs
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm–Bonferroni adjusted p-values (None stays None and does not count towards m)."""
+    present = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(present)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for k, (p, i) in enumerate(present):
+        running = max(running, min(1.0, (m - k) * p))
+        out[i] = running
+    return out
 
 
 def significant(p: float | None, alpha: float = ALPHA) -> bool:

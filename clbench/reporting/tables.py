@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from clbench.reporting.stats import CONFIDENCE, best, mean_ci, paired_p, significant
+from clbench.reporting.stats import CONFIDENCE, CONSTANT, best, holm, mean_ci, paired_test, significant
 
 MARK = "†"
 FLAG = "★"
@@ -38,7 +38,7 @@ class Cell:
     text: str = ""  # a plain cell (label, n, flag), or the formatted mean of a numeric one
     pm: str | None = None  # formatted CI half-width (numeric cells with n ≥ 2)
     bold: bool = False
-    mark: bool = False  # differs significantly from the reference strategy
+    mark: bool = False  # differs significantly from the reference strategy (Holm-adjusted)
     numeric: bool = False
 
 
@@ -73,18 +73,26 @@ def order_labels(labels, reference: str) -> list[str]:
     return ([reference] if reference in labels else []) + [x for x in labels if x != reference]
 
 
-def stats_caption(ns: Sequence[int], reference: str, has_reference: bool, pairs: Sequence[int]) -> str:
+def stats_caption(ns: Sequence[int], reference: str, has_reference: bool, pairs: Sequence[int],
+                  comparisons: int = 0, constant: int = 0, bootstrap: bool = False) -> str:
     """The sentence every table caption ends with: interval, n, bold, significance test."""
     lo, hi = min(ns), max(ns)
     n_text = f"n = {lo} seed{'s' if lo != 1 else ''}" if lo == hi else f"n = {lo}–{hi} seeds, per row in column n"
     text = (f"Mean ± {round(CONFIDENCE * 100)}% confidence half-width over seeds (Student t interval, "
             f"n − 1 degrees of freedom; {n_text}; no interval where n = 1). Bold: best value per column as "
             f"shown (↑ higher is better, ↓ lower is better).")
+    if bootstrap:
+        text += (" A second 95% interval, a hierarchical paired bootstrap (seeds resampled, then probe items "
+                 "within each seed), is in numbers.json for every score cell and for its difference from "
+                 f"{reference}.")
     if has_reference and pairs and max(pairs) >= 2:
         p_lo, p_hi = min(pairs), max(pairs)
         p_text = f"{p_lo}" if p_lo == p_hi else f"{p_lo}–{p_hi}"
-        text += (f" {MARK}: differs from {reference} at p < 0.05, two-sided paired t-test over the seeds both "
-                 f"ran ({p_text} pairs; a difference identical on every seed counts as significant).")
+        text += (f" {MARK}: differs from {reference} at Holm–Bonferroni-adjusted p < 0.05 over the {comparisons} "
+                 f"comparison{'s' if comparisons != 1 else ''} with {reference} in this table (two-sided paired "
+                 f"t-test over the seeds both ran, {p_text} pairs)")
+        text += (f"; {constant} difference{'s' if constant != 1 else ''} identical on every seed cannot be "
+                 f"tested and {'are' if constant != 1 else 'is'} not marked." if constant else ".")
     elif has_reference:
         text += f" No test against {reference}: fewer than two seeds in common."
     else:
@@ -94,11 +102,13 @@ def stats_caption(ns: Sequence[int], reference: str, has_reference: bool, pairs:
 
 def build_table(name: str, label: str, caption: str, values: Mapping[str, Mapping[str, Mapping[int, float | None]]],
                 columns: Sequence[Column], reference: str = "sft", flags: Mapping[str, bool] | None = None,
-                flag_header: str = "Pareto") -> Table:
+                flag_header: str = "Pareto", intervals: Mapping[tuple[str, str], dict] | None = None) -> Table:
     """``values[strategy][column key][seed]`` → a table with one row per strategy.
 
     Columns whose every value is missing are left out. ``flags`` adds a last column with
-    :data:`FLAG` for the strategies it marks (the Pareto front).
+    :data:`FLAG` for the strategies it marks (the Pareto front). ``intervals`` (``{(strategy, column):
+    {...}}``, :func:`clbench.reporting.bootstrap.bootstrap_intervals`) adds the bootstrap intervals to
+    the numbers. The significance marks are Holm-adjusted over every comparison in the table.
     """
     labels = order_labels(values, reference)
     has_ref = reference in values
@@ -108,31 +118,39 @@ def build_table(name: str, label: str, caption: str, values: Mapping[str, Mappin
              for col in columns for k, e in est.items() if k[1] == col.key}
     winners = {c.key: best([None if shown[(lab, c.key)] is None else float(shown[(lab, c.key)]) for lab in labels],
                            c.higher_is_better) for c in columns}
-    rows, numbers, ns, pairs = [], [], [], []
+    tests = {(lab, c.key): paired_test(values[lab].get(c.key, {}), values[reference].get(c.key, {}))
+             for lab in labels if has_ref and lab != reference for c in columns}
+    keys = list(tests)
+    adjusted = dict(zip(keys, holm([tests[k].p for k in keys])))
+    rows, numbers, ns = [], [], []
     for i, lab in enumerate(labels):
         n = max((len([v for v in values[lab].get(c.key, {}).values() if v is not None]) for c in columns), default=0)
         ns.append(n)
         cells = [Cell(lab), Cell(str(n))]
         for c in columns:
             e = est[(lab, c.key)]
-            p, n_pairs = (None, 0)
-            if has_ref and lab != reference:
-                p, n_pairs = paired_p(values[lab].get(c.key, {}), values[reference].get(c.key, {}))
-                pairs.append(n_pairs)
+            test = tests.get((lab, c.key))
+            p_adj = adjusted.get((lab, c.key))
             if e.mean is None:
                 cells.append(Cell("–"))
             else:
                 pm = None if e.half_width is None else fmt(e.half_width / c.scale, c.decimals)
-                cells.append(Cell(shown[(lab, c.key)], pm, i in winners[c.key], significant(p), numeric=True))
+                cells.append(Cell(shown[(lab, c.key)], pm, i in winners[c.key], significant(p_adj), numeric=True))
             numbers.append({"strategy": lab, "column": c.key, "mean": e.mean, "half_width": e.half_width, "n": e.n,
-                            "sd": e.sd, "p_vs_reference": p, "pairs": n_pairs,
-                            "seeds": {str(s): v for s, v in sorted(values[lab].get(c.key, {}).items())}})
+                            "sd": e.sd, "p_vs_reference": test.p if test else None, "p_holm": p_adj,
+                            "no_test": test.no_test if test else None, "pairs": test.pairs if test else 0,
+                            "seeds": {str(s): v for s, v in sorted(values[lab].get(c.key, {}).items())},
+                            **({"bootstrap": intervals.get((lab, c.key))} if intervals is not None else {})})
         if flags is not None:
             cells.append(Cell(FLAG if flags.get(lab) else ""))
         rows.append(tuple(cells))
     headers = ("Strategy", "n", *(c.header for c in columns), *((flag_header,) if flags is not None else ()))
     align = "lr" + "r" * len(columns) + ("c" if flags is not None else "")
-    full_caption = f"{caption} {stats_caption(ns or [0], reference, has_ref, pairs)}"
+    pairs = [t.pairs for t in tests.values()]
+    comparisons = sum(t.p is not None for t in tests.values())
+    constant = sum(t.no_test == CONSTANT for t in tests.values())
+    has_boot = intervals is not None and any(v is not None for v in intervals.values())
+    full_caption = f"{caption} {stats_caption(ns or [0], reference, has_ref, pairs, comparisons, constant, has_boot)}"
     return Table(name, label, full_caption, headers, align, tuple(rows), numbers)
 
 

@@ -23,7 +23,7 @@ from clbench.errors import ConfigError
 from clbench.results.files import RunFiles, load_run, read_json
 from clbench.results.inventory import Inventory, require, take_inventory
 
-METRICS = ["acc", "bwt", "fwt", "forgetting", "learning_acc", "general_retention"]
+METRICS = ["acc", "bwt", "fwt", "fwt_base", "forgetting", "learning_acc", "general_retention"]
 COST = ["train_seconds", "tokens", "optimizer_steps", "updated_elements", "trainable_parameters"]
 # config.json fields that may differ between the seeds of one group (everything else must match)
 PER_SEED_FIELDS = ("seed", "experiment", "eval")
@@ -191,7 +191,7 @@ def runs_frame(paths, suite: str | None = None) -> pd.DataFrame:
         m = met["suites"][name]
         rows.append({"experiment": cfg["experiment"], "stream": run.stream, "strategy": run.label,
                      "strategy_name": cfg["strategy"]["name"], "seed": run.seed, "suite": name,
-                     **{k: m[k] for k in METRICS}, **{k: met["cost"].get(k) for k in COST}, "path": str(run.path)})
+                     **{k: m.get(k) for k in METRICS}, **{k: met["cost"].get(k) for k in COST}, "path": str(run.path)})
     if not rows:
         raise FileNotFoundError(f"no finished runs with suite {suite!r} under {', '.join(map(str, paths))}")
     return pd.DataFrame(rows).sort_values(["stream", "strategy", "seed"], kind="stable").reset_index(drop=True)

@@ -10,9 +10,21 @@ With T tasks (formulas 1-based, as in the papers):
 * average accuracy       ACC = (1/T) Σ_j R[T,j]
 * backward transfer      BWT = 1/(T−1) Σ_{j<T} (R[T,j] − R[j,j])          (Lopez-Paz & Ranzato 2017)
 * forward transfer       FWT = 1/(T−1) Σ_{j≥2} (R[j−1,j] − b[j])           (Lopez-Paz & Ranzato 2017)
+* FWT from the base      FWT_base = mean over trained tasks j whose previous task j−1 was trained too
+                         of (R[j−1,j] − base[j])                            (the report's FWT column)
 * average forgetting     F   = 1/(T−1) Σ_{j<T} (max_{l<T} R[l,j] − R[T,j]) (Chaudhry et al. 2018)
 * learning accuracy      LA  = (1/T) Σ_j R[j,j]                             (plasticity; Riemer et al. 2019)
 * general retention      GR  = mean over pretrained tasks g of (R[T,g] − base[g])  (TRACE's general-ability delta)
+
+Why a second FWT: clbench's base model is always pretrained (the embedded tiny model learns the
+pretrained tasks, a user's checkpoint arrives pretrained), and there Lopez-Paz's FWT measures mostly
+what pretraining gave. Its first term is R[p,p+1] − b[p+1] for the last pretrained task p, and row p
+is the base model's, so that term is identical for every strategy; against a randomly initialised
+reference ``b`` every term mostly measures the base model. ``fwt_base`` asks what forward transfer
+means for a pretrained model: did training on the earlier *stream* tasks change the score on a task
+not yet trained, compared with the base model before any stream task? Only rows a strategy produced
+enter (j−1 trained), so no term is the same for every strategy by construction; with fewer than two
+trained tasks it is undefined (None). ``fwt`` stays the paper's formula (and Avalanche's, below).
 
 For a lower-is-better score (perplexity) forgetting uses the best (lowest) earlier value, so F > 0
 means worse in both cases; ACC, BWT, FWT, LA and GR keep their raw sign and ``higher_is_better`` is
@@ -59,6 +71,13 @@ def forward_transfer(R: Matrix, b: Sequence[float | None]) -> float | None:
     return _mean(_diff(R[j - 1][j], b[j]) for j in range(1, T)) if T > 1 else None
 
 
+def forward_transfer_from_base(R: Matrix, base: Sequence[float | None], general: Sequence[int]) -> float | None:
+    """FWT_base: mean of ``R[j−1][j] − base[j]`` over tasks j ≥ 1 where neither j nor j−1 is a pretrained
+    (``general``) task — the score on a task before training it, minus the base model's score on it."""
+    pre = set(general)
+    return _mean(_diff(R[j - 1][j], base[j]) for j in range(1, len(R)) if j not in pre and j - 1 not in pre)
+
+
 def forgetting_per_task(R: Matrix, higher_is_better: bool = True) -> list[float | None]:
     """Chaudhry's f_j for every task j < T (best earlier score minus final score, sign-aligned)."""
     T = len(R)
@@ -90,6 +109,7 @@ def summarize(R: Matrix, b: Sequence[float | None], base: Sequence[float | None]
         "acc": average_accuracy(R),
         "bwt": backward_transfer(R),
         "fwt": forward_transfer(R, b),
+        "fwt_base": forward_transfer_from_base(R, base, general),
         "forgetting": average_forgetting(R, higher_is_better),
         "learning_acc": learning_accuracy(R),
         "general_retention": general_retention(R, base, general),

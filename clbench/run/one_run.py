@@ -44,6 +44,7 @@ from clbench.eval.probes import higher_is_better
 from clbench.eval.rows import evaluate_row
 from clbench.faults import fault_point
 from clbench.results.atomic import remove_leftovers
+from clbench.results.breakdown import category_scores, known_suites
 from clbench.results.files import (
     SCHEMA_VERSION,
     RunFiles,
@@ -58,6 +59,7 @@ from clbench.results.metrics import summarize
 from clbench.results.provenance import provenance
 from clbench.run.checks import TruncationCount, readable_checkpoint
 from clbench.run.fixed_rows import fixed_row
+from clbench.run.known_subset import ensure_known_subset
 from clbench.run.lock import LOCK_NAME, describe, hold, holder
 from clbench.run.plan import GridEntry, resolve_entry, stored_options_match
 from clbench.run.seeding import task_seed
@@ -192,6 +194,8 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
         from clbench.modeling.chat import chat_stream
 
         stream = chat_stream(stream, tok)
+    ensure_known_subset(files, cfg, stream, base_dir, lambda: ops.view(model, tok, batch_size=cfg.eval.batch_size),
+                        progress)  # on the model as loaded, before any strategy touches it
 
     def evaluate(m, desc: str, wrap=lambda view: view) -> dict:
         with wrap(ops.view(m, tok, batch_size=cfg.eval.batch_size)) as lm:
@@ -269,6 +273,7 @@ def finalize(files: RunFiles, stream: Stream, T: int, trainable_parameters: int)
     """
     rows = [read_json(files.after(t)) for t in range(T)]
     mats = matrices(stream, rows, read_json(files.base), read_json(files.reference))
+    mats.update(known_suites(files, stream, rows, mats))  # qa_known, ...: items the base model knew
     general = [i for i, t in enumerate(stream.tasks) if t.pretrained]
     metrics = {s: summarize(m["R"], m["reference"], m["base"], general, m["higher_is_better"]) for s, m in mats.items()}
     logs = [rec for t in range(T) if files.task_log(t).exists()
@@ -285,6 +290,7 @@ def finalize(files: RunFiles, stream: Stream, T: int, trainable_parameters: int)
                                                      for t in range(T) if not rows[t].get("pretrained")},
                                       "loss_check": loss_check(logs, [t.name for t in stream.tasks]),
                                       "truncated_records": {stream.tasks[t].name: rows[t].get("truncated_records", 0)
-                                                            for t in range(T) if not rows[t].get("pretrained")}})
+                                                            for t in range(T) if not rows[t].get("pretrained")},
+                                      "categories": category_scores(files, stream, rows)})
     atomic_write_jsonl(files.train_log, logs)
     atomic_write_bytes(files.done, b"")

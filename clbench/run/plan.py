@@ -88,11 +88,22 @@ def stored_options_match(entry: GridEntry, stored: dict) -> bool:
         return False
 
 
+def runs_by_default(cls, name: str, backend: str) -> bool:
+    """Whether strategy ``cls`` runs on ``backend`` with its default options (what ``all`` expands to;
+    e.g. importance_tiers' default ``score: delta_w`` is torch's only, so MLX runs it when asked with
+    ``score: lora_abs``)."""
+    return backend in cls.backends and backend in cls.supported_backends(cls.options_from({}, name))
+
+
 def plan(cfg: ExperimentConfig) -> tuple[Stream, list[GridEntry]]:
     """Load the stream and resolve every strategy and its options for the configured backend
     (``model.backend``), before anything runs."""
     backend = get_backend(cfg.model.backend)
+    if cfg.model.name:  # an unknown name or a missing package fails here, before anything runs
+        from clbench.modeling.named import get_named, require_gguf_file
+
+        require_gguf_file(get_named(cfg.model.name))
     stream = load_stream(cfg.stream, cfg.allow_code)
     backend.check_stream(stream)
-    names = [n for n in registry.names() if cfg.model.backend in registry.get(n).backends]
+    names = [n for n in registry.names() if runs_by_default(registry.get(n), n, cfg.model.backend)]
     return stream, [resolve_entry(spec, cfg) for spec in strategy_specs(cfg, names)]

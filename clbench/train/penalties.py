@@ -4,7 +4,8 @@ Nothing here knows about tasks, runners or optimizers: each function takes param
 tensor`` mappings), logits or losses and returns a scalar tensor that can be added to a loss, so the
 same code serves the language-model runner, the digits cross-check and any other loop.
 
-* :func:`ewc_penalty` and :func:`diagonal_fisher` — elastic weight consolidation (Kirkpatrick et al. 2017);
+* :func:`ewc_penalty`, :func:`diagonal_fisher` and :func:`sample_losses` — elastic weight consolidation
+  (Kirkpatrick et al. 2017);
 * :func:`l2_to_anchor` — a plain quadratic pull towards earlier parameters (EWC with F = 1);
 * :func:`distillation_kl` — learning without forgetting's distillation term (Li & Hoiem 2017);
 * :func:`olora_orthogonality` and :func:`olora_l2` — O-LoRA's regularisers (Wang et al. 2023).
@@ -12,7 +13,7 @@ same code serves the language-model runner, the digits cross-check and any other
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -36,27 +37,54 @@ def ewc_penalty(params: Params, anchor: Params, fisher: Params, lam: float) -> t
     return 0.5 * lam * total
 
 
-def diagonal_fisher(params: Params, batch_losses: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Empirical diagonal Fisher: the mean over batches of the squared gradient of each batch's loss.
+def diagonal_fisher(params: Params, losses: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The mean over ``losses`` of the squared gradient of each loss: a diagonal Fisher estimate.
 
-    ``batch_losses`` yields the mean negative log-likelihood of one batch at a time (a generator, so
-    only one graph is alive). Gradients come from :func:`torch.autograd.grad`, so the ``.grad`` buffers
-    the optimizer uses are left untouched. This is the estimator Avalanche's ``EWCPlugin`` uses
-    (squared mini-batch gradients averaged over the batches), which keeps the cross-check like for like.
+    What it estimates depends on what ``losses`` yields (a generator, so only one graph is alive):
+
+    * one loss per *sample* (:func:`sample_losses`) — the empirical Fisher of Kirkpatrick et al.
+      (2017), ``F_i = (1/N) Σ_n (∂ log p(y_n | x_n) / ∂θ_i)²``, an expectation over data points of
+      squared per-sample gradients (EWC's ``fisher: sample``);
+    * one mean loss per *mini-batch* — the square of the batch-mean gradient, ``(1/K) Σ_k ((1/B) Σ_{n∈k}
+      g_n)²``, which is Avalanche's ``EWCPlugin`` estimator (EWC's ``fisher: batch``, kept for the
+      cross-check). It is not the Fisher: the square of a mean is not the mean of the squares — for
+      uncorrelated per-sample gradients it is about 1/B of it, and its shape across parameters differs
+      wherever samples' gradients disagree in sign.
+
+    Gradients come from :func:`torch.autograd.grad`, so the ``.grad`` buffers the optimizer uses are
+    left untouched.
     """
     names = list(params)
     tensors = [params[n] for n in names]
     fisher = {n: torch.zeros_like(t, memory_format=torch.preserve_format).detach() for n, t in params.items()}
     count = 0
-    for loss in batch_losses:
+    for loss in losses:
         grads = torch.autograd.grad(loss, tensors, allow_unused=True)
         for n, g in zip(names, grads):
             if g is not None:
                 fisher[n] += g.detach().pow(2)
         count += 1
     if count == 0:
-        raise ValueError("diagonal_fisher needs at least one batch")
+        raise ValueError("diagonal_fisher needs at least one loss")
     return {n: f / count for n, f in fisher.items()}
+
+
+def split_samples(batch: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """A collated batch as batches of one (every tensor sliced on its first dimension)."""
+    n = len(next(iter(batch.values())))
+    return [{k: v[i : i + 1] for k, v in batch.items()} for i in range(n)]
+
+
+def sample_losses(model, batches: Iterable[Mapping[str, torch.Tensor]]) -> Iterator[torch.Tensor]:
+    """The loss of every sample of ``batches`` alone (``model(**one).loss``): for a language model, the
+    sample's mean token negative log-likelihood.
+
+    One forward and backward pass per sample. Hand-looped rather than ``torch.func.vmap(grad(...))``:
+    transformers' attention-mask construction branches on tensor values, which ``vmap`` refuses.
+    """
+    for batch in batches:
+        for one in split_samples(batch):
+            yield model(**one).loss
 
 
 def l2_to_anchor(params: Params, anchor: Params, lam: float) -> torch.Tensor:
@@ -68,22 +96,24 @@ def l2_to_anchor(params: Params, anchor: Params, lam: float) -> torch.Tensor:
 
 
 def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0,
-                    mask: torch.Tensor | None = None) -> torch.Tensor:
+                    mask: torch.Tensor | None = None, t_squared: bool = True) -> torch.Tensor:
     """``T² · KL(softmax(teacher/T) ‖ softmax(student/T))``, averaged over the positions in ``mask``.
 
     Logits are ``(..., classes)``; every leading position is one distribution (a class-incremental
     example, or one token position of a language model). ``mask`` (same leading shape, 1 = keep)
-    drops padding. The T² factor (Hinton et al. 2015) keeps the gradient scale independent of T. The
-    value is exactly zero when the two logit tensors are equal, and never negative.
+    drops padding. The T² factor (Hinton et al. 2015) keeps the gradient scale independent of T;
+    Li & Hoiem's LwF loss λ_o · L_old has no such factor — ``t_squared=False`` drops it (at T = 2 the
+    two differ by 4×). The value is exactly zero when the two logit tensors are equal, and never negative.
     """
     t = float(temperature)
+    factor = t * t if t_squared else 1.0
     log_p_student = torch.log_softmax(student_logits.float() / t, dim=-1)
     log_p_teacher = torch.log_softmax(teacher_logits.float().detach() / t, dim=-1)
     per_position = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)
     if mask is None:
-        return t * t * per_position.mean()
+        return factor * per_position.mean()
     mask = mask.to(per_position.dtype)
-    return t * t * (per_position * mask).sum() / mask.sum().clamp_min(1.0)
+    return factor * (per_position * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 def olora_orthogonality(new_a: Mapping[str, torch.Tensor], old_a: Sequence[Mapping[str, torch.Tensor]]) -> torch.Tensor:

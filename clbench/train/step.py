@@ -46,9 +46,9 @@ def optimizer_step(strategy, model, optimizer, batches: Sequence[dict], step: in
     loss, logs, grads = backend.forward_backward(model, strategy.trainable, strategy.loss, batches, keep)
     check_finite(where, step, loss)
 
-    def apply(applied, total_norm=None):
-        return backend.apply_gradients(optimizer, model, strategy.trainable, applied, lr, max_grad_norm,
-                                      total_norm)
+    def apply(applied, total_norm=None, clip=True):
+        return backend.apply_gradients(optimizer, model, strategy.trainable, applied, lr,
+                                      max_grad_norm if clip else 0.0, total_norm)
 
     updated = strategy.apply_update(UpdateContext(step, global_step, grads, lr, max_grad_norm, apply))
     backend.clear_gradients(strategy.trainable)

@@ -53,9 +53,12 @@ class UpdateContext:
     grads: dict[str, Any]  # {parameter name: gradient}, averaged over micro-batches, before clipping
     lr: float  # the scheduled learning rate of this step
     max_grad_norm: float
-    apply_fn: Callable = field(repr=False, default=None)  # (grads, total_norm) -> elements updated
+    apply_fn: Callable = field(repr=False, default=None)  # (grads, total_norm[, clip]) -> elements updated
 
-    def apply(self, grads: dict[str, Any], total_norm=None) -> int:
+    def apply(self, grads: dict[str, Any], total_norm=None, clip: bool = True) -> int:
         """Clip ``grads`` to the global norm ``max_norm`` and take the optimizer step on exactly them;
-        parameters without an entry do not change. Returns the elements updated."""
+        parameters without an entry do not change. Returns the elements updated. ``clip=False``: the
+        caller has clipped them already (per tier), so the step applies them as they are."""
+        if not clip:
+            return self.apply_fn(grads, None, False)
         return self.apply_fn(grads, total_norm)

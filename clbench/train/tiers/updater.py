@@ -20,8 +20,14 @@ What an inactive tier does at a step (``semantics``):
 Optimizer state belongs to the updates actually made: the backend applies exactly the gradients it is
 given (``ctx.apply``), so an inactive parameter's moments and step count do not advance and decoupled
 weight decay does not touch it (torch's AdamW skips a parameter whose ``.grad`` is ``None``; MLX keeps
-one optimizer per tensor, ``clbench.backends.mlx.optim``). Gradient clipping is the global norm over
-exactly the gradients applied this step, after an accumulated chunk's reduction. Gradient
+one optimizer per tensor, ``clbench.backends.mlx.optim``).
+
+Gradient clipping (``clip``, after an accumulated chunk's reduction, at ``train.max_grad_norm``):
+``per_tier`` (default) clips each tier's applied gradient by its own L2 norm, so a tier's update does not
+depend on whether another tier — or another tier's accumulated chunk sum — applies at the same step;
+``global`` clips the norm over everything applied this step together (the rule the untiered strategies
+use), which couples the tiers: tier 0 is clipped harder at the steps where the slow tiers also apply.
+With one tier active the two are the same. Gradient
 accumulation, warm-up and learning-rate schedules stay the loop's; the updater only chooses what the
 optimizer sees.
 
@@ -66,6 +72,7 @@ from clbench.train.types import UpdateContext
 
 Semantics = Literal["skip", "accumulate"]
 Reduce = Literal["sum", "mean"]
+Clip = Literal["per_tier", "global"]
 
 
 class TieredUpdater(TierState):
@@ -78,8 +85,11 @@ class TieredUpdater(TierState):
     """
 
     def __init__(self, frequencies: Sequence[int], semantics: Semantics = "skip", reduce: Reduce = "sum",
-                 clock: str = "task"):
+                 clock: str = "task", clip: Clip = "per_tier"):
         super().__init__(frequencies, semantics, reduce, clock)
+        if clip not in ("per_tier", "global"):
+            raise ValueError(f"clip must be per_tier or global, got {clip!r}")
+        self.clip = clip
         self.backend = None
         self.model = None
         self._start: dict | None = None
@@ -133,7 +143,13 @@ class TieredUpdater(TierState):
             applied[name] = g
         backend.materialize(list(self.buffers.values()) + list(applied.values()))
         norms = self._record(applied)
-        return ctx.apply(applied, None if norms is None else backend.total_norm(norms))
+        if self.clip == "global" or not ctx.max_grad_norm or not applied:
+            return ctx.apply(applied, None if norms is None else backend.total_norm(norms))
+        tier_of = {n: self.tier_map[n] if self.tier_map is not None else 0 for n in applied}
+        for tier in sorted(set(tier_of.values())):  # each tier by its own norm, then no global clip
+            part = {n: g for n, g in applied.items() if tier_of[n] == tier}
+            applied.update(backend.clip_global_norm(part, ctx.max_grad_norm))
+        return ctx.apply(applied, clip=False)
 
     def buffers_state(self) -> dict:
         """The pending chunk sums as CPU torch tensors (what ``strategy_state.pt`` can hold)."""
@@ -181,6 +197,8 @@ class TierOptions(LoraOptions):
     frequencies: tuple[int, ...] = opt([1, 2, 4], "tier i updates at task steps that are multiples of frequencies[i]")
     inactive: Literal["skip", "accumulate"] = opt("skip", "skip: an inactive tier's gradient is neither computed nor applied; "
                                                           "accumulate: summed and applied at the tier's next active step (as cms)")
+    clip: Literal["per_tier", "global"] = opt("per_tier", "per_tier: clip each tier's gradient by its own norm; global: "
+                                                          "one norm over the tiers applied at a step (couples them)")
 
 
 class TieredStrategy(TierHooks, Strategy):
@@ -191,7 +209,7 @@ class TieredStrategy(TierHooks, Strategy):
     Options = TierOptions
 
     def make_updater(self) -> TieredUpdater:
-        return TieredUpdater(self.options.frequencies, self.options.inactive)
+        return TieredUpdater(self.options.frequencies, self.options.inactive, clip=self.options.clip)
 
     @classmethod
     def options_from(cls, data: dict, where: str):

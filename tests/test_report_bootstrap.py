@@ -1,0 +1,126 @@
+"""The hierarchical paired bootstrap (seeds, then items within a seed) on runs whose per-item
+predictions are chosen by hand, so every interval can be worked out on paper."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from clbench.reporting.bootstrap import bootstrap_intervals, load_suite_items, point_estimate
+from clbench.results.aggregate import group_runs, load_runs
+from tests.report_runs import TASKS, make_run
+
+
+def write_item_run(root, label: str, seed: int, correct, base, reference):
+    """A finished run whose ``qa`` scores are the means of the given per-item 0/1 lists:
+    ``correct[i][j]`` after task i on task j (row 0 is the pretrained task, i.e. the base row)."""
+    mean = [[sum(x) / len(x) for x in row] for row in correct]
+    d = make_run(root, label, seed, mean, base=[sum(x) / len(x) for x in base],
+                 reference=[sum(x) / len(x) for x in reference])
+
+    def put(folder, row):
+        for task, values in zip(TASKS, row):
+            recs = [{"id": f"{task}-{k}", "correct": bool(v), "prediction": "", "answer": ""}
+                    for k, v in enumerate(values)]
+            (d / "predictions" / folder).mkdir(parents=True, exist_ok=True)
+            (d / "predictions" / folder / f"{task}.qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+    for i, row in enumerate(correct[1:], start=1):
+        put(f"after_{i}", row)
+    put("base", base)
+    put("reference", reference)
+    return d
+
+
+def groups_of(root):
+    return {lab: runs for (_, lab), runs in group_runs(load_runs([root])).items()}
+
+
+N = 40
+HALF = [1, 0] * (N // 2)
+ALL, NONE = [1] * N, [0] * N
+
+
+def matrix(final_medical):
+    """general always right; medical learned (all right) after task 1, then ``final_medical``; notes learned."""
+    return [[ALL, NONE, NONE], [ALL, ALL, NONE], [ALL, final_medical, ALL]]
+
+
+def test_point_estimate_from_the_items_is_the_stored_metrics(tmp_path):
+    d = write_item_run(tmp_path, "sft", 0, matrix(HALF), base=[ALL, NONE, NONE], reference=[NONE, NONE, NONE])
+    (run,) = load_runs([tmp_path])
+    items = load_suite_items(run, "qa")
+    assert items is not None and items.general == (0,)
+    got, stored = point_estimate(items), json.loads((d / "metrics.json").read_text())["suites"]["qa"]
+    for key in ("acc", "bwt", "fwt", "fwt_base", "forgetting", "learning_acc", "general_retention"):
+        assert got[key] == pytest.approx(stored[key]), key
+
+
+def test_seeds_whose_items_are_all_alike_give_the_seed_level_interval(tmp_path):
+    """Within a seed every item of medical is right (seed 0) or wrong (seed 1) after the last task, so
+    resampling items changes nothing and the replicate mean over two drawn seeds is 1, 0.5 or 0
+    (probabilities 1/4, 1/2, 1/4): the 95% percentile interval of final:medical is exactly [0, 1]."""
+    write_item_run(tmp_path, "sft", 0, matrix(ALL), [ALL, NONE, NONE], [NONE] * 3)
+    write_item_run(tmp_path, "sft", 1, matrix(NONE), [ALL, NONE, NONE], [NONE] * 3)
+    iv = bootstrap_intervals(groups_of(tmp_path), "qa")
+    assert (iv[("sft", "final:medical")]["low"], iv[("sft", "final:medical")]["high"]) == (0.0, 1.0)
+    # a quantity equal on both seeds and for every item has a zero-width interval
+    assert (iv[("sft", "final:notes")]["low"], iv[("sft", "final:notes")]["high"]) == (1.0, 1.0)
+    assert iv[("sft", "acc")]["diff_vs_reference"] is None  # the reference has no difference to itself
+
+
+def test_items_within_a_seed_are_resampled(tmp_path):
+    """One seed, medical right on half of 40 items: a seeds-only bootstrap would give a zero-width
+    interval; resampling items gives the binomial one, about ±1.96·√(0.25/40) = ±0.155."""
+    write_item_run(tmp_path, "sft", 0, matrix(HALF), [ALL, NONE, NONE], [NONE] * 3)
+    iv = bootstrap_intervals(groups_of(tmp_path), "qa")[("sft", "final:medical")]
+    assert iv["low"] == pytest.approx(0.5 - 0.155, abs=0.04) and iv["high"] == pytest.approx(0.5 + 0.155, abs=0.04)
+    # F = (f_general + f_medical) / 2 = (0 + 1 − final) / 2 under the same draws: the mirrored interval
+    f = bootstrap_intervals(groups_of(tmp_path), "qa")[("sft", "forgetting")]
+    assert (f["low"], f["high"]) == pytest.approx(((1 - iv["high"]) / 2, (1 - iv["low"]) / 2), abs=1e-12)
+
+
+def test_the_difference_from_the_reference_is_paired_on_items(tmp_path):
+    """'better' answers the same items as sft plus four more on every seed. Its own interval overlaps
+    sft's, but drawn with the same seeds and items the difference is (flipped items drawn) / 40 / 3 ≥ 0
+    in every replicate and 0 only if no flipped item is drawn on any drawn seed — an unpaired
+    bootstrap would straddle zero."""
+    rng = np.random.default_rng(0)
+    for seed in (0, 1, 2):
+        sft_final = [int(x) for x in rng.random(N) < 0.4]
+        better = list(sft_final)
+        flipped = [k for k, v in enumerate(better) if v == 0][:4]
+        for k in flipped:
+            better[k] = 1
+        write_item_run(tmp_path, "sft", seed, matrix(sft_final), [ALL, NONE, NONE], [NONE] * 3)
+        write_item_run(tmp_path, "better", seed, matrix(better), [ALL, NONE, NONE], [NONE] * 3)
+    iv = bootstrap_intervals(groups_of(tmp_path), "qa")
+    own, ref = iv[("better", "acc")], iv[("sft", "acc")]
+    assert own["low"] < ref["high"]  # the two intervals overlap
+    diff = own["diff_vs_reference"]
+    assert 0 < diff["low"] < 4 / 40 / 3 < diff["high"]
+    # the interval of the difference is much narrower than either strategy's own interval
+    assert diff["high"] - diff["low"] < 0.5 * (ref["high"] - ref["low"])
+
+
+def test_runs_without_predictions_get_no_bootstrap(tmp_path):
+    make_run(tmp_path, "sft", 0, [[0.8, 0, 0], [0.6, 0.9, 0], [0.5, 0.3, 0.9]])
+    iv = bootstrap_intervals(groups_of(tmp_path), "qa")
+    assert iv and all(v is None for v in iv.values())
+
+
+def test_same_results_give_the_same_intervals(tmp_path):
+    for seed in (0, 1):
+        write_item_run(tmp_path, "sft", seed, matrix(HALF[seed:] + HALF[:seed]), [ALL, NONE, NONE], [NONE] * 3)
+    assert bootstrap_intervals(groups_of(tmp_path), "qa") == bootstrap_intervals(groups_of(tmp_path), "qa")
+
+
+def test_seeds_with_other_probe_items_get_no_bootstrap(tmp_path):
+    """Items are paired by position across seeds only when they are the same items."""
+    write_item_run(tmp_path, "sft", 0, matrix(HALF), [ALL, NONE, NONE], [NONE] * 3)
+    d = write_item_run(tmp_path, "sft", 1, matrix(HALF), [ALL, NONE, NONE], [NONE] * 3)
+    for path in (d / "predictions").rglob("medical.qa.jsonl"):
+        path.write_text(path.read_text().replace("medical-0", "medical-x0"))
+    assert all(v is None for v in bootstrap_intervals(groups_of(tmp_path), "qa").values())
