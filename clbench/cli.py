@@ -1,8 +1,9 @@
-"""Command line: ``clbench run | list | report | perf``.
+"""Command line: ``clbench run | list | models | report | perf | crosscheck``.
 
     clbench run configs/bench.yaml                       # the default grid
     clbench run --stream micro --strategies sft --seeds 0 --set train.steps_per_task=20
     clbench list                                         # strategies and their options
+    clbench models                                       # named real models: installed, converted, licence
     clbench report results/bench -o reports/bench        # tables, figures, index of stored results
     clbench perf                                         # training tokens/s and eval items/s
 """
@@ -83,6 +84,25 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _size(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.0f} MB"
+
+
+def cmd_models(args) -> int:
+    from clbench.config.experiment import load_config
+    from clbench.modeling.named import model_status
+
+    cache = load_config(None, [f"cache_dir={args.cache_dir}"] if args.cache_dir else []).resolved_cache_dir()
+    for m in model_status(cache):
+        state = "ready" if m["ready"] else "installed, converted on first use" if m["installed"] else "not installed"
+        print(f"{m['name']}: {state}; package {m['package']} (GGUF {_size(m['gguf_bytes'])}), "
+              f"checkpoint {_size(m['checkpoint_bytes'])}; licence {m['licence']}")
+        print(f"    {m['weights']}; upstream {m['upstream']}")
+        where = m["path"] if m["ready"] else f"install: {m['install']}" if not m["installed"] else f"cache: {cache}"
+        print(f"    {where}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from clbench.reporting.build import build_report
 
@@ -151,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="registered strategies and their options")
     ls.set_defaults(func=cmd_list)
 
+    mo = sub.add_parser("models", parents=[common],
+                        help="named real models (model.name): installed, converted, size, licence")
+    mo.add_argument("--cache-dir", help="clbench cache (default $CLBENCH_CACHE or ~/.cache/clbench)")
+    mo.set_defaults(func=cmd_models)
+
     rep = sub.add_parser("report", parents=[common],
                          help="tables (Markdown + LaTeX), figures (PDF + PNG) and an index from stored "
                               "results (never retrains)")
@@ -167,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--steps", type=int, default=30)
     perf.add_argument("--strategies", default="all",
                       help="comma-separated strategies (or variant labels) whose step time is compared with sft")
+    perf.add_argument("--model", help="real model for the lm-eval comparison and training speed: a checkpoint "
+                                      "folder or a named model (default: smollm2-135m when installed)")
+    perf.add_argument("--stream", help="stream whose first task's items are scored (default: real, else default)")
+    perf.add_argument("--items", type=int, default=32, help="items per probe kind in the lm-eval comparison")
+    perf.add_argument("--eval-batch", type=int, default=16, help="batch size of both scorers")
+    perf.add_argument("--real-steps", type=int, default=4, help="timed steps per repetition on the real model")
     perf.set_defaults(func=cmd_perf)
 
     cc = sub.add_parser("crosscheck", parents=[common],

@@ -91,6 +91,8 @@ class CMSOptions(LoraOptions):
 class CMS(TieredStrategy):
     """Continuum Memory System: levels that change once per chunk of C_l steps or tokens (eqs. 70–71)."""
 
+    family = "nested learning"
+
     Options = CMSOptions
     schedule_field = "chunk_sizes"
 

@@ -14,6 +14,8 @@ from clbench.train.strategy import Strategy
 class Frozen(Strategy):
     """No training: the base model itself, the lower reference."""
 
+    family = "references"
+
     trains = False
     requires_trainable = False
 

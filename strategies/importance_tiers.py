@@ -66,6 +66,8 @@ class ImportanceTierOptions(TierOptions):
 class ImportanceTiers(TieredStrategy):
     """Nested learning: weights tiered by ‖∂L/∂ΔW‖ per element measured in a warm-up (largest → fastest)."""
 
+    family = "nested learning"
+
     Options = ImportanceTierOptions
 
     def __init__(self, options=None, **kw):

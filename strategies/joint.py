@@ -27,6 +27,8 @@ class JointOptions(LoraOptions):
 class Joint(SFT):  # SFT's LoRA-or-full set-up; this adds the method
     """Joint (cumulative) training on the union of all tasks so far: the upper reference."""
 
+    family = "references"
+
     Options = JointOptions
 
     def __init__(self, options=None, **kw):

@@ -34,6 +34,8 @@ class LayerTierOptions(TierOptions):
 class LayerTiers(TieredStrategy):
     """Nested learning: parameters tiered by layer depth, tier i updating every frequencies[i] steps."""
 
+    family = "nested learning"
+
     Options = LayerTierOptions
 
     def initial_tier_map(self, model):

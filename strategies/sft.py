@@ -15,6 +15,8 @@ from clbench.train.strategy import Strategy
 class SFT(Strategy):
     """Standard SFT: all trainable parameters (LoRA or full) update every step."""
 
+    family = "baselines"
+
     Options = LoraOptions
 
     def prepare_model(self, model):

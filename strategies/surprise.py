@@ -65,6 +65,8 @@ class SurpriseOptions:
 class Surprise(Plugin):
     """Surprise objectives: chosen blocks predict ∇_y L of their output, added to any strategy's loss."""
 
+    family = "nested learning"
+
     Options = SurpriseOptions
 
     def __init__(self, options=None, *, strategy):

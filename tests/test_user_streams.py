@@ -191,7 +191,7 @@ def test_unknown_keys_fields_and_kinds_name_the_allowed_ones(data):
           train: {path: train.csv, fields: {prompt: question, completion: answer}}
           probes: [{name: qa, kind: exact_match, path: qa.jsonl, field: {}}]
         """)
-    assert "tasks[0].probes[0]: unknown key 'field'" in msg and "(allowed: fields, format, kind, name, path, split)" in msg
+    assert "tasks[0].probes[0]: unknown key 'field'" in msg and "(allowed: fields, format, kind, limit, name, path, split, until)" in msg
     msg = _error(data, """
         - name: t
           train: {path: train.csv, fields: {prompt: question, completion: answer}}

@@ -4,7 +4,10 @@
 * evaluation items/s for each probe kind (exact match with greedy generation, multiple choice,
   perplexity);
 * step-time ratios of the nested-learning strategies against ``sft``, measured side by side in the
-  same process on the same model and batches (``clbench.bench.training_speed``).
+  same process on the same model and batches (``clbench.bench.training_speed``);
+* on a real pretrained model (``--model``; by default SmolLM2-135M when it is installed): native
+  scoring against lm-eval's HFLM, and training tokens/s of sft and the nested strategies
+  (``clbench.bench.real_model``).
 
 The model is randomly initialised (speed does not depend on what it knows), so the benchmark needs no
 cached base model. Numbers vary with machine load; compare ratios from one run, not absolute times.
@@ -89,4 +92,7 @@ def main(args=None) -> int:
     print("\nstep time against sft, side by side in this process (clbench/bench/training_speed.py):")
     from clbench.bench import training_speed as perf_nested
 
-    return perf_nested.main(["--strategies", getattr(args, "strategies", "all")])
+    rc = perf_nested.main(["--strategies", getattr(args, "strategies", "all")])
+    from clbench.bench.real_model import main as real_main
+
+    return rc or real_main(args)

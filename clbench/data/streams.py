@@ -47,6 +47,10 @@ PROBE_FIELDS = {
     "multiple_choice": {"prompt": str, "choices": list, "label": int},
     "perplexity": {"text": str},
 }
+# optional item fields: other accepted spellings of an exact-match answer; a category, for per-category
+# scores (clbench.results.breakdown)
+OPTIONAL_FIELDS = {"exact_match": {"aliases": list, "category": str},
+                   "multiple_choice": {"category": str}, "perplexity": {"category": str}}
 TRAIN_FIELDS = {"text": str, "prompt": str, "completion": str}
 GENERATED_SUITES = {"qa": "exact_match", "mc": "multiple_choice", "ppl": "perplexity"}
 PROBE_KINDS = (*PROBE_FIELDS, "lm_eval")
@@ -70,6 +74,10 @@ class ProbeSpec:
     format: Literal["auto", "jsonl", "csv", "parquet", "disk"] = "auto"
     fields: dict = field(default_factory=dict)
     split: str | None = None
+    limit: int | None = opt(None, "score only the first N items (a prefix: order the file so that it is a fair "
+                                  "sample, as tasks/real_knowledge/ does)", ge=1)
+    until: tuple[str, ...] = opt((), "exact_match: strings that also end a generated answer (the first newline "
+                                     "always does), e.g. ['.', ','] for cloze prompts")
 
     @property
     def source(self) -> SourceSpec:
@@ -108,6 +116,8 @@ class StreamSpec:
     primary_metric: str = opt("qa", "probe suite behind the headline numbers")
     generator_seed: int = 0
     pretrain_background: tuple[GeneratedSpec, ...] = ()
+    known_subset: bool = opt(False, "also score pretrained tasks on the items the base model answered correctly "
+                                    "(suites <name>_known; clbench.results.breakdown)")
     allow_code: bool = opt(False, "let task YAML in this stream's lm-eval folders import Python (!function)")
 
 
@@ -186,6 +196,14 @@ def _validate_record(rec: object, required: dict[str, type], where: str) -> dict
     return rec
 
 
+def _validate_optional(rec: dict, optional: dict[str, type], where: str) -> None:
+    for key, tp in optional.items():
+        if key in rec and not isinstance(rec[key], tp):
+            raise ConfigError(where, f"field {key!r} must be {tp.__name__}, got {rec[key]!r}")
+    if not all(isinstance(a, str) for a in rec.get("aliases", ())):
+        raise ConfigError(where, "field 'aliases' must be a list of strings")
+
+
 def _validate_train(rec: object, where: str) -> dict:
     if isinstance(rec, dict) and "text" in rec:
         return _validate_record(rec, {"text": str}, where)
@@ -226,13 +244,17 @@ def _load_suite(spec: ProbeSpec | LmEvalProbeSpec, base: Path, where: str, allow
         from clbench.data.lm_eval_tasks import resolve_suite  # imports lm-eval: only for streams that use it
 
         return ProbeSuite(spec.name, spec.kind, (), resolve_suite(spec, base, where, allow_code))
-    known = {**PROBE_FIELDS[spec.kind], "id": str}
+    if spec.until and spec.kind != "exact_match":
+        raise ConfigError(f"{where}.until", f"'until' applies to exact_match suites, not {spec.kind}")
+    known = {**PROBE_FIELDS[spec.kind], **OPTIONAL_FIELDS[spec.kind], "id": str}
     items = []
     for at, n, rec in load_records(spec.source, base, known, where):
         rec = dict(_validate_record(rec, PROBE_FIELDS[spec.kind], at))
+        _validate_optional(rec, OPTIONAL_FIELDS[spec.kind], at)
         rec.setdefault("id", f"{spec.name}-{n}")
         items.append(rec)
-    return ProbeSuite(spec.name, spec.kind, tuple(items))
+    items = items[: spec.limit] if spec.limit else items
+    return ProbeSuite(spec.name, spec.kind, tuple(items), {"until": list(spec.until)} if spec.until else {})
 
 
 def _load_task(spec: TaskSpec, base: Path, seed: int, where: str, allow_code: bool) -> Task:

@@ -2,16 +2,20 @@
 
 Probe scoring (``clbench.eval.probes``) asks a model three questions — ``generate``, ``loglikelihood`` and
 ``token_nll`` — so the scoring rules live in one place. The two likelihood questions are the same
-bookkeeping on every backend (batch the texts, tokenize, read the log-probability of each predicted
-token); only the forward pass differs. :class:`LMView` holds that bookkeeping; a backend's view
-(``clbench.eval.torch_lm.TorchLM``, ``clbench.backends.mlx.lm.MLXLM``) gives :meth:`LMView.forward_logprobs` and
-:meth:`LMView.generate`.
+bookkeeping on every backend: tokenize as lm-eval does, group the choices of one prompt, order and
+batch the requests by length (``clbench.eval.requests``), then read the log-probability of each
+predicted token. :class:`LMView` holds that bookkeeping; a backend's view (``clbench.eval.torch_lm.TorchLM``,
+``clbench.backends.mlx.lm.MLXLM``) gives :meth:`LMView.forward_logprobs` and :meth:`LMView.generate`, and
+may replace :meth:`LMView.score_groups` with one that runs a shared context once (torch does, with
+its KV cache).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Self
+
+from clbench.eval.requests import Group, chunks, encode_pair, group_requests, longest_first, per_group
 
 
 class LMView:
@@ -39,34 +43,49 @@ class LMView:
         return self.tokenizer(text, add_special_tokens=special)["input_ids"]
 
     def forward_logprobs(self, seqs: list[list[int]]):
-        """Log-probs of each next token for right-padded ``seqs``: ``(logp[b, t], mask[b, t])``, CPU
-        arrays that support slicing, ``*`` and ``.sum()``."""
+        """Log-prob of each next token for right-padded ``seqs``: ``(logp[b, t], mask[b, t])``, CPU
+        arrays that support slicing, ``*`` and ``.sum()``; ``logp[b, t]`` is log p(seq[t+1] | seq[:t+1])."""
         raise NotImplementedError
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 12) -> list[str]:
         """Greedy continuation of each prompt, decoded and cut at the first newline."""
         raise NotImplementedError
 
-    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """Sum of log p(continuation tokens | context) for each ``(context, continuation)``."""
-        out: list[float] = []
-        for start in range(0, len(pairs), self.batch_size):
-            chunk = pairs[start : start + self.batch_size]
-            ctx = [self.ids(c) for c, _ in chunk]
-            cont = [self.ids(x, special=False) for _, x in chunk]
-            logp, _ = self.forward_logprobs([a + b for a, b in zip(ctx, cont)])
-            for i, (a, b) in enumerate(zip(ctx, cont)):
+    def score_groups(self, groups: list[Group]) -> list[list[float]]:
+        """Summed log-prob of every continuation of every group, given the group's context.
+
+        This generic form runs each ``context + continuation`` as its own sequence, ``batch_size`` rows
+        at a time; a backend with a KV cache runs each context once instead
+        (``clbench.eval.torch_lm.TorchLM.score_groups``).
+        """
+        rows = [(g.context, c) for g in groups for c in g.continuations]
+        flat: list[float] = []
+        for piece in chunks(len(rows), self.batch_size):
+            logp, _ = self.forward_logprobs([rows[r][0] + rows[r][1] for r in piece])
+            for k, r in enumerate(piece):
+                n, c = len(rows[r][0]), rows[r][1]
                 # token k of the sequence is predicted at position k-1
-                out.append(float(logp[i, len(a) - 1 : len(a) - 1 + len(b)].sum()))
+                flat.append(float(logp[k, n - 1 : n - 1 + len(c)].sum()) if c else 0.0)
+        return per_group(groups, flat)
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Sum of log p(continuation tokens | context) for each ``(context, continuation)``, tokenized
+        as lm-eval tokenizes it (``clbench.eval.requests.encode_pair``)."""
+        requests = [encode_pair(self.tokenizer, c, x) for c, x in pairs]
+        out = [0.0] * len(requests)
+        for batch in group_requests(requests, self.batch_size):
+            for g, sums in zip(batch, self.score_groups(batch)):
+                for i, s in zip(g.members, sums):
+                    out[i] = s
         return out
 
     def token_nll(self, texts: Sequence[str]) -> list[tuple[float, int]]:
         """``(summed NLL, predicted tokens)`` of each text, BOS excluded, EOS included."""
         eos = [self.tokenizer.eos_token_id]
-        out: list[tuple[float, int]] = []
-        for start in range(0, len(texts), self.batch_size):
-            seqs = [self.ids(t) + eos for t in texts[start : start + self.batch_size]]
-            logp, mask = self.forward_logprobs(seqs)
-            for i in range(len(seqs)):
-                out.append((float(-(logp[i] * mask[i]).sum()), int(mask[i].sum())))
+        seqs = [self.ids(t) + eos for t in texts]
+        out: list[tuple[float, int]] = [(0.0, 0)] * len(seqs)
+        for rows in longest_first([len(s) for s in seqs], self.batch_size):
+            logp, mask = self.forward_logprobs([seqs[i] for i in rows])
+            for k, i in enumerate(rows):
+                out[i] = (float(-(logp[k] * mask[k]).sum()), int(mask[k].sum()))
         return out

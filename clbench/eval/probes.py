@@ -4,7 +4,8 @@ Each scorer takes a probe suite and a model view (``clbench.eval.torch_lm.TorchL
 ``generate`` / ``loglikelihood`` / ``token_nll`` methods) and returns per-item records plus one score.
 Per-item records are stored with every run, so any number in a table can be traced to the answers.
 
-* exact match: greedy generation, cut at the first newline, compared after :func:`normalize`;
+* exact match: greedy generation, cut at the first newline (and at the suite's ``until`` strings),
+  compared after :func:`normalize` with the answer and its ``aliases``;
 * multiple choice: the choice with the highest summed log-likelihood of ``" " + choice`` after the
   prompt wins (``acc``, as lm-eval's ``acc``); ties go to the lowest index;
 * perplexity: ``exp(total NLL / total tokens)`` over the suite (token-weighted, lower is better);
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 from clbench.data.streams import ProbeSuite
 from clbench.eval.suite_result import SuiteResult
@@ -29,12 +31,25 @@ def normalize(text: str) -> str:
     return text.strip("\"'").rstrip(".").strip()
 
 
+def cut_at(text: str, until: Sequence[str]) -> str:
+    """``text`` up to the first of the ``until`` strings (all of it when none occurs)."""
+    ends = [i for i in (text.find(u) for u in until) if i >= 0]
+    return text[: min(ends)] if ends else text
+
+
+def _category(it: dict) -> dict:
+    return {"category": it["category"]} if "category" in it else {}
+
+
 def score_exact_match(suite: ProbeSuite, lm, max_new_tokens: int) -> SuiteResult:
     preds = lm.generate([it["prompt"] for it in suite.items], max_new_tokens=max_new_tokens)
+    until = suite.config.get("until", ())
     items = []
-    for it, pred in zip(suite.items, preds):
-        items.append({"id": it["id"], "prediction": pred, "answer": it["answer"],
-                      "correct": normalize(pred) == normalize(it["answer"])})
+    for it, raw in zip(suite.items, preds):
+        pred = cut_at(raw, until)
+        accepted = {normalize(a) for a in (it["answer"], *it.get("aliases", ()))}
+        items.append({"id": it["id"], "prediction": pred, "answer": it["answer"], **_category(it),
+                      **({"generated": raw} if until else {}), "correct": normalize(pred) in accepted})
     return SuiteResult(sum(i["correct"] for i in items) / len(items), len(items), items)
 
 
@@ -46,14 +61,14 @@ def score_multiple_choice(suite: ProbeSuite, lm) -> SuiteResult:
         scores = lls[k : k + len(it["choices"])]
         k += len(it["choices"])
         pred = max(range(len(scores)), key=lambda i: (scores[i], -i))
-        items.append({"id": it["id"], "scores": scores, "prediction": pred, "label": it["label"],
+        items.append({"id": it["id"], "scores": scores, "prediction": pred, "label": it["label"], **_category(it),
                       "correct": pred == it["label"]})
     return SuiteResult(sum(i["correct"] for i in items) / len(items), len(items), items)
 
 
 def score_perplexity(suite: ProbeSuite, lm) -> SuiteResult:
     nlls = lm.token_nll([it["text"] for it in suite.items])
-    items = [{"id": it["id"], "nll": nll, "tokens": n} for it, (nll, n) in zip(suite.items, nlls)]
+    items = [{"id": it["id"], "nll": nll, "tokens": n, **_category(it)} for it, (nll, n) in zip(suite.items, nlls)]
     total = sum(i["nll"] for i in items) / sum(i["tokens"] for i in items)
     return SuiteResult(math.exp(total), len(items), items)
 

@@ -36,6 +36,7 @@ from clbench.reporting.tables import Column, Table, build_table, to_latex, to_ma
 from clbench.reporting.tuning import tuning_records, tuning_table
 from clbench.results.aggregate import COST, METRICS, Run, group_runs, load_inventory, load_runs, seed_values
 from clbench.results.atomic import remove_leftovers
+from clbench.results.breakdown import KNOWN_SUFFIX
 from clbench.results.files import atomic_write_bytes, safe_label
 
 REFERENCE = "sft"
@@ -103,6 +104,44 @@ def table_captions(stream: str, suite: str, higher_is_better: bool) -> dict[str,
     }
 
 
+def knowledge_tables(groups: dict[str, list[Run]], suite: str, slug: str, stream: str, reference: str):
+    """The two views of pretrained knowledge a real model needs (``clbench.results.breakdown``), when the
+    runs have them: the summary on the known subset (``<suite>_known``) and the final score per category.
+    """
+    first = next(iter(groups.values()))[0]
+    known = suite + KNOWN_SUFFIX
+    if known in first.matrix["suites"]:
+        hib = first.matrix["suites"][known].get("higher_is_better", True)
+        values = {lab: seed_values(runs, known) for lab, runs in groups.items()}
+        counts = ", ".join(f"{t}: {n}" for t, n in first.matrix["suites"][known].get("known_items", {}).items())
+        caption = (f"Continual-learning metrics on stream {stream}, {suite} probes, counting for each pretrained task "
+                   f"only the items the base model answered correctly before fine-tuning ({counts} items; decided "
+                   f"once per base model, the same for every strategy and seed). Columns as in the summary.")
+        yield "known", build_table("Summary on the known subset", f"tab:{slug}-known", caption, values,
+                                   quality_columns(hib, values), reference)
+    cats = {(task, c): info for task, suites in first.metrics.get("categories", {}).items()
+            for c, info in suites.get(suite, {}).items()}
+    if cats:
+        values = {lab: {f"cat:{t}:{c}": {r.seed: _final_category(r, t, suite, c) for r in runs} for t, c in cats}
+                  for lab, runs in groups.items()}
+        hib = first.matrix["suites"][suite].get("higher_is_better", True)
+        columns = [Column(f"cat:{t}:{c}", f"{c} ({_base(info['base'])}) {'↑' if hib else '↓'}", hib,
+                          _decimals(values, f"cat:{t}:{c}")) for (t, c), info in cats.items()]
+        caption = (f"Score ({suite}) per category of the pretrained task(s) of stream {stream} after the last task; "
+                   f"in brackets the base model's score before fine-tuning.")
+        yield "categories", build_table("Pretrained knowledge by category", f"tab:{slug}-categories", caption,
+                                        values, columns, reference)
+
+
+def _final_category(run: Run, task: str, suite: str, category: str) -> float | None:
+    info = run.metrics.get("categories", {}).get(task, {}).get(suite, {}).get(category)
+    return info["after"][-1] if info else None
+
+
+def _base(v: float | None) -> str:
+    return "–" if v is None else f"base {v:.2f}" if v < 10 else f"base {v:.1f}"
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text).strip("-").lower() or "stream"
 
@@ -139,6 +178,9 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
     for stem, name, columns, flags, boot in specs:
         table = build_table(name, f"tab:{slug}-{stem.replace('_', '-')}", captions[stem], values, columns, reference,
                             flags, intervals=boot)
+        tables.append((table, *_write_table(out_dir, folder, table, stem)))
+        numbers[stem] = table.numbers
+    for stem, table in knowledge_tables(groups, suite, slug, stream, reference):
         tables.append((table, *_write_table(out_dir, folder, table, stem)))
         numbers[stem] = table.numbers
     numbers["pareto"] = {lab: bool(pareto[lab]) for lab in labels}

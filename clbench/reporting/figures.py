@@ -1,8 +1,10 @@
 """Publication figures from stored runs: one paper style, each figure as PDF (vector) and PNG.
 
-Style: one-column width (3.4 in), 7–8 pt text, the Okabe–Ito palette (colour-blind safe; ``sft``, the
-reference, is black) with a distinct marker and line style per strategy so a grey print stays
-readable; heatmaps use cividis (perceptually uniform, colour-blind safe). Figures are drawn with
+Style: one-column width (3.4 in), 7–8 pt text, one look per strategy label from
+:mod:`clbench.reporting.looks` (Okabe–Ito colours, colour-blind safe; markers and line style by family,
+so a grey print stays readable; every label a distinct colour and marker pair, the same in every
+figure and report); legends sit below the panels, never over the data, with as many columns as fit;
+heatmaps use cividis (perceptually uniform, colour-blind safe). Figures are drawn with
 matplotlib's object API (``Figure``, never pyplot), so building a report changes no global state.
 PDF metadata carries no date, so the same results give the same files.
 
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clbench.reporting.looks import OKABE_ITO, Look, looks, run_family
 from clbench.reporting.stats import CONFIDENCE, Estimate, t_quantile
 from clbench.reporting.tables import order_labels
 from clbench.reporting.tier_data import tier_data
@@ -28,8 +31,6 @@ from clbench.results.aggregate import Run, loss_curve, task_step_ranges
 from clbench.results.files import safe_label
 
 WIDTH = 3.4  # inches: one column of a two-column paper
-OKABE_ITO = ["#000000", "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442"]
-MARKERS = ["o", "s", "D", "^", "v", "P", "X", "*"]
 LINESTYLES = ["-", "--", "-.", ":"]
 STYLE = {
     "font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8,
@@ -43,31 +44,20 @@ PDF_METADATA = {"Creator": "clbench report", "Producer": None, "CreationDate": N
 
 
 @dataclass(frozen=True)
-class Look:
-    color: str
-    marker: str
-    linestyle: str
-
-
-@dataclass(frozen=True)
 class FigureFile:
     stem: str  # path without extension, relative to the report folder
     title: str
     caption: str
 
 
-def looks(labels: Sequence[str], reference: str = "sft") -> dict[str, Look]:
-    """A fixed look per strategy: the reference black, the others in label order."""
-    order = ([reference] if reference in labels else []) + sorted(x for x in labels if x != reference)
-    shift = 0 if reference in labels else 1  # without the reference, start at blue, not black
-    return {lab: Look(OKABE_ITO[(i + shift) % len(OKABE_ITO)], MARKERS[i % len(MARKERS)],
-                      LINESTYLES[(i // len(OKABE_ITO)) % len(LINESTYLES)]) for i, lab in enumerate(order)}
-
-
 def _figure(width: float, height: float):
+    """A figure on its own Agg canvas (no pyplot state), so a legend can be measured before saving."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def save(fig, out_dir: Path, stem: str) -> list[Path]:
@@ -94,12 +84,39 @@ def _band(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return mean, t_quantile(CONFIDENCE, n - 1) * arr.std(axis=0, ddof=1) / math.sqrt(n)
 
 
+def _legend_height(looks_: Mapping[str, Look], labels) -> float:
+    """Inches the legend below the panels takes: one line per entry of its longest family column."""
+    fams = [looks_[lab].family for lab in labels if lab in looks_]
+    return 0.15 + 0.14 * max((fams.count(f) for f in set(fams)), default=0)
+
+
 def _legend(fig, looks_: Mapping[str, Look], labels: Sequence[str], markers: bool = True) -> None:
+    """One legend below the panels (never over the data): a column per family when that fits the
+    figure's width, else as many columns as fit (so no entry is clipped at the edges)."""
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=looks_[lab].color, marker=looks_[lab].marker if markers else None,
-                      linestyle=looks_[lab].linestyle) for lab in labels]
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)))
+    labels = [lab for lab in looks_ if lab in labels]  # family order
+
+    def handle(lab):
+        if lab is None:  # an empty cell that keeps the next family in its own column
+            return Line2D([], [], linestyle="none", marker=None)
+        lk = looks_[lab]
+        return Line2D([], [], color=lk.color, marker=lk.marker if markers else None, linestyle=lk.linestyle)
+
+    families = list(dict.fromkeys(looks_[lab].family for lab in labels))
+    by_family = [[lab for lab in labels if looks_[lab].family == f] for f in families]
+    rows = max(len(col) for col in by_family)
+    grouped = [lab for col in by_family for lab in col + [None] * (rows - len(col))]
+    layouts = [(grouped, len(families))] if len(families) > 1 else []
+    layouts += [(labels, n) for n in range(min(4, len(labels)), 0, -1)]
+    renderer = fig.canvas.get_renderer()
+    for entries, ncol in layouts:
+        legend = fig.legend([handle(lab) for lab in entries], [lab or "" for lab in entries],
+                            loc="outside lower center", ncol=ncol, columnspacing=1.0, handletextpad=0.4,
+                            handlelength=1.8)
+        if ncol == 1 or legend.get_window_extent(renderer).width <= fig.bbox.width * 0.98:
+            return
+        legend.remove()
 
 
 # --- accuracy matrix -----------------------------------------------------------------------------------
@@ -154,7 +171,7 @@ def retention_curves(groups: Mapping[str, Sequence[Run]], suite: str, looks_: Ma
     xlabels = (["base"] if with_base else []) + tasks
     ncols = min(3, T)
     nrows = math.ceil(T / ncols)
-    fig = _figure(WIDTH, 1.45 * nrows + 0.5)
+    fig = _figure(WIDTH, 1.45 * nrows + 0.2 + _legend_height(looks_, groups))
     axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
     for j in range(T):
         ax = axes[j // ncols][j % ncols]
@@ -191,7 +208,7 @@ def _errorbar_point(ax, x: Estimate, y: Estimate, lk: Look, **kw) -> None:
 def stability_plasticity(est: Mapping[str, Mapping[str, Estimate]], pareto: Mapping[str, bool],
                          looks_: Mapping[str, Look], suite: str, la_higher_is_better: bool = True):
     """Forgetting (x, lower is better) vs learning accuracy (y), CI error bars, Pareto front dashed."""
-    fig = _figure(WIDTH, 2.7)
+    fig = _figure(WIDTH, 2.3 + _legend_height(looks_, est))
     ax = fig.add_subplot()
     labels = [lab for lab in est if est[lab]["forgetting"].mean is not None and est[lab]["learning_acc"].mean is not None]
     for lab in labels:
@@ -204,9 +221,9 @@ def stability_plasticity(est: Mapping[str, Mapping[str, Estimate]], pareto: Mapp
         ax.plot([p[0] for p in front], [p[1] for p in front], color="#555555", linestyle="--", linewidth=0.8,
                 drawstyle="steps-post", zorder=0)  # the edge of the region the front dominates
     ax.set_xlabel(f"forgetting F ({suite}, lower is better)")
-    ax.set_ylabel(f"learning accuracy LA ({'higher' if la_higher_is_better else 'lower'} is better)")
+    ax.set_ylabel(f"learning accuracy LA ({suite}) {'↑' if la_higher_is_better else '↓'}")
     if labels:
-        ax.legend(loc="best", ncol=1 if len(labels) <= 4 else 2)
+        _legend(fig, looks_, labels)
     return fig
 
 
@@ -227,7 +244,7 @@ def loss_window(steps_per_task: int) -> int:
 
 def loss_curves(groups: Mapping[str, Sequence[Run]], looks_: Mapping[str, Look]):
     """Training loss per global step (seed mean, CI band), smoothed within each task."""
-    fig = _figure(WIDTH, 2.3)
+    fig = _figure(WIDTH, 1.9 + _legend_height(looks_, groups))
     ax = fig.add_subplot()
     boundaries: dict[int, str] = {}
     for lab, runs in groups.items():
@@ -265,7 +282,7 @@ def cost_vs_forgetting(est: Mapping[str, Mapping[str, Estimate]], looks_: Mappin
     """Forgetting against training wall time and against updated parameter elements."""
     from matplotlib.ticker import EngFormatter
 
-    fig = _figure(WIDTH, 1.9)
+    fig = _figure(WIDTH, 1.5 + _legend_height(looks_, est))
     axes = fig.subplots(1, 2, sharey=True)
     for ax, key, xlabel in ((axes[0], "train_seconds", "train wall time (s)"),
                             (axes[1], "updated_elements", "updated elements")):
@@ -342,7 +359,8 @@ def write_figures(out_dir: Path, prefix: str, groups: Mapping[str, Sequence[Run]
 
     groups = {lab: groups[lab] for lab in order_labels(groups, reference)}  # legends in table order
     est = {lab: est[lab] for lab in groups}
-    looks_ = looks(list(groups), reference)
+    looks_ = looks({lab: runs[0].config["strategy"]["name"] for lab, runs in groups.items()}, reference,
+                   {lab: run_family(runs[0].config["strategy"]) for lab, runs in groups.items()})
     first = next(iter(groups.values()))[0]
     hib = first.matrix["suites"][suite].get("higher_is_better", True)
     n_text = ", ".join(f"{lab}: {len(runs)}" for lab, runs in groups.items())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from clbench.config.experiment import ExperimentConfig
 from clbench.data.streams import Stream
+from clbench.errors import ConfigError
 from clbench.results.files import atomic_write_json, safe_label
 from clbench.run.executors import Job, make_executor
 from clbench.run.orders import parse_orders, reorder
@@ -33,8 +34,15 @@ from clbench.run.sweep import (
 
 
 def base_model_dir(cfg: ExperimentConfig, stream: Stream, progress: bool = True) -> Path:
-    """The local checkpoint every run starts from: the user's ``model.path`` or the embedded model
-    (built with torch for either backend: the MLX backend loads the same checkpoint)."""
+    """The local checkpoint every run starts from: a named model's converted folder, the user's
+    ``model.path``, or the embedded model (built with torch for either backend: the MLX backend loads
+    the same checkpoint)."""
+    if cfg.model.name and cfg.model.path:
+        raise ConfigError("model", "give model.name or model.path, not both")
+    if cfg.model.name:
+        from clbench.modeling.named import resolve_named_model
+
+        return resolve_named_model(cfg.model.name, cfg.resolved_cache_dir())
     if cfg.model.path:
         from clbench.modeling.loading import check_checkpoint
 

@@ -7,7 +7,8 @@ Order of work (each result file written atomically, the row file of a task last)
 1. load the model (one that does not load leaves nothing behind), write ``config.json`` and
    ``provenance.json``; a directory holding a different config is refused;
 2. evaluate an untrained model of the same architecture (``reference``, for forward transfer) and the
-   base model (``base``, row before the stream);
+   base model as loaded (``base``, row before the stream) — or copy both from the cache, where the first
+   run of a model and stream put them (``clbench.run.fixed_rows``);
 3. for each task not yet finished: train it (or, for a task the base model learned, take the base
    row), save the adapter checkpoint and the strategy state, evaluate every probe suite, write the row;
 4. build the matrices, compute the metrics (with the loss check of ``clbench.results.loss_check``),
@@ -43,6 +44,7 @@ from clbench.eval.probes import higher_is_better
 from clbench.eval.rows import evaluate_row
 from clbench.faults import fault_point
 from clbench.results.atomic import remove_leftovers
+from clbench.results.breakdown import category_scores, known_suites
 from clbench.results.files import (
     SCHEMA_VERSION,
     RunFiles,
@@ -57,6 +59,8 @@ from clbench.results.metrics import summarize
 from clbench.results.provenance import provenance
 from clbench.results.tensorboard import open_curves
 from clbench.run.checks import TruncationCount, readable_checkpoint
+from clbench.run.fixed_rows import fixed_row
+from clbench.run.known_subset import ensure_known_subset
 from clbench.run.lock import LOCK_NAME, describe, hold, holder
 from clbench.run.plan import GridEntry, resolve_entry, stored_options_match
 from clbench.run.seeding import task_seed
@@ -192,24 +196,26 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
         from clbench.modeling.chat import chat_stream
 
         stream = chat_stream(stream, tok)
-    strategy = entry.make(seed, cfg, ops)
-    ops.seed(seed)
-    model = ops.place(strategy.prepare_model(model))
-    strategy.mark_trainable(model)
+    ensure_known_subset(files, cfg, stream, base_dir, lambda: ops.view(model, tok, batch_size=cfg.eval.batch_size),
+                        progress)  # on the model as loaded, before any strategy touches it
 
     def evaluate(m, desc: str, wrap=lambda view: view) -> dict:
         with wrap(ops.view(m, tok, batch_size=cfg.eval.batch_size)) as lm:
             return evaluate_row(lm, stream, cfg.eval, desc, progress)
 
-    if not files.reference.exists():
-        ref = ops.reference(cfg, base_dir, model)
-        write_row(files, "reference", evaluate(ref, "eval reference"), {})
-        del ref
     curves = open_curves(cfg.log, files.root, record)  # TensorBoard (and W&B if asked)
-    if not files.base.exists():
-        write_row(files, "base", evaluate(model, "eval base"), {})
-        curves.probes(read_json(files.base)["scores"], 0)
+    # the same for every strategy and seed: from the cache, or computed on the model as loaded
+    for which, make in (("reference", lambda: ops.reference(cfg, base_dir, model)), ("base", lambda: model)):
+        if not files.root.joinpath("eval", f"{which}.json").exists():
+            row = fixed_row(cfg, stream, base_dir, which, lambda make=make, which=which: evaluate(make(), f"eval {which}"))
+            write_row(files, which, row, {"cache_file": row["cache_file"]})
+            if which == "base":
+                curves.probes(row["scores"], 0)
     base = read_json(files.base)
+    strategy = entry.make(seed, cfg, ops)
+    ops.seed(seed)
+    model = ops.place(strategy.prepare_model(model))
+    strategy.mark_trainable(model)
 
     def encode(rec):
         return encode_example(tok, rec, cfg.model.max_length)
@@ -274,6 +280,7 @@ def finalize(files: RunFiles, stream: Stream, T: int, trainable_parameters: int)
     """
     rows = [read_json(files.after(t)) for t in range(T)]
     mats = matrices(stream, rows, read_json(files.base), read_json(files.reference))
+    mats.update(known_suites(files, stream, rows, mats))  # qa_known, ...: items the base model knew
     general = [i for i, t in enumerate(stream.tasks) if t.pretrained]
     metrics = {s: summarize(m["R"], m["reference"], m["base"], general, m["higher_is_better"]) for s, m in mats.items()}
     logs = [rec for t in range(T) if files.task_log(t).exists()
@@ -291,6 +298,7 @@ def finalize(files: RunFiles, stream: Stream, T: int, trainable_parameters: int)
                                                      for t in range(T) if not rows[t].get("pretrained")},
                                       "loss_check": loss_check(logs, [t.name for t in stream.tasks]),
                                       "truncated_records": {stream.tasks[t].name: rows[t].get("truncated_records", 0)
-                                                            for t in range(T) if not rows[t].get("pretrained")}})
+                                                            for t in range(T) if not rows[t].get("pretrained")},
+                                      "categories": category_scores(files, stream, rows)})
     atomic_write_jsonl(files.train_log, logs)
     atomic_write_bytes(files.done, b"")

@@ -99,6 +99,10 @@ def plan(cfg: ExperimentConfig) -> tuple[Stream, list[GridEntry]]:
     """Load the stream and resolve every strategy and its options for the configured backend
     (``model.backend``), before anything runs."""
     backend = get_backend(cfg.model.backend)
+    if cfg.model.name:  # an unknown name or a missing package fails here, before anything runs
+        from clbench.modeling.named import get_named, require_gguf_file
+
+        require_gguf_file(get_named(cfg.model.name))
     stream = load_stream(cfg.stream, cfg.allow_code)
     backend.check_stream(stream)
     names = [n for n in registry.names() if runs_by_default(registry.get(n), n, cfg.model.backend)]

@@ -36,6 +36,7 @@ class Plugin:
 
     name: str = "plugin"
     backends: ClassVar[tuple[str, ...]] = ("torch", "mlx")
+    family: str = "other"  # a run with this plugin is drawn with this family (clbench.reporting.looks)
 
     def __init__(self, options=None, *, strategy):
         self.options = options if options is not None else self.Options()

@@ -64,6 +64,7 @@ class Strategy:
     name: str = "base"
     trains: bool = True  # False: the runner skips training (e.g. the 'frozen' lower bound)
     requires_trainable: bool = True  # False: no trainable parameter is acceptable
+    family: str = "other"  # how reports group it: "nested learning", "baselines" or "references"
     backends: ClassVar[tuple[str, ...]] = ("torch", "mlx")
 
     def __init__(self, options=None, *, seed: int = 0, train: TrainConfig | None = None, backend=None):

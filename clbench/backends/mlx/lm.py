@@ -1,7 +1,8 @@
 """The probe-facing view of an mlx-lm model: the three methods of ``clbench.eval.torch_lm.TorchLM``.
 
 ``clbench.eval.probes`` scores this view unchanged; the batching of the likelihood questions is
-``clbench.eval.lm_view.LMView``'s, this class gives the forward pass and generation. The answers must equal
+``clbench.eval.lm_view.LMView``'s and the request ordering ``clbench.eval.requests``' (shared with torch),
+this class gives the forward pass and generation. The answers must equal
 the torch view's for the same weights (the parity test checks the base rows), so the rules are the same:
 
 * ``loglikelihood`` / ``token_nll``: right-padded batches; with causal attention a real token never
@@ -15,13 +16,13 @@ the torch view's for the same weights (the parity test checks the base rows), so
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 
 import mlx.core as mx
 import numpy as np
 
 from clbench.eval.lm_view import LMView
+from clbench.eval.requests import answer_ended, cut_at_newline, encode_text, same_length_batches
 
 
 class MLXLM(LMView):
@@ -37,22 +38,16 @@ class MLXLM(LMView):
             mask[i, : len(s)] = 1
         tokens = mx.array(ids)
         logits = self.model(tokens).astype(mx.float32)[:, :-1]
-        logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        picked = mx.take_along_axis(logp, tokens[:, 1:, None], axis=-1).squeeze(-1)
+        picked = mx.take_along_axis(logits, tokens[:, 1:, None], axis=-1).squeeze(-1) - mx.logsumexp(logits, axis=-1)
         return np.array(picked), mask[:, 1:]
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 12) -> list[str]:
         """Greedy continuation of each prompt, decoded and cut at the first newline."""
-        encoded = [self.ids(p) for p in prompts]
-        by_length: dict[int, list[int]] = defaultdict(list)
-        for i, ids in enumerate(encoded):
-            by_length[len(ids)].append(i)
+        encoded = [encode_text(self.tokenizer, p) for p in prompts]
         out: list[str] = [""] * len(prompts)
-        for _, members in sorted(by_length.items()):
-            for start in range(0, len(members), self.batch_size):
-                rows = members[start : start + self.batch_size]
-                for i, text in zip(rows, self._greedy([encoded[i] for i in rows], max_new_tokens)):
-                    out[i] = text
+        for rows in same_length_batches([len(e) for e in encoded], self.batch_size):
+            for i, text in zip(rows, self._greedy([encoded[i] for i in rows], max_new_tokens)):
+                out[i] = text
         return out
 
     def _greedy(self, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
@@ -72,8 +67,8 @@ class MLXLM(LMView):
                         ended[row] = True
                     else:
                         generated[row].append(t)
-                        ended[row] = "\n" in tok.decode(generated[row], skip_special_tokens=True)
+                        ended[row] = answer_ended(tok.decode(generated[row], skip_special_tokens=True))
             if all(ended):
                 break
             logits = self.model(nxt[:, None], cache=cache)[:, -1]
-        return [tok.decode(g, skip_special_tokens=True).split("\n")[0] for g in generated]
+        return [cut_at_newline(tok.decode(g, skip_special_tokens=True)) for g in generated]

@@ -1,0 +1,98 @@
+"""Native probe scoring against lm-eval's ``HFLM``, side by side on the same model, items and batch size.
+
+``clbench perf --model <folder or name>`` prints, for multiple choice (log-likelihood of each choice)
+and greedy generation (cut at the first newline), the time of clbench's ``TorchLM`` and of lm-eval's
+``HFLM`` given the very same in-memory model and tokenizer, their ratio, and whether the answers are
+identical: the same predicted choice and log-likelihoods within float32 rounding (``rel 1e-5``), the
+same generated text. lm-eval is asked through its own request objects (``Instance``), exactly what its
+evaluator would send for these items.
+
+Times are CPU seconds of this process (``time.process_time``) as well as wall seconds: on a shared
+machine the wall time of one side can absorb another process's load, the CPU time cannot. Each side runs
+once untimed, then ``reps`` timed times (median reported).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from clbench.eval.torch_lm import TorchLM
+
+
+def _timed(fn: Callable[[], object], reps: int) -> tuple[object, float, float]:
+    cpu, wall, out = [], [], None
+    for _ in range(reps):
+        c0, w0 = time.process_time(), time.perf_counter()
+        out = fn()
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return out, statistics.median(cpu), statistics.median(wall)
+
+
+def hflm(model, tokenizer, batch_size: int):
+    """lm-eval's own Hugging Face model class around the model in memory."""
+    import logging
+
+    from lm_eval.models.huggingface import HFLM
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its notice about an in-memory model
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
+
+
+def compare(model, tokenizer, mc_items: Sequence[dict], qa_items: Sequence[dict], batch_size: int,
+            max_new_tokens: int, reps: int = 1) -> dict:
+    """``{"mc": {...}, "generation": {...}}``: seconds of each side, the ratio, and the agreement."""
+    from lm_eval.api.instance import Instance
+
+    model.eval()
+    native = TorchLM(model, tokenizer, batch_size=batch_size)
+    reference = hflm(model, tokenizer, batch_size)
+    pairs = [(it["prompt"], " " + c) for it in mc_items for c in it["choices"]]
+    prompts = [it["prompt"] for it in qa_items]
+    ll_requests = [Instance("loglikelihood", {}, p, i) for i, p in enumerate(pairs)]
+    gen_kwargs = {"until": ["\n"], "max_gen_toks": max_new_tokens, "do_sample": False}
+    gen_requests = [Instance("generate_until", {}, (p, dict(gen_kwargs)), i) for i, p in enumerate(prompts)]
+    out = {}
+    with torch.no_grad():
+        for kind, ours, theirs in (
+            ("mc", lambda: native.loglikelihood(pairs),
+             lambda: [ll for ll, _ in reference.loglikelihood(ll_requests, disable_tqdm=True)]),
+            ("generation", lambda: native.generate(prompts, max_new_tokens),
+             lambda: [t.split("\n")[0] for t in reference.generate_until(gen_requests, disable_tqdm=True)]),
+        ):
+            ours(), theirs()  # untimed first calls: one-off set-up costs (allocations, caches) hit neither side
+            a, a_cpu, a_wall = _timed(ours, reps)
+            b, b_cpu, b_wall = _timed(theirs, reps)
+            out[kind] = {"native_cpu_s": a_cpu, "native_wall_s": a_wall, "lm_eval_cpu_s": b_cpu,
+                         "lm_eval_wall_s": b_wall, "ratio_cpu": b_cpu / a_cpu, "ratio_wall": b_wall / a_wall,
+                         "requests": len(a), **agreement(kind, a, b, mc_items)}
+    return out
+
+
+def agreement(kind: str, ours: list, theirs: list, mc_items: Sequence[dict]) -> dict:
+    """Whether both sides give the same answers (``identical``) and the largest log-likelihood gap."""
+    if kind == "generation":
+        return {"identical": ours == theirs, "differing": sum(a != b for a, b in zip(ours, theirs))}
+    gap = max((abs(a - b) / max(1.0, abs(b)) for a, b in zip(ours, theirs)), default=0.0)
+    picks, k = [], 0
+    for it in mc_items:
+        n = len(it["choices"])
+        pick = [max(range(n), key=lambda i, s=s: (s[k + i], -i)) for s in (ours, theirs)]
+        picks.append(pick[0] == pick[1])
+        k += n
+    return {"identical": all(picks) and gap <= 1e-5, "max_relative_gap": gap, "same_prediction": sum(picks)}
+
+
+def print_comparison(result: dict, batch_size: int) -> None:
+    for kind, r in result.items():
+        verdict = "identical" if r["identical"] else "DIFFERENT"
+        extra = (f", max relative log-likelihood gap {r['max_relative_gap']:.1e}" if kind == "mc"
+                 else f", {r['differing']} answers differ")
+        print(f"  {kind:<11} {r['requests']:>4} requests, batch {batch_size}: native {r['native_cpu_s']:6.2f} s, "
+              f"lm-eval HFLM {r['lm_eval_cpu_s']:6.2f} s CPU -> {r['ratio_cpu']:.2f}x "
+              f"(wall {r['native_wall_s']:.2f} / {r['lm_eval_wall_s']:.2f} s -> {r['ratio_wall']:.2f}x); "
+              f"{verdict}{extra}")

@@ -1,0 +1,123 @@
+"""``clbench perf`` on a real pretrained model: evaluation against lm-eval, training against sft.
+
+Run::
+
+    clbench perf --model /path/to/checkpoint        # any local Hugging Face causal-LM folder
+    clbench perf --model smollm2-135m               # a named model, once the named-model build is installed
+
+1. **Evaluation** (``clbench.bench.eval_speed``): clbench's native scorer and lm-eval's ``HFLM`` on the
+   same in-memory model, the same probe items (the stream's first task: its multiple-choice and
+   exact-match suites, ``--items`` of each) and the same batch size; ratio and identical-answer check.
+2. **Training**: tokens/s and ms per optimizer step of sft and of each nested-learning strategy on the
+   model, side by side (``clbench.bench.training_speed.step_times_on``: each strategy trains its own
+   copy, steps interleaved), on one real batch of the stream's first trained task; importance tiers'
+   warm-up is shortened to 2 steps so that its tiered steps are what is timed.
+3. **Batch composition**: the share of padding in the trainer's shuffled batches of that task, and what
+   grouping by length would leave (measured only: the trainer's order is part of every result, so a
+   change of it is a change of every benchmark number).
+
+Few steps and items by default, so it takes a few minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+import torch
+
+from clbench.config.experiment import TrainConfig
+from clbench.data.encoding import batch_stream, count_tokens, encode_example
+from clbench.data.streams import load_stream
+
+NESTED = [("sft", "sft", {}), ("layer_tiers", "layer_tiers", {}),
+          ("importance_tiers", "importance_tiers", {"warmup_steps": 2}), ("cms", "cms", {}),
+          ("surprise", "sft", {}, ["surprise"])]
+
+
+def resolve_model(spec: str | None, cache_dir: Path) -> Path | None:
+    """A checkpoint folder from ``--model`` (a path or a named model); ``None`` when nothing is given
+    and SmolLM2-135M is not available."""
+    if spec and Path(spec).expanduser().is_dir():
+        return Path(spec).expanduser()
+    name = spec or "smollm2-135m"
+    if importlib.util.find_spec("clbench.modeling.named") is None:
+        if spec:
+            from clbench.errors import ConfigError
+
+            raise ConfigError("--model", f"{spec!r} is not a folder (named models need clbench.modeling.named)")
+        return None
+    from clbench.modeling import named
+
+    try:
+        named.require_gguf_file(named.get_named(name))
+    except Exception:
+        if spec:
+            raise
+        return None
+    return named.resolve_named_model(name, cache_dir)
+
+
+def padding_share(encoded, batch_size: int, pad_id: int, batches: int = 50, group: int = 0) -> float:
+    """Share of padding positions in ``batches`` of the trainer's batch stream (``group`` > 0: batches
+    re-formed by length within windows of ``group`` batches — what length grouping would leave)."""
+    stream = batch_stream(encoded, batch_size, pad_id, seed=0)
+    drawn = [next(stream) for _ in range(batches)]
+    if group:
+        lengths = sorted(int(n) for b in drawn for n in b["attention_mask"].sum(-1))
+        real = sum(lengths)
+        padded = sum(max(lengths[i : i + batch_size]) * len(lengths[i : i + batch_size])
+                     for i in range(0, len(lengths), batch_size))
+        return 1 - real / padded
+    real = sum(count_tokens(b) for b in drawn)
+    return 1 - real / sum(b["input_ids"].numel() for b in drawn)
+
+
+def main(args=None) -> int:
+    from clbench.bench.eval_speed import compare, print_comparison
+    from clbench.bench.training_speed import step_times_on
+    from clbench.config.experiment import load_config
+    from clbench.modeling.loading import load_causal_lm
+
+    cfg = load_config(None)
+    folder = resolve_model(getattr(args, "model", None), cfg.resolved_cache_dir())
+    if folder is None:
+        print("\nreal model: skipped (give --model <checkpoint folder>, or install SmolLM2: make real-model)")
+        return 0
+    stream_name = getattr(args, "stream", None) or ("real" if Path("tasks/real.yaml").exists() else "default")
+    stream = load_stream(stream_name)
+    n_items, batch = getattr(args, "items", 32), getattr(args, "eval_batch", 16)
+    t0 = time.perf_counter()
+    model, tok = load_causal_lm(folder, "auto", "auto")
+    print(f"\nreal model {folder} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
+          f"{model.device}, {next(model.parameters()).dtype}, loaded in {time.perf_counter() - t0:.1f} s), "
+          f"stream {stream.name!r}")
+    first = stream.tasks[0]
+    mc = next(s for s in first.probes if s.kind == "multiple_choice").items[:n_items]
+    qa = next(s for s in first.probes if s.kind == "exact_match").items[:n_items]
+    print(f"evaluation, native vs lm-eval HFLM ({first.name}: {len(mc)} multiple-choice and {len(qa)} "
+          f"exact-match items):")
+    print_comparison(compare(model, tok, mc, qa, batch, cfg.eval.max_new_tokens, reps=1), batch)
+
+    task = next(t for t in stream.tasks if not t.pretrained)
+    train = TrainConfig(batch_size=getattr(args, "train_batch", 8))
+    encoded = [encode_example(tok, r, cfg.model.max_length) for r in task.train]
+    print(f"training batch composition ({task.name}, batch {train.batch_size}): "
+          f"{padding_share(encoded, train.batch_size, tok.pad_token_id):.0%} of positions are padding in the "
+          f"trainer's shuffled batches, {padding_share(encoded, train.batch_size, tok.pad_token_id, group=8):.0%} "
+          f"with batches grouped by length in windows of 8")
+    example = next(batch_stream(encoded, train.batch_size, tok.pad_token_id, seed=0))
+    tokens = count_tokens(example)
+    steps = max(4, getattr(args, "real_steps", 4))
+    times = step_times_on(model, example, NESTED, steps=steps, reps=2, warmup=4, train=train)
+    sft = times["sft"]
+    print(f"training step time on this model ({tokens} tokens/step; {steps} steps x 2 repetitions, "
+          f"interleaved):")
+    print(f"  {'strategy':<18} {'ms/step':>8} {'tokens/s':>9} {'x sft':>6}")
+    for label, sec in times.items():
+        print(f"  {label:<18} {sec * 1e3:8.0f} {tokens / sec:9.0f} {sec / sft:6.2f}")
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return 0

