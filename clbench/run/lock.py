@@ -30,13 +30,23 @@ LOCK_NAME = "LOCK"
 NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
-def holder(path: Path) -> dict | None:
-    """The record in lock file ``path`` (``pid``, ``host``, ``since``), ``None`` if absent or unreadable."""
-    try:
-        info = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) else None
+def holder(path: Path, wait: float = 0.0) -> dict | None:
+    """The record in lock file ``path`` (``pid``, ``host``, ``since``), ``None`` if absent or unreadable.
+
+    ``wait``: seconds to keep re-reading an empty or half-written record — a holder writes it just after
+    taking the lock, so a process that finds the lock taken may read it in between.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            info = json.loads(Path(path).read_text())
+            if isinstance(info, dict):
+                return info
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
 
 
 def describe(info: dict | None) -> str:

@@ -160,7 +160,7 @@ def run_one(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: int, 
 
     with hold(root, wait=wait, on_wait=waiting) as held:
         if not held:
-            print(f"clbench: skipped {root}: {describe(holder(root / LOCK_NAME))} is writing it "
+            print(f"clbench: skipped {root}: {describe(holder(root / LOCK_NAME, wait=2.0))} is writing it "
                   "(clbench run --wait waits for it)", file=sys.stderr)
             return root, "locked"
         remove_leftovers(root)
