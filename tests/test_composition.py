@@ -115,6 +115,7 @@ def test_what_cannot_be_composed_is_refused_before_anything_runs(tmp_path):
     refused("[{name: sft, with: [surprize]}]", r"unknown plugin 'surprize'.*did you mean 'surprise'")
     refused("[{name: sft, with: [{name: surprise, options: {every_n: 0}}]}]", r"with\[0\]\.options\.every_n")
     refused("[{name: sft, with: [{name: surprise, weights: [1]}]}]", r"with\[0\].*name, options")
+    refused("[{name: sft, with: [[surprise]]}]", r"with\[0\].*name, options")
     refused("[{name: sft, wiht: [surprise]}]", r"unknown key 'wiht'.*did you mean 'with'")
     refused("[{name: sft, train: {steps_per_tsk: 3}}]", r"strategies\[sft\]\.train.*steps_per_tsk")
     refused("[surprise]", "'surprise' is a plugin, not a strategy")

@@ -62,9 +62,9 @@ def resolve_entry(spec: StrategySpec, cfg: ExperimentConfig) -> GridEntry:
         raise unsupported(spec.name, cfg.model.backend, supported)
     plugins = []
     for i, item in enumerate(spec.with_):
-        name, raw = (item, {}) if isinstance(item, str) else (item.get("name"), item.get("options", {}))
-        if not isinstance(item, (str, dict)) or set(item if isinstance(item, dict) else ()) - {"name", "options"}:
+        if not isinstance(item, (str, dict)) or (isinstance(item, dict) and set(item) - {"name", "options"}):
             raise ConfigError(f"{where}.with[{i}]", "a plugin is a name or {name, options}", ["name", "options"])
+        name, raw = (item, {}) if isinstance(item, str) else (item.get("name"), item.get("options", {}))
         plugin = registry.get_plugin(name)
         if cfg.model.backend not in plugin.backends:
             raise unsupported(f"{spec.name} with {name}", cfg.model.backend, plugin.backends)
