@@ -193,25 +193,35 @@ def _interval(reps: np.ndarray, level: float = LEVEL) -> tuple[float, float] | N
     return float(lo), float(hi)
 
 
-def bootstrap_intervals(groups: Mapping[str, list[Run]], suite: str, reference: str = "sft", stream: str = "",
-                        replicates: int = REPLICATES) -> dict[tuple[str, str], dict | None]:
-    """``{(strategy label, metric key): {"low", "high", "replicates", "diff_vs_reference"} or None}``.
+@dataclass(frozen=True)
+class Replicates:
+    """Every strategy's bootstrap replicates of every metric: ``values[label][key]`` is ``(B,)``; the
+    strategies with the same ``seeds[label]`` share their draws, so their replicates are paired."""
 
-    ``diff_vs_reference`` is ``{"low", "high"}`` of the paired bootstrap of (strategy − reference), or
-    None for the reference itself and for a strategy with other seeds than the reference's.
-    """
-    loaded: dict[str, tuple[tuple[int, ...], list[SuiteItems]] | None] = {}
+    values: dict[str, dict[str, np.ndarray]]
+    seeds: dict[str, tuple[int, ...]]
+    tasks: tuple[str, ...]
+    count: int
+
+    def paired(self, a: str, b: str) -> bool:
+        return a in self.values and b in self.values and self.seeds[a] == self.seeds[b]
+
+
+def bootstrap_replicates(groups: Mapping[str, list[Run]], suite: str, stream: str = "",
+                         replicates: int = REPLICATES) -> Replicates:
+    """The replicates behind :func:`bootstrap_intervals` and the matched-learning comparison
+    (:mod:`clbench.reporting.matched`), computed once per report: strategies without per-item files
+    (lm-eval suites) or with other item counts than the first group of the same seeds are left out."""
+    values: dict[str, dict[str, np.ndarray]] = {}
+    seeds_of: dict[str, tuple[int, ...]] = {}
+    draws: dict[tuple[int, ...], Draws] = {}
     tasks: list[str] = []
     for label, runs in groups.items():
         items = [load_suite_items(r, suite) for r in runs]
         tasks = runs[0].tasks
-        loaded[label] = None if not items or any(i is None for i in items) else (tuple(r.seed for r in runs), items)
-    draws: dict[tuple[int, ...], Draws] = {}
-    reps: dict[str, dict[str, np.ndarray]] = {}
-    for label, got in loaded.items():
-        if got is None:
+        if not items or any(i is None for i in items):
             continue
-        seeds, items = got
+        seeds = tuple(r.seed for r in runs)
         counts = _item_counts(items)
         if counts is None:
             continue
@@ -220,23 +230,35 @@ def bootstrap_intervals(groups: Mapping[str, list[Run]], suite: str, reference: 
             draws[seeds] = make_draws(rng, len(seeds), counts, replicates)
         if {j: x.shape[2] for j, x in draws[seeds].items.items()} != counts:
             continue  # other item counts than the first group with these seeds: no common draws
-        reps[label] = replicate_metrics(items, draws[seeds], tasks)
-    ref_seeds = loaded.get(reference)[0] if loaded.get(reference) else None
+        values[label] = replicate_metrics(items, draws[seeds], tasks)
+        seeds_of[label] = seeds
+    return Replicates(values, seeds_of, tuple(tasks), replicates)
+
+
+def bootstrap_intervals(groups: Mapping[str, list[Run]], suite: str, reference: str = "sft", stream: str = "",
+                        replicates: int = REPLICATES, reps: Replicates | None = None
+                        ) -> dict[tuple[str, str], dict | None]:
+    """``{(strategy label, metric key): {"low", "high", "replicates", "diff_vs_reference"} or None}``.
+
+    ``diff_vs_reference`` is ``{"low", "high"}`` of the paired bootstrap of (strategy − reference), or
+    None for the reference itself and for a strategy with other seeds than the reference's. ``reps``:
+    the replicates if already drawn (:func:`bootstrap_replicates` with the same arguments).
+    """
+    reps = reps if reps is not None else bootstrap_replicates(groups, suite, stream, replicates)
+    tasks = next(iter(groups.values()))[0].tasks if groups else []
     out: dict[tuple[str, str], dict | None] = {}
     for label in groups:
         for key in METRICS + [f"final:{t}" for t in tasks]:
-            if label not in reps or key not in reps[label]:
-                out[(label, key)] = None
-                continue
-            interval = _interval(reps[label][key])
+            mine = reps.values.get(label, {}).get(key)
+            interval = None if mine is None else _interval(mine)
             if interval is None:
                 out[(label, key)] = None
                 continue
             diff = None
-            if label != reference and reference in reps and loaded[label][0] == ref_seeds:
-                d = _interval(reps[label][key] - reps[reference][key])
+            if label != reference and reps.paired(label, reference):
+                d = _interval(mine - reps.values[reference][key])
                 diff = None if d is None else {"low": d[0], "high": d[1]}
-            out[(label, key)] = {"low": interval[0], "high": interval[1], "replicates": replicates,
+            out[(label, key)] = {"low": interval[0], "high": interval[1], "replicates": reps.count,
                                  "level": LEVEL, "diff_vs_reference": diff}
     return out
 

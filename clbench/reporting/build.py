@@ -7,6 +7,8 @@ Reads only finished runs (never retrains), groups them by stream × strategy lab
     <out>/README.md, <out>/index.html            what was run (stream, model, seeds, versions, git
                                                  revisions), metric formulas, every table and figure
     <out>/<stream>/tables/{summary,cost,per_task}.{md,tex}
+    <out>/<stream>/tables/matched.{md,tex}       forgetting at matched learning, when the runs include
+                                                 the reference at other learning rates (reporting/matched.py)
     <out>/<stream>/tables/{orders,tuning}.{md,tex}  when the runs span task orders / were tuned
     <out>/<stream>/figures/*.{pdf,png}
     <out>/<stream>/numbers.json                  every mean, CI half-width, n, p-value (raw and
@@ -28,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clbench.errors import ConfigError
-from clbench.reporting.bootstrap import bootstrap_intervals
+from clbench.reporting.bootstrap import bootstrap_intervals, bootstrap_replicates
 from clbench.reporting.figures import FigureFile, write_figures
+from clbench.reporting.matched import matched_table
 from clbench.reporting.orders import order_numbers, order_table
 from clbench.reporting.stats import mean_ci, pareto_optimal
 from clbench.reporting.tables import Column, Table, build_table, to_latex, to_markdown, unit_scale
@@ -170,7 +173,8 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
     pareto = dict(zip(labels, front))
     slug = _slug(stream)
     captions = table_captions(stream, suite, hib)
-    intervals = bootstrap_intervals(groups, suite, reference, stream)  # probe scores only, not cost
+    reps = bootstrap_replicates(groups, suite, stream)  # drawn once: the intervals and the matched table
+    intervals = bootstrap_intervals(groups, suite, reference, stream, reps=reps)  # probe scores only, not cost
     specs = [("summary", "Summary", quality_columns(hib, values), pareto, intervals),
              ("cost", "Cost", cost_columns(values), None, None),
              ("per_task", "Per-task final scores", per_task_columns(first, hib, values), None, intervals)]
@@ -180,6 +184,10 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
                             flags, intervals=boot)
         tables.append((table, *_write_table(out_dir, folder, table, stem)))
         numbers[stem] = table.numbers
+        if stem == "summary":  # at matched learning: right after the table it qualifies
+            matched, numbers["matched"] = matched_table(groups, suite, reference, reps, stream, slug)
+            if matched is not None:
+                tables.append((matched, *_write_table(out_dir, folder, matched, "matched")))
     for stem, table in knowledge_tables(groups, suite, slug, stream, reference):
         tables.append((table, *_write_table(out_dir, folder, table, stem)))
         numbers[stem] = table.numbers
@@ -195,7 +203,8 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
     atomic_write_bytes(out_dir / folder / "numbers.json",
                        (json.dumps({"stream": stream, "suite": suite, "reference": reference, "tables": numbers},
                                    indent=2, sort_keys=True) + "\n").encode())
-    drawn = write_figures(out_dir, f"{folder}/figures", groups, suite, est, pareto, reference) if figures else []
+    drawn = (write_figures(out_dir, f"{folder}/figures", groups, suite, est, pareto, reference,
+                           numbers["matched"]["frontier"]) if figures else [])
     return StreamReport(stream, folder, suite, groups, tables, drawn)
 
 

@@ -206,8 +206,10 @@ def _errorbar_point(ax, x: Estimate, y: Estimate, lk: Look, **kw) -> None:
 
 
 def stability_plasticity(est: Mapping[str, Mapping[str, Estimate]], pareto: Mapping[str, bool],
-                         looks_: Mapping[str, Look], suite: str, la_higher_is_better: bool = True):
-    """Forgetting (x, lower is better) vs learning accuracy (y), CI error bars, Pareto front dashed."""
+                         looks_: Mapping[str, Look], suite: str, la_higher_is_better: bool = True,
+                         frontier: Sequence[str] = ()):
+    """Forgetting (x, lower is better) vs learning accuracy (y), CI error bars, Pareto front dashed; the
+    matched-learning frontier (``frontier``: the reference at other learning rates) a solid grey line."""
     fig = _figure(WIDTH, 2.3 + _legend_height(looks_, est))
     ax = fig.add_subplot()
     labels = [lab for lab in est if est[lab]["forgetting"].mean is not None and est[lab]["learning_acc"].mean is not None]
@@ -220,6 +222,9 @@ def stability_plasticity(est: Mapping[str, Mapping[str, Estimate]], pareto: Mapp
     if len(front) > 1:
         ax.plot([p[0] for p in front], [p[1] for p in front], color="#555555", linestyle="--", linewidth=0.8,
                 drawstyle="steps-post", zorder=0)  # the edge of the region the front dominates
+    curve = sorted((est[lab]["learning_acc"].mean, est[lab]["forgetting"].mean) for lab in frontier if lab in labels)
+    if len(curve) > 1:  # what the matched-learning table interpolates (clbench.reporting.matched)
+        ax.plot([p[1] for p in curve], [p[0] for p in curve], color="#999999", linewidth=1.6, alpha=0.6, zorder=0)
     ax.set_xlabel(f"forgetting F ({suite}, lower is better)")
     ax.set_ylabel(f"learning accuracy LA ({suite}) {'↑' if la_higher_is_better else '↓'}")
     if labels:
@@ -348,8 +353,8 @@ def tier_figure(label: str, data: dict):
 
 # --- all figures of one stream -----------------------------------------------------------------------
 def write_figures(out_dir: Path, prefix: str, groups: Mapping[str, Sequence[Run]], suite: str,
-                  est: Mapping[str, Mapping[str, Estimate]], pareto: Mapping[str, bool], reference: str = "sft"
-                  ) -> list[FigureFile]:
+                  est: Mapping[str, Mapping[str, Estimate]], pareto: Mapping[str, bool], reference: str = "sft",
+                  frontier: Sequence[str] = ()) -> list[FigureFile]:
     """Draw and save every figure of one stream; returns what was written, in reading order.
 
     ``prefix`` is the folder (relative to ``out_dir``) the files go to; ``est`` holds the seed
@@ -383,10 +388,12 @@ def write_figures(out_dir: Path, prefix: str, groups: Mapping[str, Sequence[Run]
         emit(retention_curves(groups, suite, looks_, bool(unit)), "retention", "Retention curves",
              f"Each task's {suite} score (y) after each task of the stream (x), one panel per task; dotted line: "
              f"where that task is trained. Lines: seed means; bands: {ci}.")
-        emit(stability_plasticity(est, pareto, looks_, suite, hib), "stability-plasticity",
+        curve = (f" Solid grey line: {reference} at other learning rates ({', '.join(frontier)}), the frontier the "
+                 f"matched-learning table compares every strategy with." if len(frontier) > 1 else "")
+        emit(stability_plasticity(est, pareto, looks_, suite, hib, frontier), "stability-plasticity",
              "Stability–plasticity plane",
              f"Average forgetting F (x) vs learning accuracy LA (y), both on {suite}; error bars: {ci}. Circled, "
-             f"joined by the dashed line: the Pareto front (no other strategy has lower F and higher LA).")
+             f"joined by the dashed line: the Pareto front (no other strategy has lower F and higher LA).{curve}")
         for lab, runs in groups.items():
             data = tier_data(runs)
             if data is not None:

@@ -1,0 +1,128 @@
+"""Forgetting at matched learning (``clbench.reporting.matched``) on runs chosen by hand.
+
+LA averages the diagonal of R over every task, the pretrained one included (its base score, 1 here).
+The frontier is ``sft`` (LA 1, F 0.5) and ``sft-low`` (the same row at another learning rate: LA 2/3,
+F 0), so F_frontier(LA) = 1.5 (LA − 2/3) on [2/3, 1]. Probe items within a (seed, task) are all alike
+except where a test says otherwise, so bootstrap replicates equal the point value and every number
+below is worked out on paper.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from clbench.reporting.bootstrap import bootstrap_replicates
+from clbench.reporting.build import build_report
+from clbench.reporting.matched import frontier_at, frontier_labels, matched_comparisons, matched_table
+from tests.test_report_bootstrap import ALL, HALF, NONE, groups_of, write_item_run
+
+BASE, REF = [ALL, NONE, NONE], [NONE, NONE, NONE]
+
+
+def rows(m1, m2, n2):
+    """general (pretrained) always right; medical m1 after its task and m2 at the end; notes n2."""
+    return [[ALL, NONE, NONE], [ALL, m1, NONE], [ALL, m2, n2]]
+
+
+def write(root, label, R, **config):
+    """Seeds 0 and 1 of ``label`` (identical), with ``config``'s sections merged into config.json."""
+    for seed in (0, 1):
+        d = write_item_run(root, label, seed, R, BASE, REF)
+        cfg = json.loads((d / "config.json").read_text())
+        for section, values in config.items():
+            cfg[section].update(values)
+        (d / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.fixture
+def grid(tmp_path):
+    write(tmp_path, "sft", rows(ALL, NONE, ALL))                              # LA 1, F 0.5
+    write(tmp_path, "sft-low", rows(ALL, ALL, NONE), train={"lr": 0.001})     # LA 2/3, F 0
+    write(tmp_path, "keeper", rows(ALL, ALL, ALL), strategy={"name": "cms"})  # LA 1, F 0: ΔF = -0.5
+    write(tmp_path, "half", rows(ALL, NONE, HALF), strategy={"name": "cms"})  # LA 5/6, F 0.5: ΔF = +0.25
+    write(tmp_path, "idle", rows(NONE, NONE, NONE), strategy={"name": "cms"})  # LA 1/3: below the frontier
+    write(tmp_path, "sft-m3", rows(ALL, NONE, ALL), train={"optimizer": "m3"})  # not a frontier row
+    write(tmp_path, "edge", rows(HALF, NONE, HALF), strategy={"name": "cms"})  # LA 2/3 (the end), F 0.25
+    return groups_of(tmp_path)
+
+
+def test_frontier_interpolates_between_its_points_and_extrapolates_only_when_asked():
+    assert frontier_at([0.5, 1.0], [0.0, 0.5], 0.75) == pytest.approx(0.25)
+    assert frontier_at([1.0, 0.5], [0.5, 0.0], 0.5) == pytest.approx(0.0)  # order of the points is irrelevant
+    assert frontier_at([0.5, 1.0], [0.0, 0.5], 0.25) is None
+    assert frontier_at([0.5, 1.0], [0.0, 0.5], 0.25, extrapolate=True) == pytest.approx(-0.25)
+    assert frontier_at([0.5, 0.5, 1.0], [0.0, 0.2, 0.5], 0.5) == pytest.approx(0.1)  # equal LA: averaged
+    assert frontier_at([0.5], [0.0], 0.5) is None  # one point is no frontier
+
+
+def test_frontier_rows_differ_from_the_reference_in_the_learning_rate_only(grid):
+    assert sorted(frontier_labels(grid, "sft")) == ["sft", "sft-low"]
+    assert frontier_labels(grid, "absent") == []
+
+
+def test_matched_deltas_intervals_and_holm(grid):
+    front, comps = matched_comparisons(grid, "qa", "sft", bootstrap_replicates(grid, "qa"))
+    by = {(m.strategy, m.metric): m for m in comps}
+    assert sorted(front) == ["sft", "sft-low"]
+    assert {m.strategy for m in comps} == {"keeper", "half", "idle", "sft-m3", "edge"}
+    keeper = by[("keeper", "forgetting")]
+    assert (keeper.learning_acc, keeper.frontier_value, keeper.delta) == pytest.approx((1.0, 0.5, -0.5))
+    assert (keeper.low, keeper.high, keeper.p) == pytest.approx((-0.5, -0.5, 0.0))
+    half = by[("half", "forgetting")]
+    assert (half.learning_acc, half.frontier_value, half.delta) == pytest.approx((5 / 6, 0.25, 0.25))
+    # notes' items are half right: resampling them moves LA (and so the frontier) and not F, so the
+    # interval spreads around +0.25 but stays above 0 (LA_b = (2 + notes_b) / 3, so ΔF_b = 0.5 − 0.5 notes_b)
+    assert 0.1 < half.low < 0.25 < half.high < 0.4 and half.p == 0.0
+    # at the frontier's end, with items that vary: about half the replicates fall below the frontier,
+    # so the point value stands but no interval and no test are given
+    edge = by[("edge", "forgetting")]
+    assert (edge.learning_acc, edge.delta) == pytest.approx((2 / 3, 0.25))
+    assert 0.3 < edge.in_range < 0.7 and edge.low is None and edge.p is None
+    idle = by[("idle", "forgetting")]
+    assert idle.delta is None and idle.side == "below"
+    retention = by[("keeper", "general_retention")]  # general is kept by everyone: Δ = 0, p = 1
+    assert retention.delta == pytest.approx(0.0) and retention.p == 1.0
+    # Holm over the comparisons with a p-value (idle has none): the zeros stay 0, the ones stay 1
+    assert by[("half", "forgetting")].p_holm == 0.0 and retention.p_holm == 1.0
+
+
+def test_matched_table_and_report_file(grid, tmp_path):
+    table, numbers = matched_table(grid, "qa", "sft", bootstrap_replicates(grid, "qa"), "toy", "toy")
+    text = {row[0].text: row for row in table.rows}
+    assert text["keeper"][2].text == "-0.500 [-0.500, -0.500]†"
+    assert text["keeper"][-1].text == "better than sft at matched learning"
+    assert text["half"][-1].text == "worse than sft at matched learning"
+    assert text["edge"][2].text == "0.250" and text["edge"][-1].text.startswith("frontier too uncertain at this LA")
+    assert text["idle"][2].text == "–" and text["idle"][-1].text.startswith("learns less than any frontier row")
+    assert sorted(numbers["frontier"]) == ["sft", "sft-low"]
+    out = tmp_path / "report"
+    build_report([tmp_path / "exp"], out, figures=False)
+    md = (out / "toy" / "tables" / "matched.md").read_text()
+    assert "keeper" in md and "sft-low (LA 0.667, F 0.000, lr 0.001)" in md
+    assert (out / "toy" / "tables" / "matched.tex").exists()
+
+
+def test_no_frontier_no_table(tmp_path):
+    write(tmp_path, "sft", rows(ALL, NONE, ALL))
+    write(tmp_path, "keeper", rows(ALL, ALL, ALL), strategy={"name": "cms"})
+    groups = groups_of(tmp_path)
+    table, numbers = matched_table(groups, "qa", "sft", bootstrap_replicates(groups, "qa"), "toy", "toy")
+    assert table is None and numbers["comparisons"] == []
+
+
+def test_stability_plasticity_draws_the_frontier_it_is_given():
+    from clbench.reporting.figures import stability_plasticity
+    from clbench.reporting.looks import looks
+    from clbench.reporting.stats import Estimate
+
+    est = {lab: {"forgetting": Estimate(f, 0.01, 3), "learning_acc": Estimate(la, 0.01, 3)}
+           for lab, f, la in (("sft", 0.9, 0.95), ("sft-low", 0.1, 0.5), ("sft-mid", 0.4, 0.8), ("cms", 0.5, 0.9))}
+    lk = looks({lab: "sft" if lab.startswith("sft") else "cms" for lab in est})
+    fig = stability_plasticity(est, {}, lk, "qa", frontier=["sft", "sft-low", "sft-mid"])
+    lines = [ln for ln in fig.axes[0].lines if len(ln.get_xdata()) == 3]
+    assert len(lines) == 1  # the frontier, through its three rows in order of LA (cms is not on it)
+    assert list(lines[0].get_xdata()) == [0.1, 0.4, 0.9] and list(lines[0].get_ydata()) == [0.5, 0.8, 0.95]
+    without = stability_plasticity(est, {}, lk, "qa")
+    assert not [ln for ln in without.axes[0].lines if len(ln.get_xdata()) == 3]
