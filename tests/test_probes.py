@@ -24,7 +24,7 @@ class FixedAnswers:
         self.generations, self.loglikelihoods, self.nlls = list(generations), list(loglikelihoods), list(nlls)
         self.asked: list = []
 
-    def generate(self, prompts, max_new_tokens=12):
+    def generate(self, prompts, max_new_tokens=12, until=()):
         self.asked.append(list(prompts))
         return self.generations[: len(prompts)]
 

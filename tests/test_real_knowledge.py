@@ -77,7 +77,7 @@ def test_until_cuts_and_aliases_match():
     from clbench.eval.probes import score_exact_match
 
     class Fixed:
-        def generate(self, prompts, max_new_tokens):
+        def generate(self, prompts, max_new_tokens, until=()):
             return [" Paris, the city of light", " Japanese yen (JPY)", " Lyon."]
 
     suite = ProbeSuite("qa", "exact_match", (

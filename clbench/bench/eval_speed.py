@@ -1,11 +1,16 @@
 """Native probe scoring against lm-eval's ``HFLM``, side by side on the same model, items and batch size.
 
 ``clbench perf --model <folder or name>`` prints, for multiple choice (log-likelihood of each choice)
-and greedy generation (cut at the first newline), the time of clbench's ``TorchLM`` and of lm-eval's
-``HFLM`` given the very same in-memory model and tokenizer, their ratio, and whether the answers are
-identical: the same predicted choice and log-likelihoods within float32 rounding (``rel 1e-5``), the
-same generated text. lm-eval is asked through its own request objects (``Instance``), exactly what its
-evaluator would send for these items.
+and greedy generation, the time of clbench's ``TorchLM`` and of lm-eval's ``HFLM`` given the very same
+in-memory model and tokenizer, their ratio, and whether the answers are identical: the same predicted
+choice and log-likelihoods within float32 rounding (``rel 1e-5``), the same generated text. lm-eval is
+asked through its own request objects (``Instance``), exactly what its evaluator would send for these
+items.
+
+Generation is compared twice: cut at the first newline (``until: ["\\n"]`` for both), and, given the
+probe suite's ``until`` strings, cut at the newline and at those (``generation_until``): both sides get
+the same stop strings, HFLM in its ``gen_kwargs`` (it stops a batch once every row has produced one),
+clbench in ``generate(..., until=...)``, and the answers compared are both cut there.
 
 Times are CPU seconds of this process (``time.process_time``) as well as wall seconds: on a shared
 machine the wall time of one side can absorb another process's load, the CPU time cannot. Each side runs
@@ -20,6 +25,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from clbench.eval.probes import cut_at
 from clbench.eval.torch_lm import TorchLM
 
 
@@ -44,8 +50,9 @@ def hflm(model, tokenizer, batch_size: int):
 
 
 def compare(model, tokenizer, mc_items: Sequence[dict], qa_items: Sequence[dict], batch_size: int,
-            max_new_tokens: int, reps: int = 1) -> dict:
-    """``{"mc": {...}, "generation": {...}}``: seconds of each side, the ratio, and the agreement."""
+            max_new_tokens: int, reps: int = 1, until: Sequence[str] = ()) -> dict:
+    """``{"mc": {...}, "generation": {...}}`` (and ``"generation_until"`` when ``until`` is given):
+    seconds of each side, the ratio, and the agreement."""
     from lm_eval.api.instance import Instance
 
     model.eval()
@@ -54,16 +61,22 @@ def compare(model, tokenizer, mc_items: Sequence[dict], qa_items: Sequence[dict]
     pairs = [(it["prompt"], " " + c) for it in mc_items for c in it["choices"]]
     prompts = [it["prompt"] for it in qa_items]
     ll_requests = [Instance("loglikelihood", {}, p, i) for i, p in enumerate(pairs)]
-    gen_kwargs = {"until": ["\n"], "max_gen_toks": max_new_tokens, "do_sample": False}
-    gen_requests = [Instance("generate_until", {}, (p, dict(gen_kwargs)), i) for i, p in enumerate(prompts)]
+
+    def generation(stops: Sequence[str]):
+        """Both sides' greedy answers cut at the newline and at ``stops``."""
+        kwargs = {"until": ["\n", *stops], "max_gen_toks": max_new_tokens, "do_sample": False}
+        requests = [Instance("generate_until", {}, (p, dict(kwargs)), i) for i, p in enumerate(prompts)]
+        return (lambda: [cut_at(t, stops) for t in native.generate(prompts, max_new_tokens, until=stops)],
+                lambda: [cut_at(t, ["\n", *stops]) for t in reference.generate_until(requests, disable_tqdm=True)])
+
+    sides = [("mc", lambda: native.loglikelihood(pairs),
+              lambda: [ll for ll, _ in reference.loglikelihood(ll_requests, disable_tqdm=True)]),
+             ("generation", *generation(()))]
+    if until:
+        sides.append(("generation_until", *generation(tuple(until))))
     out = {}
     with torch.no_grad():
-        for kind, ours, theirs in (
-            ("mc", lambda: native.loglikelihood(pairs),
-             lambda: [ll for ll, _ in reference.loglikelihood(ll_requests, disable_tqdm=True)]),
-            ("generation", lambda: native.generate(prompts, max_new_tokens),
-             lambda: [t.split("\n")[0] for t in reference.generate_until(gen_requests, disable_tqdm=True)]),
-        ):
+        for kind, ours, theirs in sides:
             ours(), theirs()  # untimed first calls: one-off set-up costs (allocations, caches) hit neither side
             a, a_cpu, a_wall = _timed(ours, reps)
             b, b_cpu, b_wall = _timed(theirs, reps)
@@ -75,7 +88,7 @@ def compare(model, tokenizer, mc_items: Sequence[dict], qa_items: Sequence[dict]
 
 def agreement(kind: str, ours: list, theirs: list, mc_items: Sequence[dict]) -> dict:
     """Whether both sides give the same answers (``identical``) and the largest log-likelihood gap."""
-    if kind == "generation":
+    if kind.startswith("generation"):
         return {"identical": ours == theirs, "differing": sum(a != b for a, b in zip(ours, theirs))}
     gap = max((abs(a - b) / max(1.0, abs(b)) for a, b in zip(ours, theirs)), default=0.0)
     picks, k = [], 0
@@ -92,7 +105,7 @@ def print_comparison(result: dict, batch_size: int) -> None:
         verdict = "identical" if r["identical"] else "DIFFERENT"
         extra = (f", max relative log-likelihood gap {r['max_relative_gap']:.1e}" if kind == "mc"
                  else f", {r['differing']} answers differ")
-        print(f"  {kind:<11} {r['requests']:>4} requests, batch {batch_size}: native {r['native_cpu_s']:6.2f} s, "
+        print(f"  {kind:<16} {r['requests']:>4} requests, batch {batch_size}: native {r['native_cpu_s']:6.2f} s, "
               f"lm-eval HFLM {r['lm_eval_cpu_s']:6.2f} s CPU -> {r['ratio_cpu']:.2f}x "
               f"(wall {r['native_wall_s']:.2f} / {r['lm_eval_wall_s']:.2f} s -> {r['ratio_wall']:.2f}x); "
               f"{verdict}{extra}")

@@ -7,7 +7,8 @@ Run::
 
 1. **Evaluation** (``clbench.bench.eval_speed``): clbench's native scorer and lm-eval's ``HFLM`` on the
    same in-memory model, the same probe items (the stream's first task: its multiple-choice and
-   exact-match suites, ``--items`` of each) and the same batch size; ratio and identical-answer check.
+   exact-match suites, ``--items`` of each) and the same batch size; ratio and identical-answer check;
+   generation both cut at the newline and with the exact-match suite's ``until`` strings.
 2. **Training**: tokens/s and ms per optimizer step of sft and of each nested-learning strategy on the
    model, side by side (``clbench.bench.training_speed.step_times_on``: each strategy trains its own
    copy, steps interleaved), on one real batch of the stream's first trained task; importance tiers'
@@ -95,10 +96,11 @@ def main(args=None) -> int:
           f"stream {stream.name!r}")
     first = stream.tasks[0]
     mc = next(s for s in first.probes if s.kind == "multiple_choice").items[:n_items]
-    qa = next(s for s in first.probes if s.kind == "exact_match").items[:n_items]
+    qa_suite = next(s for s in first.probes if s.kind == "exact_match")
+    qa, until = qa_suite.items[:n_items], qa_suite.config.get("until", ())
     print(f"evaluation, native vs lm-eval HFLM ({first.name}: {len(mc)} multiple-choice and {len(qa)} "
           f"exact-match items):")
-    print_comparison(compare(model, tok, mc, qa, batch, cfg.eval.max_new_tokens, reps=1), batch)
+    print_comparison(compare(model, tok, mc, qa, batch, cfg.eval.max_new_tokens, reps=1, until=until), batch)
 
     task = next(t for t in stream.tasks if not t.pretrained)
     train = TrainConfig(batch_size=getattr(args, "train_batch", 8))

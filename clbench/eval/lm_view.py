@@ -47,8 +47,10 @@ class LMView:
         arrays that support slicing, ``*`` and ``.sum()``; ``logp[b, t]`` is log p(seq[t+1] | seq[:t+1])."""
         raise NotImplementedError
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = 12) -> list[str]:
-        """Greedy continuation of each prompt, decoded and cut at the first newline."""
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 12, until: Sequence[str] = ()) -> list[str]:
+        """Greedy continuation of each prompt, decoded and cut at the first newline. ``until``: the strings
+        the caller will cut the answer at; decoding of a continuation may stop once they have settled the
+        cut (``clbench.eval.requests.answer_ended``), so the text may end just after one of them."""
         raise NotImplementedError
 
     def score_groups(self, groups: list[Group]) -> list[list[float]]:

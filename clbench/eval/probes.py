@@ -5,7 +5,9 @@ Each scorer takes a probe suite and a model view (``clbench.eval.torch_lm.TorchL
 Per-item records are stored with every run, so any number in a table can be traced to the answers.
 
 * exact match: greedy generation, cut at the first newline (and at the suite's ``until`` strings),
-  compared after :func:`normalize` with the answer and its ``aliases``;
+  compared after :func:`normalize` with the answer and its ``aliases``; the view is given ``until`` so
+  that it may stop decoding a continuation once its cut is settled (the recorded ``generated`` text then
+  ends just after the ``until`` string that cut it);
 * multiple choice: the choice with the highest summed log-likelihood of ``" " + choice`` after the
   prompt wins (``acc``, as lm-eval's ``acc``); ties go to the lowest index;
 * perplexity: ``exp(total NLL / total tokens)`` over the suite (token-weighted, lower is better);
@@ -42,8 +44,9 @@ def _category(it: dict) -> dict:
 
 
 def score_exact_match(suite: ProbeSuite, lm, max_new_tokens: int) -> SuiteResult:
-    preds = lm.generate([it["prompt"] for it in suite.items], max_new_tokens=max_new_tokens)
-    until = suite.config.get("until", ())
+    until = tuple(suite.config.get("until", ()))
+    # the view may stop a continuation once these have settled where it is cut (the cut answer is the same)
+    preds = lm.generate([it["prompt"] for it in suite.items], max_new_tokens=max_new_tokens, until=until)
     items = []
     for it, raw in zip(suite.items, preds):
         pred = cut_at(raw, until)

@@ -15,8 +15,9 @@ views share it:
 * :func:`longest_first` / :func:`same_length_batches` batch plain sequences (perplexity texts,
   generation prompts) by length;
 * :func:`cut_at_newline` / :func:`answer_ended` are the stopping rule of greedy generation: a continuation
-  ends at EOS or at the first newline (what follows the newline is discarded), so decoding can stop
-  as soon as every sequence of a batch has ended.
+  ends at EOS, at the first newline (what follows the newline is discarded), or once the suite's
+  ``until`` strings have settled where the answer is cut (``clbench.eval.probes.cut_at``), so
+  decoding of a sequence can stop as soon as nothing it could still generate changes its answer.
 """
 
 from __future__ import annotations
@@ -123,9 +124,42 @@ def same_length_batches(lengths: Sequence[int], batch_size: int) -> list[list[in
             for s in range(0, len(members), batch_size)]
 
 
-def answer_ended(text: str) -> bool:
-    """Whether a decoded continuation has reached the end of its answer (a newline)."""
-    return "\n" in text
+def answer_ended(text: str, until: Sequence[str] = (), tail: int = 0) -> bool:
+    """Whether a decoded continuation has reached the end of its answer, so that no token generated
+    after it could change what is scored.
+
+    The answer is ``cut_at(cut_at_newline(text), until)`` (``clbench.eval.probes``). A newline ends it
+    (the rule without ``until``). With ``until``, it is also ended once an ``until`` string occurs at
+    ``p`` (the earliest) and no ``until`` string could still complete at a position before ``p``: an
+    occurrence starting before ``p`` that is not complete yet is a proper prefix of the text's end
+    (``until=["b", "xby"]``: ``"xb"`` is not ended, a ``"y"`` would cut at ``x``). Everything before
+    ``p`` is then final: a continuation's decoded text only grows at its end, except for
+
+    * trailing U+FFFD, the stand-in for a character whose bytes are not all generated yet (ignored here:
+      the text is judged without it), and
+    * ``tail`` characters that a tokenizer's clean-up of spaces may still change (``" ."`` becomes
+      ``"."`` once the period is generated; :func:`unstable_tail` gives the width), which are judged as
+      not yet generated.
+    """
+    if "\n" in text:
+        return True
+    if not until:
+        return False
+    text = text.rstrip("\ufffd")
+    if tail:
+        text = text[: max(0, len(text) - tail)]
+    ends = [i for i in (text.find(u) for u in until) if i >= 0]
+    if not ends:
+        return False
+    p = min(ends)
+    return not any(u.startswith(text[q:]) for u in until for q in range(max(0, len(text) - len(u) + 1), p))
+
+
+def unstable_tail(tokenizer) -> int:
+    """How many trailing characters of a decoded prefix later tokens may still change: 4 where the
+    tokenizer cleans up tokenization spaces on decode (its patterns, such as ``" n't"`` -> ``"n't"``,
+    are at most 4 characters and delete a space inside them), else 0."""
+    return 4 if getattr(tokenizer, "clean_up_tokenization_spaces", False) else 0
 
 
 def cut_at_newline(text: str) -> str:

@@ -5,7 +5,8 @@ same three methods; the scoring rules stay in one place, and the tokenizing, gro
 the requests is ``clbench.eval.lm_view.LMView``'s and ``clbench.eval.requests``' (this class gives the model
 calls).
 
-* :meth:`TorchLM.generate` — greedy continuation of each prompt, cut at the first newline;
+* :meth:`TorchLM.generate` — greedy continuation of each prompt, cut at the first newline (decoding may stop
+  earlier, at the suite's ``until`` strings);
 * :meth:`TorchLM.loglikelihood` — summed log-probability of a continuation given a context;
 * :meth:`TorchLM.token_nll` — summed negative log-likelihood of a whole text and its token count.
 
@@ -20,8 +21,11 @@ What makes it fast, none of which changes a score beyond float rounding:
   runs one padded row of context plus choice per choice; and the prefix every context of a batch
   shares (a suite's prompt template) runs once for the whole batch, as a KV cache;
 * requests are ordered by length, so a batch pads to similar lengths;
-* generation stops as soon as every sequence of the batch has produced EOS or a newline (the answer is
-  cut at the first newline anyway), instead of always running ``max_new_tokens``.
+* greedy generation is a decoding loop of its own (:meth:`TorchLM._greedy`): a sequence stops as soon as
+  it has produced EOS, a newline, or an ``until`` string of the suite that settles where its answer is
+  cut (what follows is discarded anyway), and then leaves the batch and its KV cache, so later steps
+  compute the unfinished sequences only — Hugging Face ``generate`` runs every row until the last one
+  has ended.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from clbench.eval.lm_view import LMView
 from clbench.eval.requests import (
@@ -42,6 +46,7 @@ from clbench.eval.requests import (
     encode_text,
     longest_first,
     per_group,
+    unstable_tail,
 )
 
 
@@ -125,23 +130,118 @@ class TorchLM(LMView):
         return {"logits_to_keep": positions} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = 12) -> list[str]:
-        """Greedy continuation of each prompt, decoded and cut at the first newline; prompts of similar
-        length share a batch, and a batch stops once every row has ended."""
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 12, until: Sequence[str] = ()) -> list[str]:
+        """Greedy continuation of each prompt, decoded and cut at the first newline (not at ``until``: the
+        caller cuts there, ``clbench.eval.probes.cut_at``); prompts of similar length share a batch.
+
+        A sequence stops at EOS, a newline, or once the ``until`` strings have settled where its answer
+        is cut (``clbench.eval.requests.answer_ended``), so the returned text may end just after an
+        ``until`` string instead of running on to the newline; the answer cut from it is the same.
+        Decoding is :meth:`_greedy` where the model allows it, else Hugging Face ``generate``
+        (``_lean_decoding``).
+        """
         tok = self.tokenizer
+        tail = unstable_tail(tok)
+
+        def ended(tokens: list[int]) -> bool:
+            return answer_ended(tok.decode(tokens, skip_special_tokens=True), until, tail)
+
         encoded = [encode_text(tok, p) for p in prompts]
         out: list[str] = [""] * len(prompts)
+        lean = self._lean_decoding()
         for rows in longest_first([len(e) for e in encoded], self.batch_size):
-            ids, mask = self._pad([encoded[i] for i in rows], left=True)
-            stop = _AnswerEnded(tok, ids.shape[1])
-            gen = self.model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                stopping_criteria=StoppingCriteriaList([stop]),
-            )
-            for i, row in zip(rows, gen[:, ids.shape[1]:]):
-                out[i] = cut_at_newline(tok.decode(row, skip_special_tokens=True))
+            batch = [encoded[i] for i in rows]
+            gen = self._greedy(batch, max_new_tokens, ended) if lean else self._hf_generate(batch, max_new_tokens, ended)
+            for i, tokens in zip(rows, gen):
+                out[i] = cut_at_newline(tok.decode(tokens, skip_special_tokens=True))
         return out
+
+    def _greedy(self, prompts: list[list[int]], max_new_tokens: int, ended) -> list[list[int]]:
+        """Greedy tokens of each prompt of one batch, each ending with (and including) the token at which
+        ``ended`` first holds or EOS, or after ``max_new_tokens``.
+
+        Written out instead of calling Hugging Face ``generate`` because ``generate`` keeps every row of a
+        batch until the last one has ended (finished rows go on being computed, fed padding): here a row
+        that has ended leaves the batch and its KV cache (``batch_select_indices``), so each step runs
+        the unfinished rows only. Otherwise it is what ``generate`` does for greedy decoding, so the
+        tokens are the same: the left-padded batch is run once (logits at the last position only; no
+        mask when nothing is padded, as ``generate`` drops an all-ones mask), positions are counted over
+        the real tokens (``cumsum(mask) - 1``), each step feeds the chosen token at the next position
+        with the mask grown by one column, and the token is ``argmax`` of the float32 logits (ties: the
+        first index). ``_lean_decoding`` checks that ``generate`` would add nothing else (no logits
+        processor from the model's generation config).
+        """
+        tok, model = self.tokenizer, self.model
+        ids, mask = self._pad(prompts, left=True)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        attn = None if bool(mask.all()) else mask
+        out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True,
+                    **self._logits_from(1))
+        cache, logits = out.cache, out.logits[:, -1]
+        can_drop = hasattr(cache, "batch_select_indices")
+        at = positions[:, -1:] + 1
+        live = list(range(len(prompts)))  # the prompt of each row of the running batch
+        generated: list[list[int]] = [[] for _ in prompts]
+        for step in range(max_new_tokens):
+            nxt = logits.to(torch.float32).argmax(-1)
+            keep = []
+            for row, (i, t) in enumerate(zip(live, nxt.tolist())):
+                if i < 0:
+                    continue  # a finished row kept in a cache that cannot drop rows
+                generated[i].append(t)
+                if t != tok.eos_token_id and not ended(generated[i]):
+                    keep.append(row)
+            if not keep or step == max_new_tokens - 1:
+                break
+            if can_drop and len(keep) < len(live):
+                index = torch.tensor(keep, device=ids.device)
+                cache.batch_select_indices(index)
+                nxt, at = nxt[index], at[index]
+                attn = None if attn is None else attn[index]
+                live = [live[row] for row in keep]
+            elif not can_drop:
+                live = [i if row in keep else -1 for row, i in enumerate(live)]
+            if attn is not None:
+                attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=-1)
+            out = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=at, cache=cache, use_cache=True)
+            logits, at = out.logits[:, -1], at + 1
+        return generated
+
+    def _hf_generate(self, prompts: list[list[int]], max_new_tokens: int, ended) -> list[list[int]]:
+        """:meth:`_greedy`'s tokens by Hugging Face ``generate`` (for a model it cannot run), stopped once
+        every row has ended (a row that has ended is fed padding, skipped when decoded)."""
+        tok = self.tokenizer
+        ids, mask = self._pad(prompts, left=True)
+        gen = self.model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+            stopping_criteria=StoppingCriteriaList([_AnswerEnded(ids.shape[1], ended)]),
+        )
+        return [row.tolist() for row in gen[:, ids.shape[1]:]]
+
+    def _lean_decoding(self) -> bool:
+        """Whether :meth:`_greedy` gives what ``generate`` gives: a decoder-only model whose forward takes a
+        cache and positions, and a generation config that asks for nothing greedy decoding would add
+        (repetition penalty, suppressed or forced tokens, beams, a static cache...): every field is
+        either one greedy decoding ignores or at its default."""
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        config = getattr(base, "generation_config", None)
+        if config is None or getattr(base.config, "is_encoder_decoder", False):
+            return False
+        if not {"cache", "position_ids", "attention_mask", "use_cache"} <= set(inspect.signature(base.forward).parameters):
+            return False
+        default = GenerationConfig()
+        return all(k in _GREEDY_IGNORES or getattr(default, k, None) == v for k, v in config.to_diff_dict().items())
+
+
+# generation-config fields that do not change greedy decoding as TorchLM asks for it (its own EOS and
+# padding, do_sample=False: sampling settings are unused)
+_GREEDY_IGNORES = frozenset({
+    "bos_token_id", "eos_token_id", "pad_token_id", "use_cache", "output_attentions", "output_hidden_states",
+    "output_scores", "output_logits", "return_dict_in_generate", "transformers_version", "_from_model_config",
+    "max_length", "max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p",
+    "epsilon_cutoff", "eta_cutoff",
+})
 
 
 CONTEXT_SEG, PAD_SEG = -1, -2  # segment ids of a packed row: context, padding; continuation j is j
@@ -179,11 +279,11 @@ def _picked_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
 
 
 class _AnswerEnded(StoppingCriteria):
-    """Per row: has the generated text reached a newline? (EOS is generate's own stop.)"""
+    """Per row: has the generated text ended (``ended``, given its tokens)? (EOS is generate's own stop.)"""
 
-    def __init__(self, tokenizer, prompt_width: int):
-        self.tokenizer, self.prompt_width = tokenizer, prompt_width
+    def __init__(self, prompt_width: int, ended):
+        self.prompt_width, self.ended = prompt_width, ended
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width:], skip_special_tokens=True)
-        return torch.tensor([answer_ended(t) for t in texts], device=input_ids.device)
+        return torch.tensor([self.ended(row.tolist()) for row in input_ids[:, self.prompt_width:]],
+                            device=input_ids.device)

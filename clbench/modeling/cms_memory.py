@@ -381,11 +381,11 @@ class TestTimeMemoryView(LMView):
                 out.extend(LMView.loglikelihood(self, chunk))
         return out
 
-    def generate(self, prompts, max_new_tokens: int = 12):
+    def generate(self, prompts, max_new_tokens: int = 12, until=()):
         out: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
             chunk = list(prompts[start:start + self.batch_size])
             with restored(self.memories):
                 self.learn([self.ids(p) for p in chunk])
-                out.extend(self.inner.generate(chunk, max_new_tokens))
+                out.extend(self.inner.generate(chunk, max_new_tokens, until=until))
         return out

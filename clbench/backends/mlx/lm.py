@@ -10,8 +10,8 @@ the torch view's for the same weights (the parity test checks the base rows), so
 * ``generate``: greedy, stopped at EOS, decoded without special tokens and cut at the first newline.
   Torch left-pads a batch and masks the padding; mlx-lm's models take no padding mask, so prompts are
   batched only with prompts of the same token length (no padding at all), which gives the unpadded
-  answer exactly. Decoding stops early once every row has ended or produced a newline (text after the
-  first newline is discarded anyway).
+  answer exactly. Decoding stops early once every row has ended, produced a newline or settled its
+  ``until`` cut (what follows is discarded anyway).
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ import mlx.core as mx
 import numpy as np
 
 from clbench.eval.lm_view import LMView
-from clbench.eval.requests import answer_ended, cut_at_newline, encode_text, same_length_batches
+from clbench.eval.requests import (
+    answer_ended,
+    cut_at_newline,
+    encode_text,
+    same_length_batches,
+    unstable_tail,
+)
 
 
 class MLXLM(LMView):
@@ -41,20 +47,22 @@ class MLXLM(LMView):
         picked = mx.take_along_axis(logits, tokens[:, 1:, None], axis=-1).squeeze(-1) - mx.logsumexp(logits, axis=-1)
         return np.array(picked), mask[:, 1:]
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = 12) -> list[str]:
-        """Greedy continuation of each prompt, decoded and cut at the first newline."""
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 12, until: Sequence[str] = ()) -> list[str]:
+        """Greedy continuation of each prompt, decoded and cut at the first newline; a row stops once its
+        ``until`` cut has settled (``clbench.eval.requests.answer_ended``), as in torch."""
         encoded = [encode_text(self.tokenizer, p) for p in prompts]
         out: list[str] = [""] * len(prompts)
         for rows in same_length_batches([len(e) for e in encoded], self.batch_size):
-            for i, text in zip(rows, self._greedy([encoded[i] for i in rows], max_new_tokens)):
+            for i, text in zip(rows, self._greedy([encoded[i] for i in rows], max_new_tokens, until)):
                 out[i] = text
         return out
 
-    def _greedy(self, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
+    def _greedy(self, prompts: list[list[int]], max_new_tokens: int, until: Sequence[str] = ()) -> list[str]:
         """Greedy decoding of equal-length prompts with mlx-lm's KV cache."""
         from mlx_lm.models.cache import make_prompt_cache
 
         tok = self.tokenizer
+        tail = unstable_tail(tok)
         cache = make_prompt_cache(self.model)
         logits = self.model(mx.array(prompts), cache=cache)[:, -1]
         generated: list[list[int]] = [[] for _ in prompts]
@@ -67,7 +75,7 @@ class MLXLM(LMView):
                         ended[row] = True
                     else:
                         generated[row].append(t)
-                        ended[row] = answer_ended(tok.decode(generated[row], skip_special_tokens=True))
+                        ended[row] = answer_ended(tok.decode(generated[row], skip_special_tokens=True), until, tail)
             if all(ended):
                 break
             logits = self.model(nxt[:, None], cache=cache)[:, -1]
