@@ -147,3 +147,108 @@ def test_generation_equals_hflm_and_unbatched_greedy(smollm2, batch_size):
         alone.append(text.split("\n")[0])
     assert ours == alone
     assert any("\n" in t for t in raw) and any("\n" not in t for t in raw)  # some stop early, some do not
+
+
+def _alone(model, tok, prompt, max_new_tokens, **generate_kwargs):
+    """HF ``generate`` on one prompt (no padding, no early stop): the reference answer, not yet cut."""
+    enc = tok(prompt, return_tensors="pt")
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                         **generate_kwargs)
+    return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+# prompts of very different lengths, so that a batch pads the short ones and rows end at different steps
+MIXED = PROMPTS + ["A", "In the beginning God created the heaven and the earth. And the earth was without form,",
+                   "x", "The quick brown fox jumps over the lazy dog, and then the dog", "1"]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 5, 16])
+def test_generation_equals_hf_generate_row_by_row_whatever_the_batching(smollm2, batch_size):
+    """Rows end at different steps and leave the running batch (and its KV cache), the next batch starts
+    full; every answer is still the one HF ``generate`` gives the prompt alone, with 12 tokens always
+    generated."""
+    model, tok = smollm2
+    alone = [_alone(model, tok, p, 12) for p in MIXED]
+    steps = []
+    hook = model.register_forward_pre_hook(  # (rows, whether a decoding step: it is given the cache)
+        lambda m, a, k: steps.append((k["input_ids"].shape[0], k.get("cache") is not None)), with_kwargs=True)
+    try:
+        with TorchLM(model, tok, batch_size=batch_size) as lm:
+            ours = lm.generate(MIXED, max_new_tokens=12)
+    finally:
+        hook.remove()
+    assert ours == [a.split("\n")[0] for a in alone]
+    assert any("\n" in a for a in alone) and any("\n" not in a for a in alone)
+    assert max(rows for rows, _ in steps) <= batch_size
+    if 1 < batch_size < len(MIXED):  # some step ran fewer rows than the batch (ended rows left it)
+        rows = [n for n, decoding in steps if decoding]
+        assert any(b > a for a, b in itertools.pairwise(rows)), rows
+
+
+def test_a_short_prompt_padded_among_long_ones_answers_as_alone(smollm2):
+    model, tok = smollm2
+    prompts = [MIXED[9], MIXED[11], "x", MIXED[9] + " and"]
+    with TorchLM(model, tok, batch_size=4) as lm:
+        ours = lm.generate(prompts, max_new_tokens=10)
+    assert len({len(tok(p)["input_ids"]) for p in prompts}) == 4
+    assert ours == [_alone(model, tok, p, 10).split("\n")[0] for p in prompts]
+
+
+def test_until_ends_a_row_early_and_the_cut_answer_is_unchanged(smollm2):
+    from clbench.eval.probes import cut_at
+
+    model, tok = smollm2
+    alone = [_alone(model, tok, p, 12).split("\n")[0] for p in MIXED]
+    # stop strings that occur in the reference answers: the most common characters, and two-character ones
+    chars = sorted({c for a in alone for c in a if c.strip()}, key=lambda c: -sum(a.count(c) for a in alone))
+    pairs = sorted({a[k:k + 2] for a in alone for k in range(len(a) - 1)}, key=lambda s: -sum(a.count(s) for a in alone))
+    for until in ([chars[0]], chars[:3], pairs[:2], [pairs[0], pairs[0][1]], [" "], ["e", "ee", " e"]):
+        with TorchLM(model, tok, batch_size=3) as lm:
+            ours = lm.generate(MIXED, max_new_tokens=12, until=until)
+        assert [cut_at(o, until) for o in ours] == [cut_at(a, until) for a in alone], until
+        assert all(a.startswith(o) for o, a in zip(ours, alone))  # the same tokens, fewer of them
+        assert any(len(o) < len(a) for o, a in zip(ours, alone)), until  # some row did stop early
+
+
+def test_generation_with_until_equals_hflm(smollm2):
+    from lm_eval.api.instance import Instance
+
+    from clbench.eval.probes import cut_at
+
+    model, tok = smollm2
+    until = [" ", ","]
+    kwargs = {"until": ["\n", *until], "max_gen_toks": 10, "do_sample": False}
+    theirs = _hflm(model, tok, 4).generate_until(
+        [Instance("generate_until", {}, (p, dict(kwargs)), i) for i, p in enumerate(MIXED)], disable_tqdm=True)
+    with TorchLM(model, tok, batch_size=4) as lm:
+        ours = lm.generate(MIXED, max_new_tokens=10, until=until)
+    assert [cut_at(o, until) for o in ours] == theirs
+
+
+def test_a_generation_config_greedy_decoding_would_not_ignore_goes_to_hf_generate(smollm2):
+    """A repetition penalty in the model's generation config is applied by HF ``generate``; the
+    hand-written loop does not know it, so it is not used and the answers are ``generate``'s."""
+    model, tok = smollm2
+    with TorchLM(model, tok, batch_size=3) as lm:
+        assert lm._lean_decoding()
+        plain = lm.generate(MIXED, max_new_tokens=8)
+        model.generation_config.repetition_penalty = 5.0
+        try:
+            assert not lm._lean_decoding()
+            penalized = lm.generate(MIXED, max_new_tokens=8)
+            alone = [_alone(model, tok, p, 8).split("\n")[0] for p in MIXED]
+        finally:
+            model.generation_config.repetition_penalty = 1.0
+    assert penalized == alone and penalized != plain
+
+
+def test_answer_ended_waits_for_what_could_still_change_the_cut():
+    from clbench.eval.requests import answer_ended
+
+    assert answer_ended("a\nb") and not answer_ended("abc")
+    assert answer_ended(" Paris.", [".", ","]) and not answer_ended(" Paris", [".", ","])
+    assert not answer_ended("xb", ["b", "xby"])  # "xby" may still complete before the "b": cut at "x"
+    assert answer_ended("xbz", ["b", "xby"]) and answer_ended("xby", ["b", "xby"])
+    assert answer_ended("ab.", [".", " ("]) and not answer_ended("ab (", ["(", "ab (x"])
+    assert not answer_ended("a\ufffd", ["a\ufffd"])  # the incomplete character may become anything
+    assert not answer_ended("x .", ["."], tail=4) and answer_ended("x . more", ["."], tail=4)
