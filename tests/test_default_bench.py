@@ -15,7 +15,9 @@ BENCH = Path(__file__).resolve().parent.parent / "configs" / "bench.yaml"
 
 
 def test_default_stream_sft_learns_and_forgets(tmp_path):
-    cfg = load_config(BENCH, ["strategies=[sft]", "seeds=[0]", "jobs=1", f"results_dir={tmp_path}",
+    # sft at 6e-3 (the bench's frontier row): at its tuned 1.5e-3 sft trades some learning for retention
+    # (medical ~0.75), which is the tuning rule's choice, not a property of the stream
+    cfg = load_config(BENCH, ["strategies=[{name: sft, label: sft-lr6e-3, train: {lr: 6.0e-3}}]", "seeds=[0]", "jobs=1", f"results_dir={tmp_path}",
                               f"cache_dir={tmp_path / 'cache'}"])
     ((path, _status),) = run_grid(cfg, progress=False, echo=lambda *a: None)
     R = json.loads((path / "matrix.json").read_text())["suites"]["qa"]["R"]  # general, medical, notes

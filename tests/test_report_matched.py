@@ -126,3 +126,19 @@ def test_stability_plasticity_draws_the_frontier_it_is_given():
     assert list(lines[0].get_xdata()) == [0.1, 0.4, 0.9] and list(lines[0].get_ydata()) == [0.5, 0.8, 0.95]
     without = stability_plasticity(est, {}, lk, "qa")
     assert not [ln for ln in without.axes[0].lines if len(ln.get_xdata()) == 3]
+
+
+def test_a_faster_rate_that_learns_less_is_cut_from_the_frontier(tmp_path):
+    """sft at lr 0.1 learns less than at 0.01 (broken training, not a trade-off): it and every faster row
+    leave the frontier, are named in the caption, and are compared like any other strategy."""
+    write(tmp_path, "sft", rows(ALL, NONE, ALL))                                 # lr 0.01: LA 1
+    write(tmp_path, "sft-low", rows(ALL, ALL, NONE), train={"lr": 0.001})        # LA 2/3
+    write(tmp_path, "sft-hot", rows(NONE, NONE, NONE), train={"lr": 0.1})        # LA 1/3
+    write(tmp_path, "sft-hotter", rows(ALL, NONE, ALL), train={"lr": 1.0})       # LA 1, after the cut
+    write(tmp_path, "keeper", rows(ALL, ALL, ALL), strategy={"name": "cms"})
+    groups = groups_of(tmp_path)
+    table, numbers = matched_table(groups, "qa", "sft", bootstrap_replicates(groups, "qa"), "toy", "toy")
+    assert sorted(numbers["frontier"]) == ["sft", "sft-low"]
+    assert numbers["left_out_of_frontier"] == ["sft-hot", "sft-hotter"]
+    assert "left out, as a higher rate learned less than a lower one: sft-hot, sft-hotter" in table.caption
+    assert {row[0].text for row in table.rows} == {"keeper", "sft-hot", "sft-hotter"}

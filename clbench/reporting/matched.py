@@ -4,7 +4,11 @@ A method that learns less also forgets less (Biderman et al. 2024, "LoRA learns 
 less"), so "forgets less than sft" means nothing until learning is held equal. The report holds it
 equal with a *frontier*: the reference strategy (``sft``) run at several learning rates — the grid
 rows whose resolved configuration differs from the reference row's in ``train.lr`` only (and in their
-label) — traces how much plain fine-tuning forgets for how much it learns. A strategy with learning
+label) — traces how much plain fine-tuning forgets for how much it learns. Ordered by learning rate,
+the frontier ends where a higher rate stops buying learning: a row whose LA is below that of a row at
+a lower rate has broken training (on SmolLM2, sft at 5e-3 diverged on one seed and learned less on
+all), not traded learning for forgetting, so it and every faster row are left out and named in the
+caption. A strategy with learning
 accuracy LA and forgetting F is compared with the frontier at the same LA:
 
     ΔF = F − F_frontier(LA),     F_frontier = piecewise-linear through the frontier rows' (LA, F),
@@ -58,6 +62,20 @@ def frontier_labels(groups: Mapping[str, list[Run]], reference: str) -> list[str
         return []
     ref = _strip(groups[reference][0].config)
     return [lab for lab, runs in groups.items() if lab == reference or _strip(runs[0].config) == ref]
+
+
+def efficient_frontier(groups: Mapping[str, list[Run]], suite: str, labels: Sequence[str]
+                       ) -> tuple[list[str], list[str]]:
+    """``(kept, dropped)``: ``labels`` by learning rate, cut before the first row that learns less than
+    the row before it (mean LA over seeds); rows with an undefined LA are dropped too."""
+    by_lr = sorted(labels, key=lambda g: (groups[g][0].config["train"]["lr"], g))
+    kept: list[str] = []
+    for i, g in enumerate(by_lr):
+        la = _means(groups, suite, g, "learning_acc")
+        if la is None or (kept and la < _means(groups, suite, kept[-1], "learning_acc")):
+            return kept, by_lr[i:]
+        kept.append(g)
+    return kept, []
 
 
 def frontier_at(la: Sequence[float], f: Sequence[float], x: float, extrapolate: bool = False) -> float | None:
@@ -117,8 +135,10 @@ def _boot_delta(reps: Replicates, front: list[str], label: str, key: str) -> np.
 
 def matched_comparisons(groups: Mapping[str, list[Run]], suite: str, reference: str,
                         reps: Replicates | None) -> tuple[list[str], list[Matched]]:
-    """``(frontier labels, comparisons)``: every non-frontier strategy × :data:`MATCHED` metric."""
-    front = frontier_labels(groups, reference)
+    """``(frontier labels, comparisons)``: every non-frontier strategy × :data:`MATCHED` metric (rows cut
+    from the frontier by :func:`efficient_frontier` are compared like any other strategy)."""
+    candidates = frontier_labels(groups, reference)
+    front, _ = efficient_frontier(groups, suite, candidates)
     if len(front) < 2:
         return front, []
     out = []
@@ -169,7 +189,8 @@ def matched_table(groups: Mapping[str, list[Run]], suite: str, reference: str, r
                   stream: str, slug: str) -> tuple[Table | None, dict]:
     """The table and its numbers (``numbers.json`` → ``matched``); no table without a frontier."""
     front, comps = matched_comparisons(groups, suite, reference, reps)
-    numbers = {"frontier": front, "definition": "delta = value - frontier(learning_acc), frontier = "
+    dropped = efficient_frontier(groups, suite, frontier_labels(groups, reference))[1]
+    numbers = {"frontier": front, "left_out_of_frontier": dropped, "definition": "delta = value - frontier(learning_acc), frontier = "
                "piecewise-linear through the frontier rows' seed means", "comparisons": [m.__dict__ for m in comps]}
     if not comps:
         return None, numbers
@@ -192,7 +213,9 @@ def matched_table(groups: Mapping[str, list[Run]], suite: str, reference: str, r
                        for g in sorted(front, key=lambda g: _means(groups, suite, g, "learning_acc") or 0))
     m_count = sum(m.p is not None for m in comps)
     caption = (f"Forgetting at matched learning on stream {stream}, suite {suite}: each strategy against "
-               f"{reference} trained at other learning rates (the frontier: {points}). ΔF = F − F_frontier(LA), "
+               f"{reference} trained at other learning rates (the frontier: {points}"
+               + (f"; left out, as a higher rate learned less than a lower one: {', '.join(dropped)}" if dropped else "")
+               + f"). ΔF = F − F_frontier(LA), "
                f"the frontier linear between its rows' seed means; Δ retention likewise for the pretrained "
                f"task's retention. Negative ΔF: forgets less than {reference} does when it learns as much. "
                f"[low, high]: 95% hierarchical paired bootstrap interval (seeds, then probe items; the frontier "

@@ -32,6 +32,7 @@ the test items, with ``tuning.json`` saying where the setting came from (``tunin
 from __future__ import annotations
 
 import itertools
+import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -160,12 +161,19 @@ def record_path(cfg: ExperimentConfig, stream_name: str, label: str) -> Path:
 
 def pinned_settings(cfg: ExperimentConfig, entries: list[GridEntry]) -> dict[str, dict]:
     """``{label: setting}`` of ``tuning.pinned`` (settings chosen by an earlier tuning), keys made canonical
-    and each setting resolved like a candidate."""
+    and each setting resolved like a candidate.
+
+    A pinned label that is not a row of this grid is skipped with a note on stderr, not refused: the
+    pinned block is a lookup table for the config file's rows, and ``--strategies sft,replay`` narrows
+    the grid to some of them (a misspelt label shows in the note, and each row's ``tuning.json`` says
+    what was applied to it)."""
     labels = {e.spec.run_label: e for e in entries}
     out = {}
     for label, setting in cfg.tuning.pinned.items():
         if label not in labels:
-            raise ConfigError(f"tuning.pinned.{label}", "no strategy with this label in the grid", labels)
+            print(f"clbench: tuning.pinned.{label}: no row with this label in this grid (rows: "
+                  f"{', '.join(sorted(labels))}); skipped", file=sys.stderr)
+            continue
         if not isinstance(setting, dict) or not setting:
             raise ConfigError(f"tuning.pinned.{label}", f"expected a mapping of fields to values, got {setting!r}")
         entry = labels[label]
