@@ -1,0 +1,36 @@
+"""Every shipped experiment file resolves: its stream loads, every row (options, plugins, training
+fields) resolves as the grid would run it, and every pinned tuning label is a row of that grid — so a
+config edited for a benchmark cannot fail only when someone finally runs that benchmark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clbench.config.experiment import load_config
+from clbench.run.plan import plan
+from clbench.run.sweep import pinned_settings
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_resolves_and_pins_only_its_own_rows(path, capsys):
+    cfg = load_config(path, [])
+    _stream, entries = plan(cfg)
+    assert entries, path
+    labels = {e.spec.run_label for e in entries}
+    assert len(labels) == len(entries)  # one label per row
+    assert set(pinned_settings(cfg, entries)) == set(cfg.tuning.pinned)
+    assert "skipped" not in capsys.readouterr().err  # no pinned label without its row
+
+
+def test_the_benchmarks_carry_a_matched_learning_frontier():
+    """bench and bench-real compare at matched learning: sft at two or more other learning rates."""
+    for name in ("bench.yaml", "bench_real.yaml"):
+        cfg = load_config(next(p for p in CONFIGS if p.name == name), [])
+        _stream, entries = plan(cfg)
+        frontier = [e for e in entries if e.spec.name == "sft" and not e.spec.with_ and e.spec.run_label != "sft"
+                    and set(e.spec.train) == {"lr"}]
+        assert len(frontier) >= 2, name
