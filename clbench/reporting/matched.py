@@ -6,10 +6,10 @@ equal with a *frontier*: the reference strategy (``sft``) run at several learnin
 rows whose resolved configuration differs from the reference row's in ``train.lr`` only (and in their
 label) — traces how much plain fine-tuning forgets for how much it learns. Ordered by learning rate,
 the frontier ends where a higher rate stops buying learning: a row whose LA is below that of a row at
-a lower rate has broken training (on SmolLM2, sft at 5e-3 diverged on one seed and learned less on
-all), not traded learning for forgetting, so it and every faster row are left out and named in the
-caption. A strategy with learning
-accuracy LA and forgetting F is compared with the frontier at the same LA:
+a lower rate has broken training (on SmolLM2, sft at 5e-3 broke down on one seed, final loss 5.2, and
+learned less on all), not traded learning for forgetting, so it and every faster row are left out and
+named in the caption. A strategy with learning accuracy LA and forgetting F is compared with the
+frontier at the same LA:
 
     ΔF = F − F_frontier(LA),     F_frontier = piecewise-linear through the frontier rows' (LA, F),
 
