@@ -2,12 +2,15 @@
 
 ``micro_args`` gives the command-line equivalent of ``tests.conftest.micro_config`` (same overrides,
 so a run started either way has the same ``config.json``); ``tree`` snapshots a folder's files and
-their bytes, to assert that a refused command left a results directory exactly as it was.
+their bytes, to assert that a refused command left a results directory exactly as it was;
+``run_contents`` is a run directory's files with wall times left out, to assert that two runs (resumed
+and uninterrupted, Ray and local) wrote the same results.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from tests.conftest import MICRO_MODEL, MICRO_TRAIN
@@ -41,3 +44,34 @@ def tree(root: Path) -> dict[str, str]:
         return {}
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+WALL_TIMES = ("seconds", "train_seconds", "eval_seconds", "step_time")  # fields that differ run to run
+
+
+def without_wall_times(obj):
+    """``obj`` (parsed JSON) with every :data:`WALL_TIMES` field removed, at any depth."""
+    if isinstance(obj, dict):
+        return {k: without_wall_times(v) for k, v in obj.items() if k not in WALL_TIMES}
+    if isinstance(obj, list):
+        return [without_wall_times(v) for v in obj]
+    return obj
+
+
+def run_contents(run: Path, skip: tuple[str, ...] = ()) -> dict[str, object]:
+    """Every file of a run directory: its bytes, or for the files holding wall times (``metrics.json``,
+    ``eval/``, the train logs) their data without them. TensorBoard files are left out (drawn from the
+    step log and rows compared here, with wall times inside and clock, host and pid in their names), and
+    so are the relative paths in ``skip``."""
+    out: dict[str, object] = {}
+    for p in sorted(Path(run).rglob("*")):
+        rel = p.relative_to(run).as_posix()
+        if not p.is_file() or rel.startswith("tensorboard/") or rel in skip:
+            continue
+        if rel == "metrics.json" or rel.startswith("eval/"):
+            out[rel] = without_wall_times(json.loads(p.read_text()))
+        elif rel.endswith(".jsonl") and "train_log" in rel:
+            out[rel] = [without_wall_times(json.loads(line)) for line in p.read_text().splitlines()]
+        else:
+            out[rel] = p.read_bytes()
+    return out

@@ -22,12 +22,11 @@ from pathlib import Path
 import pytest
 
 from clbench.errors import ConfigError
-from tests.cli_helpers import micro_args, tree
+from tests.cli_helpers import micro_args, run_contents, tree
 from tests.conftest import micro_config
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = {"steps_per_task": 3}
-TIMING = ("seconds", "train_seconds", "eval_seconds", "step_time")
 
 
 def clbench(results: Path, cache: Path, report: Path | None = None, fault: str | None = None,
@@ -54,32 +53,6 @@ def report(results: Path, out: Path) -> None:
 
 def run_dir(results: Path) -> Path:
     return results / "default" / "micro" / "sft" / "seed_0"
-
-
-def without_times(obj):
-    if isinstance(obj, dict):
-        return {k: without_times(v) for k, v in obj.items() if k not in TIMING}
-    if isinstance(obj, list):
-        return [without_times(v) for v in obj]
-    return obj
-
-
-def contents(run: Path) -> dict[str, object]:
-    """Every file of a run: bytes, or for the files holding wall times, their data without them."""
-    out = {}
-    for p in sorted(run.rglob("*")):
-        if not p.is_file():
-            continue
-        rel = str(p.relative_to(run))
-        if rel.startswith("tensorboard/"):  # curves drawn from the step log and rows (compared here), with
-            continue  # wall times inside and clock, host and pid in the file names
-        if rel in ("metrics.json",) or rel.startswith("eval/"):
-            out[rel] = without_times(json.loads(p.read_text()))
-        elif rel.endswith(".jsonl") and "train_log" in rel:
-            out[rel] = [without_times(json.loads(line)) for line in p.read_text().splitlines()]
-        else:
-            out[rel] = p.read_bytes()
-    return out
 
 
 def leftovers(root: Path) -> list[str]:
@@ -134,7 +107,7 @@ def test_killed_at_every_point_resumes_to_the_uninterrupted_bytes(reference, mic
     report(results, out)
 
     assert leftovers(results) == [] and leftovers(out) == []
-    assert contents(run) == contents(run_dir(reference / "results"))
+    assert run_contents(run) == run_contents(run_dir(reference / "results"))
     for rel in ("micro/tables/summary.md", "micro/tables/per_task.md", "micro/tables/summary.tex"):
         assert (out / rel).read_bytes() == (reference / "report" / rel).read_bytes(), rel
 
@@ -155,7 +128,7 @@ def test_two_runs_at_once_on_one_directory(reference, micro_cache, tmp_path):
         err = next(e for o, e in outs if f"locked: {run}" in o)
         assert f"clbench: skipped {run}: process " in err and "is writing it (clbench run --wait waits for it)" in err
     assert leftovers(tmp_path / "results") == []
-    assert contents(run) == contents(run_dir(reference / "results"))
+    assert run_contents(run) == run_contents(run_dir(reference / "results"))
 
 
 # --- in-process: the lock, and writes that fail halfway ------------------------------------------

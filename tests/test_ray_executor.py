@@ -1,6 +1,5 @@
 """The Ray executor on a local Ray instance: the same bytes as the local executor, resume, failure reports."""
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -16,10 +15,10 @@ from clbench.results.files import RunFiles
 from clbench.run.executors import Job, RayExecutor
 from clbench.run.grid import run_grid
 from clbench.run.plan import plan, resolve_entry
+from tests.cli_helpers import run_contents
 from tests.conftest import micro_config
 
 QUIET = {"progress": False, "echo": lambda *a: None}
-TIMES = ("seconds", "train_seconds", "eval_seconds", "step_time")
 
 
 @pytest.fixture(scope="module")
@@ -39,28 +38,9 @@ def local_ray():
             os.environ[k] = v
 
 
-def _untimed(data):
-    if isinstance(data, dict):
-        return {k: _untimed(v) for k, v in data.items() if k not in TIMES}
-    if isinstance(data, list):
-        return [_untimed(v) for v in data]
-    return data
-
-
 def results_of(path: Path) -> dict:
-    """Every result file of a run: bytes where nothing timed is inside, JSON without wall-clock fields."""
-    out = {}
-    for f in sorted(path.rglob("*")):
-        rel = f.relative_to(path).as_posix()
-        if not f.is_file() or rel.startswith("tensorboard/") or rel == "provenance.json":
-            continue  # event files and provenance carry host names and clock times
-        if rel.endswith(".json") and rel.startswith("eval/") or rel == "metrics.json":
-            out[rel] = _untimed(json.loads(f.read_text()))
-        elif rel.endswith(".jsonl") and "train_log" in rel:
-            out[rel] = [_untimed(json.loads(line)) for line in f.read_text().splitlines()]
-        else:
-            out[rel] = f.read_bytes()
-    return out
+    """Every result file of a run, wall times left out; provenance carries host names and clock times."""
+    return run_contents(path, skip=("provenance.json",))
 
 
 def kill_after(files: RunFiles, t: int) -> None:
