@@ -63,9 +63,9 @@ def test_frontier_rows_differ_from_the_reference_in_the_learning_rate_only(grid)
 
 
 def test_matched_deltas_intervals_and_holm(grid):
-    front, comps = matched_comparisons(grid, "qa", "sft", bootstrap_replicates(grid, "qa"))
+    front, dropped, comps = matched_comparisons(grid, "qa", "sft", bootstrap_replicates(grid, "qa"))
     by = {(m.strategy, m.metric): m for m in comps}
-    assert sorted(front) == ["sft", "sft-low"]
+    assert sorted(front) == ["sft", "sft-low"] and dropped == []
     assert {m.strategy for m in comps} == {"keeper", "half", "idle", "sft-m3", "edge"}
     keeper = by[("keeper", "forgetting")]
     assert (keeper.learning_acc, keeper.frontier_value, keeper.delta) == pytest.approx((1.0, 0.5, -0.5))

@@ -245,10 +245,9 @@ def bootstrap_intervals(groups: Mapping[str, list[Run]], suite: str, reference: 
     the replicates if already drawn (:func:`bootstrap_replicates` with the same arguments).
     """
     reps = reps if reps is not None else bootstrap_replicates(groups, suite, stream, replicates)
-    tasks = next(iter(groups.values()))[0].tasks if groups else []
     out: dict[tuple[str, str], dict | None] = {}
     for label in groups:
-        for key in METRICS + [f"final:{t}" for t in tasks]:
+        for key in METRICS + [f"final:{t}" for t in reps.tasks]:
             mine = reps.values.get(label, {}).get(key)
             interval = None if mine is None else _interval(mine)
             if interval is None:

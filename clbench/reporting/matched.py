@@ -134,13 +134,12 @@ def _boot_delta(reps: Replicates, front: list[str], label: str, key: str) -> np.
 
 
 def matched_comparisons(groups: Mapping[str, list[Run]], suite: str, reference: str,
-                        reps: Replicates | None) -> tuple[list[str], list[Matched]]:
-    """``(frontier labels, comparisons)``: every non-frontier strategy × :data:`MATCHED` metric (rows cut
-    from the frontier by :func:`efficient_frontier` are compared like any other strategy)."""
-    candidates = frontier_labels(groups, reference)
-    front, _ = efficient_frontier(groups, suite, candidates)
+                        reps: Replicates | None) -> tuple[list[str], list[str], list[Matched]]:
+    """``(frontier labels, labels cut from it, comparisons)``: every non-frontier strategy × :data:`MATCHED`
+    metric (rows cut from the frontier by :func:`efficient_frontier` are compared like any other)."""
+    front, dropped = efficient_frontier(groups, suite, frontier_labels(groups, reference))
     if len(front) < 2:
-        return front, []
+        return front, dropped, []
     out = []
     front_la = [_means(groups, suite, g, "learning_acc") for g in front]
     lo, hi = min(x for x in front_la if x is not None), max(x for x in front_la if x is not None)
@@ -167,7 +166,7 @@ def matched_comparisons(groups: Mapping[str, list[Run]], suite: str, reference: 
             p = min(1.0, 2 * min(float(np.mean(boot <= 0)), float(np.mean(boot >= 0))))
             out.append(Matched(label, key, la, value, at, delta, low, high, p, in_range=share))
     adjusted = holm([m.p for m in out])
-    return front, [Matched(**{**m.__dict__, "p_holm": a}) for m, a in zip(out, adjusted)]
+    return front, dropped, [Matched(**{**m.__dict__, "p_holm": a}) for m, a in zip(out, adjusted)]
 
 
 def verdict(m: Matched, higher_is_better: bool) -> str:
@@ -188,8 +187,7 @@ def verdict(m: Matched, higher_is_better: bool) -> str:
 def matched_table(groups: Mapping[str, list[Run]], suite: str, reference: str, reps: Replicates | None,
                   stream: str, slug: str) -> tuple[Table | None, dict]:
     """The table and its numbers (``numbers.json`` → ``matched``); no table without a frontier."""
-    front, comps = matched_comparisons(groups, suite, reference, reps)
-    dropped = efficient_frontier(groups, suite, frontier_labels(groups, reference))[1]
+    front, dropped, comps = matched_comparisons(groups, suite, reference, reps)
     numbers = {"frontier": front, "left_out_of_frontier": dropped, "definition": "delta = value - frontier(learning_acc), frontier = "
                "piecewise-linear through the frontier rows' seed means", "comparisons": [m.__dict__ for m in comps]}
     if not comps:
