@@ -18,6 +18,7 @@ class Frozen(Strategy):
 
     trains = False
     requires_trainable = False
+    scores_as_base = True  # every row after a task is the base row, copied (clbench/run/one_run.py)
 
     def prepare_model(self, model):
         return self.backend.freeze(model)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clbench.results.metrics import summarize
+from clbench.results.metrics import METRICS_VERSION, summarize
 
 TASKS = ["general", "medical", "notes"]
 PRETRAINED = [True, False, False]
@@ -50,7 +50,8 @@ def make_run(root: Path, label: str, seed: int, R, *, strategy: str = "sft", opt
                                                                   "R": R, "base": base, "reference": reference}}})
     cost = {"train_seconds": 10.0 + seed, "eval_seconds": 1.0, "tokens": 4000, "optimizer_steps": 8,
             "updated_elements": 1_000_000, "trainable_parameters": 2000, **(cost or {})}
-    _write(d / "metrics.json", {"primary_metric": "qa", "cost": cost, "final_loss": {},
+    _write(d / "metrics.json", {"metrics_version": METRICS_VERSION, "primary_metric": "qa", "cost": cost,
+                                "final_loss": {task: 0.5 for task, p in zip(tasks, pretrained) if not p},
                                 "suites": {"qa": summarize(R, reference, base, general, True)}})
     log, g = [], 0
     for t in range(T):

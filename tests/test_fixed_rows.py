@@ -108,3 +108,28 @@ def _user_stream(folder):
         tasks.append(entry)
     (folder / "stream.yaml").write_text(json.dumps({"name": "user", "primary_metric": "qa", "tasks": tasks}))
     return folder / "stream.yaml"
+
+
+def test_frozen_copies_the_base_row_after_every_task_instead_of_scoring_it(tmp_path, micro_cache, micro_base_dir,
+                                                                          evaluations):
+    cache = _fresh_cache(tmp_path, micro_cache, micro_base_dir)
+    cfg = micro_config(tmp_path, cache_dir=cache, strategies="[sft,frozen]", seeds="[0]")
+    runs = {path.parent.name: path for path, status in run_grid(cfg, **QUIET)}
+    trained = [i for i, t in enumerate(cfg_tasks(cfg)) if not t.pretrained]
+    after = [d for d in evaluations if d.startswith("eval after")]
+    assert len(after) == len(trained) >= 2  # sft's rows only: frozen scored nothing after a task
+    frozen = runs["frozen"]
+    base = json.loads((frozen / "eval" / "base.json").read_text())
+    for t in trained:
+        row = json.loads((frozen / "eval" / f"after_{t}.json").read_text())
+        assert row["scores"] == base["scores"] and row["n_items"] == base["n_items"]
+        assert row["copied_from"] == "base" and row["seconds"] == 0.0
+        assert _predictions(frozen, f"after_{t}") == _predictions(frozen, "base") != {}
+    sft_row = json.loads((runs["sft"] / "eval" / f"after_{trained[-1]}.json").read_text())
+    assert "copied_from" not in sft_row and sft_row["scores"] != base["scores"]
+
+
+def cfg_tasks(cfg):
+    from clbench.data.streams import load_stream
+
+    return load_stream(cfg.stream).tasks

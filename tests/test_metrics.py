@@ -31,8 +31,11 @@ def test_forgetting_takes_max_over_earlier_rows_not_the_diagonal():
     assert M.average_forgetting(R) != pytest.approx(-M.backward_transfer(R))
 
 
-def test_learning_accuracy_is_the_diagonal():
-    assert M.learning_accuracy(R) == pytest.approx((0.9 + 0.8 + 0.7) / 3)
+def test_learning_accuracy_is_the_diagonal_over_the_trained_tasks():
+    assert M.learning_accuracy(R) == pytest.approx((0.9 + 0.8 + 0.7) / 3)  # every task trained
+    # task 0 pretrained: its diagonal entry is the base model's score, not learning
+    assert M.learning_accuracy(R, [0]) == pytest.approx((0.8 + 0.7) / 2)
+    assert M.learning_accuracy([[0.5]], [0]) is None
 
 
 def test_general_retention_is_change_from_base_on_pretrained_tasks():
@@ -73,7 +76,7 @@ def test_summarize_collects_everything():
     assert s["fwt_base"] == pytest.approx(0.1)
     assert s["forgetting"] == pytest.approx(0.425)
     assert s["forgetting_per_task"] == pytest.approx([0.45, 0.40])
-    assert s["learning_acc"] == pytest.approx(0.8)
+    assert s["learning_acc"] == pytest.approx((0.8 + 0.7) / 2)  # task 0 is pretrained: not in LA
     assert s["general_retention"] == pytest.approx(0.50 - 0.92)
     assert s["final_per_task"] == R[-1]
     assert s["higher_is_better"] is True

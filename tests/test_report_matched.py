@@ -38,13 +38,14 @@ def write(root, label, R, **config):
 
 @pytest.fixture
 def grid(tmp_path):
+    # LA is over the two trained tasks (general is pretrained)
     write(tmp_path, "sft", rows(ALL, NONE, ALL))                              # LA 1, F 0.5
-    write(tmp_path, "sft-low", rows(ALL, ALL, NONE), train={"lr": 0.001})     # LA 2/3, F 0
+    write(tmp_path, "sft-low", rows(ALL, ALL, NONE), train={"lr": 0.001})     # LA 1/2, F 0
     write(tmp_path, "keeper", rows(ALL, ALL, ALL), strategy={"name": "cms"})  # LA 1, F 0: ΔF = -0.5
-    write(tmp_path, "half", rows(ALL, NONE, HALF), strategy={"name": "cms"})  # LA 5/6, F 0.5: ΔF = +0.25
-    write(tmp_path, "idle", rows(NONE, NONE, NONE), strategy={"name": "cms"})  # LA 1/3: below the frontier
+    write(tmp_path, "half", rows(ALL, NONE, HALF), strategy={"name": "cms"})  # LA 3/4, F 0.5: ΔF = +0.25
+    write(tmp_path, "idle", rows(NONE, NONE, NONE), strategy={"name": "cms"})  # LA 0: below the frontier
     write(tmp_path, "sft-m3", rows(ALL, NONE, ALL), train={"optimizer": "m3"})  # not a frontier row
-    write(tmp_path, "edge", rows(HALF, NONE, HALF), strategy={"name": "cms"})  # LA 2/3 (the end), F 0.25
+    write(tmp_path, "edge", rows(HALF, NONE, HALF), strategy={"name": "cms"})  # LA 1/2 (the end), F 0.25
     return groups_of(tmp_path)
 
 
@@ -71,14 +72,14 @@ def test_matched_deltas_intervals_and_holm(grid):
     assert (keeper.learning_acc, keeper.frontier_value, keeper.delta) == pytest.approx((1.0, 0.5, -0.5))
     assert (keeper.low, keeper.high, keeper.p) == pytest.approx((-0.5, -0.5, 0.0))
     half = by[("half", "forgetting")]
-    assert (half.learning_acc, half.frontier_value, half.delta) == pytest.approx((5 / 6, 0.25, 0.25))
+    assert (half.learning_acc, half.frontier_value, half.delta) == pytest.approx((3 / 4, 0.25, 0.25))
     # notes' items are half right: resampling them moves LA (and so the frontier) and not F, so the
-    # interval spreads around +0.25 but stays above 0 (LA_b = (2 + notes_b) / 3, so ΔF_b = 0.5 − 0.5 notes_b)
+    # interval spreads around +0.25 but stays above 0 (LA_b = (1 + notes_b) / 2, so ΔF_b = 0.5 − 0.5 notes_b)
     assert 0.1 < half.low < 0.25 < half.high < 0.4 and half.p == 0.0
     # at the frontier's end, with items that vary: about half the replicates fall below the frontier,
     # so the point value stands but no interval and no test are given
     edge = by[("edge", "forgetting")]
-    assert (edge.learning_acc, edge.delta) == pytest.approx((2 / 3, 0.25))
+    assert (edge.learning_acc, edge.delta) == pytest.approx((1 / 2, 0.25))
     assert 0.3 < edge.in_range < 0.7 and edge.low is None and edge.p is None
     idle = by[("idle", "forgetting")]
     assert idle.delta is None and idle.side == "below"
@@ -100,7 +101,7 @@ def test_matched_table_and_report_file(grid, tmp_path):
     out = tmp_path / "report"
     build_report([tmp_path / "exp"], out, figures=False)
     md = (out / "toy" / "tables" / "matched.md").read_text()
-    assert "keeper" in md and "sft-low (LA 0.667, F 0.000, lr 0.001)" in md
+    assert "keeper" in md and "sft-low (LA 0.500, F 0.000, lr 0.001)" in md
     assert (out / "toy" / "tables" / "matched.tex").exists()
 
 
@@ -132,8 +133,8 @@ def test_a_faster_rate_that_learns_less_is_cut_from_the_frontier(tmp_path):
     """sft at lr 0.1 learns less than at 0.01 (broken training, not a trade-off): it and every faster row
     leave the frontier, are named in the caption, and are compared like any other strategy."""
     write(tmp_path, "sft", rows(ALL, NONE, ALL))                                 # lr 0.01: LA 1
-    write(tmp_path, "sft-low", rows(ALL, ALL, NONE), train={"lr": 0.001})        # LA 2/3
-    write(tmp_path, "sft-hot", rows(NONE, NONE, NONE), train={"lr": 0.1})        # LA 1/3
+    write(tmp_path, "sft-low", rows(ALL, ALL, NONE), train={"lr": 0.001})        # LA 1/2
+    write(tmp_path, "sft-hot", rows(NONE, NONE, NONE), train={"lr": 0.1})        # LA 0
     write(tmp_path, "sft-hotter", rows(ALL, NONE, ALL), train={"lr": 1.0})       # LA 1, after the cut
     write(tmp_path, "keeper", rows(ALL, ALL, ALL), strategy={"name": "cms"})
     groups = groups_of(tmp_path)

@@ -48,8 +48,8 @@ def forgetting(R):
     return sum(max(R[l][j] for l in range(T - 1)) - R[T - 1][j] for j in range(T - 1)) / (T - 1)
 
 
-def learning_acc(R):
-    return sum(R[j][j] for j in range(len(R))) / len(R)
+def learning_acc(R):  # over the trained tasks: task 0 (general) is pretrained
+    return sum(R[j][j] for j in range(1, len(R))) / (len(R) - 1)
 
 
 def cell(mean_values) -> str:

@@ -97,13 +97,15 @@ def agreement(kind: str, ours: list, theirs: list, mc_items: Sequence[dict]) -> 
         pick = [max(range(n), key=lambda i, s=s: (s[k + i], -i)) for s in (ours, theirs)]
         picks.append(pick[0] == pick[1])
         k += n
-    return {"identical": all(picks) and gap <= 1e-5, "max_relative_gap": gap, "same_prediction": sum(picks)}
+    return {"identical": all(picks) and gap <= 1e-5, "max_relative_gap": gap, "same_prediction": sum(picks),
+            "items": len(picks)}
 
 
 def print_comparison(result: dict, batch_size: int) -> None:
     for kind, r in result.items():
         verdict = "identical" if r["identical"] else "DIFFERENT"
-        extra = (f", max relative log-likelihood gap {r['max_relative_gap']:.1e}" if kind == "mc"
+        extra = (f", max relative log-likelihood gap {r['max_relative_gap']:.1e}, the same choice on "
+                 f"{r['same_prediction']} of {r['items']} items" if kind == "mc"
                  else f", {r['differing']} answers differ")
         print(f"  {kind:<16} {r['requests']:>4} requests, batch {batch_size}: native {r['native_cpu_s']:6.2f} s, "
               f"lm-eval HFLM {r['lm_eval_cpu_s']:6.2f} s CPU -> {r['ratio_cpu']:.2f}x "

@@ -57,6 +57,8 @@ class TrainConfig:
     steps_per_task: int = opt(200, "optimizer steps per task", ge=1)
     batch_size: int = opt(32, "examples per micro-batch", ge=1)
     grad_accum: int = opt(1, "micro-batches per optimizer step", ge=1)
+    group_by_length: int = opt(0, "batch examples of similar length together, within runs of this many batches "
+                                  "(less padding); 0 = off (clbench.data.encoding.batch_stream)", ge=0)
     lr: float = opt(6e-3, "peak learning rate (AdamW), in (0, 1]", gt=0, le=1)
     weight_decay: float = opt(0.0, "decoupled (AdamW) weight decay", ge=0)
     warmup_steps: int = opt(0, "linear warm-up steps at the start of each task", ge=0)

@@ -86,20 +86,46 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def batch_stream(encoded: Sequence[Encoded], batch_size: int, pad_id: int, seed: int) -> Iterator[dict]:
+def batch_stream(encoded: Sequence[Encoded], batch_size: int, pad_id: int, seed: int,
+                 group_by_length: int = 0) -> Iterator[dict]:
     """Endless shuffled batches: every example once per epoch, order fixed by ``seed``.
 
     Steps, not epochs, are the unit of training in clbench (tier schedules count steps), so the stream
     never ends; the last partial batch of an epoch is dropped when the set is larger than one batch.
+
+    ``group_by_length`` = k > 0 draws batches of similar length, so that less of each batch is padding:
+    the epoch's shuffled order is cut into megabatches of k batches, each megabatch is sorted by length
+    and split into batches, and the batches of a megabatch are trained in a random order. This is the
+    idea of transformers' ``LengthGroupedSampler``, written here because that sampler trains a
+    megabatch's batches longest first, the same length curriculum in every epoch; every example is still
+    seen once per epoch. On the default stream (batch 32) k = 8 raises the real-token share of a batch
+    from 0.71 to 0.91 (``docs/performance.md``).
     """
     if not encoded:
         raise ValueError("cannot train on an empty set of examples")
+    if group_by_length < 0:
+        raise ValueError(f"group_by_length must be >= 0 (0 = off), got {group_by_length}")
     gen = torch.Generator().manual_seed(seed)
     size = min(batch_size, len(encoded))
     while True:
         order = torch.randperm(len(encoded), generator=gen).tolist()
-        for start in range(0, len(order) - size + 1, size):
-            yield collate([encoded[i] for i in order[start:start + size]], pad_id)
+        batches = [order[start:start + size] for start in range(0, len(order) - size + 1, size)]
+        if group_by_length:
+            batches = _length_grouped(batches, encoded, group_by_length, gen)
+        for batch in batches:
+            yield collate([encoded[i] for i in batch], pad_id)
+
+
+def _length_grouped(batches: list[list[int]], encoded: Sequence[Encoded], k: int,
+                    gen: torch.Generator) -> list[list[int]]:
+    """The same examples re-batched by length within each run of ``k`` batches, in a random batch order."""
+    size = len(batches[0])
+    out: list[list[int]] = []
+    for m in range(0, len(batches), k):
+        mega = sorted((i for b in batches[m:m + k] for i in b), key=lambda i: len(encoded[i].input_ids))
+        group = [mega[start:start + size] for start in range(0, len(mega), size)]
+        out.extend(group[j] for j in torch.randperm(len(group), generator=gen).tolist())
+    return out
 
 
 def count_tokens(batch: dict[str, torch.Tensor]) -> int:

@@ -92,7 +92,27 @@ class RunFiles:
 
 
 def load_run(path: Path) -> dict:
-    """A finished run's config, provenance, matrices and metrics as one dict."""
+    """A finished run's config, provenance, matrices and metrics as one dict (metrics of an older
+    ``metrics_version`` recomputed from the matrices: :func:`current_metrics`)."""
     f = RunFiles(path)
-    return {"path": str(path), "config": read_json(f.config), "provenance": read_json(f.provenance),
-            "matrix": read_json(f.matrix), "metrics": read_json(f.metrics)}
+    run = {"path": str(path), "config": read_json(f.config), "provenance": read_json(f.provenance),
+           "matrix": read_json(f.matrix), "metrics": read_json(f.metrics)}
+    return {**run, "metrics": current_metrics(run["metrics"], run["matrix"])}
+
+
+def current_metrics(metrics: dict, matrix: dict) -> dict:
+    """``metrics.json``'s content with every suite as this version of ``clbench.results.metrics`` computes it.
+
+    A run finished before ``METRICS_VERSION`` 2 counted pretrained tasks in LA; its suites are recomputed
+    from ``matrix.json`` (the matrices are the record, metrics are derived). The pretrained tasks are the
+    ones without a ``final_loss`` entry, which ``finalize`` writes for every trained task.
+    """
+    from clbench.results.metrics import METRICS_VERSION, summarize
+
+    if (not isinstance(metrics, dict) or not isinstance(matrix, dict) or "suites" not in matrix
+            or "final_loss" not in metrics or metrics.get("metrics_version", 1) >= METRICS_VERSION):
+        return metrics  # current, or malformed: the reader's own checks name the file
+    general = [i for i, name in enumerate(matrix["tasks"]) if name not in metrics["final_loss"]]
+    suites = {s: summarize(m["R"], m["reference"], m["base"], general, m["higher_is_better"])
+              for s, m in matrix["suites"].items()}
+    return {**metrics, "suites": suites, "metrics_version": METRICS_VERSION}

@@ -13,8 +13,15 @@ With T tasks (formulas 1-based, as in the papers):
 * FWT from the base      FWT_base = mean over trained tasks j whose previous task j−1 was trained too
                          of (R[j−1,j] − base[j])                            (the report's FWT column)
 * average forgetting     F   = 1/(T−1) Σ_{j<T} (max_{l<T} R[l,j] − R[T,j]) (Chaudhry et al. 2018)
-* learning accuracy      LA  = (1/T) Σ_j R[j,j]                             (plasticity; Riemer et al. 2019)
+* learning accuracy      LA  = mean over trained tasks j of R[j,j]           (plasticity; Riemer et al. 2019)
 * general retention      GR  = mean over pretrained tasks g of (R[T,g] − base[g])  (TRACE's general-ability delta)
+
+Why LA leaves pretrained tasks out: Riemer's LA is the score on each task right after learning it. A
+pretrained task is not learned by the strategy; its diagonal entry is the base model's score, the same
+for every strategy of a stream, so counting it (as metrics.json did before ``METRICS_VERSION`` 2) only
+shifts and compresses every LA (on the real stream, where the base model knows half of the world facts,
+sft learning both new tasks perfectly had LA 0.833). Runs written before are read through
+``clbench.results.files.load_run``, which recomputes their suites from ``matrix.json``.
 
 Why a second FWT: clbench's base model is always pretrained (the embedded tiny model learns the
 pretrained tasks, a user's checkpoint arrives pretrained), and there Lopez-Paz's FWT measures mostly
@@ -57,8 +64,13 @@ def average_accuracy(R: Matrix) -> float | None:
     return _mean(R[-1])
 
 
-def learning_accuracy(R: Matrix) -> float | None:
-    return _mean(R[j][j] for j in range(len(R)))
+METRICS_VERSION = 2  # 2: LA over trained tasks only (1 counted the pretrained tasks' base scores)
+
+
+def learning_accuracy(R: Matrix, general: Sequence[int] = ()) -> float | None:
+    """Mean of R[j][j] over the tasks not in ``general`` (the pretrained ones); None if every task is."""
+    pre = set(general)
+    return _mean(R[j][j] for j in range(len(R)) if j not in pre)
 
 
 def backward_transfer(R: Matrix) -> float | None:
@@ -111,7 +123,7 @@ def summarize(R: Matrix, b: Sequence[float | None], base: Sequence[float | None]
         "fwt": forward_transfer(R, b),
         "fwt_base": forward_transfer_from_base(R, base, general),
         "forgetting": average_forgetting(R, higher_is_better),
-        "learning_acc": learning_accuracy(R),
+        "learning_acc": learning_accuracy(R, general),
         "general_retention": general_retention(R, base, general),
         "final_per_task": list(R[-1]),
         "forgetting_per_task": forgetting_per_task(R, higher_is_better),

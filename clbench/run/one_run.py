@@ -55,7 +55,7 @@ from clbench.results.files import (
     run_dir,
 )
 from clbench.results.loss_check import loss_check
-from clbench.results.metrics import summarize
+from clbench.results.metrics import METRICS_VERSION, summarize
 from clbench.results.provenance import provenance
 from clbench.results.tensorboard import open_curves
 from clbench.run.checks import TruncationCount, readable_checkpoint
@@ -105,6 +105,16 @@ def write_row(files: RunFiles, key: int | str, row: dict, extra: dict) -> None:
             atomic_write_jsonl(pred_dir / f"{task}.{suite}.jsonl", items)
     path = files.after(key) if isinstance(key, int) else files.root / "eval" / f"{key}.json"
     atomic_write_json(path, {"scores": row["scores"], "seconds": row["seconds"], "n_items": row["n_items"], **extra})
+
+
+def copied_row(files: RunFiles, key: str, stream: Stream) -> dict:
+    """The row already written under ``eval/<key>.json``, with its predictions, as :func:`write_row` takes it
+    (``seconds`` 0: nothing was scored)."""
+    stored = read_json(files.root / "eval" / f"{key}.json")
+    items = {t.name: {s.name: [json.loads(line) for line in
+                               (files.predictions(key) / f"{t.name}.{s.name}.jsonl").read_text().splitlines()]
+                      for s in t.probes} for t in stream.tasks}
+    return {"scores": stored["scores"], "items": items, "seconds": 0.0, "n_items": stored["n_items"]}
 
 
 def save_checkpoint(files: RunFiles, t: int, strategy, model, meta: dict, ops, optimizer=None) -> None:
@@ -261,8 +271,11 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
                          **ops.checkpoint_meta, "diagnostics": diagnostics},
                         ops, optimizer if not cfg.train.reset_optimizer else None)
         fault_point(f"after_checkpoint:{t}")
-        row = evaluate(model, f"eval after {view.name}", strategy.probe_view)
-        write_row(files, t, row, {"pretrained": False, "train_seconds": train_seconds,
+        if strategy.scores_as_base and not strategy.trains:  # it evaluates the base model, unchanged: the base row
+            row, extra = copied_row(files, "base", stream), {"copied_from": "base"}
+        else:
+            row, extra = evaluate(model, f"eval after {view.name}", strategy.probe_view), {}
+        write_row(files, t, row, {**extra, "pretrained": False, "train_seconds": train_seconds,
                                   "tokens": sum(r["tokens"] for r in log),
                                   "updated_elements": sum(r["updated_elements"] for r in log),
                                   "final_loss": log[-1]["loss"] if log else None, "diagnostics": diagnostics,
@@ -293,7 +306,8 @@ def finalize(files: RunFiles, stream: Stream, T: int, trainable_parameters: int)
             "trainable_parameters": trainable_parameters}
     order = {"order": stream.derived["order"]} if "order" in stream.derived else {}  # for orders.reindex
     atomic_write_json(files.matrix, {"tasks": [t.name for t in stream.tasks], "suites": mats, **order})
-    atomic_write_json(files.metrics, {"primary_metric": stream.spec.primary_metric, "suites": metrics, "cost": cost,
+    atomic_write_json(files.metrics, {"metrics_version": METRICS_VERSION, "primary_metric": stream.spec.primary_metric,
+                                      "suites": metrics, "cost": cost,
                                       "final_loss": {stream.tasks[t].name: rows[t].get("final_loss")
                                                      for t in range(T) if not rows[t].get("pretrained")},
                                       "loss_check": loss_check(logs, [t.name for t in stream.tasks]),

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from clbench.config.experiment import ExperimentConfig, StrategySpec, TrainConfig
 from clbench.errors import ConfigError
-from clbench.results.files import atomic_write_json, read_json, safe_label
+from clbench.results.files import atomic_write_json, load_run, read_json, safe_label
 from clbench.run.plan import GridEntry, resolve_entry
 
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"threads"}
@@ -236,9 +236,9 @@ def select(cfg: ExperimentConfig, stream_name: str, entry: GridEntry, space: dic
                           "fix it or drop the candidate")
     results, hib = [], True
     for (setting, _), outcome in zip(rows, outcomes):
-        metrics = read_json(Path(outcome.path) / "metrics.json")
-        suite = metrics["suites"][primary]
-        hib = read_json(Path(outcome.path) / "matrix.json")["suites"][primary]["higher_is_better"]
+        stored = load_run(Path(outcome.path))
+        suite = stored["metrics"]["suites"][primary]
+        hib = stored["matrix"]["suites"][primary]["higher_is_better"]
         results.append({"setting": setting, "run": str(outcome.path),
                         **{k: suite[k] for k in ("acc", "learning_acc", "forgetting")}})
     i, reason = choose(results, cfg.tuning.rule, cfg.tuning.la_ratio, hib)

@@ -20,7 +20,8 @@ from clbench.train.strategy import Strategy, TaskView
 def task_batches(tokenizer, strategy, task: TaskView, cfg: TrainConfig, seed: int):
     """The records the strategy trains on for ``task``, encoded, as endless batches in ``seed``'s order."""
     encoded = [task.encode(r) for r in strategy.training_examples(task)]
-    return batch_stream(encoded, cfg.batch_size, tokenizer.pad_token_id, seed=seed)
+    return batch_stream(encoded, cfg.batch_size, tokenizer.pad_token_id, seed=seed,
+                        group_by_length=cfg.group_by_length)
 
 
 def train_task(model, tokenizer, strategy: Strategy, task: TaskView, optimizer, cfg: TrainConfig, seed: int,

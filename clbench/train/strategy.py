@@ -64,6 +64,9 @@ class Strategy:
     name: str = "base"
     trains: bool = True  # False: the runner skips training (e.g. the 'frozen' lower bound)
     requires_trainable: bool = True  # False: no trainable parameter is acceptable
+    # True (with trains False): the model evaluated after every task is the base model unchanged (no probe_view),
+    # so the runner copies the base row instead of scoring the same model again (frozen: 3 rows of ~25 s on SmolLM2)
+    scores_as_base: bool = False
     family: str = "other"  # how reports group it: "nested learning", "baselines" or "references"
     backends: ClassVar[tuple[str, ...]] = ("torch", "mlx")
 
