@@ -164,9 +164,9 @@ MIXED = PROMPTS + ["A", "In the beginning God created the heaven and the earth. 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 5, 16])
 def test_generation_equals_hf_generate_row_by_row_whatever_the_batching(smollm2, batch_size):
-    """Rows end at different steps and leave the running batch (and its KV cache), the next batch starts
-    full; every answer is still the one HF ``generate`` gives the prompt alone, with 12 tokens always
-    generated."""
+    """Rows end at different steps, leave the running batch, and the next prompts join it (batch sizes
+    2, 3, 5: joins of caches of different widths); every answer is still the one HF ``generate`` gives the
+    prompt alone, with 12 tokens always generated."""
     model, tok = smollm2
     alone = [_alone(model, tok, p, 12) for p in MIXED]
     steps = []
@@ -180,7 +180,7 @@ def test_generation_equals_hf_generate_row_by_row_whatever_the_batching(smollm2,
     assert ours == [a.split("\n")[0] for a in alone]
     assert any("\n" in a for a in alone) and any("\n" not in a for a in alone)
     assert max(rows for rows, _ in steps) <= batch_size
-    if 1 < batch_size < len(MIXED):  # some step ran fewer rows than the batch (ended rows left it)
+    if 1 < batch_size < len(MIXED):  # some step ran fewer rows than the batch, then rows joined again
         rows = [n for n, decoding in steps if decoding]
         assert any(b > a for a, b in itertools.pairwise(rows)), rows
 

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicLayer, GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from clbench.eval.lm_view import LMView
 from clbench.eval.requests import (
@@ -147,65 +147,72 @@ class TorchLM(LMView):
             return answer_ended(tok.decode(tokens, skip_special_tokens=True), until, tail)
 
         encoded = [encode_text(tok, p) for p in prompts]
-        out: list[str] = [""] * len(prompts)
-        lean = self._lean_decoding()
-        for rows in longest_first([len(e) for e in encoded], self.batch_size):
-            batch = [encoded[i] for i in rows]
-            gen = self._greedy(batch, max_new_tokens, ended) if lean else self._hf_generate(batch, max_new_tokens, ended)
-            for i, tokens in zip(rows, gen):
-                out[i] = cut_at_newline(tok.decode(tokens, skip_special_tokens=True))
-        return out
+        batches = longest_first([len(e) for e in encoded], self.batch_size)
+        if self._lean_decoding():
+            gen = self._greedy(encoded, [i for rows in batches for i in rows], max_new_tokens, ended)
+        else:
+            gen = [[] for _ in encoded]
+            for rows in batches:
+                for i, tokens in zip(rows, self._hf_generate([encoded[i] for i in rows], max_new_tokens, ended)):
+                    gen[i] = tokens
+        return [cut_at_newline(tok.decode(tokens, skip_special_tokens=True)) for tokens in gen]
 
-    def _greedy(self, prompts: list[list[int]], max_new_tokens: int, ended) -> list[list[int]]:
-        """Greedy tokens of each prompt of one batch, each ending with (and including) the token at which
-        ``ended`` first holds or EOS, or after ``max_new_tokens``.
+    def _greedy(self, prompts: list[list[int]], order: list[int], max_new_tokens: int, ended) -> list[list[int]]:
+        """Greedy tokens of each prompt, each ending with (and including) the token at which ``ended``
+        first holds or EOS, or after ``max_new_tokens``; prompts enter the running batch in ``order``,
+        at most ``batch_size`` rows at a time.
 
-        Written out instead of calling Hugging Face ``generate`` because ``generate`` keeps every row of a
-        batch until the last one has ended (finished rows go on being computed, fed padding): here a row
-        that has ended leaves the batch and its KV cache (``batch_select_indices``), so each step runs
-        the unfinished rows only. Otherwise it is what ``generate`` does for greedy decoding, so the
-        tokens are the same: the left-padded batch is run once (logits at the last position only; no
-        mask when nothing is padded, as ``generate`` drops an all-ones mask), positions are counted over
-        the real tokens (``cumsum(mask) - 1``), each step feeds the chosen token at the next position
-        with the mask grown by one column, and the token is ``argmax`` of the float32 logits (ties: the
-        first index). ``_lean_decoding`` checks that ``generate`` would add nothing else (no logits
-        processor from the model's generation config).
+        Written out instead of calling Hugging Face ``generate`` because ``generate`` keeps every row of
+        a batch until the last one has ended (finished rows go on being computed, fed padding), and a
+        new batch starts only then. Here a row that has ended leaves the batch and its KV cache
+        (``batch_select_indices``), so each step runs the unfinished rows only, and once half the rows
+        have left, the next prompts are run (one forward pass over them) and join the running batch
+        (``_Running.join``), so the batch stays full instead of waiting for its slowest row: a decoding
+        step costs about the same for 1 row as for 16 (reading the weights dominates), so steps with
+        full rows are what saves time. A row's tokens do not depend on the rows beside it (beyond float
+        rounding, as in any batch), so this changes no answer.
+
+        Otherwise it is what ``generate`` does for greedy decoding: a prompt batch is left-padded and run
+        once (logits at the last position only; no mask when nothing is padded, as ``generate`` drops an
+        all-ones mask), positions are counted over the real tokens (``cumsum(mask) - 1``), each step
+        feeds the chosen token at the next position with the mask grown by one column, and the token is
+        ``argmax`` of the float32 logits (ties: the first index). ``_lean_decoding`` checks that
+        ``generate`` would add nothing else (no logits processor from the model's generation config).
         """
-        tok, model = self.tokenizer, self.model
-        ids, mask = self._pad(prompts, left=True)
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        attn = None if bool(mask.all()) else mask
-        out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True,
-                    **self._logits_from(1))
-        cache, logits = out.cache, out.logits[:, -1]
-        can_drop = hasattr(cache, "batch_select_indices")
-        at = positions[:, -1:] + 1
-        live = list(range(len(prompts)))  # the prompt of each row of the running batch
+        eos = self.tokenizer.eos_token_id
+        queue = list(reversed(order))  # popped from the end: ``order`` first to last
         generated: list[list[int]] = [[] for _ in prompts]
-        for step in range(max_new_tokens):
-            nxt = logits.to(torch.float32).argmax(-1)
-            keep = []
-            for row, (i, t) in enumerate(zip(live, nxt.tolist())):
-                if i < 0:
-                    continue  # a finished row kept in a cache that cannot drop rows
-                generated[i].append(t)
-                if t != tok.eos_token_id and not ended(generated[i]):
-                    keep.append(row)
-            if not keep or step == max_new_tokens - 1:
+        run: _Running | None = None
+        while True:
+            if queue and (run is None or (run.can_join and len(run.live) <= self.batch_size // 2)):
+                new = self._prefill([queue.pop() for _ in range(min(len(queue), self.batch_size - len(run.live)
+                                                                     if run else self.batch_size))], prompts)
+                run = new if run is None or not run.live else run.join(new)
+            if run is None or not run.live:
                 break
-            if can_drop and len(keep) < len(live):
-                index = torch.tensor(keep, device=ids.device)
-                cache.batch_select_indices(index)
-                nxt, at = nxt[index], at[index]
-                attn = None if attn is None else attn[index]
-                live = [live[row] for row in keep]
-            elif not can_drop:
-                live = [i if row in keep else -1 for row, i in enumerate(live)]
-            if attn is not None:
-                attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=-1)
-            out = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=at, cache=cache, use_cache=True)
-            logits, at = out.logits[:, -1], at + 1
+            run.tokens = run.logits.to(torch.float32).argmax(-1)
+            keep = []
+            for row, (i, t) in enumerate(zip(run.live, run.tokens.tolist())):
+                if i < 0:
+                    continue  # an ended row of a cache that cannot drop rows
+                generated[i].append(t)
+                if t != eos and len(generated[i]) < max_new_tokens and not ended(generated[i]):
+                    keep.append(row)
+            if not keep:
+                run = None  # every row has ended
+                continue
+            run.keep(keep)
+            run.step(self.model)
         return generated
+
+    def _prefill(self, rows: list[int], prompts: list[list[int]]) -> _Running:
+        """The prompts ``rows`` run as one left-padded batch: a :class:`_Running` batch with their KV cache
+        and the logits of their first generated token."""
+        ids, mask = self._pad([prompts[i] for i in rows], left=True)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        out = self.model(input_ids=ids, attention_mask=None if bool(mask.all()) else mask, position_ids=positions,
+                         use_cache=True, **self._logits_from(1))
+        return _Running(out.cache, mask, positions[:, -1:] + 1, out.logits[:, -1], list(rows))
 
     def _hf_generate(self, prompts: list[list[int]], max_new_tokens: int, ended) -> list[list[int]]:
         """:meth:`_greedy`'s tokens by Hugging Face ``generate`` (for a model it cannot run), stopped once
@@ -242,6 +249,76 @@ _GREEDY_IGNORES = frozenset({
     "max_length", "max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p",
     "epsilon_cutoff", "eta_cutoff",
 })
+
+
+class _Running:
+    """The running batch of :meth:`TorchLM._greedy`: its KV cache, 2-D attention mask (left padding),
+    the position of each row's next token, the logits of each row's next token and the token chosen
+    from them, and the prompt of each row (``live``; -1 for a row that has ended in a cache that cannot
+    drop rows).
+
+    Every row's cache ends at its latest token (all rows advance one token per step), so rows of two
+    batches line up at the right: :meth:`join` left-pads the shorter cache with zeros that the mask
+    hides. Joining and dropping leading columns touch the cache's layers directly, so they are done only
+    for a plain ``DynamicCache`` (``can_join``); any cache with ``batch_select_indices`` can drop rows.
+    """
+
+    def __init__(self, cache, mask: torch.Tensor, at: torch.Tensor, logits: torch.Tensor, live: list[int]):
+        self.cache, self.mask, self.at, self.logits, self.live = cache, mask, at, logits, live
+        self.tokens = torch.zeros(0, dtype=torch.long)
+        self.can_drop = hasattr(cache, "batch_select_indices")
+        layers = getattr(cache, "layers", None)
+        self.can_join = bool(layers) and all(type(la) is DynamicLayer and la.is_initialized for la in layers)
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep the running batch's ``rows`` only, then drop the leading columns no kept row attends to."""
+        if len(rows) == len(self.live):
+            return
+        if not self.can_drop:
+            kept = set(rows)
+            self.live = [i if r in kept else -1 for r, i in enumerate(self.live)]
+            return
+        self.live = [self.live[r] for r in rows]
+        index = torch.tensor(rows, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.mask, self.at, self.tokens = self.mask[index], self.at[index], self.tokens[index]
+        if self.can_join:
+            unused = int(self.mask.any(0).long().argmax())  # leading columns that are padding in every row
+            if unused:
+                for layer in self.cache.layers:
+                    layer.keys, layer.values = layer.keys[..., unused:, :], layer.values[..., unused:, :]
+                self.mask = self.mask[:, unused:]
+
+    def join(self, other: _Running) -> _Running:
+        """This batch's rows followed by ``other``'s, in one cache (both must be ``can_join``)."""
+        if not (self.can_join and other.can_join):
+            raise ValueError("only plain DynamicCache batches can be joined")
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
+            mine.values = torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)])
+        self.mask = torch.cat([_left_pad(self.mask, width, dim=-1), _left_pad(other.mask, width, dim=-1)])
+        self.at = torch.cat([self.at, other.at])
+        self.logits = torch.cat([self.logits, other.logits])
+        self.live = self.live + other.live
+        return self
+
+    def step(self, model) -> None:
+        """Run each row's chosen token at its next position; the logits of the token after it."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=-1)
+        out = model(input_ids=self.tokens[:, None], attention_mask=None if bool(self.mask.all()) else self.mask,
+                    position_ids=self.at, cache=self.cache, use_cache=True)
+        self.logits, self.at = out.logits[:, -1], self.at + 1
+
+
+def _left_pad(x: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:
+    """``x`` with zeros before it along ``dim`` up to ``width``."""
+    missing = width - x.shape[dim]
+    if not missing:
+        return x
+    shape = list(x.shape)
+    shape[dim] = missing
+    return torch.cat([x.new_zeros(shape), x], dim=dim)
 
 
 CONTEXT_SEG, PAD_SEG = -1, -2  # segment ids of a packed row: context, padding; continuation j is j
