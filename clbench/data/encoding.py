@@ -99,7 +99,7 @@ def batch_stream(encoded: Sequence[Encoded], batch_size: int, pad_id: int, seed:
     idea of transformers' ``LengthGroupedSampler``, written here because that sampler trains a
     megabatch's batches longest first, the same length curriculum in every epoch; every example is still
     seen once per epoch. On the default stream (batch 32) k = 8 raises the real-token share of a batch
-    from 0.71 to 0.91 (``docs/performance.md``).
+    from 0.71 to 0.91 (``docs/measurement.md``, where its cost in learning is measured too).
     """
     if not encoded:
         raise ValueError("cannot train on an empty set of examples")

@@ -24,8 +24,8 @@ What makes it fast, none of which changes a score beyond float rounding:
 * greedy generation is a decoding loop of its own (:meth:`TorchLM._greedy`): a sequence stops as soon as
   it has produced EOS, a newline, or an ``until`` string of the suite that settles where its answer is
   cut (what follows is discarded anyway), and then leaves the batch and its KV cache, so later steps
-  compute the unfinished sequences only — Hugging Face ``generate`` runs every row until the last one
-  has ended.
+  compute the unfinished sequences only, and the next prompts join the running batch once half of it
+  has left — Hugging Face ``generate`` runs every row until the last one has ended.
 """
 
 from __future__ import annotations

@@ -83,18 +83,18 @@ def load_suite_items(run: Run, suite: str) -> SuiteItems | None:
     pretrained = run.config["stream"].get("pretrained", [False] * len(tasks))
     R = info["R"]
 
-    def row(folder, present: list) -> tuple | None:
+    def row(key, present: list) -> tuple | None:
         out = []
         for j, task in enumerate(tasks):
-            got = _read_items(folder / f"{task}.{suite}.jsonl", ITEM_KINDS[info["kind"]])
+            got = _read_items(files.prediction_file(key, task, suite), ITEM_KINDS[info["kind"]])
             if got is None and present[j] is not None:
                 return None  # a score without its items
             out.append(got)
         return tuple(out)
 
-    rows = [row(files.predictions("base") if pretrained[i] else files.predictions(i), R[i]) for i in range(len(R))]
-    base = row(files.predictions("base"), info["base"])
-    reference = row(files.predictions("reference"), info["reference"])
+    rows = [row("base" if pretrained[i] else i, R[i]) for i in range(len(R))]
+    base = row("base", info["base"])
+    reference = row("reference", info["reference"])
     if any(r is None for r in rows) or base is None or reference is None:
         return None
     for j in range(len(tasks)):  # one item order per task, in every row

@@ -142,6 +142,7 @@ def matched_comparisons(groups: Mapping[str, list[Run]], suite: str, reference: 
         return front, dropped, []
     out = []
     front_la = [_means(groups, suite, g, "learning_acc") for g in front]
+    front_y = {key: [_means(groups, suite, g, key) for g in front] for key, _, _ in MATCHED}
     lo, hi = min(x for x in front_la if x is not None), max(x for x in front_la if x is not None)
     for label in order_labels(groups, reference):
         if label in front:
@@ -149,7 +150,7 @@ def matched_comparisons(groups: Mapping[str, list[Run]], suite: str, reference: 
         la = _means(groups, suite, label, "learning_acc")
         for key, _, _ in MATCHED:
             value = _means(groups, suite, label, key)
-            at = None if la is None else frontier_at(front_la, [_means(groups, suite, g, key) for g in front], la)
+            at = None if la is None else frontier_at(front_la, front_y[key], la)
             if la is None or value is None or at is None:
                 side = None if la is None else ("below" if la < lo else "above" if la > hi else None)
                 out.append(Matched(label, key, la, value, None, None, side=side))

@@ -79,7 +79,7 @@ def known_suites(files: RunFiles, stream: Stream, rows: list[dict], mats: dict) 
             ids = known.get(task.name, {}).get(suite)
             if not task.pretrained or ids is None:
                 return plain
-            items = _items(files.predictions(key) / f"{task.name}.{suite}.jsonl")
+            items = _items(files.prediction_file(key, task.name, suite))
             return subset_score(items, mat["kind"], set(ids))
 
         out[suite + KNOWN_SUFFIX] = {
@@ -104,9 +104,8 @@ def category_scores(files: RunFiles, stream: Stream, rows: list[dict]) -> dict:
             cats = sorted({it["category"] for it in suite.items if "category" in it})
             if not cats:
                 continue
-            name = f"{task.name}.{suite.name}.jsonl"
-            base = _items(files.predictions("base") / name)
-            after = [_items(files.predictions(k) / name) for k in keys]
+            base = _items(files.prediction_file("base", task.name, suite.name))
+            after = [_items(files.prediction_file(k, task.name, suite.name)) for k in keys]
             out.setdefault(task.name, {})[suite.name] = {
                 c: {"n": sum(it.get("category") == c for it in suite.items),
                     "base": subset_score([i for i in base or [] if i.get("category") == c], suite.kind),

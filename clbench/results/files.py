@@ -77,6 +77,10 @@ class RunFiles:
     def predictions(self, t: int | str) -> Path:
         return self.root / "predictions" / (f"after_{t}" if isinstance(t, int) else t)
 
+    def prediction_file(self, t: int | str, task: str, suite: str) -> Path:
+        """The per-item records of one probe suite in row ``t``."""
+        return self.predictions(t) / f"{task}.{suite}.jsonl"
+
     def task_log(self, t: int) -> Path:
         return self.root / "train_log" / f"task_{t}.jsonl"
 

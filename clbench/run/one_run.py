@@ -99,10 +99,9 @@ def same_experiment(stored: dict, record: dict, entry: GridEntry) -> bool:
 
 def write_row(files: RunFiles, key: int | str, row: dict, extra: dict) -> None:
     """A row of scores (``after_<t>`` for a task index, else ``eval/<key>.json``) and its predictions."""
-    pred_dir = files.predictions(key)
     for task, suites in row["items"].items():
         for suite, items in suites.items():
-            atomic_write_jsonl(pred_dir / f"{task}.{suite}.jsonl", items)
+            atomic_write_jsonl(files.prediction_file(key, task, suite), items)
     path = files.after(key) if isinstance(key, int) else files.root / "eval" / f"{key}.json"
     atomic_write_json(path, {"scores": row["scores"], "seconds": row["seconds"], "n_items": row["n_items"], **extra})
 
@@ -112,7 +111,7 @@ def copied_row(files: RunFiles, key: str, stream: Stream) -> dict:
     (``seconds`` 0: nothing was scored)."""
     stored = read_json(files.root / "eval" / f"{key}.json")
     items = {t.name: {s.name: [json.loads(line) for line in
-                               (files.predictions(key) / f"{t.name}.{s.name}.jsonl").read_text().splitlines()]
+                               files.prediction_file(key, t.name, s.name).read_text().splitlines()]
                       for s in t.probes} for t in stream.tasks}
     return {"scores": stored["scores"], "items": items, "seconds": 0.0, "n_items": stored["n_items"]}
 
