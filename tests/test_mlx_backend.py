@@ -455,3 +455,11 @@ def test_parity_base_rows_agree_and_training_sees_the_same_data(parity_runs):
     assert [r["lr"] for r in lt] == [r["lr"] for r in lm] and [r["tokens"] for r in lt] == [r["tokens"] for r in lm]
     # step 1: LoRA's B is zero on both sides, so the model (and its loss on the same batch) is the base model's
     assert lm[0]["loss"] == pytest.approx(lt[0]["loss"], rel=1e-4)
+
+
+def test_mlx_refuses_explicit_autocast_and_resolves_auto_to_none(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        MLXBackend().start(micro_config(tmp_path, model={"backend": "mlx", "autocast": "bfloat16"}))
+    assert "model.autocast" in str(err.value) and "model.dtype" in str(err.value)
+    extra = MLXBackend().start(micro_config(tmp_path, model={"backend": "mlx", "autocast": "auto"}))
+    assert extra["numerics"]["autocast"] == "none"

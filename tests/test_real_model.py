@@ -41,7 +41,10 @@ def smollm2_dir():
 
 
 def test_real_model_smoke_run(tmp_path, smollm2_dir):
+    import torch
+
     from clbench.config.experiment import load_config
+    from clbench.modeling.loading import pick_autocast
     from clbench.run.grid import run_grid
     from clbench.tasks.real_knowledge.build import HERE
 
@@ -49,11 +52,15 @@ def test_real_model_smoke_run(tmp_path, smollm2_dir):
     cfg = load_config(None, [f"stream={tmp_path / 'real-smoke.yaml'}", f"results_dir={tmp_path / 'results'}",
                              "strategies=[sft]", "seeds=[0]", "model.name=smollm2-135m", "train.steps_per_task=2",
                              "train.batch_size=4", "train.lr=1e-3", "train.threads=2", "eval.batch_size=16",
-                             "eval.max_new_tokens=4"])
+                             "eval.max_new_tokens=4", "model.autocast=auto"])  # as configs/bench_real.yaml
     [(run, status)] = run_grid(cfg, progress=False, echo=lambda *_: None)
     assert status == "done"
     config = json.loads((run / "config.json").read_text())
     assert config["base_model"] == smollm2_dir.name and config["model"]["name"] == "smollm2-135m"
+    numerics = json.loads((run / "provenance.json").read_text())["numerics"]
+    # bf16 where this machine computes it natively (this CPU's flags), else none
+    resolved = pick_autocast("auto", torch.device(numerics["device"]), getattr(torch, numerics["dtype"]))
+    assert numerics["autocast"] == (str(resolved).removeprefix("torch.") if resolved else "none")
     for rel in ("eval/reference.json", "eval/base.json", "eval/after_0.json", "eval/after_1.json",
                 "eval/known_subset.json", "matrix.json", "metrics.json", "DONE"):
         assert (run / rel).exists(), rel

@@ -23,6 +23,7 @@ own arithmetic, kept exactly as it was so results stay byte-identical.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,6 +53,17 @@ class Backend:
     def load(self, cfg, base_dir: Path):
         """``(model, tokenizer)`` of the base model."""
         raise NotImplementedError
+
+    @property
+    def numerics(self) -> dict:
+        """How this backend computes, as resolved on this machine (device, weight dtype, autocast): recorded
+        in ``provenance.json`` and part of the cached reference/base rows' key (``clbench.run.fixed_rows``)."""
+        return {}
+
+    def compute(self):
+        """The context every forward pass of the run runs in — training steps, the strategy's task hooks
+        (a Fisher, an importance estimate), evaluation: torch's autocast when mixed precision is on."""
+        return contextlib.nullcontext()
 
     def seed(self, seed: int) -> None:
         """Seed every generator the run draws from (before ``prepare_model`` and before each task)."""

@@ -7,12 +7,17 @@ others entirely — their moments, step counts and decoupled weight decay do not
 outside a step's ``keep`` set has ``requires_grad`` off during that step's forward and backward, so
 autograd builds no weight gradient for it and, when the shallow blocks are frozen, the backward pass
 stops early.
+
+Mixed precision (``model.autocast``): every forward pass of a run — :meth:`TorchBackend.forward_backward`,
+the strategy's task hooks, the probe view — runs inside :meth:`TorchBackend.compute`, ``torch.autocast``
+in bfloat16; weights, gradients and optimizer state stay in the weights' dtype, and the optimizer step
+runs outside it (M3's Newton–Schulz iterations stay in float32).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import ClassVar
 
 import torch
@@ -49,14 +54,38 @@ class TorchBackend(Backend):
 
         return torch_surprise
 
+    device = torch.device("cpu")
+    dtype = torch.float32
+    autocast_dtype: torch.dtype | None = None
+
     # --- the run ----------------------------------------------------------------------------------
+    def start(self, cfg):
+        """Resolve device, dtype and autocast (a device that is not there is refused before anything is written)."""
+        from clbench.modeling.loading import pick_autocast, pick_device, pick_dtype
+
+        self.device = pick_device(cfg.model.device)
+        self.dtype = pick_dtype(cfg.model.dtype, self.device)
+        self.autocast_dtype = pick_autocast(cfg.model.autocast, self.device, self.dtype)
+        return {"numerics": self.numerics}
+
+    @property
+    def numerics(self):
+        def name(dtype):
+            return str(dtype).removeprefix("torch.") if dtype is not None else "none"
+
+        return {"device": str(self.device), "dtype": name(self.dtype), "autocast": name(self.autocast_dtype)}
+
+    def compute(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
     def load(self, cfg, base_dir):
-        from clbench.modeling.loading import load_causal_lm, pick_device, pick_dtype
+        from clbench.modeling.loading import load_causal_lm
 
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        self.device = pick_device(cfg.model.device)
-        self.dtype = pick_dtype(cfg.model.dtype, self.device)
+        self.start(cfg)
         return load_causal_lm(base_dir, cfg.model.device, cfg.model.dtype, cfg.model.trust_remote_code)
 
     def place(self, model):
@@ -71,7 +100,7 @@ class TorchBackend(Backend):
     def view(self, model, tokenizer, batch_size):
         from clbench.eval.torch_lm import TorchLM
 
-        return TorchLM(model, tokenizer, batch_size=batch_size)
+        return TorchLM(model, tokenizer, batch_size=batch_size, autocast=self.autocast_dtype)
 
     def param_groups(self, strategy, lr: float) -> list[dict]:
         """torch parameter groups of ``strategy.param_groups()``: a group with a divisor gets ``lr / d``."""
@@ -240,7 +269,7 @@ class TorchBackend(Backend):
         device = next(model.parameters()).device
         k = len(batches)
         loss_sum, logs = 0.0, {}
-        with _only_requiring_grad(trainable, keep):
+        with _only_requiring_grad(trainable, keep), self.compute():
             for batch in batches:
                 batch = {key: v.to(device) for key, v in batch.items()}
                 out = loss_fn(model, batch)

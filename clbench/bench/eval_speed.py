@@ -12,6 +12,11 @@ probe suite's ``until`` strings, cut at the newline and at those (``generation_u
 the same stop strings, HFLM in its ``gen_kwargs`` (it stops a batch once every row has produced one),
 clbench in ``generate(..., until=...)``, and the answers compared are both cut there.
 
+With ``autocast`` (a dtype: the runs' ``model.autocast``), both sides run in ``torch.autocast`` with it
+(clbench inside the context, HFLM through its own ``mixed_precision_dtype``), so the comparison is again one model computed one way; bf16 products are not
+bit-reproducible across two batching schemes, so there the check is the same choice and the same answers,
+and the log-likelihood gap is reported, not held to float32's 1e-5.
+
 Times are CPU seconds of this process (``time.process_time``) as well as wall seconds: on a shared
 machine the wall time of one side can absorb another process's load, the CPU time cannot. Each side runs
 once untimed, then ``reps`` timed times (median reported).
@@ -19,6 +24,7 @@ once untimed, then ``reps`` timed times (median reported).
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -39,25 +45,29 @@ def _timed(fn: Callable[[], object], reps: int) -> tuple[object, float, float]:
     return out, statistics.median(cpu), statistics.median(wall)
 
 
-def hflm(model, tokenizer, batch_size: int):
-    """lm-eval's own Hugging Face model class around the model in memory."""
+def hflm(model, tokenizer, batch_size: int, autocast: torch.dtype | None = None):
+    """lm-eval's own Hugging Face model class around the model in memory; with ``autocast``, its own
+    mixed precision (``mixed_precision_dtype``: HFLM wraps every model call in ``torch.autocast(...,
+    enabled=mixed_precision_dtype is not None)``, which switches an outer autocast *off* — so it must be
+    told, or it runs in float32)."""
     import logging
 
     from lm_eval.models.huggingface import HFLM
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its notice about an in-memory model
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device),
+                mixed_precision_dtype=autocast)
 
 
 def compare(model, tokenizer, mc_items: Sequence[dict], qa_items: Sequence[dict], batch_size: int,
-            max_new_tokens: int, reps: int = 1, until: Sequence[str] = ()) -> dict:
+            max_new_tokens: int, reps: int = 1, until: Sequence[str] = (), autocast: torch.dtype | None = None) -> dict:
     """``{"mc": {...}, "generation": {...}}`` (and ``"generation_until"`` when ``until`` is given):
     seconds of each side, the ratio, and the agreement."""
     from lm_eval.api.instance import Instance
 
     model.eval()
     native = TorchLM(model, tokenizer, batch_size=batch_size)
-    reference = hflm(model, tokenizer, batch_size)
+    reference = hflm(model, tokenizer, batch_size, autocast)
     pairs = [(it["prompt"], " " + c) for it in mc_items for c in it["choices"]]
     prompts = [it["prompt"] for it in qa_items]
     ll_requests = [Instance("loglikelihood", {}, p, i) for i, p in enumerate(pairs)]
@@ -75,19 +85,22 @@ def compare(model, tokenizer, mc_items: Sequence[dict], qa_items: Sequence[dict]
     if until:
         sides.append(("generation_until", *generation(tuple(until))))
     out = {}
-    with torch.no_grad():
+    precision = (torch.autocast(model.device.type, dtype=autocast) if autocast is not None
+                 else contextlib.nullcontext())
+    with torch.no_grad(), precision:
         for kind, ours, theirs in sides:
             ours(), theirs()  # untimed first calls: one-off set-up costs (allocations, caches) hit neither side
             a, a_cpu, a_wall = _timed(ours, reps)
             b, b_cpu, b_wall = _timed(theirs, reps)
             out[kind] = {"native_cpu_s": a_cpu, "native_wall_s": a_wall, "lm_eval_cpu_s": b_cpu,
                          "lm_eval_wall_s": b_wall, "ratio_cpu": b_cpu / a_cpu, "ratio_wall": b_wall / a_wall,
-                         "requests": len(a), **agreement(kind, a, b, mc_items)}
+                         "requests": len(a), **agreement(kind, a, b, mc_items, 1e-5 if autocast is None else None)}
     return out
 
 
-def agreement(kind: str, ours: list, theirs: list, mc_items: Sequence[dict]) -> dict:
-    """Whether both sides give the same answers (``identical``) and the largest log-likelihood gap."""
+def agreement(kind: str, ours: list, theirs: list, mc_items: Sequence[dict], tolerance: float | None = 1e-5) -> dict:
+    """Whether both sides give the same answers (``identical``: same choices, and log-likelihoods within
+    ``tolerance`` relative unless it is ``None``) and the largest log-likelihood gap."""
     if kind.startswith("generation"):
         return {"identical": ours == theirs, "differing": sum(a != b for a, b in zip(ours, theirs))}
     gap = max((abs(a - b) / max(1.0, abs(b)) for a, b in zip(ours, theirs)), default=0.0)
@@ -97,7 +110,7 @@ def agreement(kind: str, ours: list, theirs: list, mc_items: Sequence[dict]) -> 
         pick = [max(range(n), key=lambda i, s=s: (s[k + i], -i)) for s in (ours, theirs)]
         picks.append(pick[0] == pick[1])
         k += n
-    return {"identical": all(picks) and gap <= 1e-5, "max_relative_gap": gap, "same_prediction": sum(picks),
+    return {"identical": all(picks) and (tolerance is None or gap <= tolerance), "max_relative_gap": gap, "same_prediction": sum(picks),
             "items": len(picks)}
 
 

@@ -8,11 +8,14 @@ Run::
 1. **Evaluation** (``clbench.bench.eval_speed``): clbench's native scorer and lm-eval's ``HFLM`` on the
    same in-memory model, the same probe items (the stream's first task: its multiple-choice and
    exact-match suites, ``--items`` of each) and the same batch size; ratio and identical-answer check;
-   generation both cut at the newline and with the exact-match suite's ``until`` strings.
+   generation both cut at the newline and with the exact-match suite's ``until`` strings. Where
+   ``model.autocast: auto`` turns bf16 mixed precision on (``configs/bench_real.yaml``), once more with
+   both sides in bf16.
 2. **Training**: tokens/s and ms per optimizer step of sft and of each nested-learning strategy on the
    model, side by side (``clbench.bench.training_speed.step_times_on``: each strategy trains its own
    copy, steps interleaved), on one real batch of the stream's first trained task; importance tiers'
-   warm-up is shortened to 2 steps so that its tiered steps are what is timed.
+   warm-up is shortened to 2 steps so that its tiered steps are what is timed; and sft in bf16 mixed
+   precision beside them, where it is on.
 3. **Batch composition**: the share of padding in the trainer's shuffled batches of that task, and with
    ``train.group_by_length`` at 4 and 8 (the trainer's order is part of every result, so turning it on
    changes every benchmark number; ``configs/bench.yaml`` uses 4).
@@ -72,7 +75,7 @@ def main(args=None) -> int:
     from clbench.bench.eval_speed import compare, print_comparison
     from clbench.bench.training_speed import step_times_on
     from clbench.config.experiment import load_config
-    from clbench.modeling.loading import load_causal_lm
+    from clbench.modeling.loading import load_causal_lm, pick_autocast
 
     cfg = load_config(None)
     folder = resolve_model(getattr(args, "model", None), cfg.resolved_cache_dir())
@@ -94,6 +97,11 @@ def main(args=None) -> int:
     print(f"evaluation, native vs lm-eval HFLM ({first.name}: {len(mc)} multiple-choice and {len(qa)} "
           f"exact-match items):")
     print_comparison(compare(model, tok, mc, qa, batch, cfg.eval.max_new_tokens, reps=1, until=until), batch)
+    mixed = pick_autocast("auto", model.device, next(model.parameters()).dtype)
+    if mixed is not None:
+        print("  the same in bf16 mixed precision (model.autocast: auto resolves to it here; both sides autocast):")
+        print_comparison(compare(model, tok, mc, qa, batch, cfg.eval.max_new_tokens, reps=1, until=until,
+                                 autocast=mixed), batch)
 
     task = next(t for t in stream.tasks if not t.pretrained)
     train = TrainConfig(batch_size=getattr(args, "train_batch", 8))
@@ -104,7 +112,8 @@ def main(args=None) -> int:
     example = next(batch_stream(encoded, train.batch_size, tok.pad_token_id, seed=0))
     tokens = count_tokens(example)
     steps = max(4, getattr(args, "real_steps", 4))
-    times = step_times_on(model, example, NESTED, steps=steps, reps=2, warmup=4, train=train)
+    variants = NESTED + ([("sft, bf16 autocast", "sft", {}, (), None, mixed)] if mixed is not None else [])
+    times = step_times_on(model, example, variants, steps=steps, reps=2, warmup=4, train=train)
     sft = times["sft"]
     print(f"training step time on this model ({tokens} tokens/step; {steps} steps x 2 repetitions, "
           f"interleaved):")

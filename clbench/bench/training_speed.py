@@ -77,11 +77,14 @@ class _Runner:
     """One strategy on its own copy of the model, stepping with the trainer's own step function."""
 
     def __init__(self, name: str, options: dict, base_model, train: TrainConfig, label: str, plugins=(),
-                 train_overrides=None):
+                 train_overrides=None, autocast=None):
         train = replace(train, **(train_overrides or {}))
         cfg = ExperimentConfig(train=train)
         entry = resolve_entry(StrategySpec(name, options, label, tuple(plugins)), cfg)
-        self.strategy = entry.make(0, cfg, get_backend("torch"))
+        backend = get_backend("torch")
+        backend.device = next(base_model.parameters()).device
+        backend.autocast_dtype = autocast  # the run's model.autocast, as TorchBackend.start resolves it
+        self.strategy = entry.make(0, cfg, backend)
         self.model = self.strategy.prepare_model(copy.deepcopy(base_model))
         self.strategy.mark_trainable(self.model)
         self.strategy.before_task(TaskView(1, "perf", ()), self.model)

@@ -40,6 +40,9 @@ class ModelConfig:
     max_length: int = opt(64, "token budget of one training example", ge=1)
     device: str = opt("auto", "auto (cuda > cpu), cpu, cuda, cuda:N")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt("auto", "auto = bf16 on CUDA, fp32 on CPU")
+    autocast: Literal["none", "auto", "bfloat16"] = opt(
+        "none", "mixed precision: matrix products in bfloat16 over float32 weights (torch.autocast); auto = on "
+               "where the device computes bf16 natively (CUDA with bf16, a CPU with AVX512-BF16 or AMX); torch only")
     trust_remote_code: bool = opt(False, "allow custom model code shipped with a local checkpoint")
     use_chat_template: bool = opt(False, "wrap prompts in the checkpoint's chat template (instruct models; "
                                          "docs/real_models.md)")

@@ -52,7 +52,27 @@ from clbench.eval.requests import (
 
 class TorchLM(LMView):
     """Probe-facing view of a (possibly peft-wrapped) Hugging Face causal LM; a context manager that
-    puts the model in eval mode (``LMView``)."""
+    puts the model in eval mode (``LMView``) and, with ``autocast`` (a dtype), computes inside
+    ``torch.autocast`` (the run's mixed precision, ``model.autocast``; log-probabilities are taken from
+    float32 logits either way)."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 64, autocast: torch.dtype | None = None):
+        super().__init__(model, tokenizer, batch_size)
+        self.autocast = autocast
+        self._autocast_context = None
+
+    def __enter__(self):
+        super().__enter__()
+        if self.autocast is not None:
+            self._autocast_context = torch.autocast(self.device.type, dtype=self.autocast)
+            self._autocast_context.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._autocast_context is not None:
+            self._autocast_context.__exit__(*exc)
+            self._autocast_context = None
+        super().__exit__(*exc)
 
     @property
     def device(self) -> torch.device:

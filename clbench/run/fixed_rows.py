@@ -11,7 +11,8 @@ hash of everything a row depends on:
 * the checkpoint: its resolved path and the name, size and modification time of every file in it
   (a rebuilt or replaced model recomputes);
 * the stream: its fingerprint (every probe item and training record) after any chat template;
-* how rows are scored: backend, device type, dtype, ``eval.max_new_tokens``, the reference seed, and
+* how rows are scored: backend, device type, dtype, the backend's resolved numerics (device, dtype,
+  autocast: ``model.autocast: auto`` resolves per machine), ``eval.max_new_tokens``, the reference seed, and
   :data:`SCORING_VERSION` (bumped when a scoring rule of ``clbench.eval`` changes).
 
 Two runs that start at once may both compute a missing row; both write the same content atomically,
@@ -42,14 +43,15 @@ def checkpoint_fingerprint(path: Path) -> dict:
             "files": [[str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
 
 
-def row_key(cfg: ExperimentConfig, stream: Stream, base_dir: Path, which: str) -> dict:
-    """Everything the ``which`` row (``"reference"`` or ``"base"``) depends on."""
+def row_key(cfg: ExperimentConfig, stream: Stream, base_dir: Path, which: str, numerics: dict | None = None) -> dict:
+    """Everything the ``which`` row (``"reference"`` or ``"base"``) depends on; ``numerics`` is the
+    backend's (``Backend.numerics``)."""
     model = config_dict(cfg.model)
     return {"row": which, "scoring_version": SCORING_VERSION, "checkpoint": checkpoint_fingerprint(base_dir),
             "stream": {"name": stream.name, "fingerprint": stream.fingerprint()},
             "backend": model.get("backend", "torch"), "device": str(model.get("device")),
             "dtype": str(model.get("dtype")), "chat": bool(cfg.model.use_chat_template),
-            "max_new_tokens": cfg.eval.max_new_tokens,
+            "numerics": numerics or {}, "max_new_tokens": cfg.eval.max_new_tokens,
             "reference_seed": cfg.model.seed + 1 if which == "reference" else None}
 
 
@@ -58,10 +60,11 @@ def cache_path(cfg: ExperimentConfig, key: dict) -> Path:
     return cfg.resolved_cache_dir() / "rows" / f"{key['row']}-{digest}.json"
 
 
-def fixed_row(cfg: ExperimentConfig, stream: Stream, base_dir: Path, which: str, compute: Callable[[], dict]) -> dict:
+def fixed_row(cfg: ExperimentConfig, stream: Stream, base_dir: Path, which: str, compute: Callable[[], dict],
+              numerics: dict | None = None) -> dict:
     """The ``which`` row from the cache, or ``compute()`` it and cache it; the returned row says which
     cache file it is (``cache_file``)."""
-    key = row_key(cfg, stream, base_dir, which)
+    key = row_key(cfg, stream, base_dir, which, numerics)
     path = cache_path(cfg, key)
     if path.exists():
         cached = read_json(path)

@@ -3,7 +3,8 @@
 Which items of a pretrained task the base model gets right is a property of the model and the
 probes, not of a strategy: so it is computed from the model exactly as loaded (before any strategy's
 ``prepare_model``), stored in the clbench cache under a key of the base model folder, the stream's
-fingerprint, the backend and the generation length, and copied into every run
+fingerprint, the backend, the generation length and the mixed precision (``model.autocast``, as resolved:
+the subset is what the base row of the grid gets right), and copied into every run
 (``eval/known_subset.json``). Every strategy and seed of a grid therefore scores the same subset, and
 a rerun months later reuses it. How the subset is used: ``clbench.results.breakdown``.
 """
@@ -33,14 +34,16 @@ def pretrained_part(stream: Stream) -> Stream | None:
     return dataclasses.replace(stream, tasks=tuple(tasks)) if tasks else None
 
 
-def cache_path(cfg: ExperimentConfig, stream: Stream, base_dir: Path) -> Path:
+def cache_path(cfg: ExperimentConfig, stream: Stream, base_dir: Path, numerics: dict | None = None) -> Path:
     key = f"{Path(base_dir).name}-{stream.fingerprint()}-{cfg.model.backend}-{cfg.eval.max_new_tokens}"
     key += "-chat" if cfg.model.use_chat_template else ""
+    autocast = (numerics or {}).get("autocast", "none")
+    key += f"-autocast-{autocast}" if autocast != "none" else ""  # files of full-precision runs keep their names
     return cfg.resolved_cache_dir() / "known_subsets" / f"{key}.json"
 
 
 def ensure_known_subset(files: RunFiles, cfg: ExperimentConfig, stream: Stream, base_dir: Path, view,
-                        progress: bool = True) -> None:
+                        progress: bool = True, numerics: dict | None = None) -> None:
     """Write ``eval/known_subset.json`` of a run, from the cache or by scoring ``view`` (a context
     manager giving the probe view of the *unmodified* base model). A no-op for a stream without
     pretrained tasks, or when the run already has the file."""
@@ -48,7 +51,7 @@ def ensure_known_subset(files: RunFiles, cfg: ExperimentConfig, stream: Stream, 
     part = pretrained_part(stream)
     if part is None or target.exists():
         return
-    cached = cache_path(cfg, stream, base_dir)
+    cached = cache_path(cfg, stream, base_dir, numerics)
     if not cached.exists():
         with view() as lm:
             row = evaluate_row(lm, part, cfg.eval, "known subset (base model)", progress)

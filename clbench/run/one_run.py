@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from clbench.backends import get_backend
-from clbench.config.experiment import ExperimentConfig, TrainConfig, config_dict
+from clbench.config.experiment import ExperimentConfig, ModelConfig, TrainConfig, config_dict
 from clbench.data.encoding import encode_example
 from clbench.data.streams import Stream
 from clbench.errors import ConfigError
@@ -87,10 +87,11 @@ def same_experiment(stored: dict, record: dict, entry: GridEntry) -> bool:
     """Whether a stored ``config.json`` and a new record describe the same experiment. Results written
     before options were stored resolved hold the user's raw options: those are resolved to compare."""
     drop = ("eval", "strategy")  # evaluation batch size does not change results; options compared below
-    defaults = config_dict(TrainConfig())  # a train field missing from an older record (e.g. optimizer): its default
+    # a field missing from an older record (train.optimizer, model.autocast, ...) had its default value then
+    defaults = {"train": config_dict(TrainConfig()), "model": config_dict(ModelConfig())}
 
     def norm(r):
-        return {k: ({**defaults, **v} if k == "train" else v) for k, v in r.items() if k not in drop}
+        return {k: ({**defaults[k], **v} if k in defaults else v) for k, v in r.items() if k not in drop}
     same = norm(stored) == norm(record)
     s, r = stored.get("strategy", {}), record["strategy"]
     return (same and (s.get("name"), s.get("label"), s.get("with")) == (r["name"], r["label"], r.get("with"))
@@ -206,7 +207,7 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
 
         stream = chat_stream(stream, tok)
     ensure_known_subset(files, cfg, stream, base_dir, lambda: ops.view(model, tok, batch_size=cfg.eval.batch_size),
-                        progress)  # on the model as loaded, before any strategy touches it
+                        progress, ops.numerics)  # on the model as loaded, before any strategy touches it
 
     def evaluate(m, desc: str, wrap=lambda view: view) -> dict:
         with wrap(ops.view(m, tok, batch_size=cfg.eval.batch_size)) as lm:
@@ -216,7 +217,8 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
     # the same for every strategy and seed: from the cache, or computed on the model as loaded
     for which, make in (("reference", lambda: ops.reference(cfg, base_dir, model)), ("base", lambda: model)):
         if not files.root.joinpath("eval", f"{which}.json").exists():
-            row = fixed_row(cfg, stream, base_dir, which, lambda make=make, which=which: evaluate(make(), f"eval {which}"))
+            row = fixed_row(cfg, stream, base_dir, which, lambda make=make, which=which: evaluate(make(), f"eval {which}"),
+                            numerics=ops.numerics)
             write_row(files, which, row, {"cache_file": row["cache_file"]})
             if which == "base":
                 curves.probes(row["scores"], 0)
@@ -252,7 +254,8 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
                                                "updated_elements": 0, "diagnostics": {}})
             continue
         ops.seed(task_seed(seed, t))
-        strategy.before_task(view, model)
+        with ops.compute():  # the hooks' own forward passes (a Fisher, an importance estimate) in the run's precision
+            strategy.before_task(view, model)
         t0 = time.perf_counter()
         log: list[dict] = []
         if strategy.trains:
@@ -262,7 +265,8 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
                              progress)
             global_step += cfg.train.steps_per_task
         train_seconds = time.perf_counter() - t0
-        strategy.after_task(view, model)
+        with ops.compute():
+            strategy.after_task(view, model)
         atomic_write_jsonl(files.task_log(t), log)
         diagnostics = strategy.diagnostics()
         save_checkpoint(files, t, strategy, model,

@@ -147,7 +147,15 @@ class MLXBackend(Backend):
     def start(self, cfg):
         from clbench.backends.mlx.model import use_device
 
-        return {"backend": "mlx", "mlx_device": use_device(cfg.model.device)}
+        if cfg.model.autocast == "bfloat16":
+            raise ConfigError("model.autocast", "MLX has no autocast; for bfloat16 compute set model.dtype: bfloat16",
+                              ["none", "auto"])
+        self._numerics = {"device": use_device(cfg.model.device), "dtype": cfg.model.dtype, "autocast": "none"}
+        return {"backend": "mlx", "mlx_device": self._numerics["device"], "numerics": self.numerics}
+
+    @property
+    def numerics(self):
+        return dict(getattr(self, "_numerics", {}))
 
     def load(self, cfg, base_dir):
         from clbench.backends.mlx.model import load_mlx_model
