@@ -17,7 +17,7 @@ runs outside it (M3's Newton–Schulz iterations stay in float32).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import ClassVar
 
 import torch
@@ -76,16 +76,16 @@ class TorchBackend(Backend):
         return {"device": str(self.device), "dtype": name(self.dtype), "autocast": name(self.autocast_dtype)}
 
     def compute(self):
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        from clbench.modeling.loading import autocast_context
+
+        return autocast_context(self.device, self.autocast_dtype)
 
     def load(self, cfg, base_dir):
+        """The base model (after :meth:`start`, which resolved device, dtype and autocast)."""
         from clbench.modeling.loading import load_causal_lm
 
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        self.start(cfg)
         return load_causal_lm(base_dir, cfg.model.device, cfg.model.dtype, cfg.model.trust_remote_code)
 
     def place(self, model):

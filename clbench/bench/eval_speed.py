@@ -24,7 +24,6 @@ once untimed, then ``reps`` timed times (median reported).
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ import torch
 
 from clbench.eval.probes import cut_at
 from clbench.eval.torch_lm import TorchLM
+from clbench.modeling.loading import autocast_context
 
 
 def _timed(fn: Callable[[], object], reps: int) -> tuple[object, float, float]:
@@ -85,9 +85,7 @@ def compare(model, tokenizer, mc_items: Sequence[dict], qa_items: Sequence[dict]
     if until:
         sides.append(("generation_until", *generation(tuple(until))))
     out = {}
-    precision = (torch.autocast(model.device.type, dtype=autocast) if autocast is not None
-                 else contextlib.nullcontext())
-    with torch.no_grad(), precision:
+    with torch.no_grad(), autocast_context(model.device, autocast):
         for kind, ours, theirs in sides:
             ours(), theirs()  # untimed first calls: one-off set-up costs (allocations, caches) hit neither side
             a, a_cpu, a_wall = _timed(ours, reps)

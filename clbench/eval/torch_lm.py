@@ -48,6 +48,7 @@ from clbench.eval.requests import (
     per_group,
     unstable_tail,
 )
+from clbench.modeling.loading import autocast_context
 
 
 class TorchLM(LMView):
@@ -63,15 +64,13 @@ class TorchLM(LMView):
 
     def __enter__(self):
         super().__enter__()
-        if self.autocast is not None:
-            self._autocast_context = torch.autocast(self.device.type, dtype=self.autocast)
-            self._autocast_context.__enter__()
+        self._autocast_context = autocast_context(self.device, self.autocast)
+        self._autocast_context.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._autocast_context is not None:
-            self._autocast_context.__exit__(*exc)
-            self._autocast_context = None
+        self._autocast_context.__exit__(*exc)
+        self._autocast_context = None
         super().__exit__(*exc)
 
     @property

@@ -81,6 +81,12 @@ def pick_autocast(requested: str, device: torch.device, dtype: torch.dtype) -> t
     return torch.bfloat16 if dtype == torch.float32 and native_bf16(device) else None
 
 
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` on ``device`` in ``dtype`` (what :func:`pick_autocast` returned), or a no-op
+    context when it is ``None``: the one way the run, the probe view and ``clbench perf`` enter it."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
 def _checkpoint_dir(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if not (path / "config.json").exists():
