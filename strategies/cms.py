@@ -212,7 +212,7 @@ class CMS(TieredStrategy):
         from clbench.modeling import cms_memory
 
         with cms_memory.capturing(self.memories):
-            out = model(**batch)
+            loss = self.backend.lm_loss(model, batch)
             outputs = [m.captured[0] for m in self.memories]
         deltas: list = [None] * len(outputs)
         k = self.train.grad_accum  # the step backpropagates loss / (its micro-batches)
@@ -226,7 +226,7 @@ class CMS(TieredStrategy):
             y.register_hook(keep(i))
         self.pending.append(({"input_ids": batch["input_ids"], "attention_mask": batch.get("attention_mask")},
                              deltas))
-        return LossOutput(out.loss)
+        return LossOutput(loss)
 
     def apply_update(self, ctx):
         if not self.local:

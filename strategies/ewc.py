@@ -69,12 +69,12 @@ class EWC(SFT):  # SFT's LoRA-or-full set-up; this adds the method
 
     def loss(self, model, batch):
         self._recent.append(batch)
-        out = model(**batch)
+        loss = self.backend.lm_loss(model, batch)
         if not self.terms:
-            return LossOutput(out.loss)
+            return LossOutput(loss)
         pen = self.penalty()
         self._last_penalty = float(pen.detach())
-        return LossOutput(out.loss + pen, {"ewc_penalty": self._last_penalty})
+        return LossOutput(loss + pen, {"ewc_penalty": self._last_penalty})
 
     def after_task(self, task, model):
         was_training = model.training

@@ -40,10 +40,10 @@ class L2(SFT):  # SFT's LoRA-or-full set-up; this adds the method
         self.anchor = {n: p.detach().clone() for n, p in self.trainable.items()}
 
     def loss(self, model, batch):
-        out = model(**batch)
+        loss = self.backend.lm_loss(model, batch)
         pen = l2_to_anchor(self.trainable, self.anchor, self.options.lam)
         self._last_penalty = float(pen.detach())
-        return LossOutput(out.loss + pen, {"l2_penalty": self._last_penalty})
+        return LossOutput(loss + pen, {"l2_penalty": self._last_penalty})
 
     def diagnostics(self):
         return {"l2_penalty_last": self._last_penalty}

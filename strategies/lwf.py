@@ -76,7 +76,7 @@ class LwF(SFT):  # SFT's LoRA-or-full set-up; this adds the method
 
     def loss(self, model, batch):
         if self.teacher is None or self.options.alpha == 0:
-            return LossOutput(model(**batch).loss)
+            return LossOutput(self.backend.lm_loss(model, batch))
         teacher = self.teacher_logits(model, batch)
         out = model(**batch)
         kd = distillation_kl(out.logits, teacher, self.options.temperature, _position_mask(batch, out.logits),

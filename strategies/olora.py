@@ -95,11 +95,11 @@ class OLoRA(SFT):  # SFT's LoRA-or-full set-up; this adds the method
         self._activate(model)
 
     def loss(self, model, batch):
-        out = model(**batch)
+        loss = self.backend.lm_loss(model, batch)
         orth = olora_orthogonality(self._new_a, self._old_a)
         l2 = olora_l2(self.trainable.values()) if self.options.lambda_l2 else torch.zeros((), device=orth.device)
         self._last = {"olora_orth": float(orth.detach()), "olora_l2": float(l2.detach())}
-        return LossOutput(out.loss + self.options.lambda_orth * orth + self.options.lambda_l2 * l2, dict(self._last))
+        return LossOutput(loss + self.options.lambda_orth * orth + self.options.lambda_l2 * l2, dict(self._last))
 
     def after_task(self, task, model):
         self.finished.append(self.current)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from clbench.backends.torch_lm_loss import causal_lm_loss
 from clbench.config.experiment import TrainConfig
 from clbench.errors import ConfigError
 from clbench.train import registry
@@ -49,7 +50,7 @@ def forward_capturing(model, layers: list[int]):
 
     hidden, blocks = {}, decoder_blocks(model)
     handles = [blocks[i].register_forward_hook(lambda m, a, o, i=i: hidden.__setitem__(i, o)) for i in layers]
-    loss = model(**BATCH).loss
+    loss = causal_lm_loss(model, BATCH)  # the torch backend's lm_loss
     for h in handles:
         h.remove()
     return loss, [hidden[i] for i in layers]
@@ -124,7 +125,7 @@ def test_full_equals_the_double_backward_reference(layers, weights):
 
 
 def plain_grads(s, model) -> dict:
-    loss = model(**BATCH).loss
+    loss = causal_lm_loss(model, BATCH)  # the torch backend's lm_loss
     return dict(zip(s.trainable, torch.autograd.grad(loss, list(s.trainable.values()))))
 
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from clbench.backends.torch_lm_loss import causal_lm_loss
 from clbench.config.experiment import TrainConfig
 from clbench.data.encoding import Encoded, batch_stream
 from clbench.errors import ConfigError
@@ -190,7 +191,7 @@ def test_tiers_with_the_trainer_accumulation_warmup_schedule_and_clipping(clip):
     for step in range(1, cfg.steps_per_task + 1):
         grads = {n: torch.zeros_like(p) for n, p in ref_params.items()}
         for _ in range(cfg.grad_accum):
-            loss = reference(**next(batches)).loss / cfg.grad_accum
+            loss = causal_lm_loss(reference, next(batches)) / cfg.grad_accum  # the backend's lm_loss
             for (n, g) in zip(ref_params, torch.autograd.grad(loss, list(ref_params.values()))):
                 grads[n] += g
         active = [n for n in ref_params if tier_of[n] in active_tiers(step, [1, 2, 4])]
@@ -285,7 +286,7 @@ def base_weight_grads(model, batch) -> dict[str, torch.Tensor]:
                if hasattr(m, "base_layer") and hasattr(m, "lora_A")}
     for w in weights.values():
         w.requires_grad_(True)
-    grads = torch.autograd.grad(twin(**batch).loss, list(weights.values()))
+    grads = torch.autograd.grad(causal_lm_loss(twin, batch), list(weights.values()))
     return dict(zip(weights, grads))
 
 

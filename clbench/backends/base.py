@@ -65,6 +65,12 @@ class Backend:
         (a Fisher, an importance estimate), evaluation: torch's autocast when mixed precision is on."""
         return contextlib.nullcontext()
 
+    def frozen_cast(self, model):
+        """The context a task's training runs in: with mixed precision, ``model``'s frozen weights held in
+        the compute dtype for the task instead of cast at every forward pass
+        (``clbench.modeling.frozen_cast``); the same products either way."""
+        return contextlib.nullcontext()
+
     def seed(self, seed: int) -> None:
         """Seed every generator the run draws from (before ``prepare_model`` and before each task)."""
         from clbench.run.seeding import seed_everything

@@ -11,11 +11,13 @@ stops early.
 Mixed precision (``model.autocast``): every forward pass of a run — :meth:`TorchBackend.forward_backward`,
 the strategy's task hooks, the probe view — runs inside :meth:`TorchBackend.compute`, ``torch.autocast``
 in bfloat16; weights, gradients and optimizer state stay in the weights' dtype, and the optimizer step
-runs outside it (M3's Newton–Schulz iterations stay in float32).
+runs outside it (M3's Newton–Schulz iterations stay in float32). For a task's training, the frozen
+weights are cast once (:meth:`TorchBackend.frozen_cast`) rather than at every forward pass.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import ClassVar
@@ -57,6 +59,7 @@ class TorchBackend(Backend):
     device = torch.device("cpu")
     dtype = torch.float32
     autocast_dtype: torch.dtype | None = None
+    attention_kernel = "auto"
 
     # --- the run ----------------------------------------------------------------------------------
     def start(self, cfg):
@@ -66,6 +69,7 @@ class TorchBackend(Backend):
         self.device = pick_device(cfg.model.device)
         self.dtype = pick_dtype(cfg.model.dtype, self.device)
         self.autocast_dtype = pick_autocast(cfg.model.autocast, self.device, self.dtype)
+        self.attention_kernel = cfg.train.attention_kernel
         return {"numerics": self.numerics}
 
     @property
@@ -79,6 +83,11 @@ class TorchBackend(Backend):
         from clbench.modeling.loading import autocast_context
 
         return autocast_context(self.device, self.autocast_dtype)
+
+    def frozen_cast(self, model):
+        from clbench.modeling.frozen_cast import frozen_weights_cast
+
+        return frozen_weights_cast(model, self.autocast_dtype)
 
     def load(self, cfg, base_dir):
         """The base model (after :meth:`start`, which resolved device, dtype and autocast)."""
@@ -263,13 +272,17 @@ class TorchBackend(Backend):
 
     # --- one step ---------------------------------------------------------------------------------
     def lm_loss(self, model, batch):
-        return model(**batch).loss
+        """``model(**batch).loss``, with the output layer at the labelled positions only
+        (``clbench.backends.torch_lm_loss``)."""
+        from clbench.backends.torch_lm_loss import causal_lm_loss
+
+        return causal_lm_loss(model, batch)
 
     def forward_backward(self, model, trainable, loss_fn, batches, keep):
         device = next(model.parameters()).device
         k = len(batches)
         loss_sum, logs = 0.0, {}
-        with _only_requiring_grad(trainable, keep), self.compute():
+        with _only_requiring_grad(trainable, keep), self.compute(), _attention(self.attention_kernel):
             for batch in batches:
                 batch = {key: v.to(device) for key, v in batch.items()}
                 out = loss_fn(model, batch)
@@ -299,6 +312,17 @@ class TorchBackend(Backend):
     def clear_gradients(self, trainable):
         for p in trainable.values():
             p.grad = None
+
+
+def _attention(kernel: str):
+    """``train.attention_kernel``: torch's own choice of scaled-dot-product attention kernel, or the math one.
+    (On CPU torch picks flash attention, whose backward is tiled for long sequences: at 24 tokens it took
+    4.4 ms of a layer's backward on SmolLM2, a sixth of the step; the math kernel's is a few small products.)"""
+    if kernel == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 @contextmanager

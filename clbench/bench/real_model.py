@@ -14,8 +14,9 @@ Run::
 2. **Training**: tokens/s and ms per optimizer step of sft and of each nested-learning strategy on the
    model, side by side (``clbench.bench.training_speed.step_times_on``: each strategy trains its own
    copy, steps interleaved), on one real batch of the stream's first trained task; importance tiers'
-   warm-up is shortened to 2 steps so that its tiered steps are what is timed; and sft in bf16 mixed
-   precision beside them, where it is on.
+   warm-up is shortened to 2 steps so that its tiered steps are what is timed; sft with
+   ``train.attention_kernel: math``; and sft in bf16 mixed precision (with either kernel) beside them,
+   where it is on.
 3. **Batch composition**: the share of padding in the trainer's shuffled batches of that task, and with
    ``train.group_by_length`` at 4 and 8 (the trainer's order is part of every result, so turning it on
    changes every benchmark number; ``configs/bench.yaml`` uses 4).
@@ -112,7 +113,10 @@ def main(args=None) -> int:
     example = next(batch_stream(encoded, train.batch_size, tok.pad_token_id, seed=0))
     tokens = count_tokens(example)
     steps = max(4, getattr(args, "real_steps", 4))
-    variants = NESTED + ([("sft, bf16 autocast", "sft", {}, (), None, mixed)] if mixed is not None else [])
+    variants = NESTED + [("sft, math attention", "sft", {}, (), {"attention_kernel": "math"})]
+    if mixed is not None:  # configs/bench_real.yaml's settings: bf16 autocast and the math attention kernel
+        variants += [("sft, bf16 autocast", "sft", {}, (), None, mixed),
+                     ("sft, bf16 + math", "sft", {}, (), {"attention_kernel": "math"}, mixed)]
     times = step_times_on(model, example, variants, steps=steps, reps=2, warmup=4, train=train)
     sft = times["sft"]
     print(f"training step time on this model ({tokens} tokens/step; {steps} steps x 2 repetitions, "

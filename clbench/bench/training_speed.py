@@ -84,14 +84,20 @@ class _Runner:
         backend = get_backend("torch")
         backend.device = next(base_model.parameters()).device
         backend.autocast_dtype = autocast  # the run's model.autocast, as TorchBackend.start resolves it
+        backend.attention_kernel = train.attention_kernel
         self.strategy = entry.make(0, cfg, backend)
         self.model = self.strategy.prepare_model(copy.deepcopy(base_model))
         self.strategy.mark_trainable(self.model)
         self.strategy.before_task(TaskView(1, "perf", ()), self.model)
         self.optimizer = self.strategy.backend.make_optimizer(self.strategy, self.model, train)
+        self._cast = backend.frozen_cast(self.model)  # held for every step, as for a task's training
+        self._cast.__enter__()
         self.train = train
         self.step = 0
         self.model.train()
+
+    def close(self) -> None:
+        self._cast.__exit__(None, None, None)
 
     def run(self, steps: int, batch: dict) -> None:
         for _ in range(steps):
@@ -130,6 +136,8 @@ def step_times_on(base, batch: dict, strategies: Sequence[tuple], steps: int, re
                 spent[label] += time.perf_counter() - t0
         for label, seconds in spent.items():
             times[label].append(seconds / steps)
+    for _, r in runners:
+        r.close()
     return {label: statistics.median(ts) for label, ts in times.items()}
 
 

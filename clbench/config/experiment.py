@@ -77,6 +77,10 @@ class TrainConfig:
     m3_slow_chunk: int = opt(100, "m3: the slow momentum is refreshed every this many updates of a parameter", ge=1)
     m3_eps: float = opt(1e-8, "m3: ε of the denominator √V + ε (also AdamW's ε for the non-2-D parameters)", gt=0)
     threads: int = opt(0, "torch CPU threads per run; 0 = torch's default", ge=0)
+    attention_kernel: Literal["auto", "math"] = opt(
+        "auto", "torch: the scaled-dot-product attention kernel of training steps; auto = torch's choice (flash "
+                "attention on CPU), math = the plain one, faster on CPU for short sequences (its backward is a few "
+                "small matrix products; clbench perf times both)")
 
 
 @dataclass(frozen=True)

@@ -261,8 +261,9 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
         if strategy.trains:
             if optimizer is None or cfg.train.reset_optimizer:
                 optimizer = ops.make_optimizer(strategy, model, cfg.train)
-            log = train_task(model, tok, strategy, view, optimizer, cfg.train, task_seed(seed, t), global_step,
-                             progress)
+            with ops.frozen_cast(model):  # frozen weights in the compute dtype for the task (mixed precision)
+                log = train_task(model, tok, strategy, view, optimizer, cfg.train, task_seed(seed, t), global_step,
+                                 progress)
             global_step += cfg.train.steps_per_task
         train_seconds = time.perf_counter() - t0
         with ops.compute():

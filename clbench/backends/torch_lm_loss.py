@@ -1,0 +1,41 @@
+"""The language-modelling loss of a training step, with the output layer computed at labelled positions only.
+
+``model(**batch).loss`` (Hugging Face) runs the output layer — hidden size × vocabulary, 28M
+multiply-adds a position on SmolLM2-135M, a fifth of the model — and a vocabulary-wide log-softmax at
+every position of the batch, padding and prompt tokens included, then ignores every position whose next
+token is not labelled (``-100``). A question/answer record trains its answer only, so in the real
+stream's batches about a third of the positions are labelled. Here the output layer gets the hidden
+states of the labelled positions only (a forward pre-hook on the model's output embeddings selects them,
+so whatever the model applies after that layer — Gemma's logit soft-capping, say — still applies), and
+the loss is the same mean next-token cross-entropy, over the same positions, as transformers'
+``ForCausalLMLoss``: equal up to float rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+def causal_lm_loss(model, batch: dict) -> torch.Tensor:
+    """Mean cross-entropy of every labelled next token of ``batch`` (``input_ids``, ``attention_mask``,
+    ``labels`` with ``-100`` where nothing is trained), as ``model(**batch).loss``."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None or "labels" not in batch:
+        return model(**batch).loss
+    labels = batch["labels"]
+    predicts = torch.zeros_like(labels, dtype=torch.bool)
+    predicts[:, :-1] = labels[:, 1:] != IGNORE  # the hidden state at p predicts the token at p + 1
+    targets = labels[:, 1:][labels[:, 1:] != IGNORE]
+
+    def only_labelled(module, args):
+        return (args[0][predicts],)
+
+    handle = head.register_forward_pre_hook(only_labelled)
+    try:
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    finally:
+        handle.remove()
+    return F.cross_entropy(logits if logits.dtype == torch.float64 else logits.float(), targets)  # as transformers: float32 at least
