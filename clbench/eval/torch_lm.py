@@ -15,11 +15,10 @@ What makes it fast, none of which changes a score beyond float rounding:
 * only the logits of predicted tokens are read, as ``logit[target] - logsumexp(logits)`` (no
   ``log_softmax`` array over the whole vocabulary at every position), and the context pass computes
   the output layer at its last position only (``logits_to_keep``);
-* the context of a multiple-choice item runs once: its choices follow it in the same row, each as a
-  branch that attends to the context and to itself only (a tree-shaped 4-D attention mask, positions
-  given explicitly), so one row holds the context plus every choice but its last token, where lm-eval
-  runs one padded row of context plus choice per choice; and the prefix every context of a batch
-  shares (a suite's prompt template) runs once for the whole batch, as a KV cache;
+* a batch of log-likelihood requests runs as token trees (``clbench.eval.token_tree``): every distinct
+  prefix once — an item's context once for all its choices, a suite's prompt template once for the batch
+  — each token attending to its own ancestors only (a tree-shaped 4-D attention mask, positions given
+  explicitly), where lm-eval runs one padded row of context plus choice per choice;
 * requests are ordered by length, so a batch pads to similar lengths;
 * greedy generation is a decoding loop of its own (:meth:`TorchLM._greedy`): a sequence stops as soon as
   it has produced EOS, a newline, or an ``until`` string of the suite that settles where its answer is
@@ -32,7 +31,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from transformers import DynamicLayer, GenerationConfig, StoppingCriteria, StoppingCriteriaList
@@ -41,13 +39,13 @@ from clbench.eval.lm_view import LMView
 from clbench.eval.requests import (
     Group,
     answer_ended,
-    common_prefix,
     cut_at_newline,
     encode_text,
     longest_first,
     per_group,
     unstable_tail,
 )
+from clbench.eval.token_tree import group_paths, pack_groups
 from clbench.modeling.loading import autocast_context
 
 
@@ -96,50 +94,39 @@ class TorchLM(LMView):
 
     @torch.no_grad()
     def score_groups(self, groups: list[Group]) -> list[list[float]]:
-        """Every continuation of every group scored in one forward pass (plus one for a shared prefix).
+        """Every continuation of every group scored in one forward pass, as token trees.
 
-        One row per group: the context once, then every continuation but its last token, each as its
-        own branch that attends to the context and to itself only (a tree-shaped attention mask, and the
-        positions each token would have right after the context), so each continuation is scored
-        exactly as in its own ``context + continuation`` sequence. The prefix every context of the batch
-        shares (a suite's prompt template) runs once, as a one-row KV cache the rows attend to.
+        The batch's requests are merged into tries (``clbench.eval.token_tree``: one node per distinct
+        prefix — an item's context once for all its choices, a suite's prompt template once for the
+        batch) of at most ``TREE_NODES`` nodes a row; each node attends to its ancestors and itself (a
+        tree-shaped 4-D attention mask) at the position it has in its own sequence, so each continuation is
+        scored exactly as in its own ``context + continuation`` sequence; the output layer runs only at
+        the nodes whose next token is scored.
         """
-        packed = [_pack(g) for g in groups]
-        shared = min(common_prefix([g.context for g in groups]), min(len(g.context) for g in groups) - 1)
-        cache = None
-        if shared > 0:
-            prefix = torch.tensor([groups[0].context[:shared]], device=self.device)
-            cache = self.model(input_ids=prefix, use_cache=True, **self._logits_from(1)).cache
-            cache.batch_repeat_interleave(len(groups))
-        width = max(len(p.tokens) for p in packed) - shared
-        ids = torch.full((len(packed), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        pos = torch.zeros((len(packed), width), dtype=torch.long)
-        seg = torch.full((len(packed), shared + width), PAD_SEG, dtype=torch.long)
-        seg[:, :shared] = CONTEXT_SEG
-        for i, p in enumerate(packed):
-            n = len(p.tokens)
-            ids[i, : n - shared] = torch.tensor(p.tokens[shared:])
-            pos[i, : n - shared] = torch.tensor(p.positions[shared:])
-            seg[i, shared:n] = torch.tensor(p.segments[shared:])
-        q_seg, k_seg = seg[:, shared:, None], seg[:, None, :]
-        causal = torch.arange(shared + width)[None, :] <= torch.arange(shared, shared + width)[:, None]
-        allowed = causal[None] & ((k_seg == CONTEXT_SEG) | (k_seg == q_seg))
+        longest = max(len(p) for g in groups for p in group_paths(g))
+        rows = pack_groups(groups, max(TREE_NODES, longest))
+        scores = torch.zeros(sum(len(g.continuations) for g in groups), dtype=torch.float32, device=self.device)
+        if not any(r.predictions for r in rows):  # every continuation merged into its context: nothing to score
+            return per_group(groups, scores.cpu().tolist())
+        width = max(len(r.tokens) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        pos = torch.zeros((len(rows), width), dtype=torch.long)
+        allowed = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1)  # padding sees itself only
+        for i, r in enumerate(rows):
+            n = len(r.tokens)
+            ids[i, :n] = torch.tensor(r.tokens)
+            pos[i, :n] = torch.tensor(r.positions)
+            allowed[i, :n, :n] = _ancestors(r.parents)
         dtype = next(self.model.parameters()).dtype
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
-        first = min(p.first_needed for p in packed) - shared  # the output layer runs from here on only
-        keep = self._logits_from(torch.arange(first, width, device=self.device))
+        needed = sorted({node for r in rows for node, _, _ in r.predictions})
+        keep = self._logits_from(torch.tensor(needed, device=self.device))
         logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                            position_ids=pos.to(self.device), cache=cache, use_cache=False, **keep).logits
-        logits = logits if keep else logits[:, first:]
-        preds = [(i, at - shared - first, tok, k) for i, p in enumerate(packed) for at, tok, k in p.predictions]
-        offset = [0]
-        for g in groups:
-            offset.append(offset[-1] + len(g.continuations))
-        scores = torch.zeros(offset[-1], dtype=torch.float32, device=self.device)
-        if preds:
-            row, col, target, cont = (torch.tensor(x, device=self.device) for x in zip(*preds))
-            slot = torch.tensor(offset[:-1], device=self.device)[row] + cont
-            scores.index_add_(0, slot, _picked_logprobs(logits[row, col], target))
+                            position_ids=pos.to(self.device), use_cache=False, **keep).logits
+        column = {node: k for k, node in enumerate(needed)} if keep else {node: node for node in needed}
+        preds = [(i, column[node], tok, slot) for i, r in enumerate(rows) for node, tok, slot in r.predictions]
+        row, col, target, slot = (torch.tensor(x, device=self.device) for x in zip(*preds))
+        scores.index_add_(0, slot, _picked_logprobs(logits[row, col], target))
         return per_group(groups, scores.cpu().tolist())
 
     def _logits_from(self, positions: torch.Tensor | int) -> dict:
@@ -340,32 +327,18 @@ def _left_pad(x: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:
     return torch.cat([x.new_zeros(shape), x], dim=dim)
 
 
-CONTEXT_SEG, PAD_SEG = -1, -2  # segment ids of a packed row: context, padding; continuation j is j
+TREE_NODES = 256  # nodes of one token-tree row at most (a row's attention costs its length squared)
 
 
-@dataclass
-class _Packed:
-    """A context and its continuations as one row (see :meth:`TorchLM.score_groups`)."""
-
-    tokens: list[int]
-    positions: list[int]
-    segments: list[int]
-    predictions: list[tuple[int, int, int]]  # (row position, predicted token, continuation index)
-    first_needed: int
-
-
-def _pack(g: Group) -> _Packed:
-    n = len(g.context)
-    p = _Packed(list(g.context), list(range(n)), [CONTEXT_SEG] * n, [], n - 1)
-    for j, cont in enumerate(g.continuations):
-        if cont:
-            p.predictions.append((n - 1, cont[0], j))
-        for t, tok in enumerate(cont[:-1]):  # a continuation's last token predicts nothing needed
-            p.predictions.append((len(p.tokens), cont[t + 1], j))
-            p.tokens.append(tok)
-            p.positions.append(n + t)
-            p.segments.append(j)
-    return p
+def _ancestors(parents: list[int]) -> torch.Tensor:
+    """``m[q, k]``: node ``k`` is ``q`` or one of its ancestors (parents come before their children)."""
+    n = len(parents)
+    m = torch.zeros((n, n), dtype=torch.bool)
+    for q, parent in enumerate(parents):
+        if parent >= 0:
+            m[q] = m[parent]
+        m[q, q] = True
+    return m
 
 
 def _picked_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
