@@ -6,8 +6,8 @@ bookkeeping on every backend: tokenize as lm-eval does, group the choices of one
 batch the requests by length (``clbench.eval.requests``), then read the log-probability of each
 predicted token. :class:`LMView` holds that bookkeeping; a backend's view (``clbench.eval.torch_lm.TorchLM``,
 ``clbench.backends.mlx.lm.MLXLM``) gives :meth:`LMView.forward_logprobs` and :meth:`LMView.generate`, and
-may replace :meth:`LMView.score_groups` with one that runs a shared context once (torch does, with
-its KV cache).
+may replace :meth:`LMView.score_groups` with one that runs a shared context once (torch does, as a
+token tree: ``clbench.eval.token_tree``).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class LMView:
         """Summed log-prob of every continuation of every group, given the group's context.
 
         This generic form runs each ``context + continuation`` as its own sequence, ``batch_size`` rows
-        at a time; a backend with a KV cache runs each context once instead
+        at a time; a backend whose model takes a 4-D attention mask runs each distinct prefix once instead
         (``clbench.eval.torch_lm.TorchLM.score_groups``).
         """
         rows = [(g.context, c) for g in groups for c in g.continuations]

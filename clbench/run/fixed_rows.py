@@ -32,7 +32,7 @@ from clbench.config.experiment import ExperimentConfig, config_dict
 from clbench.data.streams import Stream
 from clbench.results.files import atomic_write_json, read_json
 
-SCORING_VERSION = 1  # bump when a probe's scoring rule changes, so cached rows are recomputed
+SCORING_VERSION = 2  # bump when a probe's scoring rule changes, so cached rows are recomputed (2: token trees)
 
 
 def checkpoint_fingerprint(path: Path) -> dict:
