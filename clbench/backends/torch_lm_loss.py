@@ -26,9 +26,10 @@ def causal_lm_loss(model, batch: dict) -> torch.Tensor:
     if head is None or "labels" not in batch:
         return model(**batch).loss
     labels = batch["labels"]
+    labelled = labels[:, 1:] != IGNORE
     predicts = torch.zeros_like(labels, dtype=torch.bool)
-    predicts[:, :-1] = labels[:, 1:] != IGNORE  # the hidden state at p predicts the token at p + 1
-    targets = labels[:, 1:][labels[:, 1:] != IGNORE]
+    predicts[:, :-1] = labelled  # the hidden state at p predicts the token at p + 1
+    targets = labels[:, 1:][labelled]
 
     def only_labelled(module, args):
         return (args[0][predicts],)

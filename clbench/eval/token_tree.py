@@ -56,9 +56,9 @@ class TreeRow:
             self.parents.append(parent)
         return self._children[key]
 
-    def path(self, seq: Sequence[int], start: int = -1) -> int:
-        """The node of ``seq``'s last token, following (and making) its nodes from ``start``."""
-        node = start
+    def path(self, seq: Sequence[int]) -> int:
+        """The node of ``seq``'s last token, following (and making) its nodes from the root."""
+        node = -1
         for tok in seq:
             node = self.node(node, tok)
         return node
