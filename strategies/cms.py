@@ -237,7 +237,8 @@ class CMS(TieredStrategy):
         for batch, deltas in self.pending:
             if any(d is None for d in deltas):
                 raise RuntimeError("cms local: a micro-batch's loss was not backpropagated before the update")
-            cms_memory.memorize(self.model, self.memories, batch, deltas)
+            with self.backend.compute():  # the memorising pass in the run's precision, as the training pass
+                cms_memory.memorize(self.model, self.memories, batch, deltas)
         self.pending = []
         ctx.apply({})  # no gradient: changes nothing, keeps the optimizer/schedule order valid
         step = ctx.global_step if self.options.clock == "global" else ctx.step

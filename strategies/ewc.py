@@ -8,8 +8,9 @@ language model a sample is one training sequence, its loss the mean token NLL, s
 the same number under both estimators); ``fisher: batch`` is the square of each mini-batch's mean
 gradient, averaged over the batches — Avalanche's ``EWCPlugin`` estimator, kept for the cross-check and
 for comparison (:func:`clbench.train.penalties.diagonal_fisher` says why it is not the Fisher). The
-per-sample estimate costs one forward and backward pass per sample at the end of each task. Later
-tasks add
+per-sample estimate costs one forward and backward pass per sample at the end of each task, or one per
+mini-batch where every trained parameter is a Linear layer's (LoRA; :mod:`clbench.train.per_sample_fisher`
+forms the per-sample gradients from the batch's own backward pass). Later tasks add
 ``λ/2 · Σ F (θ − θ*)²`` to the loss: one term per earlier task (``online: false``), or a single term
 whose Fisher decays, ``F ← γ·F + F_new``, and whose anchor is the latest ``θ*`` (``online: true``).
 
@@ -30,6 +31,7 @@ from clbench.config.options import opt
 from clbench.modeling.lora import LoraOptions
 from clbench.strategies.sft import SFT
 from clbench.train.penalties import diagonal_fisher, ewc_penalty, sample_losses
+from clbench.train.per_sample_fisher import linear_sample_fisher
 from clbench.train.registry import register
 from clbench.train.strategy import LossOutput
 
@@ -79,9 +81,12 @@ class EWC(SFT):  # SFT's LoRA-or-full set-up; this adds the method
     def after_task(self, task, model):
         was_training = model.training
         model.eval()  # no dropout while measuring curvature, as Avalanche's EWCPlugin does
-        losses = (sample_losses(model, self._recent) if self.options.fisher == "sample"
-                  else (model(**b).loss for b in self._recent))
-        fisher = diagonal_fisher(self.trainable, losses)
+        fisher = (linear_sample_fisher(model, self.trainable, self._recent) if self.options.fisher == "sample"
+                  else None)  # batched per-sample gradients where every trained weight is a Linear's (LoRA)
+        if fisher is None:
+            losses = (sample_losses(model, self._recent) if self.options.fisher == "sample"
+                      else (model(**b).loss for b in self._recent))
+            fisher = diagonal_fisher(self.trainable, losses)
         model.train(was_training)
         self._recent.clear()
         anchor = {n: p.detach().clone() for n, p in self.trainable.items()}

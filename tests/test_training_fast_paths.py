@@ -120,21 +120,62 @@ def test_a_bf16_run_trains_on_cast_weights_and_gives_the_same_matrix_as_without(
     calls = []
     real = frozen_cast.frozen_weights_cast
 
-    def counting(model, dtype):
-        calls.append(dtype)
-        return real(model, dtype)
+    def counting(model, dtype, keep=()):
+        keep = list(keep)
+        calls.append((dtype, len(keep)))
+        return real(model, dtype, keep)
 
     monkeypatch.setattr(frozen_cast, "frozen_weights_cast", counting)
     matrices = {}
-    for name, patch in (("cast", None), ("plain", lambda self, model: contextlib.nullcontext())):
+    for name, patch in (("cast", None), ("plain", lambda self, model, keep=(): contextlib.nullcontext())):
         if patch:
             monkeypatch.setattr(TorchBackend, "frozen_cast", patch)
         cfg = micro_config(tmp_path, cache_dir=cache, name=name, model={"autocast": "bfloat16"})  # sft, LoRA
         ((run, _),) = run_grid(cfg, **QUIET)
         matrices[name] = json.loads((run / "matrix.json").read_text())
     trained = sum(not t.pretrained for t in micro_stream.tasks)
-    assert trained >= 2 and calls == [torch.bfloat16] * trained  # each trained task cast once, in the first run
+    # in the first run, three phases of each trained task held the cast, keeping the LoRA weights out of it:
+    # its training, its after_task hook and the evaluation row after it (and the base/reference rows, nothing kept)
+    lora = 2 * 2 * 7  # micro Llama: 2 layers x 7 linear layers x (A, B)
+    with_lora = [c for c in calls if c[1]]
+    assert trained >= 2 and with_lora == [(torch.bfloat16, lora)] * (3 * trained)
+    assert all(c == (torch.bfloat16, 0) for c in calls if not c[1])
     assert matrices["cast"] == matrices["plain"]
+
+
+def test_weights_in_keep_stay_float32_and_a_frozen_weight_written_while_cast_is_an_error():
+    model = tied_lora_llama()
+    attn = model.base_model.model.model.layers[0].self_attn
+    q, k = attn.q_proj.base_layer.weight, attn.k_proj.base_layer.weight
+    q_before = q.detach().clone()
+    with frozen_weights_cast(model, torch.bfloat16, keep=[k]) as n:
+        assert q.dtype == torch.bfloat16 and k.dtype == torch.float32
+        assert n == 2 * 7 + 1 - 1  # every frozen Linear (7 a layer, the tied head) but the kept one
+    with pytest.raises(RuntimeError, match=r"written in place.*layers\.0\.self_attn\.q_proj\.base_layer\.weight"):
+        with frozen_weights_cast(model, torch.bfloat16):
+            with torch.no_grad():
+                q.add_(1.0)  # lands in the bf16 copy, which the end of the phase throws away
+    assert q.dtype == torch.float32 and torch.equal(q, q_before)  # restored (the write is lost: hence the error)
+
+
+def test_a_bf16_run_of_the_local_cms_memory_keeps_what_its_rule_wrote(tmp_path, micro_cache, micro_base_dir):
+    """The local rule changes memory weights that never require a gradient: held in bf16 for the task, its
+    updates would be thrown away at the task's end. They are the strategy's trainable weights, so kept."""
+    from safetensors.torch import load_file
+
+    from clbench.results.files import RunFiles
+
+    cfg = micro_config(tmp_path, cache_dir=micro_cache, model={"autocast": "bfloat16"},
+                       strategies="[{name: cms, options: {form: memory, update: local, chunk_unit: tokens, "
+                                  "chunk_sizes: [8, 64, 256]}}]")
+    ((run, status),) = run_grid(cfg, **QUIET)
+    files = RunFiles(run)
+    first = json.loads(files.after(1).read_text())["diagnostics"]["cms"]["levels"][0]["updates"]
+    tensors = load_file(files.checkpoint(1) / "adapter.safetensors")
+    down = {n: t for n, t in tensors.items() if "down.weight" in n}  # zero when the memory is added
+    assert status == "done" and first > 0 and down
+    assert all(t.dtype == torch.float32 for t in down.values())
+    assert any(bool(t.abs().sum() > 0) for t in down.values())
 
 
 # --- the output layer at labelled positions only ------------------------------------------------------
@@ -208,3 +249,82 @@ def test_an_unknown_attention_kernel_is_refused_with_the_allowed_values(tmp_path
     with pytest.raises(ConfigError) as err:
         micro_config(tmp_path, train={"attention_kernel": "flash2"})
     assert "attention_kernel" in str(err.value) and "math" in str(err.value)
+
+
+# --- LoRA merged for an evaluation row in mixed precision -----------------------------------------------
+def test_merged_lora_layers_run_one_product_close_to_the_adapters_and_come_back_bitwise():
+    from clbench.modeling.merged_lora import lora_merged
+
+    model, batch = tied_lora_llama(), qa_batch()
+    model.eval()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    adapter_calls = []
+    hooks = [m.register_forward_hook(lambda *a: adapter_calls.append(1))
+             for n, m in model.named_modules() if n.endswith("lora_A.default")]
+    assert len(hooks) == 2 * 7
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = model(**inputs).logits.float()
+        calls_unmerged = len(adapter_calls)
+        with lora_merged(model, torch.bfloat16) as n:
+            merged = model(**inputs).logits.float()
+            q = model.base_model.model.model.layers[0].self_attn.q_proj
+            assert n == 2 * 7 and q.base_layer.weight.dtype == torch.bfloat16 and q.merged
+            want = (before["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"]
+                    + q.get_delta_weight("default")).to(torch.bfloat16)
+            assert torch.equal(q.base_layer.weight, want)  # W + s·BA, rounded once
+        after = model(**inputs).logits.float()
+    assert calls_unmerged == 2 * 7 and len(adapter_calls) == 2 * 2 * 7  # merged: no adapter product ran
+    assert not torch.equal(merged, reference)  # computed differently ...
+    torch.testing.assert_close(merged, reference, rtol=0, atol=0.05)  # ... the same model within bf16 rounding
+    assert torch.equal(after, reference)  # unmerged again: bitwise the adapters' computation
+    assert all(torch.equal(p, before[n]) and p.dtype == torch.float32 for n, p in model.named_parameters())
+    for h in hooks:
+        h.remove()
+
+
+def test_merging_needs_mixed_precision_and_a_write_to_an_adapter_while_merged_is_an_error():
+    from clbench.modeling.merged_lora import lora_merged
+
+    model = tied_lora_llama()
+    with lora_merged(model, None) as n:
+        assert n == 0 and not model.base_model.model.model.layers[0].self_attn.q_proj.merged
+    b = model.base_model.model.model.layers[1].mlp.up_proj.lora_B["default"].weight
+    with pytest.raises(RuntimeError, match=r"stale.*layers\.1\.mlp\.up_proj"):
+        with lora_merged(model, torch.bfloat16):
+            with torch.no_grad():
+                b.mul_(2.0)
+    assert not model.base_model.model.model.layers[1].mlp.up_proj.merged
+
+
+def test_a_bf16_runs_evaluation_rows_merge_lora_and_a_float32_runs_do_not(tmp_path, micro_cache, micro_base_dir,
+                                                                          monkeypatch):
+    from clbench.modeling import merged_lora
+
+    merged = []
+    real = merged_lora.lora_merged
+
+    def counting(model, dtype):
+        cm = real(model, dtype)
+
+        class Counted:
+            def __enter__(self):
+                n = cm.__enter__()
+                merged.append((dtype, n))
+                return n
+
+            def __exit__(self, *exc):
+                return cm.__exit__(*exc)
+
+        return Counted()
+
+    monkeypatch.setattr(merged_lora, "lora_merged", counting)
+    for autocast in ("bfloat16", "none"):
+        merged.clear()
+        cfg = micro_config(tmp_path / autocast, cache_dir=micro_cache, model={"autocast": autocast})
+        run_grid(cfg, **QUIET)
+        trained = [n for _, n in merged if n]
+        if autocast == "bfloat16":
+            assert len(trained) == 2 and all(n > 0 for n in trained)  # the rows after the two trained tasks
+        else:
+            assert merged and all(d is None and n == 0 for d, n in merged)

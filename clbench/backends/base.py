@@ -65,11 +65,24 @@ class Backend:
         (a Fisher, an importance estimate), evaluation: torch's autocast when mixed precision is on."""
         return contextlib.nullcontext()
 
-    def frozen_cast(self, model):
-        """The context a task's training runs in: with mixed precision, ``model``'s frozen weights held in
-        the compute dtype for the task instead of cast at every forward pass
+    def hook_compute(self):
+        """The context a strategy's task hooks run in (``before_task`` / ``after_task``: a Fisher, an
+        importance estimate — forward and backward passes like a training step's): :meth:`compute`, and
+        on torch the training steps' attention kernel (``train.attention_kernel``)."""
+        return self.compute()
+
+    def frozen_cast(self, model, keep=()):
+        """The context a task's training, its hooks and each evaluation row run in: with mixed precision,
+        ``model``'s frozen weights (but ``keep``: what the strategy trains without a gradient) held in the
+        compute dtype for the phase instead of cast at every forward pass
         (``clbench.modeling.frozen_cast``); the same products either way."""
         return contextlib.nullcontext()
+
+    def evaluation_weights(self, model, keep=()):
+        """The context an evaluation row after a trained task runs in: :meth:`frozen_cast`, and on the torch
+        backend with mixed precision each LoRA layer as one product with its merged weight
+        (``clbench.modeling.merged_lora``: the same model, rounded once instead of per product)."""
+        return self.frozen_cast(model, keep)
 
     def seed(self, seed: int) -> None:
         """Seed every generator the run draws from (before ``prepare_model`` and before each task)."""

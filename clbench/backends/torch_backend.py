@@ -84,10 +84,23 @@ class TorchBackend(Backend):
 
         return autocast_context(self.device, self.autocast_dtype)
 
-    def frozen_cast(self, model):
+    @contextmanager
+    def hook_compute(self):
+        with self.compute(), _attention(self.attention_kernel):
+            yield
+
+    def frozen_cast(self, model, keep=()):
         from clbench.modeling.frozen_cast import frozen_weights_cast
 
-        return frozen_weights_cast(model, self.autocast_dtype)
+        return frozen_weights_cast(model, self.autocast_dtype, keep)
+
+    @contextmanager
+    def evaluation_weights(self, model, keep=()):
+        from clbench.modeling.merged_lora import lora_merged
+
+        # merged first: the merge reads the float32 base weights, which the cast then leaves alone (bf16)
+        with lora_merged(model, self.autocast_dtype), self.frozen_cast(model, keep):
+            yield
 
     def load(self, cfg, base_dir):
         """The base model (after :meth:`start`, which resolved device, dtype and autocast)."""

@@ -25,11 +25,30 @@ def causal_lm_loss(model, batch: dict) -> torch.Tensor:
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None or "labels" not in batch:
         return model(**batch).loss
+    logits, targets, _ = labelled_logits(model, batch)
+    return F.cross_entropy(_at_least_float32(logits), targets)  # as transformers: float32 at least
+
+
+def causal_lm_sample_losses(model, batch: dict) -> torch.Tensor:
+    """Each row's mean cross-entropy over its own labelled next tokens: what ``model(**row).loss`` gives for
+    the row alone (a row with none labelled gives 0, where transformers' mean would be 0/0)."""
+    labels = batch["labels"]
+    logits, targets, rows = labelled_logits(model, batch)
+    nll = F.cross_entropy(_at_least_float32(logits), targets, reduction="none")
+    total = torch.zeros(len(labels), dtype=nll.dtype, device=nll.device).index_add(0, rows, nll)
+    return total / (labels[:, 1:] != IGNORE).sum(1).clamp(min=1)
+
+
+def labelled_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(logits, targets, rows)`` at the positions whose next token is labelled, in row-major order: the
+    output layer sees only those positions' hidden states."""
+    head = model.get_output_embeddings()
     labels = batch["labels"]
     labelled = labels[:, 1:] != IGNORE
     predicts = torch.zeros_like(labels, dtype=torch.bool)
     predicts[:, :-1] = labelled  # the hidden state at p predicts the token at p + 1
     targets = labels[:, 1:][labelled]
+    rows = predicts.nonzero()[:, 0]
 
     def only_labelled(module, args):
         return (args[0][predicts],)
@@ -39,4 +58,8 @@ def causal_lm_loss(model, batch: dict) -> torch.Tensor:
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
     finally:
         handle.remove()
-    return F.cross_entropy(logits if logits.dtype == torch.float64 else logits.float(), targets)  # as transformers: float32 at least
+    return logits, targets, rows
+
+
+def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    return logits if logits.dtype == torch.float64 else logits.float()

@@ -1,4 +1,4 @@
-"""Frozen linear weights held in the autocast dtype for the length of a task's training.
+"""Frozen linear weights held in the autocast dtype for the length of a task's training, hooks or evaluation.
 
 Why this exists: ``torch.autocast`` casts a float32 weight to bfloat16 at every op that uses it, and keeps
 the cast only for a leaf that *requires grad*, only within one autocast region. Every weight of a LoRA
@@ -6,11 +6,17 @@ model but its adapters is frozen, so each training step casts all of them again 
 While a weight stays frozen its cast is the same tensor every time, so casting it once for the task gives
 bitwise the same products (autocast leaves a tensor that is already bfloat16 alone and casts the
 activations as before) for less work: a CPU training step on SmolLM2 went 0.73 → 0.67 s (0.63 → 0.57 s
-with ``train.attention_kernel: math``). Probe views do not use it: there it measured no faster (64
-multiple-choice and 64 generation items, bf16, one thread).
+with ``train.attention_kernel: math``). The run also holds it around a task's hooks (EWC's per-sample
+Fisher: a forward and backward pass per sample) and around each evaluation row after a trained task: a
+real-stream row on a LoRA SmolLM2 went 12.3–12.8 → 10.0–10.1 s (bf16, one thread, the same scores).
 
 * Only ``torch.nn.Linear`` weights (the ops autocast casts) that are frozen and float32 when the phase
-  starts are cast; trainable parameters (adapters, full fine-tuning), norms and embeddings stay float32.
+  starts are cast; trainable parameters (adapters, full fine-tuning), norms and embeddings stay float32,
+  and so do the weights given as ``keep``: the ones a strategy trains without a gradient (the CMS memory's
+  local rule changes weights that never require one — cast, its updates would land in the bf16 copy and
+  be thrown away at the end of the task).
+* A cast weight that is written in place during the phase (its version counter moved) is an error at the
+  end of the phase, naming it: the write went to the copy and is lost, so it must be in ``keep``.
 * A weight shared with a module that is not a Linear (tied input/output embeddings: the embedding lookup
   is not autocast, its float32 output feeds the residual stream) is not changed in place: the Linear gets
   its own bfloat16 copy for the phase, the embedding keeps the float32 tensor.
@@ -27,12 +33,13 @@ import torch
 
 
 @contextmanager
-def frozen_weights_cast(model: torch.nn.Module, dtype: torch.dtype | None):
-    """Within the ``with``: ``model``'s frozen float32 Linear weights are ``dtype`` tensors (nothing when
-    ``dtype`` is None); yields the number of weights cast."""
+def frozen_weights_cast(model: torch.nn.Module, dtype: torch.dtype | None, keep=()):
+    """Within the ``with``: ``model``'s frozen float32 Linear weights but those in ``keep`` are ``dtype``
+    tensors (nothing when ``dtype`` is None); yields the number of weights cast."""
     if dtype is None:
         yield 0
         return
+    kept = {id(p) for p in keep}
     owners: dict[int, list[torch.nn.Module]] = defaultdict(list)
     for module in model.modules():
         for p in module.parameters(recurse=False):
@@ -42,7 +49,7 @@ def frozen_weights_cast(model: torch.nn.Module, dtype: torch.dtype | None):
     try:
         for module in model.modules():
             w = module._parameters.get("weight") if isinstance(module, torch.nn.Linear) else None
-            if w is None or w.requires_grad or w.dtype != torch.float32:
+            if w is None or w.requires_grad or w.dtype != torch.float32 or id(w) in kept:
                 continue
             if all(isinstance(m, torch.nn.Linear) for m in owners[id(w)]):
                 in_place.append((w, w.data))  # a weight two Linears share is bf16 by the second: skipped
@@ -50,7 +57,16 @@ def frozen_weights_cast(model: torch.nn.Module, dtype: torch.dtype | None):
             else:
                 untied.append((module, w))
                 module._parameters["weight"] = torch.nn.Parameter(w.detach().to(dtype), requires_grad=False)
+        versions = [w._version for w, _ in in_place] + [m._parameters["weight"]._version for m, _ in untied]
         yield len(in_place) + len(untied)
+        names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
+        written = [names.get(id(w), "?") for (w, _), v in zip(in_place, versions) if w._version != v]
+        written += [names.get(id(w), "?") for (m, w), v in zip(untied, versions[len(in_place):])
+                    if m._parameters["weight"]._version != v]
+        if written:
+            raise RuntimeError(f"frozen weights were written in place while held in {dtype}, so the writes are lost: "
+                               f"{written[:3]}; a strategy that changes them must list them in its trainable "
+                               "parameters (frozen_weights_cast's keep)")
     finally:
         for w, original in in_place:
             w.data = original

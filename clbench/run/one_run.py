@@ -209,8 +209,8 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
     ensure_known_subset(files, cfg, stream, base_dir, lambda: ops.view(model, tok, batch_size=cfg.eval.batch_size),
                         progress, ops.numerics)  # on the model as loaded, before any strategy touches it
 
-    def evaluate(m, desc: str, wrap=lambda view: view) -> dict:
-        with wrap(ops.view(m, tok, batch_size=cfg.eval.batch_size)) as lm:
+    def evaluate(m, desc: str, wrap=lambda view: view, keep=()) -> dict:
+        with ops.evaluation_weights(m, keep), wrap(ops.view(m, tok, batch_size=cfg.eval.batch_size)) as lm:
             return evaluate_row(lm, stream, cfg.eval, desc, progress)
 
     curves = open_curves(cfg.log, files.root, record)  # TensorBoard (and W&B if asked)
@@ -254,19 +254,23 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
                                                "updated_elements": 0, "diagnostics": {}})
             continue
         ops.seed(task_seed(seed, t))
-        with ops.compute():  # the hooks' own forward passes (a Fisher, an importance estimate) in the run's precision
+
+        def frozen_cast():  # frozen weights in the compute dtype for one phase (mixed precision), not what it trains
+            return ops.frozen_cast(model, strategy.trainable.values())
+
+        with ops.hook_compute():  # the hooks' own passes (a Fisher, an importance estimate) computed as training's
             strategy.before_task(view, model)
         t0 = time.perf_counter()
         log: list[dict] = []
         if strategy.trains:
             if optimizer is None or cfg.train.reset_optimizer:
                 optimizer = ops.make_optimizer(strategy, model, cfg.train)
-            with ops.frozen_cast(model):  # frozen weights in the compute dtype for the task (mixed precision)
+            with frozen_cast():
                 log = train_task(model, tok, strategy, view, optimizer, cfg.train, task_seed(seed, t), global_step,
                                  progress)
             global_step += cfg.train.steps_per_task
         train_seconds = time.perf_counter() - t0
-        with ops.compute():
+        with ops.hook_compute(), frozen_cast():
             strategy.after_task(view, model)
         atomic_write_jsonl(files.task_log(t), log)
         diagnostics = strategy.diagnostics()
@@ -278,7 +282,7 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
         if strategy.scores_as_base and not strategy.trains:  # it evaluates the base model, unchanged: the base row
             row, extra = copied_row(files, "base", stream), {"copied_from": "base"}
         else:
-            row, extra = evaluate(model, f"eval after {view.name}", strategy.probe_view), {}
+            row, extra = evaluate(model, f"eval after {view.name}", strategy.probe_view, strategy.trainable.values()), {}
         write_row(files, t, row, {**extra, "pretrained": False, "train_seconds": train_seconds,
                                   "tokens": sum(r["tokens"] for r in log),
                                   "updated_elements": sum(r["updated_elements"] for r in log),
