@@ -148,7 +148,8 @@ def test_perf_in_bf16_holds_both_scorers_to_the_same_choices_not_to_float32_roun
 
     items = [{"choices": ["a", "b"]}]
     ours, theirs = [-1.0, -2.0], [-1.001, -2.0]
-    assert not agreement("mc", ours, theirs, items)["identical"]  # float32: within 1e-5 relative
+    assert not agreement("mc", ours, theirs, items)["identical"]  # float32: within rel 1e-5 / abs 1e-4
+    assert agreement("mc", [-1.00005, -2.0], [-1.0, -2.0], items)["identical"]  # float32 rounding of a sum
     assert agreement("mc", ours, theirs, items, tolerance=None)["identical"]
     assert not agreement("mc", [-2.0, -1.0], theirs, items, tolerance=None)["identical"]  # another choice
 

@@ -120,26 +120,26 @@ def test_a_bf16_run_trains_on_cast_weights_and_gives_the_same_matrix_as_without(
     calls = []
     real = frozen_cast.frozen_weights_cast
 
-    def counting(model, dtype, keep=()):
+    def counting(model, dtype, keep=(), trainable_too=False):
         keep = list(keep)
-        calls.append((dtype, len(keep)))
-        return real(model, dtype, keep)
+        calls.append((dtype, len(keep), trainable_too))
+        return real(model, dtype, keep, trainable_too)
 
-    monkeypatch.setattr(frozen_cast, "frozen_weights_cast", counting)
     matrices = {}
-    for name, patch in (("cast", None), ("plain", lambda self, model, keep=(): contextlib.nullcontext())):
-        if patch:
-            monkeypatch.setattr(TorchBackend, "frozen_cast", patch)
+    for name, patch in (("cast", counting), ("plain", lambda *a, **k: contextlib.nullcontext(0))):
+        monkeypatch.setattr(frozen_cast, "frozen_weights_cast", patch)  # plain: nothing cast anywhere
         cfg = micro_config(tmp_path, cache_dir=cache, name=name, model={"autocast": "bfloat16"})  # sft, LoRA
         ((run, _),) = run_grid(cfg, **QUIET)
         matrices[name] = json.loads((run / "matrix.json").read_text())
     trained = sum(not t.pretrained for t in micro_stream.tasks)
     # in the first run, three phases of each trained task held the cast, keeping the LoRA weights out of it:
-    # its training, its after_task hook and the evaluation row after it (and the base/reference rows, nothing kept)
+    # its training, its after_task hook and the evaluation row after it (its view, which would cast trainable
+    # weights too), and the base/reference rows' views, nothing kept
     lora = 2 * 2 * 7  # micro Llama: 2 layers x 7 linear layers x (A, B)
     with_lora = [c for c in calls if c[1]]
-    assert trained >= 2 and with_lora == [(torch.bfloat16, lora)] * (3 * trained)
-    assert all(c == (torch.bfloat16, 0) for c in calls if not c[1])
+    assert trained >= 2 and with_lora == [(torch.bfloat16, lora, False), (torch.bfloat16, lora, False),
+                                          (torch.bfloat16, lora, True)] * trained
+    assert all(c == (torch.bfloat16, 0, True) for c in calls if not c[1])  # base/reference rows' views
     assert matrices["cast"] == matrices["plain"]
 
 
@@ -328,3 +328,25 @@ def test_a_bf16_runs_evaluation_rows_merge_lora_and_a_float32_runs_do_not(tmp_pa
             assert len(trained) == 2 and all(n > 0 for n in trained)  # the rows after the two trained tasks
         else:
             assert merged and all(d is None and n == 0 for d, n in merged)
+
+
+def test_a_bf16_probe_view_holds_every_linear_weight_in_bf16_but_keep_and_scores_bitwise_the_same():
+    from types import SimpleNamespace
+
+    from clbench.eval.torch_lm import TorchLM
+
+    model = tied_lora_llama()
+    seqs = [[5, 9, 11, 40, 2], [7, 3, 3]]
+    q = model.base_model.model.model.layers[0].self_attn.q_proj
+    kept = q.lora_B["default"].weight
+    view = TorchLM(model, SimpleNamespace(pad_token_id=0), batch_size=4, autocast=torch.bfloat16, keep=[kept])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want = TorchLM(model, SimpleNamespace(pad_token_id=0)).forward_logprobs(seqs)  # autocast casting per op
+    with view:
+        assert q.base_layer.weight.dtype == torch.bfloat16
+        assert q.lora_A["default"].weight.dtype == torch.bfloat16 and q.lora_A["default"].weight.requires_grad
+        assert kept.dtype == torch.float32
+        got = view.forward_logprobs(seqs)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert q.lora_A["default"].weight.requires_grad and not q.base_layer.weight.requires_grad

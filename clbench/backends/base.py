@@ -78,11 +78,11 @@ class Backend:
         (``clbench.modeling.frozen_cast``); the same products either way."""
         return contextlib.nullcontext()
 
-    def evaluation_weights(self, model, keep=()):
-        """The context an evaluation row after a trained task runs in: :meth:`frozen_cast`, and on the torch
-        backend with mixed precision each LoRA layer as one product with its merged weight
+    def evaluation_weights(self, model):
+        """The context an evaluation row after a trained task runs in, around its view: on the torch backend
+        with mixed precision each LoRA layer as one product with its merged weight
         (``clbench.modeling.merged_lora``: the same model, rounded once instead of per product)."""
-        return self.frozen_cast(model, keep)
+        return contextlib.nullcontext()
 
     def seed(self, seed: int) -> None:
         """Seed every generator the run draws from (before ``prepare_model`` and before each task)."""
@@ -98,8 +98,9 @@ class Backend:
         """An untrained model of the base model's architecture."""
         raise NotImplementedError
 
-    def view(self, model, tokenizer, batch_size: int):
-        """The probe-facing view of ``model`` (a context manager; ``clbench.eval.lm_view.LMView``)."""
+    def view(self, model, tokenizer, batch_size: int, keep=()):
+        """The probe-facing view of ``model`` (a context manager; ``clbench.eval.lm_view.LMView``); ``keep``:
+        the weights that may change while it is open (the strategy's trainable ones)."""
         raise NotImplementedError
 
     def make_optimizer(self, strategy, model, train_cfg):

@@ -94,13 +94,12 @@ class TorchBackend(Backend):
 
         return frozen_weights_cast(model, self.autocast_dtype, keep)
 
-    @contextmanager
-    def evaluation_weights(self, model, keep=()):
+    def evaluation_weights(self, model):
         from clbench.modeling.merged_lora import lora_merged
 
-        # merged first: the merge reads the float32 base weights, which the cast then leaves alone (bf16)
-        with lora_merged(model, self.autocast_dtype), self.frozen_cast(model, keep):
-            yield
+        # entered before the view: the merge reads the float32 base weights, which the view's cast then
+        # finds in bf16 and leaves alone
+        return lora_merged(model, self.autocast_dtype)
 
     def load(self, cfg, base_dir):
         """The base model (after :meth:`start`, which resolved device, dtype and autocast)."""
@@ -119,10 +118,10 @@ class TorchBackend(Backend):
         return reference_model(base_dir, seed=cfg.model.seed + 1, device=self.device, dtype=self.dtype,
                                trust_remote_code=cfg.model.trust_remote_code)
 
-    def view(self, model, tokenizer, batch_size):
+    def view(self, model, tokenizer, batch_size, keep=()):
         from clbench.eval.torch_lm import TorchLM
 
-        return TorchLM(model, tokenizer, batch_size=batch_size, autocast=self.autocast_dtype)
+        return TorchLM(model, tokenizer, batch_size=batch_size, autocast=self.autocast_dtype, keep=keep)
 
     def param_groups(self, strategy, lr: float) -> list[dict]:
         """torch parameter groups of ``strategy.param_groups()``: a group with a divisor gets ``lr / d``."""

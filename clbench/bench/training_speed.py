@@ -90,7 +90,8 @@ class _Runner:
         self.strategy.mark_trainable(self.model)
         self.strategy.before_task(TaskView(1, "perf", ()), self.model)
         self.optimizer = self.strategy.backend.make_optimizer(self.strategy, self.model, train)
-        self._cast = backend.frozen_cast(self.model)  # held for every step, as for a task's training
+        # held for every step, as for a task's training (keeping what the strategy trains without a gradient)
+        self._cast = backend.frozen_cast(self.model, self.strategy.trainable.values())
         self._cast.__enter__()
         self.train = train
         self.step = 0
@@ -122,22 +123,26 @@ def measure_step_times(strategies: Sequence[tuple[str, str, dict]], steps: int =
 def step_times_on(base, batch: dict, strategies: Sequence[tuple], steps: int, reps: int, warmup: int,
                   train: TrainConfig) -> dict[str, float]:
     """:func:`measure_step_times` on a given model (each strategy trains a copy) and batch."""
-    runners = [(v[0], _Runner(v[1], v[2], base, train, v[0], *v[3:])) for v in strategies]
-    for _, r in runners:
-        r.run(warmup, batch)
-    times: dict[str, list[float]] = {label: [] for label, _ in runners}
-    for rep in range(reps):
-        spent = dict.fromkeys(times, 0.0)
-        for i in range(steps):  # one step of each strategy in turn: slow load changes hit all alike
-            shift = (rep * steps + i) % len(runners)
-            for label, r in runners[shift:] + runners[:shift]:
-                t0 = time.perf_counter()
-                r.run(1, batch)
-                spent[label] += time.perf_counter() - t0
-        for label, seconds in spent.items():
-            times[label].append(seconds / steps)
-    for _, r in runners:
-        r.close()
+    runners = []
+    try:
+        for v in strategies:
+            runners.append((v[0], _Runner(v[1], v[2], base, train, v[0], *v[3:])))
+        for _, r in runners:
+            r.run(warmup, batch)
+        times: dict[str, list[float]] = {label: [] for label, _ in runners}
+        for rep in range(reps):
+            spent = dict.fromkeys(times, 0.0)
+            for i in range(steps):  # one step of each strategy in turn: slow load changes hit all alike
+                shift = (rep * steps + i) % len(runners)
+                for label, r in runners[shift:] + runners[:shift]:
+                    t0 = time.perf_counter()
+                    r.run(1, batch)
+                    spent[label] += time.perf_counter() - t0
+            for label, seconds in spent.items():
+                times[label].append(seconds / steps)
+    finally:  # each copy's weights back in float32, also when a step fails
+        for _, r in runners:
+            r.close()
     return {label: statistics.median(ts) for label, ts in times.items()}
 
 

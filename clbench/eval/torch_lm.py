@@ -46,6 +46,7 @@ from clbench.eval.requests import (
     unstable_tail,
 )
 from clbench.eval.token_tree import group_paths, pack_groups
+from clbench.modeling import frozen_cast
 from clbench.modeling.loading import autocast_context
 
 
@@ -53,23 +54,31 @@ class TorchLM(LMView):
     """Probe-facing view of a (possibly peft-wrapped) Hugging Face causal LM; a context manager that
     puts the model in eval mode (``LMView``) and, with ``autocast`` (a dtype), computes inside
     ``torch.autocast`` (the run's mixed precision, ``model.autocast``; log-probabilities are taken from
-    float32 logits either way)."""
+    float32 logits either way) with the model's float32 Linear weights but ``keep`` held in that dtype
+    while the view is open (``clbench.modeling.frozen_cast``: autocast would cast every weight again at
+    every forward pass, each greedy decoding step included; bitwise the same scores). ``keep``: weights
+    that change while the view is open (a memory that learns at test time)."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 64, autocast: torch.dtype | None = None):
+    def __init__(self, model, tokenizer, batch_size: int = 64, autocast: torch.dtype | None = None, keep=()):
         super().__init__(model, tokenizer, batch_size)
         self.autocast = autocast
-        self._autocast_context = None
+        self.keep = list(keep)
+        self._contexts: list = []
 
     def __enter__(self):
         super().__enter__()
-        self._autocast_context = autocast_context(self.device, self.autocast)
-        self._autocast_context.__enter__()
+        self._contexts = [autocast_context(self.device, self.autocast),
+                          frozen_cast.frozen_weights_cast(self.model, self.autocast, self.keep, trainable_too=True)]
+        for c in self._contexts:
+            c.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._autocast_context.__exit__(*exc)
-        self._autocast_context = None
-        super().__exit__(*exc)
+        try:
+            while self._contexts:
+                self._contexts.pop().__exit__(*exc)
+        finally:
+            super().__exit__(*exc)
 
     @property
     def device(self) -> torch.device:

@@ -6,9 +6,11 @@ model but its adapters is frozen, so each training step casts all of them again 
 While a weight stays frozen its cast is the same tensor every time, so casting it once for the task gives
 bitwise the same products (autocast leaves a tensor that is already bfloat16 alone and casts the
 activations as before) for less work: a CPU training step on SmolLM2 went 0.73 → 0.67 s (0.63 → 0.57 s
-with ``train.attention_kernel: math``). The run also holds it around a task's hooks (EWC's per-sample
-Fisher: a forward and backward pass per sample) and around each evaluation row after a trained task: a
-real-stream row on a LoRA SmolLM2 went 12.3–12.8 → 10.0–10.1 s (bf16, one thread, the same scores).
+with ``train.attention_kernel: math``). The run also holds it around a task's hooks (EWC's Fisher), and
+a probe view (``clbench.eval.torch_lm.TorchLM``) holds it for its lifetime over every Linear weight, frozen
+or not (``trainable_too``: a view computes no gradient of them): a real-stream row on a LoRA SmolLM2 went
+12.3–12.8 → 10.0–10.1 s (bf16, one thread, the same scores), and a greedy decoding step, which reads every
+weight once, no longer casts all of them first.
 
 * Only ``torch.nn.Linear`` weights (the ops autocast casts) that are frozen and float32 when the phase
   starts are cast; trainable parameters (adapters, full fine-tuning), norms and embeddings stay float32,
@@ -33,9 +35,10 @@ import torch
 
 
 @contextmanager
-def frozen_weights_cast(model: torch.nn.Module, dtype: torch.dtype | None, keep=()):
+def frozen_weights_cast(model: torch.nn.Module, dtype: torch.dtype | None, keep=(), trainable_too: bool = False):
     """Within the ``with``: ``model``'s frozen float32 Linear weights but those in ``keep`` are ``dtype``
-    tensors (nothing when ``dtype`` is None); yields the number of weights cast."""
+    tensors (nothing when ``dtype`` is None); yields the number of weights cast. ``trainable_too``: weights
+    that require grad as well, for a phase that computes no gradient of them (a probe view)."""
     if dtype is None:
         yield 0
         return
@@ -49,14 +52,14 @@ def frozen_weights_cast(model: torch.nn.Module, dtype: torch.dtype | None, keep=
     try:
         for module in model.modules():
             w = module._parameters.get("weight") if isinstance(module, torch.nn.Linear) else None
-            if w is None or w.requires_grad or w.dtype != torch.float32 or id(w) in kept:
+            if w is None or (w.requires_grad and not trainable_too) or w.dtype != torch.float32 or id(w) in kept:
                 continue
             if all(isinstance(m, torch.nn.Linear) for m in owners[id(w)]):
                 in_place.append((w, w.data))  # a weight two Linears share is bf16 by the second: skipped
                 w.data = w.data.to(dtype)
             else:
                 untied.append((module, w))
-                module._parameters["weight"] = torch.nn.Parameter(w.detach().to(dtype), requires_grad=False)
+                module._parameters["weight"] = torch.nn.Parameter(w.detach().to(dtype), requires_grad=w.requires_grad)
         versions = [w._version for w, _ in in_place] + [m._parameters["weight"]._version for m, _ in untied]
         yield len(in_place) + len(untied)
         names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}

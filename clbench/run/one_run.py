@@ -210,7 +210,7 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
                         progress, ops.numerics)  # on the model as loaded, before any strategy touches it
 
     def evaluate(m, desc: str, wrap=lambda view: view, keep=()) -> dict:
-        with ops.evaluation_weights(m, keep), wrap(ops.view(m, tok, batch_size=cfg.eval.batch_size)) as lm:
+        with ops.evaluation_weights(m), wrap(ops.view(m, tok, batch_size=cfg.eval.batch_size, keep=keep)) as lm:
             return evaluate_row(lm, stream, cfg.eval, desc, progress)
 
     curves = open_curves(cfg.log, files.root, record)  # TensorBoard (and W&B if asked)

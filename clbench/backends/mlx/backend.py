@@ -171,7 +171,7 @@ class MLXBackend(Backend):
 
         return reference_model(model, seed=cfg.model.seed + 1)
 
-    def view(self, model, tokenizer, batch_size):
+    def view(self, model, tokenizer, batch_size, keep=()):  # keep: nothing is cast on MLX
         from clbench.backends.mlx.lm import MLXLM
 
         return MLXLM(model, tokenizer, batch_size=batch_size)
