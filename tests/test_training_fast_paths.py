@@ -158,19 +158,23 @@ def test_weights_in_keep_stay_float32_and_a_frozen_weight_written_while_cast_is_
     assert q.dtype == torch.float32 and torch.equal(q, q_before)  # restored (the write is lost: hence the error)
 
 
-def test_a_bf16_run_of_the_local_cms_memory_keeps_what_its_rule_wrote(tmp_path, micro_cache, micro_base_dir):
+@pytest.mark.parametrize("test_time", [False, True])
+def test_a_bf16_run_of_the_local_cms_memory_keeps_what_its_rule_wrote(tmp_path, micro_cache, micro_base_dir, test_time):
     """The local rule changes memory weights that never require a gradient: held in bf16 for the task, its
-    updates would be thrown away at the task's end. They are the strategy's trainable weights, so kept."""
+    updates would be thrown away at the task's end. They are the strategy's trainable weights, so kept —
+    also by the probe view, in which the memory learns from each batch's prompts (``test_time_updates``)."""
     from safetensors.torch import load_file
 
     from clbench.results.files import RunFiles
 
     cfg = micro_config(tmp_path, cache_dir=micro_cache, model={"autocast": "bfloat16"},
                        strategies="[{name: cms, options: {form: memory, update: local, chunk_unit: tokens, "
-                                  "chunk_sizes: [8, 64, 256]}}]")
+                                  f"chunk_sizes: [8, 64, 256], test_time_updates: {str(test_time).lower()}}}}}]")
     ((run, status),) = run_grid(cfg, **QUIET)
     files = RunFiles(run)
-    first = json.loads(files.after(1).read_text())["diagnostics"]["cms"]["levels"][0]["updates"]
+    cms = json.loads(files.after(1).read_text())["diagnostics"]["cms"]
+    first = cms["levels"][0]["updates"]
+    assert cms["test_time_updates"] is test_time
     tensors = load_file(files.checkpoint(1) / "adapter.safetensors")
     down = {n: t for n, t in tensors.items() if "down.weight" in n}  # zero when the memory is added
     assert status == "done" and first > 0 and down
