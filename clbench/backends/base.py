@@ -65,10 +65,10 @@ class Backend:
         (a Fisher, an importance estimate), evaluation: torch's autocast when mixed precision is on."""
         return contextlib.nullcontext()
 
-    def hook_compute(self):
-        """The context a strategy's task hooks run in (``before_task`` / ``after_task``: a Fisher, an
-        importance estimate — forward and backward passes like a training step's): :meth:`compute`, and
-        on torch the training steps' attention kernel (``train.attention_kernel``)."""
+    def training_compute(self):
+        """The context training-like passes run in — each training step's forward and backward, and a
+        strategy's task hooks (``before_task`` / ``after_task``: a Fisher, an importance estimate):
+        :meth:`compute`, and on torch the training attention kernel (``train.attention_kernel``)."""
         return self.compute()
 
     def frozen_cast(self, model, keep=()):

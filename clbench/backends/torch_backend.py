@@ -85,7 +85,7 @@ class TorchBackend(Backend):
         return autocast_context(self.device, self.autocast_dtype)
 
     @contextmanager
-    def hook_compute(self):
+    def training_compute(self):
         with self.compute(), _attention(self.attention_kernel):
             yield
 
@@ -294,7 +294,7 @@ class TorchBackend(Backend):
         device = next(model.parameters()).device
         k = len(batches)
         loss_sum, logs = 0.0, {}
-        with _only_requiring_grad(trainable, keep), self.compute(), _attention(self.attention_kernel):
+        with _only_requiring_grad(trainable, keep), self.training_compute():
             for batch in batches:
                 batch = {key: v.to(device) for key, v in batch.items()}
                 out = loss_fn(model, batch)

@@ -10,8 +10,6 @@ views share it:
   into one :class:`Group`, so a backend can run the shared context once and reuse it for every choice,
   and orders the groups longest first (as lm-eval's ``Collator``) so a batch pads to similar lengths;
   :func:`chunks` cuts a batch into forward passes of at most ``batch_size`` rows;
-  :func:`common_prefix` is what every context of a batch starts with (a suite's prompt template, a
-  BOS token), which a backend can run once for the whole batch;
 * :func:`longest_first` / :func:`same_length_batches` batch plain sequences (perplexity texts,
   generation prompts) by length;
 * :func:`cut_at_newline` / :func:`answer_ended` are the stopping rule of greedy generation: a continuation
@@ -88,16 +86,6 @@ def group_requests(requests: Sequence[tuple[list[int], list[int]]], batch_size: 
 def chunks(n: int, size: int) -> list[range]:
     """``range(n)`` in consecutive pieces of at most ``size``."""
     return [range(s, min(s + size, n)) for s in range(0, n, size)]
-
-
-def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
-    """Length of the longest prefix shared by every sequence."""
-    n = min(len(s) for s in seqs)
-    first = seqs[0]
-    for k in range(n):
-        if any(s[k] != first[k] for s in seqs):
-            return k
-    return n
 
 
 def per_group(groups: Sequence[Group], flat: Sequence[float]) -> list[list[float]]:

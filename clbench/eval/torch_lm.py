@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from contextlib import ExitStack
 
 import torch
 from transformers import DynamicLayer, GenerationConfig, StoppingCriteria, StoppingCriteriaList
@@ -63,20 +64,18 @@ class TorchLM(LMView):
         super().__init__(model, tokenizer, batch_size)
         self.autocast = autocast
         self.keep = list(keep)
-        self._contexts: list = []
+        self._contexts = ExitStack()
 
     def __enter__(self):
         super().__enter__()
-        self._contexts = [autocast_context(self.device, self.autocast),
-                          frozen_cast.frozen_weights_cast(self.model, self.autocast, self.keep, trainable_too=True)]
-        for c in self._contexts:
-            c.__enter__()
+        self._contexts.enter_context(autocast_context(self.device, self.autocast))
+        self._contexts.enter_context(frozen_cast.frozen_weights_cast(self.model, self.autocast, self.keep,
+                                                                     trainable_too=True))
         return self
 
     def __exit__(self, *exc) -> None:
         try:
-            while self._contexts:
-                self._contexts.pop().__exit__(*exc)
+            self._contexts.__exit__(*exc)
         finally:
             super().__exit__(*exc)
 

@@ -60,12 +60,12 @@ def frozen_weights_cast(model: torch.nn.Module, dtype: torch.dtype | None, keep=
             else:
                 untied.append((module, w))
                 module._parameters["weight"] = torch.nn.Parameter(w.detach().to(dtype), requires_grad=w.requires_grad)
-        versions = [w._version for w, _ in in_place] + [m._parameters["weight"]._version for m, _ in untied]
-        yield len(in_place) + len(untied)
+        # (the parameter the run knows, the one holding the cast, its version now)
+        watched = [(w, w, w._version) for w, _ in in_place]
+        watched += [(w, m._parameters["weight"], m._parameters["weight"]._version) for m, w in untied]
+        yield len(watched)
         names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
-        written = [names.get(id(w), "?") for (w, _), v in zip(in_place, versions) if w._version != v]
-        written += [names.get(id(w), "?") for (m, w), v in zip(untied, versions[len(in_place):])
-                    if m._parameters["weight"]._version != v]
+        written = [names.get(id(w), "?") for w, held, version in watched if held._version != version]
         if written:
             raise RuntimeError(f"frozen weights were written in place while held in {dtype}, so the writes are lost: "
                                f"{written[:3]}; a strategy that changes them must list them in its trainable "

@@ -246,6 +246,9 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
             optimizer = ops.make_optimizer(strategy, model, cfg.train)
             ops.load_optimizer_state(optimizer, state["optimizer"], strategy)
 
+    def frozen_cast():  # frozen weights in the compute dtype for one phase (mixed precision), not what it trains
+        return ops.frozen_cast(model, strategy.trainable.values())
+
     for t in range(start, T):
         view = views[t]
         if view.pretrained:
@@ -254,11 +257,7 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
                                                "updated_elements": 0, "diagnostics": {}})
             continue
         ops.seed(task_seed(seed, t))
-
-        def frozen_cast():  # frozen weights in the compute dtype for one phase (mixed precision), not what it trains
-            return ops.frozen_cast(model, strategy.trainable.values())
-
-        with ops.hook_compute():  # the hooks' own passes (a Fisher, an importance estimate) computed as training's
+        with ops.training_compute():  # the hooks' own passes (a Fisher, an importance estimate) computed as training's
             strategy.before_task(view, model)
         t0 = time.perf_counter()
         log: list[dict] = []
@@ -270,7 +269,7 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
                                  progress)
             global_step += cfg.train.steps_per_task
         train_seconds = time.perf_counter() - t0
-        with ops.hook_compute(), frozen_cast():
+        with ops.training_compute(), frozen_cast():
             strategy.after_task(view, model)
         atomic_write_jsonl(files.task_log(t), log)
         diagnostics = strategy.diagnostics()

@@ -45,8 +45,8 @@ def linear_sample_fisher(model, params: Mapping[str, torch.Tensor],
              if len(found) == 1 and isinstance(found[0][0], torch.nn.Linear) and found[0][1] in ("weight", "bias")}
     if not batches or any(id(p) not in owner for p in params.values()):
         return None  # e.g. a tied embedding: the lookup's share of its gradient is not a Linear's
-    widest = max(len(b["input_ids"]) for b in batches)
-    if widest * sum(p.numel() for p in params.values()) * 4 > MAX_BYTES:
+    largest = max(len(b["input_ids"]) for b in batches)  # samples in one batch
+    if largest * sum(p.numel() for p in params.values()) * 4 > MAX_BYTES:
         return None
     modules = {id(owner[id(p)][0]): owner[id(p)][0] for p in params.values()}
     per_sample: dict[tuple[int, str], torch.Tensor] = {}  # (module id, kind) -> (batch, *shape), this batch
