@@ -56,8 +56,8 @@ def test_it_declines_what_it_cannot_do_exactly_and_the_caller_loops():
 def test_an_ewc_run_on_a_lora_lm_takes_the_batched_path(tmp_path, micro_cache, micro_base_dir, monkeypatch):
     import json
 
-    import clbench.strategies.ewc as ewc
     from clbench.run.grid import run_grid
+    from clbench.strategies import ewc
     from tests.conftest import micro_config
 
     def no_loop(*a, **k):

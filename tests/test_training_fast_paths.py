@@ -151,10 +151,9 @@ def test_weights_in_keep_stay_float32_and_a_frozen_weight_written_while_cast_is_
     with frozen_weights_cast(model, torch.bfloat16, keep=[k]) as n:
         assert q.dtype == torch.bfloat16 and k.dtype == torch.float32
         assert n == 2 * 7 + 1 - 1  # every frozen Linear (7 a layer, the tied head) but the kept one
-    with pytest.raises(RuntimeError, match=r"written in place.*layers\.0\.self_attn\.q_proj\.base_layer\.weight"):
-        with frozen_weights_cast(model, torch.bfloat16):
-            with torch.no_grad():
-                q.add_(1.0)  # lands in the bf16 copy, which the end of the phase throws away
+    written = r"written in place.*layers\.0\.self_attn\.q_proj\.base_layer\.weight"
+    with pytest.raises(RuntimeError, match=written), frozen_weights_cast(model, torch.bfloat16), torch.no_grad():
+        q.add_(1.0)  # lands in the bf16 copy, which the end of the phase throws away
     assert q.dtype == torch.float32 and torch.equal(q, q_before)  # restored (the write is lost: hence the error)
 
 
@@ -294,10 +293,9 @@ def test_merging_needs_mixed_precision_and_a_write_to_an_adapter_while_merged_is
     with lora_merged(model, None) as n:
         assert n == 0 and not model.base_model.model.model.layers[0].self_attn.q_proj.merged
     b = model.base_model.model.model.layers[1].mlp.up_proj.lora_B["default"].weight
-    with pytest.raises(RuntimeError, match=r"stale.*layers\.1\.mlp\.up_proj"):
-        with lora_merged(model, torch.bfloat16):
-            with torch.no_grad():
-                b.mul_(2.0)
+    with pytest.raises(RuntimeError, match=r"stale.*layers\.1\.mlp\.up_proj"), lora_merged(model, torch.bfloat16), \
+            torch.no_grad():
+        b.mul_(2.0)
     assert not model.base_model.model.model.layers[1].mlp.up_proj.merged
 
 
