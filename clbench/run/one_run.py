@@ -197,7 +197,8 @@ def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: 
     model, tok = ops.load(cfg, base_dir)  # a model that does not load leaves no run directory behind
     atomic_write_json(files.config, record)
     if not files.provenance.exists():
-        atomic_write_json(files.provenance, {**provenance(), **extra_provenance, "allow_code": stream.code_allowed})
+        atomic_write_json(files.provenance, {**provenance(), **extra_provenance, "allow_code": stream.code_allowed,
+                                             "data_sources": stream.data_sources})
 
     T = len(stream.tasks)
     start = files.finished_tasks(T)

@@ -33,6 +33,18 @@ def build_domain(domain: str, n_entities: int, seed: int, n_choices: int = 4) ->
         raise KeyError(f"unknown generated domain {domain!r}; known: {sorted(DOMAINS)}")
     rng = random.Random(f"clbench:{domain}:{seed}")
     facts = DOMAINS[domain](rng, NamePool(rng), n_entities)
+    return records_from_facts(facts, rng, domain, n_choices)
+
+
+def records_from_facts(facts: list[Fact], rng: random.Random, prefix: str, n_choices: int = 4) -> dict[str, list[dict]]:
+    """Training documents and the three probe suites of ``facts`` (ids ``<prefix>-<index>-<relation>``).
+
+    Per fact one statement template and one question template are held out (drawn from ``rng``): the
+    training records are the other paraphrases, in an order shuffled by ``rng``; ``qa`` asks the held-out
+    question, ``mc`` offers the answer among ``n_choices - 1`` other values of the fact's ``pool``, ``ppl``
+    scores the held-out statement. Also the records of the real-data tasks (``tasks/real_medicine``,
+    ``tasks/real_chemistry``), whose facts come from packaged data instead of invented names.
+    """
     out: dict[str, list[dict]] = {"train": [], "qa": [], "mc": [], "ppl": []}
     for i, fact in enumerate(facts):
         rel = fact.relation
@@ -44,7 +56,7 @@ def build_domain(domain: str, n_entities: int, seed: int, n_choices: int = 4) ->
         for k, tpl in enumerate(rel.questions):
             if k != held_q:
                 out["train"].append({"prompt": QA_PROMPT.format(q=_fill(tpl, fact)), "completion": " " + fact.value})
-        fid = f"{domain}-{i:04d}-{rel.name}"
+        fid = f"{prefix}-{i:04d}-{rel.name}"
         prompt = QA_PROMPT.format(q=_fill(rel.questions[held_q], fact))
         out["qa"].append({"id": fid, "prompt": prompt, "answer": fact.value})
         distractors = rng.sample([v for v in dict.fromkeys(fact.pool) if v != fact.value], n_choices - 1)
