@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 from clbench.errors import ClbenchError
+from clbench.tasks.generators.build import records_from_facts
+from clbench.tasks.generators.domains import Fact
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,15 @@ def sha256_of(path: Path) -> str:
         while block := fh.read(1 << 22):
             h.update(block)
     return h.hexdigest()
+
+
+def build_records(name: str, draw: Callable[[random.Random], list[Fact]], seed: int) -> dict[str, list[dict]]:
+    """A real-data task's records (``train``, ``qa``, ``mc``, ``ppl``) from the facts ``draw`` picks with a
+    generator seeded by ``(name, seed)``; deterministic in ``seed``, checked by :func:`check_scorable`."""
+    rng = random.Random(f"clbench:real_{name}:{seed}")
+    records = records_from_facts(draw(rng), rng, name)
+    check_scorable(records, f"tasks/real_{name}")
+    return records
 
 
 def check_scorable(records: dict[str, list[dict]], where: str) -> None:

@@ -30,9 +30,8 @@ import random
 import sqlite3
 from pathlib import Path
 
-from clbench.tasks.generators.build import records_from_facts
 from clbench.tasks.generators.domains import Fact, _rel
-from clbench.tasks.generators.packaged import PackagedData, check_scorable, write_task
+from clbench.tasks.generators.packaged import PackagedData, build_records, write_task
 
 HERE = Path(__file__).resolve().parent
 NAME = "chemistry"
@@ -84,10 +83,7 @@ def facts(pool: list[dict], rng: random.Random, n: int = N_ELEMENTS) -> list[Fac
 
 def build(seed: int = 0, n: int = N_ELEMENTS) -> dict[str, list[dict]]:
     """The task's records (``train``, ``qa``, ``mc``, ``ppl``); deterministic in ``seed``."""
-    rng = random.Random(f"clbench:real_{NAME}:{seed}")
-    records = records_from_facts(facts(candidates(), rng, n), rng, NAME)
-    check_scorable(records, "tasks/real_chemistry")
-    return records
+    return build_records(NAME, lambda rng: facts(candidates(), rng, n), seed)
 
 
 def source(n: int = N_ELEMENTS) -> dict:

@@ -33,9 +33,8 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 
-from clbench.tasks.generators.build import records_from_facts
 from clbench.tasks.generators.domains import Fact, _rel
-from clbench.tasks.generators.packaged import PackagedData, check_scorable, write_task
+from clbench.tasks.generators.packaged import PackagedData, build_records, write_task
 
 HERE = Path(__file__).resolve().parent
 NAME = "medicine"
@@ -104,10 +103,7 @@ def facts(pool: list[tuple[str, str]], rng: random.Random, n: int = N_CODES) -> 
 
 def build(seed: int = 0, n: int = N_CODES) -> dict[str, list[dict]]:
     """The task's records (``train``, ``qa``, ``mc``, ``ppl``); deterministic in ``seed``."""
-    rng = random.Random(f"clbench:real_{NAME}:{seed}")
-    records = records_from_facts(facts(candidates(), rng, n), rng, NAME)
-    check_scorable(records, "tasks/real_medicine")
-    return records
+    return build_records(NAME, lambda rng: facts(candidates(), rng, n), seed)
 
 
 def source(n: int = N_CODES) -> dict:
