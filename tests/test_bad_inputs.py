@@ -103,9 +103,10 @@ def test_nan_loss_is_a_clbench_error_naming_task_and_step(nan_sft, micro_cache, 
 
 def test_a_loss_that_does_not_fall_is_flagged_in_metrics_and_report(micro_cache, micro_base_dir, tmp_path, capsys):
     """At lr 1 the loss of task 'medical' jumps up and stays above where it started; the run finishes,
-    flagged (and its provenance echoes the stream's allow_code)."""
+    flagged (and its provenance echoes the stream's allow_code and its tasks' data sources)."""
     stream = tmp_path / "micro_code.yaml"
-    stream.write_text((ROOT / "tasks" / "micro.yaml").read_text() + "allow_code: true\n")
+    text = (ROOT / "tasks" / "micro.yaml").read_text() + "allow_code: true\n"
+    stream.write_text(text.replace("  - name: medical\n", "  - name: medical\n    source: {package: demo, version: '1.0'}\n"))
     rc, _, err = cli(micro_args(tmp_path / "results", micro_cache, stream=str(stream),
                                 train={"lr": 1.0, "steps_per_task": 8}), capsys)
     assert rc == 0, err
@@ -114,7 +115,9 @@ def test_a_loss_that_does_not_fall_is_flagged_in_metrics_and_report(micro_cache,
     assert check["not_falling"] == ["medical"]
     assert check["per_task"]["medical"]["end"] > check["per_task"]["medical"]["start"]
     assert check["per_task"]["notes"]["fell"] is True
-    assert json.loads((run / "provenance.json").read_text())["allow_code"] is True
+    provenance = json.loads((run / "provenance.json").read_text())
+    assert provenance["allow_code"] is True
+    assert provenance["data_sources"] == {"medical": {"package": "demo", "version": "1.0"}}
     rc, _, err = cli(["report", str(tmp_path / "results"), "-o", str(tmp_path / "report"), "--no-figures"], capsys)
     assert rc == 0, err
     readme = (tmp_path / "report" / "README.md").read_text()

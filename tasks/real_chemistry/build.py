@@ -35,7 +35,7 @@ from clbench.tasks.generators.packaged import PackagedData, build_records, write
 
 HERE = Path(__file__).resolve().parent
 NAME = "chemistry"
-N_ELEMENTS = 6
+N_ELEMENTS = 4
 MIN_ATOMIC_NUMBER = 21
 DB = "mendeleev/elements.db"
 MENDELEEV = PackagedData("mendeleev", "1.3.0", {DB: "8a6312b57603e22c58ab28005bb8cacfbff721bc859eea8ddc2b784c17ffd717"},

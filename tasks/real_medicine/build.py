@@ -16,12 +16,14 @@ is two or three words of letters, unique in the whole classification, and not a 
 ``unspecified``, ``not elsewhere classified``) or a combination (``with``, ``due to``, ``and``…): such a
 title names one condition, so an exact-match answer is well defined and the code is its only code.
 
-From that pool, ``N_CODES`` codes are drawn by the seed; each gives two facts — the code of the diagnosis
-(``What is the ICD-10-CM code for Celiac disease?`` → ``K90.0``) and the diagnosis of the code — written
-as training statements and questions, with one statement and one question form per fact held out for the
-``ppl`` and ``qa``/``mc`` probes (:func:`clbench.tasks.generators.build.records_from_facts`; ``mc``
-distractors are the other drawn codes, or titles). A 135M model knows almost no ICD-10-CM code (the base
-scores are in ``docs/real_models.md``). ``tests/test_real_data_tasks.py`` checks the shipped files equal
+From that pool, ``N_CODES`` codes are drawn by the seed; each gives one fact, the code of the diagnosis
+(``What is the ICD-10-CM code for Celiac disease?`` → ``K90.0``), written as training statements and
+questions with one statement and one question form held out for the ``ppl`` and ``qa``/``mc`` probes
+(:func:`clbench.tasks.generators.build.records_from_facts`; ``mc`` distractors are the other drawn codes).
+The reverse direction (the title of a code) was tried and left out: within the steps a 2-core grid affords,
+SmolLM2-135M answered reverse questions with one of the other titles (6 codes both ways, 32 steps on two
+seeds: codes 6/6 and 5/6 right, titles 1/6 and 4/6). A 135M model knows no ICD-10-CM code of these (its base
+score is in ``docs/real_models.md``). ``tests/test_real_data_tasks.py`` checks the shipped files equal
 this script's output.
 """
 
@@ -38,7 +40,7 @@ from clbench.tasks.generators.packaged import PackagedData, build_records, write
 
 HERE = Path(__file__).resolve().parent
 NAME = "medicine"
-N_CODES = 8
+N_CODES = 12
 ICD10CM = PackagedData(
     "simple-icd-10-cm", "1.5.0",
     {"simple_icd_10_cm/data/icd10c-tabular-April-1-2026.xml":
@@ -56,13 +58,6 @@ CODE = _rel("code",
              "Coders record {condition} under the ICD-10-CM code {v}.", "{v} is the ICD-10-CM code for {condition}."],
             ["What is the ICD-10-CM code for {condition}?", "Which ICD-10-CM code is used for {condition}?",
              "How is {condition} coded in ICD-10-CM?", "Under which ICD-10-CM code is {condition} recorded?"])
-DIAGNOSIS = _rel("diagnosis",
-                 ["The ICD-10-CM code {code} stands for {v}.", "In ICD-10-CM, the code {code} means {v}.",
-                  "A diagnosis coded {code} in ICD-10-CM is {v}.", "{v} is what the ICD-10-CM code {code} denotes."],
-                 ["What does the ICD-10-CM code {code} stand for?", "Which diagnosis has the ICD-10-CM code {code}?",
-                  "What condition is coded {code} in ICD-10-CM?", "In ICD-10-CM, what does the code {code} mean?"])
-
-
 def candidates() -> list[tuple[str, str]]:
     """Every ``(code, title)`` the task may draw, sorted by code; checks the package's data first."""
     ICD10CM.files()  # another version or changed data is refused before the parser reads them
@@ -91,14 +86,10 @@ def _pool() -> list[tuple[str, str]]:
 
 
 def facts(pool: list[tuple[str, str]], rng: random.Random, n: int = N_CODES) -> list[Fact]:
-    """``n`` codes drawn from ``pool``: two facts each (the code of the diagnosis, the diagnosis of the code)."""
+    """``n`` codes drawn from ``pool``: the code of each diagnosis."""
     picked = rng.sample(pool, n)
-    codes, titles = tuple(c for c, _ in picked), tuple(t for _, t in picked)
-    out = []
-    for code, title in picked:
-        out.append(Fact({"condition": title}, CODE, code, codes))
-        out.append(Fact({"code": code}, DIAGNOSIS, title, titles))
-    return out
+    codes = tuple(c for c, _ in picked)
+    return [Fact({"condition": title}, CODE, code, codes) for code, title in picked]
 
 
 def build(seed: int = 0, n: int = N_CODES) -> dict[str, list[dict]]:
@@ -109,7 +100,7 @@ def build(seed: int = 0, n: int = N_CODES) -> dict[str, list[dict]]:
 def source(n: int = N_CODES) -> dict:
     """The stream's ``source`` entry of this task (``tasks/real.yaml``)."""
     return {**ICD10CM.record(), "fields": ["code", "title (get_description)"],
-            "items": {"codes": n, "facts": 2 * n, "pool": len(candidates())}}
+            "items": {"codes": n, "facts": n, "pool": len(candidates())}}
 
 
 def main() -> None:
