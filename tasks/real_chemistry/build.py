@@ -1,4 +1,4 @@
-"""Chemistry from real data: elements' atomic numbers, discovery years and CAS numbers, from ``mendeleev`` 1.3.0.
+"""Chemistry from real data: elements' atomic numbers and discovery years, from ``mendeleev`` 1.3.0.
 
     python -m tasks.real_chemistry.build       # rewrites tasks/real_chemistry/*.jsonl (needs the package:
                                                # pip install --no-deps mendeleev==1.3.0)
@@ -7,20 +7,22 @@
 columns); it is read with the standard library's ``sqlite3``, not through mendeleev's own API (which pulls
 in SQLAlchemy and pandas for the same rows).
 
-**Fields kept:** ``name``, ``atomic_number``, ``discovery_year`` and ``cas`` (the CAS Registry Number):
-integers and registry identifiers with one exact written form. **Left out:** the free-text fields
-(``discoverers`` and ``discovery_location`` carry misspellings and inconsistent lists, e.g.
-``C.F. Aver von Welsbach``, ``G.T.Seaborg, S.G.Tompson``), measured quantities with uncertainties and
-several conventions (radii, electronegativities, densities), and ``symbol``, which the base model already
-knows (the ``world`` task probes chemical symbols). ``discovery_year`` is the year mendeleev records: for
-a few elements the year of isolation rather than first identification (neodymium: 1925, not 1885).
-**Elements kept:** atomic number 21 and above (the light elements' numbers are school knowledge) with a
-recorded discovery year (elements known since antiquity have none).
+**Fields kept:** ``name``, ``atomic_number`` and ``discovery_year``: integers with one exact written form.
+**Left out:** the free-text fields (``discoverers`` and ``discovery_location`` carry misspellings and
+inconsistent lists, e.g. ``C.F. Aver von Welsbach``, ``G.T.Seaborg, S.G.Tompson``), measured quantities
+with uncertainties and several conventions (radii, electronegativities, densities), ``symbol``, which the
+base model already knows (the ``world`` task probes chemical symbols), and ``cas`` (the CAS Registry
+Number), which is clean but was not learned in the steps a 2-core grid affords: most elements' numbers
+start with ``7440-``, and SmolLM2 answered one element's with another's (every chemistry miss of sft at 32,
+40 and 60 steps was a CAS number). ``discovery_year`` is the year mendeleev records: for a few elements the
+year of isolation rather than first identification (neodymium: 1925, not 1885). **Elements kept:** atomic
+number 21 and above (the light elements' numbers are school knowledge) with a recorded discovery year
+(elements known since antiquity have none).
 
-From that pool ``N_ELEMENTS`` elements are drawn by the seed; each gives three facts (atomic number,
-discovery year, CAS number), written as training statements and questions with one statement and one
-question form per fact held out for the probes (:func:`clbench.tasks.generators.build.records_from_facts`;
-``mc`` distractors are the other drawn elements' values of the same field). ``tests/test_real_data_tasks.py``
+From that pool ``N_ELEMENTS`` elements are drawn by the seed; each gives two facts (atomic number,
+discovery year), written as training statements and questions with one statement and one question form
+per fact held out for the probes (:func:`clbench.tasks.generators.build.records_from_facts`; ``mc``
+distractors are the other drawn elements' values of the same field). ``tests/test_real_data_tasks.py``
 checks the shipped files equal this script's output.
 """
 
@@ -35,7 +37,7 @@ from clbench.tasks.generators.packaged import PackagedData, build_records, write
 
 HERE = Path(__file__).resolve().parent
 NAME = "chemistry"
-N_ELEMENTS = 4
+N_ELEMENTS = 6
 MIN_ATOMIC_NUMBER = 21
 DB = "mendeleev/elements.db"
 MENDELEEV = PackagedData("mendeleev", "1.3.0", {DB: "8a6312b57603e22c58ab28005bb8cacfbff721bc859eea8ddc2b784c17ffd717"},
@@ -51,12 +53,7 @@ DISCOVERY_YEAR = _rel("discovery_year",
                        "The discovery of {element} dates from {v}.", "In {v}, the element {element} was discovered."],
                       ["In which year was {element} discovered?", "When was the element {element} first identified?",
                        "What year does the discovery of {element} date from?", "In what year was {element} discovered?"])
-CAS = _rel("cas",
-           ["The CAS registry number of {element} is {v}.", "{Element} has the CAS number {v}.",
-            "In the CAS registry, {element} is listed under {v}.", "{v} is the CAS registry number of {element}."],
-           ["What is the CAS registry number of {element}?", "Which CAS number does {element} have?",
-            "Under which number is {element} listed in the CAS registry?", "What is the CAS number of {element}?"])
-RELATIONS = {"atomic_number": ATOMIC_NUMBER, "discovery_year": DISCOVERY_YEAR, "cas": CAS}
+RELATIONS = {"atomic_number": ATOMIC_NUMBER, "discovery_year": DISCOVERY_YEAR}
 
 
 def candidates() -> list[dict]:
@@ -64,14 +61,14 @@ def candidates() -> list[dict]:
     package's data first."""
     path = MENDELEEV.files()[DB]
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:  # read-only: the package's file stays as shipped
-        rows = db.execute("SELECT name, atomic_number, discovery_year, cas FROM elements "
-                          "WHERE atomic_number >= ? AND discovery_year IS NOT NULL AND cas IS NOT NULL "
-                          "ORDER BY atomic_number", (MIN_ATOMIC_NUMBER,)).fetchall()
-    return [{"name": n, "atomic_number": str(z), "discovery_year": str(y), "cas": cas} for n, z, y, cas in rows]
+        rows = db.execute("SELECT name, atomic_number, discovery_year FROM elements "
+                          "WHERE atomic_number >= ? AND discovery_year IS NOT NULL ORDER BY atomic_number",
+                          (MIN_ATOMIC_NUMBER,)).fetchall()
+    return [{"name": n, "atomic_number": str(z), "discovery_year": str(y)} for n, z, y in rows]
 
 
 def facts(pool: list[dict], rng: random.Random, n: int = N_ELEMENTS) -> list[Fact]:
-    """``n`` elements drawn from ``pool``: three facts each."""
+    """``n`` elements drawn from ``pool``: a fact per kept field each."""
     picked = rng.sample(pool, n)
     out = []
     for element in picked:
