@@ -13,9 +13,10 @@ inconsistent lists, e.g. ``C.F. Aver von Welsbach``, ``G.T.Seaborg, S.G.Tompson`
 with uncertainties and several conventions (radii, electronegativities, densities), ``symbol``, which the
 base model already knows (the ``world`` task probes chemical symbols), and ``cas`` (the CAS Registry
 Number), which is clean but was not learned in the steps a 2-core grid affords: most elements' numbers
-start with ``7440-``, and SmolLM2 answered one element's with another's (every chemistry miss of sft at 32,
-40 and 60 steps was a CAS number). ``discovery_year`` is the year mendeleev records: for a few elements the
-year of isolation rather than first identification (neodymium: 1925, not 1885). **Elements kept:** atomic
+start with ``7440-``, and SmolLM2 answered one element's with another's (20 of the 26 chemistry misses
+of sft in eleven calibration runs at 32–60 steps were CAS numbers, the task's 4 CAS items).
+``discovery_year`` is the year mendeleev records: for a few elements the year of isolation rather than
+first identification (neodymium: 1925, not 1885). **Elements kept:** atomic
 number 21 and above (the light elements' numbers are school knowledge) with a recorded discovery year
 (elements known since antiquity have none).
 
