@@ -160,7 +160,7 @@ def run_one(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: int, 
     Temporary files of killed writes are removed first."""
     if not isinstance(entry, GridEntry):  # a bare StrategySpec: resolve (and validate) it here
         entry = resolve_entry(entry, cfg)
-    root = run_dir(cfg, stream.name, entry.spec, seed)
+    root = run_dir(cfg, stream.name, entry.spec, seed, stream.derived.get("order"))  # the folder it writes
     if (root / "DONE").exists() and (root / "config.json").exists():
         # finished: only read (skipped, or refused for another config), so no lock; a read-only folder works
         return _run_or_skip(cfg, stream, entry, seed, base_dir, progress)
