@@ -8,9 +8,6 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
-from clbench.errors import ConfigError
 from clbench.results import atomic
 from clbench.run.grid import run_grid
 from clbench.run.lock import LOCK_NAME

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from clbench.backends import get_backend
 from clbench.backends.base import unsupported
 from clbench.config.experiment import ExperimentConfig, StrategySpec, TrainConfig, strategy_specs
-from clbench.config.options import from_dict, to_dict
+from clbench.config.options import from_dict, to_dict, with_moved_keys
 from clbench.data.streams import Stream, load_stream
 from clbench.errors import ConfigError
 from clbench.train import registry
@@ -79,10 +79,12 @@ def resolve_entry(spec: StrategySpec, cfg: ExperimentConfig) -> GridEntry:
 
 def stored_options_match(entry: GridEntry, stored: dict) -> bool:
     """Whether options stored in a ``config.json`` are this entry's: stored resolved (now), or raw (results
-    written before options were resolved), which resolve to the same values."""
+    written before options were resolved), or with keys that have moved since (``lora.rank`` was ``rank``),
+    which resolve to the same values."""
     if stored == entry.options_dict:
         return True
     try:
+        stored = with_moved_keys(entry.cls.Options, stored)
         return to_dict(entry.cls.options_from(stored, "config.json strategy.options")) == entry.options_dict
     except ConfigError:
         return False

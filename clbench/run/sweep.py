@@ -12,7 +12,7 @@ values for any of its options or any training field — and the experiment a def
       - {name: frozen, sweep: {}}                                             # {}: not tuned
 
 Keys are ``train.<field>``, ``options.<field>`` or a bare name (an option of the strategy, else a
-training field). How it runs (:func:`tune`):
+training field); an option of a group is named with its group, ``lora.rank``. How it runs (:func:`tune`):
 
 1. every candidate of every swept strategy runs with one seed (``tuning.seed``) on the *validation*
    items of the probes (``clbench.run.probe_split``), in experiment ``<name>-tuning``;
@@ -37,6 +37,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from clbench.config.experiment import ExperimentConfig, StrategySpec, TrainConfig
+from clbench.config.options import describe_fields, moved_key_text, set_path
 from clbench.errors import ConfigError
 from clbench.results.files import atomic_write_json, load_run, read_json, safe_label
 from clbench.run.plan import GridEntry, resolve_entry
@@ -64,10 +65,10 @@ def sweep_space(spec: StrategySpec, cfg: ExperimentConfig, strategy_cls) -> dict
     raw = spec.sweep if spec.sweep is not None else (cfg.tuning.sweep if getattr(strategy_cls, "trains", True)
                                                      else {})
     where = f"strategies[{spec.run_label}].sweep" if spec.sweep is not None else "tuning.sweep"
-    option_names = {f.name for f in fields(strategy_cls.Options)}
+    option_names = {name for name, *_ in describe_fields(strategy_cls.Options)}  # a group's as lora.rank
     space: dict[str, list] = {}
     for key, values in raw.items():
-        section, _, name = key.rpartition(".")
+        section, _, name = key.partition(".") if key.startswith(("options.", "train.")) else ("", "", key)
         if not section:
             if name in option_names and name in TRAIN_FIELDS:
                 raise ConfigError(f"{where}.{key}", f"{name!r} is both an option and a training field; "
@@ -75,6 +76,9 @@ def sweep_space(spec: StrategySpec, cfg: ExperimentConfig, strategy_cls) -> dict
             section = "options" if name in option_names else "train" if name in TRAIN_FIELDS else ""
         allowed = sorted(f"options.{n}" for n in option_names) + sorted(f"train.{n}" for n in TRAIN_FIELDS)
         if (section, name) not in {("options", n) for n in option_names} | {("train", n) for n in TRAIN_FIELDS}:
+            moved = getattr(strategy_cls.Options, "MOVED_KEYS", {}).get(name) if section != "train" else None
+            if moved:
+                raise ConfigError(f"{where}.{key}", moved_key_text(name, moved, values, dotted=True))
             raise ConfigError(f"{where}.{key}", f"not an option of {spec.name!r} or a training field", allowed)
         if not isinstance(values, (list, tuple)) or not values:
             raise ConfigError(f"{where}.{key}", f"expected a non-empty list of candidate values, got {values!r}")
@@ -104,7 +108,7 @@ def apply_setting(spec: StrategySpec, setting: dict) -> StrategySpec:
     options, train = dict(spec.options), dict(spec.train)
     for key, value in setting.items():
         section, name = key.split(".", 1)
-        (options if section == "options" else train)[name] = value
+        set_path(options if section == "options" else train, name, value)  # an option of a group: lora.rank
     return replace(spec, options=options, train=train)
 
 
