@@ -59,10 +59,14 @@ def test_bad_options_name_the_field(name, options, field):
         make(name, **options)
 
 
-def test_olora_refuses_a_kept_optimizer():
-    cls = registry.get("olora")
-    with pytest.raises(ConfigError, match="reset_optimizer"):
-        cls(cls.Options(), seed=0, train=TrainConfig(reset_optimizer=False))
+def test_olora_refuses_a_kept_optimizer_when_the_grid_is_planned(tmp_path, micro_stream):
+    from clbench.config.experiment import StrategySpec
+    from clbench.run.plan import resolve_entry
+
+    cfg = micro_config(tmp_path, train={"reset_optimizer": "false"})
+    with pytest.raises(ConfigError, match=r"strategies\[olora-kept\]\.train\.reset_optimizer"):
+        resolve_entry(StrategySpec("olora", label="olora-kept"), cfg, micro_stream)
+    resolve_entry(StrategySpec("olora", train={"reset_optimizer": True}), cfg, micro_stream)  # the row's own choice
 
 
 def test_lora_baselines_share_sft_lora_options():

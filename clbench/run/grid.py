@@ -16,10 +16,10 @@ from pathlib import Path
 from clbench.config.experiment import ExperimentConfig
 from clbench.data.streams import Stream
 from clbench.errors import ConfigError
-from clbench.results.files import atomic_write_json, safe_label
+from clbench.results.files import atomic_write_json, probe_split_file
 from clbench.run.executors import Job, make_executor
 from clbench.run.orders import parse_orders, reorder
-from clbench.run.plan import GridEntry, plan
+from clbench.run.plan import GridEntry, plan, run_spec
 from clbench.run.probe_split import split_record, split_stream
 from clbench.run.sweep import (
     Tuned,
@@ -57,7 +57,7 @@ def grid_jobs(cfg: ExperimentConfig, stream: Stream, tuned: list[Tuned], base_di
     """Every (strategy, order, seed) of the grid; on the test items when the grid tunes."""
     source = split_stream(stream, "test", cfg.tuning.val_fraction, cfg.tuning.split_seed) if split else stream
     orders = parse_orders(cfg.orders, stream)
-    return [Job(cfg, reorder(source, order), t.entry, seed, base_dir, wait)
+    return [Job(run_spec(cfg, reorder(source, order), t.entry, seed, base_dir), wait)
             for t in tuned for order in orders for seed in cfg.seeds]
 
 
@@ -65,17 +65,17 @@ def run_tuning(cfg: ExperimentConfig, stream: Stream, entries: list[GridEntry], 
                progress: bool, echo, wait: bool = False) -> list[Tuned]:
     """Tune every swept strategy on the validation items (``clbench.run.sweep``); pinned ones take their
     pinned setting; the rest are unchanged."""
-    pinned = pinned_settings(cfg, entries)
-    plans = plan_tuning(cfg, entries)
+    pinned = pinned_settings(cfg, entries, stream)
+    plans = plan_tuning(cfg, entries, stream)
     if not plans and not pinned:
         return [Tuned(entry, None) for entry in entries]
-    atomic_write_json(Path(cfg.results_dir) / safe_label(cfg.name) / safe_label(stream.name) / "probe_split.json",
+    atomic_write_json(probe_split_file(cfg, stream.name),
                       split_record(stream, cfg.tuning.val_fraction, cfg.tuning.split_seed))
     outcomes: dict[str, list] = {}
     if plans:
         val = split_stream(stream, "validation", cfg.tuning.val_fraction, cfg.tuning.split_seed)
         t_cfg = tuning_config(cfg)
-        jobs = [Job(t_cfg, val, candidate, cfg.tuning.seed, base_dir, wait)
+        jobs = [Job(run_spec(t_cfg, val, candidate, cfg.tuning.seed, base_dir), wait)
                 for _, rows in plans.values() for _, candidate in rows]
         echo(f"clbench: tuning {len(plans)} strategies: {len(jobs)} candidate runs (seed {cfg.tuning.seed}, "
              f"validation items)")
@@ -85,7 +85,7 @@ def run_tuning(cfg: ExperimentConfig, stream: Stream, entries: list[GridEntry], 
     for entry in entries:
         label = entry.spec.run_label
         if label in pinned:
-            tuned.append(pin(cfg, stream.name, entry, pinned[label]))
+            tuned.append(pin(cfg, stream.name, *pinned[label]))
         elif label in plans:
             space, rows = plans[label]
             t = select(cfg, stream.name, entry, space, rows, outcomes[label], stream.spec.primary_metric)

@@ -3,14 +3,20 @@
 A :class:`GridEntry` is a grid row ready to run: the user's spec, the registered class, the options
 resolved against the class's ``Options`` (defaults filled in, every key and bound checked), the plugins
 of its ``with:`` (each resolved the same way) and its training config (the experiment's, with the row's
-``train:`` / ``optimizer:`` overrides). The runner builds each run's strategy from it without validating
-again, and ``config.json`` stores what was resolved — defaults included — so a result says exactly what
-it ran with.
+``train:`` / ``optimizer:`` overrides). Given the stream, the row's ``check_plan`` also runs then (a chunk
+that never completes is refused for the whole grid before anything is written, under the row's label).
+The runner builds each run's strategy from it without validating again, and ``config.json`` stores what
+was resolved — defaults included — so a result says exactly what it ran with.
+
+A :class:`RunSpec` is one run of a row, every fact of it worked out once: the row's config, the stream in
+the run's task order with its probe split, the seed, the base model and the run's files
+(:class:`clbench.results.files.RunFiles`). ``clbench.run.one_run.run_one`` takes nothing else.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from clbench.backends import get_backend
 from clbench.backends.base import unsupported
@@ -18,7 +24,9 @@ from clbench.config.experiment import ExperimentConfig, StrategySpec, TrainConfi
 from clbench.config.options import from_dict, to_dict, with_moved_keys
 from clbench.data.streams import Stream, load_stream
 from clbench.errors import ConfigError
+from clbench.results.files import RunFiles
 from clbench.train import registry
+from clbench.train.types import RunPlan
 
 
 @dataclass(frozen=True)
@@ -48,12 +56,25 @@ class GridEntry:
             return strategy
         from clbench.train.plugin import Composed
 
-        return Composed(strategy, [cls(options, strategy=strategy) for cls, options in self.plugins])
+        plugins = []
+        for i, (cls, options) in enumerate(self.plugins):
+            plugin = cls(options, strategy=strategy)
+            plugin.where = f"strategies[{self.spec.run_label}].with[{i}].options"  # for errors found while running
+            plugins.append(plugin)
+        return Composed(strategy, plugins)
 
 
-def resolve_entry(spec: StrategySpec, cfg: ExperimentConfig) -> GridEntry:
+def run_plan(cfg: ExperimentConfig, stream: Stream) -> RunPlan:
+    """What a run of ``cfg`` (a row's config) on ``stream`` will do, for ``Strategy.check_plan``."""
+    return RunPlan(steps_per_task=cfg.train.steps_per_task, trained_tasks=sum(not t.pretrained for t in stream.tasks),
+                   grad_accum=cfg.train.grad_accum, max_length=cfg.model.max_length,
+                   reset_optimizer=cfg.train.reset_optimizer)
+
+
+def resolve_entry(spec: StrategySpec, cfg: ExperimentConfig, stream: Stream | None = None) -> GridEntry:
     """Look ``spec`` up and resolve its options for ``cfg.model.backend`` (unknown keys, bad values and a
-    strategy the backend cannot run are errors naming the entry)."""
+    strategy the backend cannot run are errors naming the entry); with the ``stream`` it will run on, the
+    strategy's ``check_plan`` too (an error names the row's label)."""
     where = f"strategies[{spec.run_label}]"
     cls = registry.get(spec.name)
     options = cls.options_from(spec.options, f"{where}.options")
@@ -74,7 +95,10 @@ def resolve_entry(spec: StrategySpec, cfg: ExperimentConfig) -> GridEntry:
     if (train or cfg.train).optimizer != "adamw" and cfg.model.backend != "torch":  # M3 is torch code so far
         raise ConfigError(f"{where}.train.optimizer", f"{(train or cfg.train).optimizer} (strategy {spec.name!r}) "
                           f"is not available with model.backend: {cfg.model.backend}", ["adamw"])
-    return GridEntry(spec, cls, options, tuple(plugins), train)
+    entry = GridEntry(spec, cls, options, tuple(plugins), train)
+    if stream is not None:
+        cls.check_plan(options, run_plan(entry.config(cfg), stream), where)
+    return entry
 
 
 def stored_options_match(entry: GridEntry, stored: dict) -> bool:
@@ -98,8 +122,8 @@ def runs_by_default(cls, name: str, backend: str) -> bool:
 
 
 def plan(cfg: ExperimentConfig) -> tuple[Stream, list[GridEntry]]:
-    """Load the stream and resolve every strategy and its options for the configured backend
-    (``model.backend``), before anything runs."""
+    """Load the stream and resolve every strategy, its options and its plan on the stream for the
+    configured backend (``model.backend``), before anything runs."""
     backend = get_backend(cfg.model.backend)
     if cfg.model.name:  # an unknown name or a missing package fails here, before anything runs
         from clbench.modeling.named import get_named, require_gguf_file
@@ -108,4 +132,30 @@ def plan(cfg: ExperimentConfig) -> tuple[Stream, list[GridEntry]]:
     stream = load_stream(cfg.stream, cfg.allow_code)
     backend.check_stream(stream)
     names = [n for n in registry.names() if runs_by_default(registry.get(n), n, cfg.model.backend)]
-    return stream, [resolve_entry(spec, cfg) for spec in strategy_specs(cfg, names)]
+    return stream, [resolve_entry(spec, cfg, stream) for spec in strategy_specs(cfg, names)]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run, every fact of it worked out once (picklable: a worker process or node gets it whole)."""
+
+    cfg: ExperimentConfig  # the row's config: the experiment's, with the row's own training fields
+    stream: Stream  # as the run sees it: in its task order, with its probe split (validation or test items)
+    entry: GridEntry  # the resolved strategy, options and plugins
+    seed: int
+    base_dir: Path  # the base model's checkpoint
+    files: RunFiles  # the run's directory and every path inside it
+
+    @property
+    def title(self) -> str:
+        order = self.stream.derived.get("order")
+        where = f" order {order['name']}" if order else ""
+        return f"{self.entry.spec.run_label}{where} seed {self.seed}"
+
+
+def run_spec(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: int, base_dir: Path) -> RunSpec:
+    """The run of row ``entry`` with ``seed`` on ``stream`` (already in the run's order and probe split)."""
+    row = entry.config(cfg)
+    order = stream.derived.get("order")
+    files = RunFiles.of(row, stream.name, entry.spec.run_label, seed, order["name"] if order else None)
+    return RunSpec(row, stream, entry, seed, Path(base_dir), files)
