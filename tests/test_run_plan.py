@@ -106,3 +106,21 @@ def test_errors_found_while_running_name_the_row(micro_model, tmp_path):
     strategy = resolve_entry(row, cfg).make(0, cfg, get_backend("torch"))
     with pytest.raises(ConfigError, match=r"strategies\[sft-deep\]\.with\[1\]\.options\.layers: block 7 does not exist"):
         strategy.prepare_model(micro_model[0])
+
+
+def test_only_what_will_run_is_checked_a_swept_row_by_its_candidates(tmp_path):
+    """A row as written never runs when it is swept: its chunk of 16 steps (12 in the micro stream) is
+    fine once every candidate trains 10 steps a task; a candidate of 6 steps is refused."""
+    from clbench.run.plan import plan
+    from clbench.run.sweep import plan_settings
+
+    def settings(steps):
+        cfg = micro_config(tmp_path, strategies="[{name: cms, label: cms-long, options: {chunk_sizes: [1, 16]}, "
+                                                f"sweep: {{steps_per_task: {steps}}}}}]")
+        stream, entries = plan(cfg)
+        return plan_settings(cfg, entries, stream)
+
+    _pinned, plans = settings("[10, 20]")
+    assert [s for s, _ in plans["cms-long"][1]] == [{"train.steps_per_task": 10}, {"train.steps_per_task": 20}]
+    with pytest.raises(ConfigError, match=r"strategies\[cms-long~steps_per_task=6\]\.options\.chunk_sizes\[1\]"):
+        settings("[6, 10]")

@@ -1,6 +1,6 @@
 """Every shipped experiment file resolves: its stream loads, every row (options, plugins, training
-fields) resolves as the grid would run it, every sweep's candidates resolve, and every pinned tuning label
-is a row of that grid — so a
+fields) resolves and is checked on the stream as the grid would run it (as written, each sweep candidate,
+each pinned setting), and every pinned tuning label is a row of that grid — so a
 config edited for a benchmark cannot fail only when someone finally runs that benchmark."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from clbench.config.experiment import load_config
 from clbench.run.plan import plan
-from clbench.run.sweep import pinned_settings, plan_tuning
+from clbench.run.sweep import plan_settings
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 
@@ -23,8 +23,8 @@ def test_shipped_config_resolves_and_pins_only_its_own_rows(path, capsys):
     assert entries, path
     labels = {e.spec.run_label for e in entries}
     assert len(labels) == len(entries)  # one label per row
-    assert set(pinned_settings(cfg, entries, stream)) == set(cfg.tuning.pinned)
-    plan_tuning(cfg, entries, stream)  # every candidate of every sweep resolves
+    pinned, _plans = plan_settings(cfg, entries, stream)  # every row as it will run resolves and is checked
+    assert set(pinned) == set(cfg.tuning.pinned)
     assert "skipped" not in capsys.readouterr().err  # no pinned label without its row
 
 

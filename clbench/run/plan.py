@@ -3,8 +3,10 @@
 A :class:`GridEntry` is a grid row ready to run: the user's spec, the registered class, the options
 resolved against the class's ``Options`` (defaults filled in, every key and bound checked), the plugins
 of its ``with:`` (each resolved the same way) and its training config (the experiment's, with the row's
-``train:`` / ``optimizer:`` overrides). Given the stream, the row's ``check_plan`` also runs then (a chunk
-that never completes is refused for the whole grid before anything is written, under the row's label).
+``train:`` / ``optimizer:`` overrides). :func:`check_entry` runs the strategy's ``check_plan`` on the
+stream (a chunk that never completes is refused, under the row's label) — for every row as it will run
+(as written, or with each tuning candidate's or its pinned setting: ``clbench.run.sweep.plan_settings``),
+for the whole grid before anything is written.
 The runner builds each run's strategy from it without validating again, and ``config.json`` stores what
 was resolved — defaults included — so a result says exactly what it ran with.
 
@@ -71,10 +73,16 @@ def run_plan(cfg: ExperimentConfig, stream: Stream) -> RunPlan:
                    reset_optimizer=cfg.train.reset_optimizer)
 
 
+def check_entry(entry: GridEntry, cfg: ExperimentConfig, stream: Stream) -> None:
+    """The strategy's ``check_plan`` for a run of ``entry`` on ``stream``: what its options cannot do there
+    is an error naming the row (``strategies[<label>]...``)."""
+    entry.cls.check_plan(entry.options, run_plan(entry.config(cfg), stream), f"strategies[{entry.spec.run_label}]")
+
+
 def resolve_entry(spec: StrategySpec, cfg: ExperimentConfig, stream: Stream | None = None) -> GridEntry:
     """Look ``spec`` up and resolve its options for ``cfg.model.backend`` (unknown keys, bad values and a
-    strategy the backend cannot run are errors naming the entry); with the ``stream`` it will run on, the
-    strategy's ``check_plan`` too (an error names the row's label)."""
+    strategy the backend cannot run are errors naming the entry); with the ``stream`` it will run on,
+    checked there too (:func:`check_entry`)."""
     where = f"strategies[{spec.run_label}]"
     cls = registry.get(spec.name)
     options = cls.options_from(spec.options, f"{where}.options")
@@ -97,7 +105,7 @@ def resolve_entry(spec: StrategySpec, cfg: ExperimentConfig, stream: Stream | No
                           f"is not available with model.backend: {cfg.model.backend}", ["adamw"])
     entry = GridEntry(spec, cls, options, tuple(plugins), train)
     if stream is not None:
-        cls.check_plan(options, run_plan(entry.config(cfg), stream), where)
+        check_entry(entry, cfg, stream)
     return entry
 
 
@@ -122,8 +130,8 @@ def runs_by_default(cls, name: str, backend: str) -> bool:
 
 
 def plan(cfg: ExperimentConfig) -> tuple[Stream, list[GridEntry]]:
-    """Load the stream and resolve every strategy, its options and its plan on the stream for the
-    configured backend (``model.backend``), before anything runs."""
+    """Load the stream and resolve every strategy and its options for the configured backend
+    (``model.backend``), before anything runs."""
     backend = get_backend(cfg.model.backend)
     if cfg.model.name:  # an unknown name or a missing package fails here, before anything runs
         from clbench.modeling.named import get_named, require_gguf_file
@@ -132,7 +140,7 @@ def plan(cfg: ExperimentConfig) -> tuple[Stream, list[GridEntry]]:
     stream = load_stream(cfg.stream, cfg.allow_code)
     backend.check_stream(stream)
     names = [n for n in registry.names() if runs_by_default(registry.get(n), n, cfg.model.backend)]
-    return stream, [resolve_entry(spec, cfg, stream) for spec in strategy_specs(cfg, names)]
+    return stream, [resolve_entry(spec, cfg) for spec in strategy_specs(cfg, names)]
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from clbench.config.options import describe_fields, moved_key_text, set_path
 from clbench.data.streams import Stream
 from clbench.errors import ConfigError
 from clbench.results.files import atomic_write_json, load_run, read_json, tuning_file
-from clbench.run.plan import GridEntry, resolve_entry
+from clbench.run.plan import GridEntry, check_entry, resolve_entry
 
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"threads"}
 RULES = {
@@ -224,6 +224,17 @@ def plan_tuning(cfg: ExperimentConfig, entries: list[GridEntry], stream: Stream)
         plans[entry.spec.run_label] = (space, [(setting, candidate_entry(cfg, entry.spec, setting, stream))
                                                for setting in candidates(space)])
     return plans
+
+
+def plan_settings(cfg: ExperimentConfig, entries: list[GridEntry], stream: Stream) -> tuple[dict, dict]:
+    """``(pinned, plans)`` (:func:`pinned_settings`, :func:`plan_tuning`): every row's setting as it will
+    run on ``stream`` — pinned, each tuning candidate, or (neither) as written — resolved and checked
+    there (``Strategy.check_plan``), for the whole grid before anything is written."""
+    pinned, plans = pinned_settings(cfg, entries, stream), plan_tuning(cfg, entries, stream)
+    for entry in entries:
+        if entry.spec.run_label not in pinned and entry.spec.run_label not in plans:
+            check_entry(entry, cfg, stream)
+    return pinned, plans
 
 
 def select(cfg: ExperimentConfig, stream_name: str, entry: GridEntry, space: dict, rows: list, outcomes: list,
