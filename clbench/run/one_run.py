@@ -12,8 +12,8 @@ Order of work (each result file written atomically, the row file of a task last)
 2. evaluate an untrained model of the same architecture (``reference``, for forward transfer) and the
    base model as loaded (``base``, row before the stream) — or copy both from the cache, where the first
    run of a model and stream put them (``clbench.run.fixed_rows``; ``_Run.fixed_rows``); then build the
-   strategy and set it on the model, restoring the last finished task's state after a kill
-   (``_Run.restore``);
+   strategy and set it on the model (``_Run.set_strategy``), restoring the last finished task's state
+   after a kill (``_Run.restore``);
 3. for each task not yet finished: train it (or, for a task the base model learned, take the base
    row), save the adapter checkpoint and the strategy state, evaluate every probe suite, write the row
    (``_Run.task``);
@@ -197,7 +197,8 @@ def _write_run(spec: RunSpec, record: dict, progress: bool) -> str:
     """Steps 1-4 of the module docstring, once this process holds the run's lock."""
     run = _Run(spec, record, progress)  # 1. the model loaded, config.json and provenance.json written
     run.fixed_rows()  # 2. the reference and base rows
-    start = run.restore()  # the strategy on the model, resumed after the last finished task
+    run.set_strategy()  # the run's strategy, on the model
+    start = run.restore()  # resumed after the last finished task
     for t in range(start, len(run.stream.tasks)):
         run.task(t)  # 3. train, checkpoint, evaluate, write the row
     run.curves.close()
@@ -248,13 +249,12 @@ class _Run:
                 write_row(files, which, row, {"cache_file": row["cache_file"]})
                 if which == "base":
                     self.curves.probes(row["scores"], 0)
-
-    def restore(self) -> int:
-        """Build the strategy and set it on the model; after a kill, load the adapter, the strategy state (and
-        the optimizer's, if it is kept across tasks) of the last finished task. Returns the first task to run."""
-        cfg, ops, files = self.cfg, self.ops, self.files
-        start = files.finished_tasks(len(self.stream.tasks))
         self.base = read_json(files.base)
+
+    def set_strategy(self) -> None:
+        """Build the run's strategy (its one instance) and set it on the model (adapters, what trains); the
+        tasks as it sees them (training records only, each encoder counting what it cuts)."""
+        cfg, ops = self.cfg, self.ops
         self.strategy = strategy = self.spec.entry.make(self.spec.seed, cfg, ops)
         ops.seed(self.spec.seed)
         self.model = ops.place(strategy.prepare_model(self.model))
@@ -263,12 +263,19 @@ class _Run:
         self.views = [TaskView(i, t.name, t.train, self.cut.encoder(i), t.pretrained)
                       for i, t in enumerate(self.stream.tasks)]
         self.optimizer, self.global_step = None, 0
+
+    def restore(self) -> int:
+        """After a kill: what the finished tasks left — the pretrained tasks observed again, the adapter and
+        strategy state (and the optimizer's, if it is kept across tasks) of the last trained one loaded.
+        Returns the first task to run."""
+        cfg, ops, strategy = self.cfg, self.ops, self.strategy
+        start = self.files.finished_tasks(len(self.stream.tasks))
         for view in self.views[:start]:
             if view.pretrained:
                 strategy.observe_pretrained(view)
         trained_before = [v.index for v in self.views[:start] if not v.pretrained]
         if trained_before:
-            state = load_checkpoint(files, trained_before[-1], strategy, self.model, ops)
+            state = load_checkpoint(self.files, trained_before[-1], strategy, self.model, ops)
             self.global_step = len(trained_before) * cfg.train.steps_per_task if strategy.trains else 0
             if not cfg.train.reset_optimizer and state.get("optimizer") is not None:
                 self.optimizer = ops.make_optimizer(strategy, self.model, cfg.train)
