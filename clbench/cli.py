@@ -47,11 +47,12 @@ def _print_report(readme: Path, results=()) -> None:
 
 def cmd_run(args) -> int:
     from clbench.reporting.build import build_report
+    from clbench.results.files import experiment_dir
     from clbench.run.grid import run_grid
 
     cfg = _config(args)
     results = run_grid(cfg, progress=not args.quiet, wait=args.wait)
-    root = Path(cfg.results_dir) / cfg.name
+    root = experiment_dir(cfg)  # where the runs were written (the name made a folder name as there)
     busy = [path for path, status in results if status == "locked"]
     failed = [path for path, status in results if status == "failed"]
     print(f"\nclbench: {len(results) - len(busy) - len(failed)} runs finished; results in {root}")

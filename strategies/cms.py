@@ -116,17 +116,18 @@ class CMS(TieredStrategy):
             raise ConfigError(f"{where}.scale", "the local rule takes its own step (local_lr); scale is for outer")
         return options
 
-    def check_plan(self, plan: RunPlan) -> None:
+    @classmethod
+    def check_plan(cls, options, plan: RunPlan, where: str) -> None:
         """Refuse a level whose chunk cannot complete: more steps (or tokens) than the stream — or, on the
         task clock, a task — has. Tokens are bounded by ``max_length`` positions per forward pass."""
-        o = self.options
+        o = options
         steps = plan.total_steps if o.clock == "global" else plan.steps_per_task
         horizon = steps if o.chunk_unit == "steps" else steps * plan.grad_accum * plan.max_length
         span = "the stream" if o.clock == "global" else "a task (clock: task)"
         unit = "steps" if o.chunk_unit == "steps" else f"tokens (at most {plan.max_length} per forward pass)"
         for level, c in enumerate(o.chunk_sizes):
             if c > horizon:
-                raise ConfigError(f"strategies[cms].options.chunk_sizes[{level}]",
+                raise ConfigError(f"{where}.options.chunk_sizes[{level}]",
                                   f"a chunk of {c} {o.chunk_unit} never completes: {span} has at most "
                                   f"{horizon} {unit}, so level {level} would never update")
 

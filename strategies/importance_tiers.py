@@ -16,7 +16,7 @@ matrix's elements and the warm-up steps, ``sqrt(Σ_steps ‖∂L/∂ΔW‖²_F /
 large matrix does not win by being large. Since W_eff = W + ΔW, ∂L/∂ΔW is the gradient the frozen base
 weight would get; it is read from autograd by letting the adapted base weights require a gradient
 during the warm-up only (they never reach the optimizer; their gradient is read and dropped every
-step — warm-up steps cost about a full fine-tuning backward pass, and with ``lora_dropout`` > 0 the
+step — warm-up steps cost about a full fine-tuning backward pass, and with ``lora.dropout`` > 0 the
 base weight sees the undropped input). The score does not depend on how LoRA factorises ΔW:
 (B·M)(M⁻¹·A) is the same ΔW and the same score, which no score built from A's and B's own gradients
 has — those are ∂L/∂B = scale·G·Aᵀ and ∂L/∂A = scale·Bᵀ·G, so their sizes follow the shapes and

@@ -3,13 +3,15 @@
 The teacher is the model as it was when the current task started — the trainable parameters are
 snapshotted in ``before_task`` and swapped in with :func:`torch.func.functional_call` (no copy of the
 model, exact) to compute the teacher's logits under ``no_grad``. The loss is
-``task loss + α · T² · KL(teacher_T ‖ student_T)`` over every non-padding position
+``task loss + w · T² · KL(teacher_T ‖ student_T)`` over every non-padding position
 (:func:`clbench.train.penalties.distillation_kl`); it equals the task loss while the model is its teacher.
 
 The T² factor (``t_squared``, default on) is Hinton et al.'s (2015) distillation convention, which keeps
 the gradient scale independent of T; Li & Hoiem's loss λ_o · L_old has no such factor, so their λ_o
-corresponds to ``alpha · T²`` here (at the default T = 2: ``alpha`` 1 is λ_o = 4). With
-``t_squared: false`` the loss is Li & Hoiem's literal ``task loss + α · KL`` and ``alpha`` is their λ_o.
+corresponds to ``distill_weight · T²`` here (at the default T = 2: ``distill_weight`` 1 is λ_o = 4). With
+``t_squared: false`` the loss is Li & Hoiem's literal ``task loss + w · KL`` and ``distill_weight`` is their
+λ_o. (Until the LoRA options became their own group, this weight was named ``alpha`` and also set the
+adapters' LoRA alpha — scale 1/16 instead of 2; ``lora: {alpha}`` is LoRA's now.)
 
 For the first trained task the teacher is the base model (``first_task_teacher``, default on): for a
 language model that is the natural choice, since the base model holds the general knowledge the stream
@@ -20,6 +22,7 @@ first task has nothing to protect.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -33,11 +36,14 @@ from clbench.train.strategy import LossOutput
 
 @dataclass(frozen=True)
 class LwFOptions(LoraOptions):
-    alpha: float = opt(1.0, "weight α of the distillation term", ge=0)
+    # ``alpha`` was this weight and LoRA's alpha at once: a config that sets it is asked which it means
+    MOVED_KEYS: ClassVar[dict] = {**LoraOptions.MOVED_KEYS, "alpha": ("distill_weight", "lora.alpha")}
+
+    distill_weight: float = opt(1.0, "weight w of the distillation term", ge=0)
     temperature: float = opt(2.0, "softmax temperature T of the distillation", gt=0)
     first_task_teacher: bool = opt(True, "distil to the base model during the first trained task")
     t_squared: bool = opt(True, "multiply the distillation term by T² (Hinton 2015); false: Li & Hoiem's "
-                                "α·KL, where α is their λ_o")
+                                "w·KL, where w is their λ_o")
 
 
 def _position_mask(batch: dict, logits: torch.Tensor) -> torch.Tensor | None:
@@ -75,14 +81,14 @@ class LwF(SFT):  # SFT's LoRA-or-full set-up; this adds the method
             model.train(was_training)
 
     def loss(self, model, batch):
-        if self.teacher is None or self.options.alpha == 0:
+        if self.teacher is None or self.options.distill_weight == 0:
             return LossOutput(self.backend.lm_loss(model, batch))
         teacher = self.teacher_logits(model, batch)
         out = model(**batch)
         kd = distillation_kl(out.logits, teacher, self.options.temperature, _position_mask(batch, out.logits),
                              self.options.t_squared)
         self._last_kd = float(kd.detach())
-        return LossOutput(out.loss + self.options.alpha * kd, {"lwf_kd": self._last_kd})
+        return LossOutput(out.loss + self.options.distill_weight * kd, {"lwf_kd": self._last_kd})
 
     def after_task(self, task, model):
         self.trained_before = True

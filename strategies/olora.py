@@ -27,6 +27,7 @@ from clbench.strategies.sft import SFT
 from clbench.train.penalties import olora_l2, olora_orthogonality
 from clbench.train.registry import register
 from clbench.train.strategy import LossOutput
+from clbench.train.types import RunPlan
 
 _LORA = re.compile(r"^(?P<layer>.+)\.lora_(?P<ab>[AB])\.(?P<adapter>[^.]+)\.weight$")
 FIRST_ADAPTER = "default"  # the name peft gives the adapter get_peft_model creates
@@ -36,11 +37,6 @@ FIRST_ADAPTER = "default"  # the name peft gives the adapter get_peft_model crea
 class OLoRAOptions(LoraOptions):
     lambda_orth: float = opt(0.5, "λ1 of the orthogonality penalty Σ |A_old · A_newᵀ|", ge=0)
     lambda_l2: float = opt(0.0, "λ2 of the L2 penalty Σ ‖W‖₂ on the new adapter", ge=0)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.mode != "lora":
-            raise ConfigError("olora.mode", f"O-LoRA trains one LoRA adapter per task; got {self.mode!r}", ["lora"])
 
 
 def lora_weights(model, which: str = "A") -> dict[str, dict[str, torch.nn.Parameter]]:
@@ -61,11 +57,22 @@ class OLoRA(SFT):  # SFT's LoRA-or-full set-up; this adds the method
 
     Options = OLoRAOptions
 
+    @classmethod
+    def options_from(cls, data, where):
+        options = super().options_from(data, where)
+        if options.mode != "lora":
+            raise ConfigError(f"{where}.mode", f"O-LoRA trains one LoRA adapter per task; got {options.mode!r}",
+                              ["lora"])
+        return options
+
+    @classmethod
+    def check_plan(cls, options, plan: RunPlan, where: str) -> None:
+        if not plan.reset_optimizer:
+            raise ConfigError(f"{where}.train.reset_optimizer", "olora trains a new adapter per task and needs a "
+                              "new optimizer for it; set train.reset_optimizer: true (for the experiment or this row)")
+
     def __init__(self, options=None, **kw):
         super().__init__(options, **kw)
-        if not self.train.reset_optimizer:
-            raise ConfigError("train.reset_optimizer", "olora trains a new adapter per task and needs a new "
-                              "optimizer for it; set train.reset_optimizer=true")
         self.finished: list[str] = []  # adapters of finished tasks, oldest first (frozen)
         self.current = FIRST_ADAPTER  # the adapter the current (or next) task trains
         self._new_a: dict[str, torch.Tensor] = {}

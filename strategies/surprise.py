@@ -98,7 +98,7 @@ class Surprise(Plugin):
         """Resolve ``options.layers`` (negative: from the end) against the model's blocks."""
         for layer in self.options.layers:
             if not -len(blocks) <= layer < len(blocks):
-                raise ConfigError("with.surprise.options.layers", f"block {layer} does not exist: the model has "
+                raise ConfigError(f"{self.where}.layers", f"block {layer} does not exist: the model has "
                                   f"{len(blocks)} blocks (0..{len(blocks) - 1}, or -1..-{len(blocks)})")
         self.layer_index = [layer % len(blocks) for layer in self.options.layers]
         self.blocks = [blocks[i] for i in self.layer_index]

@@ -124,11 +124,11 @@ def test_a_run_records_its_resolved_precision_and_caches_rows_per_precision(tmp_
 def test_a_record_written_before_the_field_existed_is_the_same_experiment_as_no_autocast(tmp_path):
     from clbench.config.experiment import strategy_specs
     from clbench.run import one_run
-    from clbench.run.plan import resolve_entry
+    from clbench.run.plan import resolve_entry, run_spec
 
     cfg = micro_config(tmp_path)
     entry = resolve_entry(strategy_specs(cfg, ["sft"])[0], cfg)
-    record = json.loads(json.dumps(one_run.run_record(cfg, _stream(cfg), entry, 0, tmp_path)))
+    record = json.loads(json.dumps(one_run.run_record(run_spec(cfg, _stream(cfg), entry, 0, tmp_path))))
     older = json.loads(json.dumps(record))
     del older["model"]["autocast"]
     assert one_run.same_experiment(older, record, entry)

@@ -59,10 +59,14 @@ def test_bad_options_name_the_field(name, options, field):
         make(name, **options)
 
 
-def test_olora_refuses_a_kept_optimizer():
-    cls = registry.get("olora")
-    with pytest.raises(ConfigError, match="reset_optimizer"):
-        cls(cls.Options(), seed=0, train=TrainConfig(reset_optimizer=False))
+def test_olora_refuses_a_kept_optimizer_when_the_grid_is_planned(tmp_path, micro_stream):
+    from clbench.config.experiment import StrategySpec
+    from clbench.run.plan import resolve_entry
+
+    cfg = micro_config(tmp_path, train={"reset_optimizer": "false"})
+    with pytest.raises(ConfigError, match=r"strategies\[olora-kept\]\.train\.reset_optimizer"):
+        resolve_entry(StrategySpec("olora", label="olora-kept"), cfg, micro_stream)
+    resolve_entry(StrategySpec("olora", train={"reset_optimizer": True}), cfg, micro_stream)  # the row's own choice
 
 
 def test_lora_baselines_share_sft_lora_options():
@@ -298,7 +302,7 @@ def _lm_batch(tok):
 
 def test_lwf_loss_is_the_task_loss_while_the_model_is_its_teacher(micro_model):
     model, tok = micro_model
-    s = make("lwf", alpha=1.0, temperature=2.0)
+    s = make("lwf", distill_weight=1.0, temperature=2.0)
     model = s.prepare_model(model)
     s.mark_trainable(model)
     batch = _lm_batch(tok)
@@ -328,7 +332,7 @@ def test_lwf_distils_only_non_padding_positions_with_an_explicit_t_squared(micro
     logged = {}
     for t_squared in (True, False):
         torch.manual_seed(0)
-        s = make("lwf", alpha=1.0, temperature=2.0, t_squared=t_squared)
+        s = make("lwf", distill_weight=1.0, temperature=2.0, t_squared=t_squared)
         lm = s.prepare_model(copy_model(model))
         s.mark_trainable(lm)
         s.before_task(TaskView(1, "medical", ()), lm)
@@ -371,7 +375,7 @@ def test_lwf_without_first_task_teacher_distils_only_from_the_second_task(micro_
 
 def test_olora_trains_only_the_newest_adapter(micro_model):
     model, tok = micro_model
-    s = make("olora", rank=4, alpha=8.0)
+    s = make("olora", lora={"rank": 4, "alpha": 8.0})
     model = s.prepare_model(model)
     s.mark_trainable(model)
     s.before_task(TaskView(1, "medical", ()), model)

@@ -67,12 +67,14 @@ def test_strategy_options_are_validated():
     from clbench.run.plan import resolve_entry
 
     cfg = load_config(None)
-    with pytest.raises(ConfigError, match=r"strategies\[sft\]\.options: unknown key 'rnk'.*did you mean 'rank'"):
-        resolve_entry(StrategySpec("sft", {"rnk": 4}), cfg)
+    with pytest.raises(ConfigError, match=r"strategies\[sft\]\.options\.lora: unknown key 'rnk'.*did you mean 'rank'"):
+        resolve_entry(StrategySpec("sft", {"lora": {"rnk": 4}}), cfg)
     with pytest.raises(ConfigError, match="allowed: full, lora"):
         resolve_entry(StrategySpec("sft", {"mode": "half"}), cfg)
-    entry = resolve_entry(StrategySpec("sft", {"rank": 4}), cfg)
-    assert entry.options_dict["rank"] == 4 and entry.options_dict["alpha"] == 32.0  # defaults filled in
+    with pytest.raises(ConfigError, match=r"strategies\[sft\]\.options\.lora\.rank: must be >= 1, got 0"):
+        resolve_entry(StrategySpec("sft", {"lora": {"rank": 0}}), cfg)
+    entry = resolve_entry(StrategySpec("sft", {"lora": {"rank": 4}}), cfg)
+    assert entry.options_dict["lora"]["rank"] == 4 and entry.options_dict["lora"]["alpha"] == 32.0  # defaults
 
 
 def _stream(tmp_path, body: str):
@@ -141,7 +143,7 @@ def test_cli_reports_errors_without_traceback(capsys, tmp_path):
 def test_cli_list_shows_options(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "sft:" in out and "rank" in out and "LoRA rank r" in out
+    assert "sft:" in out and "    lora.rank (int, default 16): LoRA rank r" in out
 
 
 def test_option_bounds_hold_from_yaml_and_from_python():

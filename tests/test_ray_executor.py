@@ -14,7 +14,7 @@ from clbench.config.experiment import StrategySpec
 from clbench.results.files import RunFiles
 from clbench.run.executors import Job, RayExecutor
 from clbench.run.grid import run_grid
-from clbench.run.plan import plan, resolve_entry
+from clbench.run.plan import plan, resolve_entry, run_spec
 from tests.cli_helpers import run_contents
 from tests.conftest import micro_config
 
@@ -72,9 +72,9 @@ def test_ray_equals_local_resumes_a_killed_run_and_reports_a_failure(local_ray, 
     # 3. a run that fails (on its retry too) is reported with its directory; the other run finishes
     kill_after(RunFiles(remote[1][0]), 1)
     stream, _ = plan(ray_cfg)
-    resumable = Job(ray_cfg, stream, resolve_entry(StrategySpec("sft"), ray_cfg), 1, micro_base_dir)
-    broken = Job(ray_cfg, stream, resolve_entry(StrategySpec("sft", label="broken"), ray_cfg), 0,
-                 tmp_path / "no-such-checkpoint")
+    resumable = Job(run_spec(ray_cfg, stream, resolve_entry(StrategySpec("sft"), ray_cfg), 1, micro_base_dir))
+    broken = Job(run_spec(ray_cfg, stream, resolve_entry(StrategySpec("sft", label="broken"), ray_cfg), 0,
+                          tmp_path / "no-such-checkpoint"))
     lines = []
     bad, ok = RayExecutor(num_cpus=1).run([broken, resumable], progress=False, echo=lines.append)
     assert (ok.status, bad.status) == ("resumed", "failed")

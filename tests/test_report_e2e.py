@@ -11,7 +11,7 @@ import pytest
 from clbench.cli import main
 from tests.conftest import MICRO_MODEL, MICRO_TRAIN
 
-STRATEGIES = "[{name: sft, label: sft}, {name: sft, label: sft-r4, options: {rank: 4}}]"
+STRATEGIES = "[{name: sft, label: sft}, {name: sft, label: sft-r4, options: {lora: {rank: 4}}}]"
 
 
 def test_run_ends_with_the_report_and_report_rebuilds_it(micro_cache, micro_base_dir, tmp_path, capsys):

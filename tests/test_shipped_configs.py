@@ -1,5 +1,6 @@
 """Every shipped experiment file resolves: its stream loads, every row (options, plugins, training
-fields) resolves as the grid would run it, and every pinned tuning label is a row of that grid — so a
+fields) resolves and is checked on the stream as the grid would run it (as written, each sweep candidate,
+each pinned setting), and every pinned tuning label is a row of that grid — so a
 config edited for a benchmark cannot fail only when someone finally runs that benchmark."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import pytest
 
 from clbench.config.experiment import load_config
 from clbench.run.plan import plan
-from clbench.run.sweep import pinned_settings
+from clbench.run.sweep import plan_settings
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 
@@ -18,11 +19,12 @@ CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.ya
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_resolves_and_pins_only_its_own_rows(path, capsys):
     cfg = load_config(path, [])
-    _stream, entries = plan(cfg)
+    stream, entries = plan(cfg)
     assert entries, path
     labels = {e.spec.run_label for e in entries}
     assert len(labels) == len(entries)  # one label per row
-    assert set(pinned_settings(cfg, entries)) == set(cfg.tuning.pinned)
+    pinned, _plans = plan_settings(cfg, entries, stream)  # every row as it will run resolves and is checked
+    assert set(pinned) == set(cfg.tuning.pinned)
     assert "skipped" not in capsys.readouterr().err  # no pinned label without its row
 
 

@@ -9,6 +9,7 @@ fields in one format.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -78,6 +79,9 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     shown = {v: k for k, v in keys.items()}
     unknown = [k for k in data if k not in names]
+    moved = getattr(cls, "MOVED_KEYS", {})  # old key -> the field path(s) it moved to
+    if unknown and unknown[0] in moved:
+        raise ConfigError(f"{where}.{unknown[0]}", moved_key_text(unknown[0], moved[unknown[0]], data[unknown[0]]))
     if unknown:
         allowed = [shown.get(n, n) for n in names]
         raise ConfigError(where, f"unknown key {unknown[0]!r}{did_you_mean(unknown[0], allowed)}", allowed)
@@ -94,6 +98,45 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
     return cls(**kwargs)
 
 
+def moved_key_text(key: str, targets: tuple[str, ...], value: Any, dotted: bool = False) -> str:
+    """What to write instead of a key that moved (``MOVED_KEYS``: old key -> the field paths it went to),
+    with the user's value: ``lora: {rank: 8}`` (``dotted``: ``lora.rank: 8``, as a sweep names it)."""
+    def form(path: str) -> str:
+        if dotted:
+            return f"{path}: {json.dumps(value)}"
+        *groups, last = path.split(".")
+        return "".join(f"{g}: {{" for g in groups) + f"{last}: {json.dumps(value)}" + "}" * len(groups)
+
+    if len(targets) == 1:
+        return f"{key!r} is now {targets[0]!r}: write {form(targets[0])}"
+    return (f"{key!r} set {' and '.join(map(repr, targets))} at once, which are separate options now; write the "
+            f"one you mean: {' or '.join(map(form, targets))}")
+
+
+def with_moved_keys(cls: type, data: dict) -> dict:
+    """Options an older clbench stored (``config.json``) with each key of ``cls.MOVED_KEYS`` put where it
+    went — in every target, for a key that set several fields at once (as that older code did)."""
+    moved = getattr(cls, "MOVED_KEYS", {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    out = {k: v for k, v in data.items() if k in names or k not in moved}
+    for key, value in data.items():
+        if key not in names and key in moved:
+            for path in moved[key]:
+                set_path(out, path, value)
+    return out
+
+
+def set_path(data: dict, path: str, value: Any) -> None:
+    """``data[a][b] = value`` for ``path`` ``"a.b"``; the groups on the way are copied, never shared with
+    the dict they came from (a spec's options stay as the user wrote them)."""
+    *groups, last = path.split(".")
+    for g in groups:
+        child = dict(data.get(g) or {})
+        data[g] = child
+        data = child
+    data[last] = value
+
+
 def to_dict(obj: Any) -> Any:
     """Plain JSON-able data from (nested) dataclasses; tuples become lists."""
     if dataclasses.is_dataclass(obj):
@@ -105,15 +148,19 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def describe_fields(cls: type) -> list[tuple[str, str, Any, str]]:
-    """``(name, type, default, help)`` per field, for ``clbench list``; help comes from field metadata."""
+def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """``(name, type, default, help)`` per field, for ``clbench list``; help comes from field metadata. A
+    group of options (a nested dataclass, e.g. ``lora``) is listed field by field as ``lora.rank``."""
     hints = get_type_hints(cls)
     rows = []
     for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(describe_fields(tp, f"{prefix}{f.name}."))
+            continue
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        tp = hints[f.name]
-        rows.append((f.name, getattr(tp, "__name__", str(tp)).replace("typing.", ""), default,
+        rows.append((prefix + f.name, getattr(tp, "__name__", str(tp)).replace("typing.", ""), default,
                      f.metadata.get("help", "")))
     return rows
 

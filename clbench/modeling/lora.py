@@ -1,11 +1,18 @@
 """LoRA through peft, shared by every strategy that trains adapters: the options every LoRA-based
 strategy accepts and the set-up that applies them (torch; the MLX twin of the set-up is
-``clbench.backends.mlx.lora``)."""
+``clbench.backends.mlx.lora``).
+
+LoRA's own knobs are one group, ``lora: {rank, alpha, dropout, target_modules}`` — peft's one config per
+tuner — rather than fields beside the strategy's. A strategy's options subclass :class:`LoraOptions` and
+add their own fields next to ``mode`` and ``lora``, so a strategy option named ``alpha`` or ``rank`` (a
+distillation weight, a penalty) can never replace LoRA's: with flat fields, lwf's distillation weight
+``alpha`` (1.0) silently became its adapters' alpha and scaled them by 1/16 instead of 2.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 import torch
 
@@ -13,26 +20,41 @@ from clbench.config.options import check_bounds, opt
 
 
 @dataclass(frozen=True)
+class LoraSettings:
+    """peft's LoRA configuration: the ``lora:`` group of a LoRA-based strategy's options."""
+
+    rank: int = opt(16, "LoRA rank r", ge=1)
+    alpha: float = opt(32.0, "LoRA alpha: the adapters' update is scaled by alpha / rank", gt=0)
+    dropout: float = opt(0.0, "LoRA dropout", ge=0, le=1)
+    target_modules: tuple[str, ...] = opt([], "module names to adapt; empty = every linear layer")
+
+    def __post_init__(self):
+        check_bounds(self)
+
+
+@dataclass(frozen=True)
 class LoraOptions:
-    """Options shared by every LoRA-based strategy (strategies subclass this)."""
+    """Options shared by every LoRA-based strategy (strategies subclass this and add their own fields)."""
+
+    # the flat keys of configs written before LoRA's options became a group: each names where it went
+    MOVED_KEYS: ClassVar[dict] = {k: (f"lora.{k}",) for k in ("rank", "alpha", "dropout", "target_modules")}
 
     mode: Literal["lora", "full"] = opt("lora", "lora (peft adapters on all linear layers) or full (every weight)")
-    rank: int = opt(16, "LoRA rank r")
-    alpha: float = opt(32.0, "LoRA alpha (scale = alpha / r)")
-    dropout: float = opt(0.0, "LoRA dropout")
-    target_modules: tuple[str, ...] = opt([], "module names to adapt; empty = every linear layer")
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={
+        "help": "LoRA's configuration (mode: lora): {rank, alpha, dropout, target_modules}"})
 
     def __post_init__(self):
         check_bounds(self)  # subclasses' bounded fields (ge/gt/le in opt), also when built in Python
 
 
 def prepare_lora_or_full(model, options: LoraOptions):
-    """Apply ``options.mode``: wrap with LoRA, or leave every parameter trainable."""
+    """Apply ``options.mode``: wrap with LoRA (``options.lora``), or leave every parameter trainable."""
     if options.mode == "full":
         for p in model.parameters():
             p.requires_grad_(True)
         return model
-    return add_lora(model, options.rank, options.alpha, options.dropout, list(options.target_modules) or None)
+    lora = options.lora
+    return add_lora(model, lora.rank, lora.alpha, lora.dropout, list(lora.target_modules) or None)
 
 
 def add_lora(model: torch.nn.Module, r: int, alpha: float, dropout: float = 0.0,

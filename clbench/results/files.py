@@ -22,7 +22,11 @@ Layout of ``<results_dir>/<experiment>/<stream>/<strategy label>/seed_<k>/``::
     .<file>.<random>.tmp     a write in progress (``clbench.results.atomic``); removed on resume
 
 A run of a task order other than the stream file's sits one level deeper, in
-``<strategy label>/order-<name>/seed_<k>/`` (``clbench.run.orders``).
+``<strategy label>/order-<name>/seed_<k>/`` (``clbench.run.orders``). Beside the runs: the grid's
+``<experiment>/<stream>/probe_split.json`` and each tuned row's ``<experiment>/<stream>/<label>/tuning.json``.
+
+Every path under the results folder is made here, from names the user chose (experiment, stream, label,
+order) by :func:`results_path`: :meth:`RunFiles.of` is the one definition of a run's directory.
 
 An interrupted run keeps every finished task; the runner resumes from the last ``after_<t>.json``.
 """
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clbench.config.experiment import ExperimentConfig, StrategySpec
+from clbench.config.experiment import ExperimentConfig
 from clbench.results.atomic import (  # noqa: F401 - the writers every result file goes through
     atomic_path,
     atomic_write_bytes,
@@ -47,13 +51,31 @@ def safe_label(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in label)
 
 
-def run_dir(cfg: ExperimentConfig, stream_name: str, spec: StrategySpec, seed: int, order: dict | None = None) -> Path:
-    """``<results>/<experiment>/<stream>/<label>/seed_<k>``; a task order other than the stream file's
-    (``clbench.run.orders``) adds ``order-<name>/`` before the seed."""
-    label_dir = Path(cfg.results_dir) / safe_label(cfg.name) / safe_label(stream_name) / safe_label(spec.run_label)
-    if order:
-        label_dir = label_dir / f"order-{safe_label(order['name'])}"
-    return label_dir / f"seed_{seed}"
+def results_path(results_dir: str | Path, *names: str) -> Path:
+    """``<results_dir>/<name>/<name>/...``, each name made a folder name by :func:`safe_label`.
+
+    The one place where names a user chose (experiment, stream, strategy label, task order) become a path
+    under the results folder: the experiment's folder, a stream's, a row's and a run's directory are all
+    made here, so a rule every such path must keep is kept in this function alone."""
+    path = Path(results_dir)
+    for name in names:
+        path = path / safe_label(name)
+    return path
+
+
+def experiment_dir(cfg: ExperimentConfig) -> Path:
+    """``<results>/<experiment>``: what ``clbench run`` reports from."""
+    return results_path(cfg.results_dir, cfg.name)
+
+
+def probe_split_file(cfg: ExperimentConfig, stream: str) -> Path:
+    """``<results>/<experiment>/<stream>/probe_split.json`` (``clbench.run.probe_split``)."""
+    return results_path(cfg.results_dir, cfg.name, stream) / "probe_split.json"
+
+
+def tuning_file(cfg: ExperimentConfig, stream: str, label: str) -> Path:
+    """``<results>/<experiment>/<stream>/<label>/tuning.json`` (``clbench.run.sweep``)."""
+    return results_path(cfg.results_dir, cfg.name, stream, label) / "tuning.json"
 
 
 class RunFiles:
@@ -61,6 +83,13 @@ class RunFiles:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+
+    @classmethod
+    def of(cls, cfg: ExperimentConfig, stream: str, label: str, seed: int, order: str | None = None) -> RunFiles:
+        """The run directory ``<results>/<experiment>/<stream>/<label>/seed_<k>``; a task order other than
+        the stream file's (``clbench.run.orders``) adds ``order-<name>/`` before the seed."""
+        orders = [f"order-{order}"] if order else []
+        return cls(results_path(cfg.results_dir, cfg.name, stream, label, *orders, f"seed_{seed}"))
 
     config = property(lambda self: self.root / "config.json")
     provenance = property(lambda self: self.root / "provenance.json")
@@ -73,6 +102,10 @@ class RunFiles:
 
     def after(self, t: int) -> Path:
         return self.root / "eval" / f"after_{t}.json"
+
+    def row(self, key: int | str) -> Path:
+        """A row of scores: ``eval/after_<t>.json`` for a task index, ``eval/<key>.json`` (base, reference)."""
+        return self.after(key) if isinstance(key, int) else self.root / "eval" / f"{key}.json"
 
     def predictions(self, t: int | str) -> Path:
         return self.root / "predictions" / (f"after_{t}" if isinstance(t, int) else t)

@@ -46,7 +46,7 @@ class Inventory:
 
 
 def _is_run(folder: Path) -> bool:
-    """A finished run (``DONE``), or a run folder (``seed_<k>``, the name ``run_dir`` gives) with a
+    """A finished run (``DONE``), or a run folder (``seed_<k>``, the name ``RunFiles.of`` gives) with a
     ``config.json`` — not any folder with a ``config.json`` (a Hugging Face checkpoint has one too)."""
     return (folder / "DONE").is_file() or (folder.name.startswith("seed_") and (folder / "config.json").is_file())
 

@@ -1,8 +1,8 @@
 """Where the runs of a grid execute: this machine (default) or a Ray cluster.
 
-Both executors run the same :class:`Job` s through the backend's ``run_one``, so a run directory is the
-same wherever it ran: finished runs are skipped and killed runs resume from their last finished task
-(``clbench.runner``), whether the next attempt happens here or on another node.
+Both executors run the same :class:`Job` s through ``clbench.run.one_run.run_one``, so a run directory is
+the same wherever it ran: finished runs are skipped and killed runs resume from their last finished task,
+whether the next attempt happens here or on another node.
 
 * :class:`LocalExecutor` — in this process (``jobs: 1``), or a pool of ``jobs`` spawned processes with
   ``train.threads`` torch threads each (default: the CPU count divided by ``jobs``). The first failure
@@ -26,34 +26,28 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from clbench.config.experiment import ExperimentConfig
-from clbench.data.streams import Stream
 from clbench.errors import ConfigError
 from clbench.progress import bar
-from clbench.results.files import run_dir
-from clbench.run.plan import GridEntry
+from clbench.results.files import RunFiles
+from clbench.run.plan import RunSpec
 
 
 @dataclass(frozen=True)
 class Job:
-    """One run of a grid: everything ``run_one`` needs, picklable (the stream is sent, not re-read, so
-    a reordered or probe-split stream reaches the worker as the driver built it)."""
+    """One run of a grid: its spec (``clbench.run.plan.RunSpec``: picklable, the stream sent rather than
+    re-read, so a reordered or probe-split stream reaches the worker as the driver built it), and what to
+    do when another process is writing it."""
 
-    cfg: ExperimentConfig
-    stream: Stream
-    entry: GridEntry  # the planned row (``clbench.run.plan``): spec, resolved options, its own training fields
-    seed: int
-    base_dir: Path
+    spec: RunSpec
     wait: bool = False  # a run another process is writing: wait for it (else skip it, status "locked")
 
     @property
     def path(self) -> Path:
-        return run_dir(self.cfg, self.stream.name, self.entry.spec, self.seed, self.stream.derived.get("order"))
+        return self.spec.files.root
 
     @property
     def title(self) -> str:
-        order = self.stream.derived.get("order")
-        where = f" order {order['name']}" if order else ""
-        return f"{self.entry.spec.run_label}{where} seed {self.seed}"
+        return self.spec.title
 
 
 @dataclass(frozen=True)
@@ -67,7 +61,7 @@ class Outcome:
 def run_job(job: Job, progress: bool = False) -> tuple[Path, str]:
     from clbench.run.one_run import run_one
 
-    return run_one(job.cfg, job.stream, job.entry, job.seed, job.base_dir, progress=progress, wait=job.wait)
+    return run_one(job.spec, progress=progress, wait=job.wait)
 
 
 def _pool_worker(job: Job, threads: int) -> tuple[Path, str]:
@@ -92,7 +86,7 @@ class LocalExecutor:
                 out[i] = Outcome(job, path, status)
                 echo(f"    {status}: {path}")
             return [out[i] for i in range(len(jobs))]
-        threads = jobs[0].entry.config(jobs[0].cfg).train.threads if jobs else 0
+        threads = jobs[0].spec.cfg.train.threads if jobs else 0
         threads = threads or max(1, (os.cpu_count() or 1) // self.jobs)
         with ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn")) as pool:
             futures = {pool.submit(_pool_worker, job, threads): i for i, job in enumerate(jobs)}
@@ -122,8 +116,10 @@ def _ray_worker(job: Job, threads: int) -> tuple[str, str]:
 
 def _absolute(job: Job) -> Job:
     """Paths a worker resolves as the driver does, whatever its working directory."""
-    cfg = replace(job.cfg, results_dir=str(Path(job.cfg.results_dir).resolve()))
-    return replace(job, cfg=cfg, base_dir=Path(job.base_dir).resolve())
+    spec = job.spec
+    cfg = replace(spec.cfg, results_dir=str(Path(spec.cfg.results_dir).resolve()))
+    return replace(job, spec=replace(spec, cfg=cfg, base_dir=spec.base_dir.resolve(),
+                                     files=RunFiles(spec.files.root.resolve())))
 
 
 class RayExecutor:
@@ -156,8 +152,7 @@ class RayExecutor:
                             retry_exceptions=True)(_ray_worker)
         sent = [_absolute(job) for job in jobs]
         threads = max(1, int(self.num_cpus))
-        refs = {remote.options(name=f"clbench:{job.title}").remote(job, job.entry.config(job.cfg).train.threads
-                                                                   or threads): i
+        refs = {remote.options(name=f"clbench:{job.title}").remote(job, job.spec.cfg.train.threads or threads): i
                 for i, job in enumerate(sent)}
         out: dict[int, Outcome] = {}
         pending = list(refs)

@@ -1,8 +1,9 @@
 """A grid of runs: every (strategy, task order, seed) of an experiment on one stream.
 
-Everything that can be wrong with the input is checked before the first training step: the stream,
-every strategy name and its options (resolved once, ``clbench.run.plan``), the task orders and every
-tuning candidate. The base model is built once, in this process, before any run. Swept strategies are
+Everything that can be wrong with the input is checked before anything is written: the stream, every
+strategy name and its options (resolved once, ``clbench.run.plan``), the task orders, and every row as
+it will run — as written, each tuning candidate, each pinned setting — on the stream
+(``clbench.run.sweep.plan_settings``: a chunk that never completes, under the row's label). The base model is built once, in this process, before any run. Swept strategies are
 tuned first on the validation probe items (``clbench.run.sweep``); the grid then runs on the test
 items. Where runs execute — this process, a process pool, a Ray cluster — is the executor's business
 (``clbench.run.executors``). Finished runs are skipped, interrupted ones resume (see
@@ -16,17 +17,16 @@ from pathlib import Path
 from clbench.config.experiment import ExperimentConfig
 from clbench.data.streams import Stream
 from clbench.errors import ConfigError
-from clbench.results.files import atomic_write_json, safe_label
+from clbench.results.files import atomic_write_json, probe_split_file
 from clbench.run.executors import Job, make_executor
 from clbench.run.orders import parse_orders, reorder
-from clbench.run.plan import GridEntry, plan
+from clbench.run.plan import GridEntry, plan, run_spec
 from clbench.run.probe_split import split_record, split_stream
 from clbench.run.sweep import (
     Tuned,
     pin,
-    pinned_settings,
     pinned_yaml,
-    plan_tuning,
+    plan_settings,
     select,
     setting_text,
     tuning_config,
@@ -57,25 +57,25 @@ def grid_jobs(cfg: ExperimentConfig, stream: Stream, tuned: list[Tuned], base_di
     """Every (strategy, order, seed) of the grid; on the test items when the grid tunes."""
     source = split_stream(stream, "test", cfg.tuning.val_fraction, cfg.tuning.split_seed) if split else stream
     orders = parse_orders(cfg.orders, stream)
-    return [Job(cfg, reorder(source, order), t.entry, seed, base_dir, wait)
+    return [Job(run_spec(cfg, reorder(source, order), t.entry, seed, base_dir), wait)
             for t in tuned for order in orders for seed in cfg.seeds]
 
 
-def run_tuning(cfg: ExperimentConfig, stream: Stream, entries: list[GridEntry], base_dir: Path, executor,
-               progress: bool, echo, wait: bool = False) -> list[Tuned]:
+def run_tuning(cfg: ExperimentConfig, stream: Stream, entries: list[GridEntry], settings: tuple[dict, dict],
+               base_dir: Path, executor, progress: bool, echo, wait: bool = False) -> list[Tuned]:
     """Tune every swept strategy on the validation items (``clbench.run.sweep``); pinned ones take their
-    pinned setting; the rest are unchanged."""
-    pinned = pinned_settings(cfg, entries)
-    plans = plan_tuning(cfg, entries)
+    pinned setting; the rest are unchanged. ``settings``: the grid's ``(pinned, plans)``
+    (``clbench.run.sweep.plan_settings``)."""
+    pinned, plans = settings
     if not plans and not pinned:
         return [Tuned(entry, None) for entry in entries]
-    atomic_write_json(Path(cfg.results_dir) / safe_label(cfg.name) / safe_label(stream.name) / "probe_split.json",
+    atomic_write_json(probe_split_file(cfg, stream.name),
                       split_record(stream, cfg.tuning.val_fraction, cfg.tuning.split_seed))
     outcomes: dict[str, list] = {}
     if plans:
         val = split_stream(stream, "validation", cfg.tuning.val_fraction, cfg.tuning.split_seed)
         t_cfg = tuning_config(cfg)
-        jobs = [Job(t_cfg, val, candidate, cfg.tuning.seed, base_dir, wait)
+        jobs = [Job(run_spec(t_cfg, val, candidate, cfg.tuning.seed, base_dir), wait)
                 for _, rows in plans.values() for _, candidate in rows]
         echo(f"clbench: tuning {len(plans)} strategies: {len(jobs)} candidate runs (seed {cfg.tuning.seed}, "
              f"validation items)")
@@ -85,7 +85,7 @@ def run_tuning(cfg: ExperimentConfig, stream: Stream, entries: list[GridEntry], 
     for entry in entries:
         label = entry.spec.run_label
         if label in pinned:
-            tuned.append(pin(cfg, stream.name, entry, pinned[label]))
+            tuned.append(pin(cfg, stream.name, *pinned[label]))
         elif label in plans:
             space, rows = plans[label]
             t = select(cfg, stream.name, entry, space, rows, outcomes[label], stream.spec.primary_metric)
@@ -106,9 +106,10 @@ def run_grid(cfg: ExperimentConfig, progress: bool = True, echo=print, wait: boo
     ``wait``, waited for. ``executor`` defaults to the config's (``clbench.run.executors``)."""
     stream, entries = plan(cfg)
     orders = parse_orders(cfg.orders, stream)  # a bad order is refused before anything runs
+    settings = plan_settings(cfg, entries, stream)  # every row as it will run, checked on the stream
     executor = executor or make_executor(cfg)
     base_dir = base_model_dir(cfg, stream, progress)
-    tuned = run_tuning(cfg, stream, entries, base_dir, executor, progress, echo, wait)
+    tuned = run_tuning(cfg, stream, entries, settings, base_dir, executor, progress, echo, wait)
     jobs = grid_jobs(cfg, stream, tuned, base_dir, any(t.record for t in tuned), wait)
     echo(f"clbench: {len(jobs)} runs ({len(entries)} strategies x {len(orders)} order{'s' if len(orders) > 1 else ''}"
          f" x {len(cfg.seeds)} seeds) on stream '{stream.name}', base model {base_dir}")

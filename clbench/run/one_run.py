@@ -1,24 +1,30 @@
 """One run: a strategy through a stream with one seed, evaluated after every task, resumable.
 
+A run arrives as a :class:`clbench.run.plan.RunSpec`: its row's config, its stream (in its task order,
+with its probe split), strategy, seed, base model and files, all worked out when the grid was planned.
 Order of work (each result file written atomically, the row file of a task last):
 
 0. take the run's lock (``clbench.run.lock``: another process writing it → skip, or wait), remove
-   temporary files a killed write left behind;
+   temporary files a killed write left behind; a directory holding a different config is refused, a
+   finished one skipped (:func:`run_one`; a finished run is only read, without the lock);
 1. load the model (one that does not load leaves nothing behind), write ``config.json`` and
-   ``provenance.json``; a directory holding a different config is refused;
+   ``provenance.json`` (``_Run``, set-up);
 2. evaluate an untrained model of the same architecture (``reference``, for forward transfer) and the
    base model as loaded (``base``, row before the stream) — or copy both from the cache, where the first
-   run of a model and stream put them (``clbench.run.fixed_rows``);
+   run of a model and stream put them (``clbench.run.fixed_rows``; ``_Run.fixed_rows``); then build the
+   strategy and set it on the model (``_Run.set_strategy``), restoring the last finished task's state
+   after a kill (``_Run.restore``);
 3. for each task not yet finished: train it (or, for a task the base model learned, take the base
-   row), save the adapter checkpoint and the strategy state, evaluate every probe suite, write the row;
+   row), save the adapter checkpoint and the strategy state, evaluate every probe suite, write the row
+   (``_Run.task``);
 4. build the matrices, compute the metrics (with the loss check of ``clbench.results.loss_check``),
-   concatenate the logs, write ``DONE``; release the lock.
+   concatenate the logs, write ``DONE`` (:func:`finalize`); release the lock.
 
 A killed run restarts at step 3 with the first task that has no row: the adapter and strategy state
 of the last finished task are loaded, and every task re-seeds from ``(seed, task index)``, so a resumed
 run produces the same numbers as an uninterrupted one.
 
-This order is written once, in :func:`run_one`, for every backend. What depends on the array library
+This order is written once, in :func:`run_one` and :func:`_write_run`, for every backend. What depends on the array library
 — loading the model, the reference model, the probe view, the optimizer and its saved state, the
 adapter file — is the run's backend (``clbench.backends.base.Backend``), and one task's training is
 ``clbench.train.loop.train_task`` on every backend. So both backends write the same run directory with
@@ -36,7 +42,7 @@ from pathlib import Path
 import torch
 
 from clbench.backends import get_backend
-from clbench.config.experiment import ExperimentConfig, ModelConfig, TrainConfig, config_dict
+from clbench.config.experiment import ModelConfig, TrainConfig, config_dict
 from clbench.data.encoding import encode_example
 from clbench.data.streams import Stream
 from clbench.errors import ConfigError
@@ -52,7 +58,6 @@ from clbench.results.files import (
     atomic_write_json,
     atomic_write_jsonl,
     read_json,
-    run_dir,
 )
 from clbench.results.loss_check import loss_check
 from clbench.results.metrics import METRICS_VERSION, summarize
@@ -62,23 +67,24 @@ from clbench.run.checks import TruncationCount, readable_checkpoint
 from clbench.run.fixed_rows import fixed_row
 from clbench.run.known_subset import ensure_known_subset
 from clbench.run.lock import LOCK_NAME, describe, hold, holder
-from clbench.run.plan import GridEntry, resolve_entry, stored_options_match
+from clbench.run.plan import GridEntry, RunSpec, stored_options_match
 from clbench.run.seeding import task_seed
 from clbench.train.loop import train_task
-from clbench.train.types import RunPlan, TaskView
+from clbench.train.types import TaskView
 
 
-def run_record(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: int, base_dir: Path) -> dict:
+def run_record(spec: RunSpec) -> dict:
     """What ``config.json`` stores (the strategy's options resolved, defaults included); two runs with
     equal records are the same experiment."""
+    cfg, stream, entry = spec.cfg, spec.stream, spec.entry
     strategy = {"name": entry.spec.name, "label": entry.spec.run_label, "options": entry.options_dict}
     if entry.plugins:
         strategy["with"] = entry.plugins_list
-    return {"schema": SCHEMA_VERSION, "experiment": cfg.name, "seed": seed, "strategy": strategy,
+    return {"schema": SCHEMA_VERSION, "experiment": cfg.name, "seed": spec.seed, "strategy": strategy,
             "stream": {"name": stream.name, "source": stream.source, "fingerprint": stream.file_fingerprint,
                        "tasks": [t.name for t in stream.tasks], "pretrained": [t.pretrained for t in stream.tasks],
                        "suites": stream.suite_names, "primary_metric": stream.spec.primary_metric},
-            "model": config_dict(cfg.model), "base_model": base_dir.name, "train": config_dict(cfg.train),
+            "model": config_dict(cfg.model), "base_model": spec.base_dir.name, "train": config_dict(cfg.train),
             "eval": config_dict(cfg.eval),
             **{k: v for k, v in stream.derived.items() if k in ("order", "probe_split")}}
 
@@ -103,14 +109,13 @@ def write_row(files: RunFiles, key: int | str, row: dict, extra: dict) -> None:
     for task, suites in row["items"].items():
         for suite, items in suites.items():
             atomic_write_jsonl(files.prediction_file(key, task, suite), items)
-    path = files.after(key) if isinstance(key, int) else files.root / "eval" / f"{key}.json"
-    atomic_write_json(path, {"scores": row["scores"], "seconds": row["seconds"], "n_items": row["n_items"], **extra})
+    atomic_write_json(files.row(key), {"scores": row["scores"], "seconds": row["seconds"], "n_items": row["n_items"], **extra})
 
 
 def copied_row(files: RunFiles, key: str, stream: Stream) -> dict:
     """The row already written under ``eval/<key>.json``, with its predictions, as :func:`write_row` takes it
     (``seconds`` 0: nothing was scored)."""
-    stored = read_json(files.root / "eval" / f"{key}.json")
+    stored = read_json(files.row(key))
     items = {t.name: {s.name: [json.loads(line) for line in
                                files.prediction_file(key, t.name, s.name).read_text().splitlines()]
                       for s in t.probes} for t in stream.tasks}
@@ -152,146 +157,185 @@ def matrices(stream: Stream, rows: list[dict], base: dict, reference: dict) -> d
     return out
 
 
-def run_one(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: int, base_dir: Path,
-            progress: bool = True, wait: bool = False) -> tuple[Path, str]:
-    """Run (or finish, or skip) one run of a planned grid entry (``clbench.run.plan``) on
-    ``cfg.model.backend``; returns its directory and ``"done"``/``"skipped"``/``"resumed"``, or
-    ``"locked"`` when another process is writing it (with ``wait``: once that process is done).
-    Temporary files of killed writes are removed first."""
-    if not isinstance(entry, GridEntry):  # a bare StrategySpec: resolve (and validate) it here
-        entry = resolve_entry(entry, cfg)
-    root = run_dir(cfg, stream.name, entry.spec, seed)
-    if (root / "DONE").exists() and (root / "config.json").exists():
+def run_one(spec: RunSpec, progress: bool = True, wait: bool = False) -> tuple[Path, str]:
+    """Run (or finish, or skip) one run of the grid (``clbench.run.plan.RunSpec``) on its backend; returns
+    its directory and ``"done"``/``"skipped"``/``"resumed"``, or ``"locked"`` when another process is
+    writing it (with ``wait``: once that process is done). Temporary files of killed writes are removed
+    first."""
+    files, record = spec.files, run_record(spec)
+    if files.done.exists() and files.config.exists():
         # finished: only read (skipped, or refused for another config), so no lock; a read-only folder works
-        return _run_or_skip(cfg, stream, entry, seed, base_dir, progress)
+        _written_before(spec, record)
+        return files.root, "skipped"
 
     def waiting(info):
-        print(f"clbench: waiting for {describe(info)}, which is writing {root}", file=sys.stderr)
+        print(f"clbench: waiting for {describe(info)}, which is writing {files.root}", file=sys.stderr)
 
-    with hold(root, wait=wait, on_wait=waiting) as held:
+    with hold(files.root, wait=wait, on_wait=waiting) as held:
         if not held:
-            print(f"clbench: skipped {root}: {describe(holder(root / LOCK_NAME, wait=2.0))} is writing it "
-                  "(clbench run --wait waits for it)", file=sys.stderr)
-            return root, "locked"
-        remove_leftovers(root)
-        return _run_or_skip(cfg, stream, entry, seed, base_dir, progress)
-
-
-def _run_or_skip(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: int, base_dir: Path,
-                 progress: bool) -> tuple[Path, str]:
-    """The work of :func:`run_one` once it may write (it holds the lock, or the run is finished)."""
-    cfg = entry.config(cfg)  # the row's own training fields, if it overrides any
-    ops = get_backend(cfg.model.backend)
-    spec = entry.spec
-    files = RunFiles(run_dir(cfg, stream.name, spec, seed, stream.derived.get("order")))
-    record = run_record(cfg, stream, entry, seed, base_dir)
-    if files.config.exists():
-        if not same_experiment(read_json(files.config), record, entry):
-            raise ConfigError(str(files.config), "this run directory holds results of a different config; "
-                              "choose another experiment name or delete the directory")
-        if files.done.exists():
+            print(f"clbench: skipped {files.root}: {describe(holder(files.root / LOCK_NAME, wait=2.0))} is writing "
+                  "it (clbench run --wait waits for it)", file=sys.stderr)
+            return files.root, "locked"
+        remove_leftovers(files.root)
+        if _written_before(spec, record) and files.done.exists():  # finished while this process waited for the lock
             return files.root, "skipped"
-    entry.make(seed, cfg, ops).check_plan(RunPlan(cfg.train.steps_per_task, sum(not t.pretrained for t in stream.tasks),
-                                                  cfg.train.grad_accum, cfg.model.max_length))
-    extra_provenance = ops.start(cfg)
-    model, tok = ops.load(cfg, base_dir)  # a model that does not load leaves no run directory behind
-    atomic_write_json(files.config, record)
-    if not files.provenance.exists():
-        atomic_write_json(files.provenance, {**provenance(), **extra_provenance, "allow_code": stream.code_allowed,
-                                             "data_sources": stream.data_sources})
+        return files.root, _write_run(spec, record, progress)
 
-    T = len(stream.tasks)
-    start = files.finished_tasks(T)
-    status = "resumed" if start > 0 else "done"
-    if cfg.model.use_chat_template:  # the same tokenizer and template on every backend
-        from clbench.modeling.chat import chat_stream
 
-        stream = chat_stream(stream, tok)
-    ensure_known_subset(files, cfg, stream, base_dir, lambda: ops.view(model, tok, batch_size=cfg.eval.batch_size),
-                        progress, ops.numerics)  # on the model as loaded, before any strategy touches it
+def _written_before(spec: RunSpec, record: dict) -> bool:
+    """Whether the run's directory holds its ``config.json`` already (a run begun or finished before); the
+    ``config.json`` of a different experiment is refused."""
+    if not spec.files.config.exists():
+        return False
+    if not same_experiment(read_json(spec.files.config), record, spec.entry):
+        raise ConfigError(str(spec.files.config), "this run directory holds results of a different config; "
+                          "choose another experiment name or delete the directory")
+    return True
 
-    def evaluate(m, desc: str, wrap=lambda view: view, keep=()) -> dict:
-        with ops.evaluation_weights(m), wrap(ops.view(m, tok, batch_size=cfg.eval.batch_size, keep=keep)) as lm:
-            return evaluate_row(lm, stream, cfg.eval, desc, progress)
 
-    curves = open_curves(cfg.log, files.root, record)  # TensorBoard (and W&B if asked)
-    # the same for every strategy and seed: from the cache, or computed on the model as loaded
-    for which, make in (("reference", lambda: ops.reference(cfg, base_dir, model)), ("base", lambda: model)):
-        if not files.root.joinpath("eval", f"{which}.json").exists():
-            row = fixed_row(cfg, stream, base_dir, which, lambda make=make, which=which: evaluate(make(), f"eval {which}"),
-                            numerics=ops.numerics)
-            write_row(files, which, row, {"cache_file": row["cache_file"]})
-            if which == "base":
-                curves.probes(row["scores"], 0)
-    base = read_json(files.base)
-    strategy = entry.make(seed, cfg, ops)
-    ops.seed(seed)
-    model = ops.place(strategy.prepare_model(model))
-    strategy.mark_trainable(model)
+def _write_run(spec: RunSpec, record: dict, progress: bool) -> str:
+    """Steps 1-4 of the module docstring, once this process holds the run's lock."""
+    run = _Run(spec, record, progress)  # 1. the model loaded, config.json and provenance.json written
+    run.fixed_rows()  # 2. the reference and base rows
+    run.set_strategy()  # the run's strategy, on the model
+    start = run.restore()  # resumed after the last finished task
+    for t in range(start, len(run.stream.tasks)):
+        run.task(t)  # 3. train, checkpoint, evaluate, write the row
+    run.curves.close()
+    finalize(spec.files, run.stream, len(run.stream.tasks), run.strategy.trainable_parameters)  # 4.
+    return "resumed" if start > 0 else "done"
 
-    def encode(rec):
-        return encode_example(tok, rec, cfg.model.max_length)
 
-    cut = TruncationCount(encode, cfg.model.max_length)
-    views = [TaskView(i, t.name, t.train, cut.encoder(i), t.pretrained) for i, t in enumerate(stream.tasks)]
-    optimizer = None
-    global_step = 0
-    trained_before = [i for i in range(start) if not views[i].pretrained]
-    for i in range(start):
-        if views[i].pretrained:
-            strategy.observe_pretrained(views[i])
-    if trained_before:
-        state = load_checkpoint(files, trained_before[-1], strategy, model, ops)
-        global_step = len(trained_before) * cfg.train.steps_per_task if strategy.trains else 0
-        if not cfg.train.reset_optimizer and state.get("optimizer") is not None:
-            optimizer = ops.make_optimizer(strategy, model, cfg.train)
-            ops.load_optimizer_state(optimizer, state["optimizer"], strategy)
+class _Run:
+    """One run while this process writes it: what set-up loaded, and what one task hands the next (the
+    strategy, the optimizer, the global step)."""
 
-    def frozen_cast():  # frozen weights in the compute dtype for one phase (mixed precision), not what it trains
-        return ops.frozen_cast(model, strategy.trainable.values())
+    def __init__(self, spec: RunSpec, record: dict, progress: bool):
+        """Step 1: start the backend, load the model, write ``config.json`` and ``provenance.json``."""
+        cfg, files = spec.cfg, spec.files
+        self.spec, self.cfg, self.files, self.progress = spec, cfg, files, progress
+        self.ops = get_backend(cfg.model.backend)
+        extra_provenance = self.ops.start(cfg)
+        self.model, self.tok = self.ops.load(cfg, spec.base_dir)  # a model that does not load leaves no run directory
+        atomic_write_json(files.config, record)
+        if not files.provenance.exists():
+            atomic_write_json(files.provenance, {**provenance(), **extra_provenance,
+                                                 "allow_code": spec.stream.code_allowed,
+                                                 "data_sources": spec.stream.data_sources})
+        self.stream = spec.stream
+        if cfg.model.use_chat_template:  # the same tokenizer and template on every backend
+            from clbench.modeling.chat import chat_stream
 
-    for t in range(start, T):
-        view = views[t]
+            self.stream = chat_stream(self.stream, self.tok)
+        ensure_known_subset(files, cfg, self.stream, spec.base_dir, lambda: self.ops.view(
+            self.model, self.tok, batch_size=cfg.eval.batch_size), progress, self.ops.numerics)  # before any strategy
+        self.curves = open_curves(cfg.log, files.root, record)  # TensorBoard (and W&B if asked)
+
+    def evaluate(self, model, desc: str, wrap=lambda view: view, keep=()) -> dict:
+        """A row: every probe suite of the stream on ``model`` (through the strategy's ``wrap``)."""
+        ops = self.ops
+        with ops.evaluation_weights(model), wrap(ops.view(model, self.tok, batch_size=self.cfg.eval.batch_size,
+                                                          keep=keep)) as lm:
+            return evaluate_row(lm, self.stream, self.cfg.eval, desc, self.progress)
+
+    def fixed_rows(self) -> None:
+        """Step 2: the rows that are the same for every strategy and seed — the reference (untrained) model's
+        and the base model's — from the cache, or computed on the model as loaded."""
+        cfg, files, ops, base_dir = self.cfg, self.files, self.ops, self.spec.base_dir
+        for which, make in (("reference", lambda: ops.reference(cfg, base_dir, self.model)), ("base", lambda: self.model)):
+            if not files.row(which).exists():
+                row = fixed_row(cfg, self.stream, base_dir, which,
+                                lambda make=make, which=which: self.evaluate(make(), f"eval {which}"),
+                                numerics=ops.numerics)
+                write_row(files, which, row, {"cache_file": row["cache_file"]})
+                if which == "base":
+                    self.curves.probes(row["scores"], 0)
+        self.base = read_json(files.base)
+
+    def set_strategy(self) -> None:
+        """Build the run's strategy (its one instance) and set it on the model (adapters, what trains); the
+        tasks as it sees them (training records only, each encoder counting what it cuts)."""
+        cfg, ops = self.cfg, self.ops
+        self.strategy = strategy = self.spec.entry.make(self.spec.seed, cfg, ops)
+        ops.seed(self.spec.seed)
+        self.model = ops.place(strategy.prepare_model(self.model))
+        strategy.mark_trainable(self.model)
+        self.cut = TruncationCount(lambda rec: encode_example(self.tok, rec, cfg.model.max_length), cfg.model.max_length)
+        self.views = [TaskView(i, t.name, t.train, self.cut.encoder(i), t.pretrained)
+                      for i, t in enumerate(self.stream.tasks)]
+        self.optimizer, self.global_step = None, 0
+
+    def restore(self) -> int:
+        """After a kill: what the finished tasks left — the pretrained tasks observed again, the adapter and
+        strategy state (and the optimizer's, if it is kept across tasks) of the last trained one loaded.
+        Returns the first task to run."""
+        cfg, ops, strategy = self.cfg, self.ops, self.strategy
+        start = self.files.finished_tasks(len(self.stream.tasks))
+        for view in self.views[:start]:
+            if view.pretrained:
+                strategy.observe_pretrained(view)
+        trained_before = [v.index for v in self.views[:start] if not v.pretrained]
+        if trained_before:
+            state = load_checkpoint(self.files, trained_before[-1], strategy, self.model, ops)
+            self.global_step = len(trained_before) * cfg.train.steps_per_task if strategy.trains else 0
+            if not cfg.train.reset_optimizer and state.get("optimizer") is not None:
+                self.optimizer = ops.make_optimizer(strategy, self.model, cfg.train)
+                ops.load_optimizer_state(self.optimizer, state["optimizer"], strategy)
+        return start
+
+    def frozen_cast(self):
+        """Frozen weights in the compute dtype for one phase (mixed precision), not what the strategy trains."""
+        return self.ops.frozen_cast(self.model, self.strategy.trainable.values())
+
+    def task(self, t: int) -> None:
+        """Step 3 for task ``t``: train it (a task the base model learned takes the base row), save the
+        checkpoint, evaluate every probe suite, write the row (last: it marks the task finished)."""
+        files, strategy, view = self.files, self.strategy, self.views[t]
         if view.pretrained:
             strategy.observe_pretrained(view)
-            atomic_write_json(files.after(t), {**base, "pretrained": True, "train_seconds": 0.0, "tokens": 0,
+            atomic_write_json(files.after(t), {**self.base, "pretrained": True, "train_seconds": 0.0, "tokens": 0,
                                                "updated_elements": 0, "diagnostics": {}})
-            continue
-        ops.seed(task_seed(seed, t))
-        with ops.training_compute():  # the hooks' own passes (a Fisher, an importance estimate) computed as training's
-            strategy.before_task(view, model)
-        t0 = time.perf_counter()
-        log: list[dict] = []
-        if strategy.trains:
-            if optimizer is None or cfg.train.reset_optimizer:
-                optimizer = ops.make_optimizer(strategy, model, cfg.train)
-            with frozen_cast():
-                log = train_task(model, tok, strategy, view, optimizer, cfg.train, task_seed(seed, t), global_step,
-                                 progress)
-            global_step += cfg.train.steps_per_task
-        train_seconds = time.perf_counter() - t0
-        with ops.training_compute(), frozen_cast():
-            strategy.after_task(view, model)
+            return
+        log, train_seconds = self.train(view)
         atomic_write_jsonl(files.task_log(t), log)
         diagnostics = strategy.diagnostics()
-        save_checkpoint(files, t, strategy, model,
-                        {"task": view.name, "task_index": t, "strategy": spec.name, "seed": seed,
-                         **ops.checkpoint_meta, "diagnostics": diagnostics},
-                        ops, optimizer if not cfg.train.reset_optimizer else None)
+        kept = self.optimizer if not self.cfg.train.reset_optimizer else None
+        save_checkpoint(files, t, strategy, self.model,
+                        {"task": view.name, "task_index": t, "strategy": self.spec.entry.spec.name,
+                         "seed": self.spec.seed, **self.ops.checkpoint_meta, "diagnostics": diagnostics},
+                        self.ops, kept)
         fault_point(f"after_checkpoint:{t}")
         if strategy.scores_as_base and not strategy.trains:  # it evaluates the base model, unchanged: the base row
-            row, extra = copied_row(files, "base", stream), {"copied_from": "base"}
+            row, extra = copied_row(files, "base", self.stream), {"copied_from": "base"}
         else:
-            row, extra = evaluate(model, f"eval after {view.name}", strategy.probe_view, strategy.trainable.values()), {}
+            row, extra = self.evaluate(self.model, f"eval after {view.name}", strategy.probe_view,
+                                       strategy.trainable.values()), {}
         write_row(files, t, row, {**extra, "pretrained": False, "train_seconds": train_seconds,
                                   "tokens": sum(r["tokens"] for r in log),
                                   "updated_elements": sum(r["updated_elements"] for r in log),
                                   "final_loss": log[-1]["loss"] if log else None, "diagnostics": diagnostics,
-                                  "truncated_records": cut.count(t, view.name)})
-        curves.task(log, row["scores"], diagnostics, global_step if strategy.trains else t)
-    curves.close()
-    finalize(files, stream, T, strategy.trainable_parameters)
-    return files.root, status
+                                  "truncated_records": self.cut.count(t, view.name)})
+        self.curves.task(log, row["scores"], diagnostics, self.global_step if strategy.trains else t)
+
+    def train(self, view: TaskView) -> tuple[list[dict], float]:
+        """The strategy's hooks around the task's optimizer steps; returns the step log and the seconds."""
+        cfg, ops, strategy, seed = self.cfg, self.ops, self.strategy, task_seed(self.spec.seed, view.index)
+        ops.seed(seed)
+        with ops.training_compute():  # the hooks' own passes (a Fisher, an importance estimate) computed as training's
+            strategy.before_task(view, self.model)
+        t0 = time.perf_counter()
+        log: list[dict] = []
+        if strategy.trains:
+            if self.optimizer is None or cfg.train.reset_optimizer:
+                self.optimizer = ops.make_optimizer(strategy, self.model, cfg.train)
+            with self.frozen_cast():
+                log = train_task(self.model, self.tok, strategy, view, self.optimizer, cfg.train, seed,
+                                 self.global_step, self.progress)
+            self.global_step += cfg.train.steps_per_task
+        train_seconds = time.perf_counter() - t0
+        with ops.training_compute(), self.frozen_cast():
+            strategy.after_task(view, self.model)
+        return log, train_seconds
 
 
 def finalize(files: RunFiles, stream: Stream, T: int, trainable_parameters: int) -> None:

@@ -3,22 +3,32 @@
 A :class:`GridEntry` is a grid row ready to run: the user's spec, the registered class, the options
 resolved against the class's ``Options`` (defaults filled in, every key and bound checked), the plugins
 of its ``with:`` (each resolved the same way) and its training config (the experiment's, with the row's
-``train:`` / ``optimizer:`` overrides). The runner builds each run's strategy from it without validating
-again, and ``config.json`` stores what was resolved — defaults included — so a result says exactly what
-it ran with.
+``train:`` / ``optimizer:`` overrides). :func:`check_entry` runs the strategy's ``check_plan`` on the
+stream (a chunk that never completes is refused, under the row's label) — for every row as it will run
+(as written, or with each tuning candidate's or its pinned setting: ``clbench.run.sweep.plan_settings``),
+for the whole grid before anything is written.
+The runner builds each run's strategy from it without validating again, and ``config.json`` stores what
+was resolved — defaults included — so a result says exactly what it ran with.
+
+A :class:`RunSpec` is one run of a row, every fact of it worked out once: the row's config, the stream in
+the run's task order with its probe split, the seed, the base model and the run's files
+(:class:`clbench.results.files.RunFiles`). ``clbench.run.one_run.run_one`` takes nothing else.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from clbench.backends import get_backend
 from clbench.backends.base import unsupported
 from clbench.config.experiment import ExperimentConfig, StrategySpec, TrainConfig, strategy_specs
-from clbench.config.options import from_dict, to_dict
+from clbench.config.options import from_dict, to_dict, with_moved_keys
 from clbench.data.streams import Stream, load_stream
 from clbench.errors import ConfigError
+from clbench.results.files import RunFiles
 from clbench.train import registry
+from clbench.train.types import RunPlan
 
 
 @dataclass(frozen=True)
@@ -48,12 +58,31 @@ class GridEntry:
             return strategy
         from clbench.train.plugin import Composed
 
-        return Composed(strategy, [cls(options, strategy=strategy) for cls, options in self.plugins])
+        plugins = []
+        for i, (cls, options) in enumerate(self.plugins):
+            plugin = cls(options, strategy=strategy)
+            plugin.where = f"strategies[{self.spec.run_label}].with[{i}].options"  # for errors found while running
+            plugins.append(plugin)
+        return Composed(strategy, plugins)
 
 
-def resolve_entry(spec: StrategySpec, cfg: ExperimentConfig) -> GridEntry:
+def run_plan(cfg: ExperimentConfig, stream: Stream) -> RunPlan:
+    """What a run of ``cfg`` (a row's config) on ``stream`` will do, for ``Strategy.check_plan``."""
+    return RunPlan(steps_per_task=cfg.train.steps_per_task, trained_tasks=sum(not t.pretrained for t in stream.tasks),
+                   grad_accum=cfg.train.grad_accum, max_length=cfg.model.max_length,
+                   reset_optimizer=cfg.train.reset_optimizer)
+
+
+def check_entry(entry: GridEntry, cfg: ExperimentConfig, stream: Stream) -> None:
+    """The strategy's ``check_plan`` for a run of ``entry`` on ``stream``: what its options cannot do there
+    is an error naming the row (``strategies[<label>]...``)."""
+    entry.cls.check_plan(entry.options, run_plan(entry.config(cfg), stream), f"strategies[{entry.spec.run_label}]")
+
+
+def resolve_entry(spec: StrategySpec, cfg: ExperimentConfig, stream: Stream | None = None) -> GridEntry:
     """Look ``spec`` up and resolve its options for ``cfg.model.backend`` (unknown keys, bad values and a
-    strategy the backend cannot run are errors naming the entry)."""
+    strategy the backend cannot run are errors naming the entry); with the ``stream`` it will run on,
+    checked there too (:func:`check_entry`)."""
     where = f"strategies[{spec.run_label}]"
     cls = registry.get(spec.name)
     options = cls.options_from(spec.options, f"{where}.options")
@@ -74,15 +103,20 @@ def resolve_entry(spec: StrategySpec, cfg: ExperimentConfig) -> GridEntry:
     if (train or cfg.train).optimizer != "adamw" and cfg.model.backend != "torch":  # M3 is torch code so far
         raise ConfigError(f"{where}.train.optimizer", f"{(train or cfg.train).optimizer} (strategy {spec.name!r}) "
                           f"is not available with model.backend: {cfg.model.backend}", ["adamw"])
-    return GridEntry(spec, cls, options, tuple(plugins), train)
+    entry = GridEntry(spec, cls, options, tuple(plugins), train)
+    if stream is not None:
+        check_entry(entry, cfg, stream)
+    return entry
 
 
 def stored_options_match(entry: GridEntry, stored: dict) -> bool:
     """Whether options stored in a ``config.json`` are this entry's: stored resolved (now), or raw (results
-    written before options were resolved), which resolve to the same values."""
+    written before options were resolved), or with keys that have moved since (``lora.rank`` was ``rank``),
+    which resolve to the same values."""
     if stored == entry.options_dict:
         return True
     try:
+        stored = with_moved_keys(entry.cls.Options, stored)
         return to_dict(entry.cls.options_from(stored, "config.json strategy.options")) == entry.options_dict
     except ConfigError:
         return False
@@ -107,3 +141,29 @@ def plan(cfg: ExperimentConfig) -> tuple[Stream, list[GridEntry]]:
     backend.check_stream(stream)
     names = [n for n in registry.names() if runs_by_default(registry.get(n), n, cfg.model.backend)]
     return stream, [resolve_entry(spec, cfg) for spec in strategy_specs(cfg, names)]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run, every fact of it worked out once (picklable: a worker process or node gets it whole)."""
+
+    cfg: ExperimentConfig  # the row's config: the experiment's, with the row's own training fields
+    stream: Stream  # as the run sees it: in its task order, with its probe split (validation or test items)
+    entry: GridEntry  # the resolved strategy, options and plugins
+    seed: int
+    base_dir: Path  # the base model's checkpoint
+    files: RunFiles  # the run's directory and every path inside it
+
+    @property
+    def title(self) -> str:
+        order = self.stream.derived.get("order")
+        where = f" order {order['name']}" if order else ""
+        return f"{self.entry.spec.run_label}{where} seed {self.seed}"
+
+
+def run_spec(cfg: ExperimentConfig, stream: Stream, entry: GridEntry, seed: int, base_dir: Path) -> RunSpec:
+    """The run of row ``entry`` with ``seed`` on ``stream`` (already in the run's order and probe split)."""
+    row = entry.config(cfg)
+    order = stream.derived.get("order")
+    files = RunFiles.of(row, stream.name, entry.spec.run_label, seed, order["name"] if order else None)
+    return RunSpec(row, stream, entry, seed, Path(base_dir), files)

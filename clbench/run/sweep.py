@@ -12,7 +12,7 @@ values for any of its options or any training field — and the experiment a def
       - {name: frozen, sweep: {}}                                             # {}: not tuned
 
 Keys are ``train.<field>``, ``options.<field>`` or a bare name (an option of the strategy, else a
-training field). How it runs (:func:`tune`):
+training field); an option of a group is named with its group, ``lora.rank``. How it runs (:func:`tune`):
 
 1. every candidate of every swept strategy runs with one seed (``tuning.seed``) on the *validation*
    items of the probes (``clbench.run.probe_split``), in experiment ``<name>-tuning``;
@@ -37,9 +37,11 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from clbench.config.experiment import ExperimentConfig, StrategySpec, TrainConfig
+from clbench.config.options import describe_fields, moved_key_text, set_path
+from clbench.data.streams import Stream
 from clbench.errors import ConfigError
-from clbench.results.files import atomic_write_json, load_run, read_json, safe_label
-from clbench.run.plan import GridEntry, resolve_entry
+from clbench.results.files import atomic_write_json, load_run, read_json, tuning_file
+from clbench.run.plan import GridEntry, check_entry, resolve_entry
 
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"threads"}
 RULES = {
@@ -64,10 +66,10 @@ def sweep_space(spec: StrategySpec, cfg: ExperimentConfig, strategy_cls) -> dict
     raw = spec.sweep if spec.sweep is not None else (cfg.tuning.sweep if getattr(strategy_cls, "trains", True)
                                                      else {})
     where = f"strategies[{spec.run_label}].sweep" if spec.sweep is not None else "tuning.sweep"
-    option_names = {f.name for f in fields(strategy_cls.Options)}
+    option_names = {name for name, *_ in describe_fields(strategy_cls.Options)}  # a group's as lora.rank
     space: dict[str, list] = {}
     for key, values in raw.items():
-        section, _, name = key.rpartition(".")
+        section, _, name = key.partition(".") if key.startswith(("options.", "train.")) else ("", "", key)
         if not section:
             if name in option_names and name in TRAIN_FIELDS:
                 raise ConfigError(f"{where}.{key}", f"{name!r} is both an option and a training field; "
@@ -75,6 +77,9 @@ def sweep_space(spec: StrategySpec, cfg: ExperimentConfig, strategy_cls) -> dict
             section = "options" if name in option_names else "train" if name in TRAIN_FIELDS else ""
         allowed = sorted(f"options.{n}" for n in option_names) + sorted(f"train.{n}" for n in TRAIN_FIELDS)
         if (section, name) not in {("options", n) for n in option_names} | {("train", n) for n in TRAIN_FIELDS}:
+            moved = getattr(strategy_cls.Options, "MOVED_KEYS", {}).get(name) if section != "train" else None
+            if moved:
+                raise ConfigError(f"{where}.{key}", moved_key_text(name, moved, values, dotted=True))
             raise ConfigError(f"{where}.{key}", f"not an option of {spec.name!r} or a training field", allowed)
         if not isinstance(values, (list, tuple)) or not values:
             raise ConfigError(f"{where}.{key}", f"expected a non-empty list of candidate values, got {values!r}")
@@ -104,7 +109,7 @@ def apply_setting(spec: StrategySpec, setting: dict) -> StrategySpec:
     options, train = dict(spec.options), dict(spec.train)
     for key, value in setting.items():
         section, name = key.split(".", 1)
-        (options if section == "options" else train)[name] = value
+        set_path(options if section == "options" else train, name, value)  # an option of a group: lora.rank
     return replace(spec, options=options, train=train)
 
 
@@ -112,15 +117,16 @@ def setting_text(setting: dict) -> str:
     return ",".join(f"{k.split('.', 1)[1]}={v}" for k, v in setting.items())
 
 
-def candidate_entry(cfg: ExperimentConfig, spec: StrategySpec, setting: dict) -> GridEntry:
-    """The resolved grid entry of one candidate, filed under ``<label>~<setting>``."""
+def candidate_entry(cfg: ExperimentConfig, spec: StrategySpec, setting: dict, stream: Stream) -> GridEntry:
+    """The resolved (and on ``stream`` checked) grid entry of one candidate, filed under ``<label>~<setting>``."""
     return resolve_entry(replace(apply_setting(spec, setting), label=f"{spec.run_label}~{setting_text(setting)}",
-                                 sweep={}), cfg)
+                                 sweep={}), cfg, stream)
 
 
-def chosen_entry(cfg: ExperimentConfig, spec: StrategySpec, setting: dict) -> GridEntry:
-    """The resolved grid entry of ``spec`` with the chosen ``setting``, under its own label."""
-    return resolve_entry(apply_setting(spec, setting), cfg)
+def as_chosen(candidate: GridEntry, spec: StrategySpec, setting: dict) -> GridEntry:
+    """The row ``spec`` with its chosen ``setting``, under its own label: the candidate's resolution (the
+    same options, plugins and training fields), not a second one."""
+    return replace(candidate, spec=apply_setting(spec, setting))
 
 
 def choose(results: list[dict], rule: str, la_ratio: float, higher_is_better: bool = True) -> tuple[int, str]:
@@ -155,13 +161,9 @@ def tuning_config(cfg: ExperimentConfig) -> ExperimentConfig:
     return replace(cfg, name=f"{cfg.name}-tuning", seeds=(cfg.tuning.seed,))
 
 
-def record_path(cfg: ExperimentConfig, stream_name: str, label: str) -> Path:
-    return Path(cfg.results_dir) / safe_label(cfg.name) / safe_label(stream_name) / safe_label(label) / "tuning.json"
-
-
-def pinned_settings(cfg: ExperimentConfig, entries: list[GridEntry]) -> dict[str, dict]:
-    """``{label: setting}`` of ``tuning.pinned`` (settings chosen by an earlier tuning), keys made canonical
-    and each setting resolved like a candidate.
+def pinned_settings(cfg: ExperimentConfig, entries: list[GridEntry], stream: Stream) -> dict[str, tuple]:
+    """``{label: (entry, setting)}`` of ``tuning.pinned`` (settings chosen by an earlier tuning): the row
+    with its setting applied, resolved and checked on ``stream`` once, and the setting with canonical keys.
 
     A pinned label that is not a row of this grid is skipped with a note on stderr, not refused: the
     pinned block is a lookup table for the config file's rows, and ``--strategies sft,replay`` narrows
@@ -179,19 +181,18 @@ def pinned_settings(cfg: ExperimentConfig, entries: list[GridEntry]) -> dict[str
         entry = labels[label]
         probe = replace(entry.spec, sweep={k: [v] for k, v in setting.items()})
         (chosen,) = candidates(sweep_space(probe, cfg, entry.cls))
-        chosen_entry(cfg, entry.spec, chosen)  # a bad value fails here, before any run
-        out[label] = chosen
+        out[label] = (resolve_entry(apply_setting(entry.spec, chosen), cfg, stream), chosen)  # a bad value fails here
     return out
 
 
-def pin(cfg: ExperimentConfig, stream_name: str, entry: GridEntry, setting: dict) -> Tuned:
-    """A strategy with a pinned setting: no candidate runs; ``tuning.json`` says where it came from.
+def pin(cfg: ExperimentConfig, stream_name: str, tuned: GridEntry, setting: dict) -> Tuned:
+    """A strategy with a pinned setting (``tuned``: the row with it applied): no candidate runs;
+    ``tuning.json`` says where it came from.
 
     A ``tuning.json`` already there from the tuning that chose this very setting (``make bench-tune``
     writes into the same experiment) is kept, so the report still shows every candidate."""
-    spec = entry.spec
-    tuned = chosen_entry(cfg, spec, setting)
-    path = record_path(cfg, stream_name, spec.run_label)
+    spec = tuned.spec
+    path = tuning_file(cfg, stream_name, spec.run_label)
     if path.exists():
         earlier = read_json(path)
         if not earlier.get("pinned") and earlier.get("chosen") == setting:
@@ -212,17 +213,28 @@ def pinned_yaml(tuned: list[Tuned]) -> str:
     return "tuning:\n  pinned:\n" + "\n".join(rows)
 
 
-def plan_tuning(cfg: ExperimentConfig, entries: list[GridEntry]) -> dict[str, tuple[dict, list]]:
+def plan_tuning(cfg: ExperimentConfig, entries: list[GridEntry], stream: Stream) -> dict[str, tuple[dict, list]]:
     """``{label: (space, [(setting, candidate entry), ...])}`` for every swept entry (not pinned), each
-    candidate resolved (so checked) before anything runs."""
+    candidate resolved (so checked, on ``stream`` too) before anything runs."""
     plans = {}
     for entry in entries:
         space = sweep_space(entry.spec, cfg, entry.cls)
         if not space or entry.spec.run_label in cfg.tuning.pinned:
             continue
-        plans[entry.spec.run_label] = (space, [(setting, candidate_entry(cfg, entry.spec, setting))
+        plans[entry.spec.run_label] = (space, [(setting, candidate_entry(cfg, entry.spec, setting, stream))
                                                for setting in candidates(space)])
     return plans
+
+
+def plan_settings(cfg: ExperimentConfig, entries: list[GridEntry], stream: Stream) -> tuple[dict, dict]:
+    """``(pinned, plans)`` (:func:`pinned_settings`, :func:`plan_tuning`): every row's setting as it will
+    run on ``stream`` — pinned, each tuning candidate, or (neither) as written — resolved and checked
+    there (``Strategy.check_plan``), for the whole grid before anything is written."""
+    pinned, plans = pinned_settings(cfg, entries, stream), plan_tuning(cfg, entries, stream)
+    for entry in entries:
+        if entry.spec.run_label not in pinned and entry.spec.run_label not in plans:
+            check_entry(entry, cfg, stream)
+    return pinned, plans
 
 
 def select(cfg: ExperimentConfig, stream_name: str, entry: GridEntry, space: dict, rows: list, outcomes: list,
@@ -242,10 +254,10 @@ def select(cfg: ExperimentConfig, stream_name: str, entry: GridEntry, space: dic
         results.append({"setting": setting, "run": str(outcome.path),
                         **{k: suite[k] for k in ("acc", "learning_acc", "forgetting")}})
     i, reason = choose(results, cfg.tuning.rule, cfg.tuning.la_ratio, hib)
-    setting = results[i]["setting"]
+    setting, candidate = rows[i]
     record = {"strategy": spec.name, "label": spec.run_label, "swept": space, "suite": primary,
               "split": "validation", "seed": cfg.tuning.seed, "rule": cfg.tuning.rule,
               "rule_text": RULES[cfg.tuning.rule].format(ratio=cfg.tuning.la_ratio), "la_ratio": cfg.tuning.la_ratio,
               "candidates": results, "chosen": setting, "reason": reason}
-    atomic_write_json(record_path(cfg, stream_name, spec.run_label), record)
-    return Tuned(chosen_entry(cfg, spec, setting), record)
+    atomic_write_json(tuning_file(cfg, stream_name, spec.run_label), record)
+    return Tuned(as_chosen(candidate, spec, setting), record)

@@ -37,6 +37,9 @@ class Plugin:
     name: str = "plugin"
     backends: ClassVar[tuple[str, ...]] = ("torch", "mlx")
     family: str = "other"  # a run with this plugin is drawn with this family (clbench.reporting.looks)
+    # where its options are in the experiment file, for an error found while running (the grid plan sets it
+    # to ``strategies[<label>].with[<i>].options``)
+    where: str = "with[].options"
 
     def __init__(self, options=None, *, strategy):
         self.options = options if options is not None else self.Options()

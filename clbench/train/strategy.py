@@ -6,8 +6,8 @@ A strategy is one class in one file under ``strategies/`` with ``@register("name
 step). The runner (``clbench.run.one_run``) owns the loop and every counter; it calls these hooks, in
 this order, for one run::
 
+    Strategy.check_plan(options, RunPlan(...), where)  # when the grid is planned, before anything is written
     s = Strategy(options, seed=seed, train=train_config, backend=backend)
-    s.check_plan(RunPlan(...))                      # before anything is written: e.g. a chunk that never completes
     model = s.prepare_model(model)                  # once: add LoRA/adapters, choose trainable params
     s.mark_trainable(model)                         # fixes s.trainable: {name: parameter}
     for task in stream:
@@ -120,8 +120,11 @@ class Strategy:
         """Current values of the trainable parameters (inside :meth:`loss`: the ones being differentiated)."""
         return self.backend.parameters(model, self.trainable)
 
-    def check_plan(self, plan: RunPlan) -> None:
-        """Raise ``ConfigError`` for options this run cannot honour (called before anything is written)."""
+    @classmethod
+    def check_plan(cls, options, plan: RunPlan, where: str) -> None:
+        """Raise ``ConfigError`` for ``options`` a run of ``plan`` cannot honour (e.g. a chunk that never
+        completes). Called for every row when the grid is planned, before anything is written; ``where``
+        is the row in the experiment file, ``strategies[<label>]``, for the error to name."""
 
     def probe_view(self, view):
         """The view the probes after a task ask (default ``view`` itself; a test-time-learning memory

@@ -30,6 +30,7 @@ class RunPlan:
     trained_tasks: int  # tasks of the stream that train (pretrained ones excluded)
     grad_accum: int
     max_length: int  # token budget of one example: no forward pass is longer
+    reset_optimizer: bool = True  # a new optimizer state at every task
 
     @property
     def total_steps(self) -> int:

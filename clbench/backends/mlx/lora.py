@@ -1,4 +1,5 @@
-"""LoRA through mlx-lm's tuner, configured by the torch backend's ``LoraOptions`` (same YAML keys).
+"""LoRA through mlx-lm's tuner, configured by the torch backend's ``LoraOptions`` (same YAML keys:
+``lora: {rank, alpha, dropout, target_modules}``).
 
 Mapping to mlx-lm: its config key is ``scale`` (the multiplier of the low-rank product), so
 ``scale = alpha / rank`` as in peft; ``num_layers`` counts blocks *from the last one*, so every block
@@ -21,7 +22,7 @@ def target_keys(model: nn.Module, targets: list[str]) -> list[str]:
     keys = sorted(p for p in found if p.split(".")[-1] in targets)
     missing = sorted(set(targets) - {k.split(".")[-1] for k in keys})
     if missing:
-        raise ConfigError("strategies[].options.target_modules", f"no module named {missing[0]!r} in a block",
+        raise ConfigError("strategies[].options.lora.target_modules", f"no module named {missing[0]!r} in a block",
                           sorted({p.split(".")[-1] for p in found}))
     return keys
 
@@ -44,4 +45,5 @@ def prepare_lora_or_full(model: nn.Module, options) -> nn.Module:
     if options.mode == "full":
         model.unfreeze()
         return model
-    return add_lora(model, options.rank, options.alpha, options.dropout, list(options.target_modules) or None)
+    lora = options.lora
+    return add_lora(model, lora.rank, lora.alpha, lora.dropout, list(lora.target_modules) or None)
