@@ -133,7 +133,10 @@ def make_draws(rng: np.random.Generator, n_seeds: int, n_items: Mapping[int, int
 
 def replicate_metrics(per_seed: list[SuiteItems], draws: Draws, tasks: list[str]) -> dict[str, np.ndarray]:
     """Every metric of :func:`clbench.results.metrics.summarize` (and ``final:<task>``) under every draw,
-    averaged over the drawn seeds: ``{key: (B,)}`` with NaN where a metric is undefined."""
+    averaged over the drawn seeds: ``{key: (B,)}`` with NaN where a metric is undefined.
+
+    ``summarize`` runs once, on cells that are ``(B, k)`` arrays (every replicate and drawn seed at once;
+    it computes elementwise what it computes for one matrix of numbers, bitwise the same)."""
     first = per_seed[0]
     T = len(first.rows)
 
@@ -149,28 +152,15 @@ def replicate_metrics(per_seed: list[SuiteItems], draws: Draws, tasks: list[str]
         return out
 
     R = [cells(lambda s, i=i: s.rows[i]) for i in range(T)]
-    base = cells(lambda s: s.base)
-    ref = cells(lambda s: s.reference)
-    B, k = draws.seeds.shape
-    keys = METRICS + [f"final:{t}" for t in tasks]
-    out = {key: np.full((B, k), np.nan) for key in keys}
-
-    def at(x, b, c):
-        return None if x is None else float(x[b, c])
-
-    for b in range(B):
-        for c in range(k):
-            m = summarize([[at(R[i][j], b, c) for j in range(T)] for i in range(T)], [at(x, b, c) for x in ref],
-                          [at(x, b, c) for x in base], list(first.general), first.higher_is_better)
-            for key in METRICS:
-                if m.get(key) is not None:
-                    out[key][b, c] = m[key]
-            for j, task in enumerate(tasks):
-                if m["final_per_task"][j] is not None:
-                    out[f"final:{task}"][b, c] = m["final_per_task"][j]
+    m = summarize(R, cells(lambda s: s.reference), cells(lambda s: s.base), list(first.general),
+                  first.higher_is_better)
+    undefined = np.full(draws.seeds.shape, np.nan)
+    per_draw = {key: undefined if m.get(key) is None else m[key] for key in METRICS}
+    per_draw.update({f"final:{task}": undefined if m["final_per_task"][j] is None else m["final_per_task"][j]
+                     for j, task in enumerate(tasks)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice": an undefined metric stays NaN
-        return {key: np.nanmean(v, axis=1) for key, v in out.items()}
+        return {key: np.nanmean(v, axis=1) for key, v in per_draw.items()}
 
 
 def _item_counts(per_seed: list[SuiteItems]) -> dict[int, int] | None:
@@ -212,25 +202,35 @@ def bootstrap_replicates(groups: Mapping[str, list[Run]], suite: str, stream: st
     """The replicates behind :func:`bootstrap_intervals` and the matched-learning comparison
     (:mod:`clbench.reporting.matched`), computed once per report: strategies without per-item files
     (lm-eval suites) or with other item counts than the first group of the same seeds are left out."""
-    values: dict[str, dict[str, np.ndarray]] = {}
-    seeds_of: dict[str, tuple[int, ...]] = {}
-    draws: dict[tuple[int, ...], Draws] = {}
+    found: dict[str, tuple[tuple[int, ...], list[SuiteItems]]] = {}
     tasks: list[str] = []
     for label, runs in groups.items():
         items = [load_suite_items(r, suite) for r in runs]
         tasks = runs[0].tasks
-        if not items or any(i is None for i in items):
-            continue
-        seeds = tuple(r.seed for r in runs)
-        counts = _item_counts(items)
+        if items and all(i is not None for i in items):
+            found[label] = (tuple(r.seed for r in runs), items)
+    return replicates_from_items(found, tasks, f"{stream}|{suite}", replicates)
+
+
+def replicates_from_items(items: Mapping[str, tuple[tuple[int, ...], list[SuiteItems]]], tasks: list[str],
+                          key: str, replicates: int = REPLICATES) -> Replicates:
+    """:func:`bootstrap_replicates` from per-item values already in memory: ``items[label]`` is ``(seeds,
+    one SuiteItems per seed)``. Strategies with the same seeds share their draws, from a generator seeded
+    by ``key`` and the seeds (the report's key is ``"<stream>|<suite>"``); a strategy whose seeds' item
+    lists differ, or whose item counts differ from the first strategy with the same seeds, is left out."""
+    values: dict[str, dict[str, np.ndarray]] = {}
+    seeds_of: dict[str, tuple[int, ...]] = {}
+    draws: dict[tuple[int, ...], Draws] = {}
+    for label, (seeds, per_seed) in items.items():
+        counts = _item_counts(per_seed)
         if counts is None:
             continue
         if seeds not in draws:
-            rng = np.random.default_rng(zlib.crc32(f"{stream}|{suite}|{seeds}".encode()))
+            rng = np.random.default_rng(zlib.crc32(f"{key}|{seeds}".encode()))
             draws[seeds] = make_draws(rng, len(seeds), counts, replicates)
         if {j: x.shape[2] for j, x in draws[seeds].items.items()} != counts:
             continue  # other item counts than the first group with these seeds: no common draws
-        values[label] = replicate_metrics(items, draws[seeds], tasks)
+        values[label] = replicate_metrics(per_seed, draws[seeds], tasks)
         seeds_of[label] = seeds
     return Replicates(values, seeds_of, tuple(tasks), replicates)
 

@@ -15,8 +15,8 @@
   (Holm 1979) over every comparison *in that table* that has a p-value: sort the m p-values,
   p_(k) is multiplied by (m − k + 1), made monotone (running maximum) and capped at 1; a comparison
   is marked when its adjusted p < 0.05. This controls the probability of any false mark in the table
-  at 0.05 under any dependence between the tests. (``statsmodels``' ``multipletests(method="holm")``
-  computes the same; it is not a dependency for these few lines.)
+  at 0.05 under any dependence between the tests. Computed by ``statsmodels``'
+  ``multipletests(method="holm")``.
 * **Second interval** — a hierarchical bootstrap over seeds and probe items
   (:mod:`clbench.reporting.bootstrap`), in ``numbers.json`` next to the t interval; the tables show
   the t interval.
@@ -121,14 +121,16 @@ def paired_p(a: Mapping[int, float | None], b: Mapping[int, float | None]) -> tu
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
-    """Holm–Bonferroni adjusted p-values (None stays None and does not count towards m)."""
-    present = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
-    m = len(present)
+    """Holm–Bonferroni adjusted p-values (None stays None and does not count towards m), by
+    ``statsmodels.stats.multitest.multipletests(method="holm")``."""
+    present = [i for i, p in enumerate(pvalues) if p is not None]
     out: list[float | None] = [None] * len(pvalues)
-    running = 0.0
-    for k, (p, i) in enumerate(present):
-        running = max(running, min(1.0, (m - k) * p))
-        out[i] = running
+    if present:
+        from statsmodels.stats.multitest import multipletests
+
+        adjusted = multipletests([float(pvalues[i]) for i in present], method="holm")[1]
+        for i, a in zip(present, adjusted):
+            out[i] = float(a)
     return out
 
 
