@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -13,10 +15,10 @@ from tests.nested_helpers import begin, make, snapshot, tiny_llama, token_batch,
 ETA = 0.1
 
 
-def run_recording_grads(s, model, opt, steps, seed=0):
-    """Train ``steps`` steps; per step the raw gradients (before the strategy sees them) and the
-    parameters after the update."""
-    grads, params = [], []
+@contextlib.contextmanager
+def recording_grads(s):
+    """Inside, every step's raw gradients (before the strategy sees them) are appended to the list yielded."""
+    grads = []
     apply_update = s.apply_update
 
     def recording(ctx):
@@ -25,11 +27,19 @@ def run_recording_grads(s, model, opt, steps, seed=0):
 
     s.apply_update = recording
     try:
+        yield grads
+    finally:
+        del s.apply_update
+
+
+def run_recording_grads(s, model, opt, steps, seed=0):
+    """Train ``steps`` steps; per step the raw gradients (before the strategy sees them) and the
+    parameters after the update."""
+    params = []
+    with recording_grads(s) as grads:
         for step in range(1, steps + 1):
             train_step(s, model, opt, step, [token_batch(seed + step)])
             params.append(snapshot(s.trainable))
-    finally:
-        del s.apply_update
     assert all(set(g) == set(s.trainable) for g in grads)  # accumulate: every level's gradient, every step
     return grads, params
 
@@ -128,22 +138,13 @@ def _global_task(s, model, opt, task: int, steps: int, first_global: int):
     gradients and the parameters after it."""
     from clbench.train.step import optimizer_step
 
-    grads, params = [], []
-    apply_update = s.apply_update
-
-    def recording(ctx):
-        grads.append({n: g.detach().clone() for n, g in ctx.grads.items()})
-        return apply_update(ctx)
-
-    s.apply_update = recording
+    params = []
     begin(s, model, task)
-    try:
+    with recording_grads(s) as grads:
         for step in range(1, steps + 1):
             g = first_global + step
             optimizer_step(s, model, opt, [token_batch(g)], step, g, ETA, 0.0)
             params.append(snapshot(s.trainable))
-    finally:
-        del s.apply_update
     s.after_task(None, model)
     return grads, params
 
@@ -190,7 +191,7 @@ def test_a_resumed_mean_scaled_chunk_divides_by_every_step_it_holds():
     buf = io.BytesIO()
     torch.save(s.state_dict(), buf)
     after_task_1 = snapshot(s.trainable)
-    g2, p2 = _global_task(s, model, opt, 2, 1, 3)  # uninterrupted: global step 4
+    _, p2 = _global_task(s, model, opt, 2, 1, 3)  # uninterrupted: global step 4
 
     r, rmodel, ropt = fresh()
     with torch.no_grad():

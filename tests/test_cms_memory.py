@@ -296,3 +296,39 @@ def test_test_time_learning_memorises_the_prompts_only_never_continuations_or_pa
             for d, a in zip(teach, alone):
                 assert torch.equal(d[row, n:], torch.zeros_like(d[row, n:]))  # padding: no teach signal
                 torch.testing.assert_close(d[row, :n], a[0] * (n - 1) / predicted, rtol=1e-4, atol=1e-7)
+
+
+def test_a_resumed_local_memory_continues_its_open_chunks_and_momentum_bit_for_bit():
+    """Global clock, chunks of 5 and 25 tokens, Titans' momentum: after task 1 (20 tokens) level 1's chunk
+    holds 20 tokens' gradient and level 0 has a velocity. A run resumed there from the strategy state
+    (torch.save'd) and the memory weights closes level 1 at token 25 with the same sum, and ends task 2
+    with the uninterrupted run's weights, bit for bit."""
+    import copy
+    import io
+
+    opts = {**LOCAL, "chunk_sizes": [5, 25], "local_momentum": 0.9, "local_lr": 0.5}
+    s, model = make("cms", opts, model=tiny_llama(seed=6))
+    opt = make_optimizer(s, model, s.train)
+
+    def task(strategy, m, optimizer, index):
+        begin(strategy, m, index)
+        for step in (1, 2):
+            train_step(strategy, m, optimizer, step, [token_batch(10 * index + step, length=10)])
+        strategy.after_task(TaskView(index, f"task{index}", ()), m)
+
+    task(s, model, opt, 1)
+    assert s.memories[0].chunk_fill == [0, 20] and s.memories[0].velocity[0] is not None
+    buf = io.BytesIO()
+    torch.save(s.state_dict(), buf)
+    weights = copy.deepcopy({n: p.detach().clone() for n, p in s.trainable.items()})
+    task(s, model, opt, 2)
+
+    r, rmodel = make("cms", opts, model=tiny_llama(seed=6))
+    with torch.no_grad():
+        for n, p in r.trainable.items():
+            p.copy_(weights[n])
+    buf.seek(0)
+    r.load_state_dict(torch.load(buf, weights_only=True))
+    task(r, rmodel, make_optimizer(r, rmodel, r.train), 2)
+    assert [lv["at"] for lv in r.diagnostics()["cms"]["levels"]] == [[25, 30, 35, 40], [25]]
+    assert all(torch.equal(r.trainable[n], s.trainable[n]) for n in s.trainable)

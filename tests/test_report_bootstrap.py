@@ -19,19 +19,24 @@ def write_item_run(root, label: str, seed: int, correct, base, reference):
     mean = [[sum(x) / len(x) for x in row] for row in correct]
     d = make_run(root, label, seed, mean, base=[sum(x) / len(x) for x in base],
                  reference=[sum(x) / len(x) for x in reference])
+    write_predictions(d, "qa", correct, base, reference,
+                      lambda v: {"correct": bool(v), "prediction": "", "answer": ""})
+    return d
 
+
+def write_predictions(d, suite: str, rows, base, reference, record) -> None:
+    """Per-item prediction files of run ``d``: ``record(value)`` is the item's record (its id added) for
+    every value of ``rows[1:]`` (after each task), ``base`` and ``reference``."""
     def put(folder, row):
         for task, values in zip(TASKS, row):
-            recs = [{"id": f"{task}-{k}", "correct": bool(v), "prediction": "", "answer": ""}
-                    for k, v in enumerate(values)]
+            recs = [{"id": f"{task}-{k}", **record(v)} for k, v in enumerate(values)]
             (d / "predictions" / folder).mkdir(parents=True, exist_ok=True)
-            (d / "predictions" / folder / f"{task}.qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+            (d / "predictions" / folder / f"{task}.{suite}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
 
-    for i, row in enumerate(correct[1:], start=1):
+    for i, row in enumerate(rows[1:], start=1):
         put(f"after_{i}", row)
     put("base", base)
     put("reference", reference)
-    return d
 
 
 def groups_of(root):
@@ -136,17 +141,7 @@ def write_ppl_run(root, label: str, seed: int, rows, base, reference):
 
     d = make_run(root, label, seed, [[ppl(x) for x in row] for row in rows], base=[ppl(x) for x in base],
                  reference=[ppl(x) for x in reference], suite="ppl", kind="perplexity")
-
-    def put(folder, row):
-        for task, items in zip(TASKS, row):
-            recs = [{"id": f"{task}-{k}", "nll": n, "tokens": t} for k, (n, t) in enumerate(items)]
-            (d / "predictions" / folder).mkdir(parents=True, exist_ok=True)
-            (d / "predictions" / folder / f"{task}.ppl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-
-    for i, row in enumerate(rows[1:], start=1):
-        put(f"after_{i}", row)
-    put("base", base)
-    put("reference", reference)
+    write_predictions(d, "ppl", rows, base, reference, lambda item: {"nll": item[0], "tokens": item[1]})
     return d
 
 
@@ -220,3 +215,22 @@ def test_every_metric_interval_is_its_point_value_when_items_are_alike(tmp_path)
             "general_retention": 0.0, "final:general": 1.0, "final:medical": 1.0, "final:notes": 1.0}
     for key, value in want.items():
         assert (iv[("sft", key)]["low"], iv[("sft", key)]["high"]) == (value, value), key
+
+
+def test_a_strategy_with_other_seeds_gets_its_own_draws_and_no_paired_difference(tmp_path):
+    """'partial' ran seeds 0 and 1, sft seeds 0-2: its replicates are not drawn with sft's, so there is
+    no paired difference to report (subtracting unpaired replicates would give a wrong, too wide interval),
+    and no matched-learning interval either."""
+    from clbench.reporting.bootstrap import bootstrap_replicates
+
+    for seed in (0, 1, 2):
+        write_item_run(tmp_path, "sft", seed, matrix(HALF), [ALL, NONE, NONE], [NONE] * 3)
+        if seed < 2:
+            write_item_run(tmp_path, "partial", seed, matrix(ALL), [ALL, NONE, NONE], [NONE] * 3)
+            write_item_run(tmp_path, "twin", seed, matrix(ALL), [ALL, NONE, NONE], [NONE] * 3)
+    groups = groups_of(tmp_path)
+    reps = bootstrap_replicates(groups, "qa")
+    assert reps.paired("partial", "twin") and not reps.paired("partial", "sft")
+    iv = bootstrap_intervals(groups, "qa", reps=reps)
+    assert iv[("partial", "acc")] is not None and iv[("partial", "acc")]["diff_vs_reference"] is None
+    assert iv[("sft", "acc")]["diff_vs_reference"] is None

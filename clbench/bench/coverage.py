@@ -255,79 +255,122 @@ def null_summary_strategies(design: Design, k: int = 16) -> list[Strategy]:
 
 @dataclass
 class Tally:
+    """How many intervals contained the truth (or tables marked a difference), of how many; ``none``:
+    comparisons that got no interval."""
+
     hits: int = 0
     total: int = 0
     none: int = 0
 
-    def add(self, covered: bool | None) -> None:
-        if covered is None:
+    def add(self, hit: bool | None) -> None:
+        if hit is None:
             self.none += 1
         else:
             self.total += 1
-            self.hits += bool(covered)
+            self.hits += bool(hit)
 
     def rate(self) -> float | None:
         return self.hits / self.total if self.total else None
+
+    def as_dict(self) -> dict:
+        return {"rate": self.rate(), "of": self.total, "no_interval": self.none}
 
 
 def _inside(low, high, truth) -> bool | None:
     return None if low is None or high is None else low <= truth <= high
 
 
-def measure(design: Design, experiments: int, seed: int = 0, replicates: int = 1000) -> dict:
-    """Coverage and false-positive rates of the report's intervals and marks on ``experiments`` draws each."""
-    rng = np.random.default_rng(seed)
-    matched = {(g, m): Tally() for g in ("less", "same", "more") for m in ("forgetting", "general_retention")}
-    summary_items, summary_population = Tally(), Tally()
-    per_metric = {k: Tally() for k in SUMMARY_KEYS if k != "fwt_base"}
-    sd = {"learning_acc": [], "forgetting": []}
-    strategies = coverage_strategies(design)
+def matched_coverage(design: Design, experiments: int, rng, replicates: int = 1000,
+                     strategies: Sequence[Strategy] | None = None) -> dict[str, Tally]:
+    """Per compared strategy and metric: does the matched table's interval contain the population ΔF
+    (Δ retention)?"""
+    strategies = list(strategies or coverage_strategies(design))
+    tallies: dict[str, Tally] = {}
     for i in range(experiments):
+        for m in matched_results(simulate(design, strategies, rng), replicates, f"coverage{i}|qa"):
+            g = next(s for s in strategies if s.label == m.strategy)
+            f, r = matched_truth(design, g.learning)
+            truth = truth_population(design, g)[m.metric] - (f if m.metric == "forgetting" else r)
+            tallies.setdefault(f"{m.strategy}:{m.metric}", Tally()).add(_inside(m.low, m.high, truth))
+    return tallies
+
+
+def matched_fwer(design: Design, experiments: int, rng, replicates: int = 1000, k: int = 9) -> tuple[Tally, float]:
+    """With every true ΔF and Δ retention zero (``k`` strategies on the frontier): the share of tables with
+    a †, and the mean number of comparisons Holm adjusts over."""
+    strategies, tally, family = null_matched_strategies(design, k), Tally(), []
+    for i in range(experiments):
+        tested = [c for c in matched_results(simulate(design, strategies, rng), replicates, f"null{i}|qa")
+                  if c.p is not None]
+        family.append(len(tested))
+        tally.add(any(significant(c.p_holm) for c in tested))
+    return tally, float(np.mean(family))
+
+
+def summary_coverage(design: Design, experiments: int, rng,
+                     strategies: Sequence[Strategy] | None = None) -> dict[str, dict[str, Tally]]:
+    """The summary table's mean ± t interval of every strategy and column against the expectation over
+    seeds for the experiment's items (``given_items``, what it estimates) and the population value."""
+    strategies = list(strategies or coverage_strategies(design))
+    out = {"given_items": {}, "population": {}}
+    for _ in range(experiments):
         exp = simulate(design, strategies, rng)
-        for m in matched_results(exp, replicates, f"cov{i}|qa"):
-            if (m.strategy, m.metric) in matched:
-                g = next(s for s in strategies if s.label == m.strategy)
-                pop = truth_population(design, g)
-                f, r = matched_truth(design, g.learning)
-                truth = pop[m.metric] - (f if m.metric == "forgetting" else r)
-                matched[(m.strategy, m.metric)].add(_inside(m.low, m.high, truth))
         for row in summary_numbers(exp):
-            if row["column"] == "fwt_base":
+            if row["column"] == "fwt_base":  # 0 by construction: nothing to cover
                 continue
             g = next(s for s in strategies if s.label == row["strategy"])
-            given, pop = truth_given_items(exp, g), truth_population(design, g)
-            low, high = (None, None) if row["half_width"] is None else (row["mean"] - row["half_width"],
-                                                                        row["mean"] + row["half_width"])
-            summary_items.add(_inside(low, high, given[row["column"]]))
-            per_metric[row["column"]].add(_inside(low, high, given[row["column"]]))
-            summary_population.add(_inside(low, high, pop[row["column"]]))
-            if row["strategy"] == REFERENCE and row["column"] in sd:
-                sd[row["column"]].append(row["sd"])
-    fp_matched, fp_summary, m_matched, m_summary = Tally(), Tally(), [], []
-    null_m, null_s = null_matched_strategies(design), null_summary_strategies(design)
-    for i in range(experiments):
-        comps = matched_results(simulate(design, null_m, rng), replicates, f"null{i}|qa")
-        tested = [c for c in comps if c.p is not None]
-        m_matched.append(len(tested))
-        fp_matched.add(any(significant(c.p_holm) for c in tested))
-        numbers = summary_numbers(simulate(design, null_s, rng))
-        tested = [n for n in numbers if n["p_vs_reference"] is not None]
-        m_summary.append(len(tested))
-        fp_summary.add(any(significant(n["p_holm"]) for n in tested))
-    return {
-        "design": {**asdict(design), "sigma_noise": design.sigma_noise}, "experiments": experiments,
-        "replicates": replicates, "seed": seed,
-        "matched": {f"{g}:{m}": {"coverage": t.rate(), "intervals": t.total, "no_interval": t.none}
-                    for (g, m), t in matched.items()},
-        "matched_fwer": {"rate": fp_matched.rate(), "experiments": fp_matched.total,
-                         "comparisons_mean": float(np.mean(m_matched))},
-        "summary_coverage_given_items": {"coverage": summary_items.rate(), "intervals": summary_items.total},
-        "summary_coverage_by_metric": {k: t.rate() for k, t in per_metric.items()},
-        "summary_coverage_population": {"coverage": summary_population.rate(), "intervals": summary_population.total},
-        "summary_fwer": {"rate": fp_summary.rate(), "experiments": fp_summary.total,
-                         "comparisons_mean": float(np.mean(m_summary))},
-        "sft_per_seed_sd": {k: float(np.mean(v)) for k, v in sd.items()},
-    }
+            hw = row["half_width"]
+            low, high = (None, None) if hw is None else (row["mean"] - hw, row["mean"] + hw)
+            for kind, truth in (("given_items", truth_given_items(exp, g)), ("population", truth_population(design, g))):
+                out[kind].setdefault(row["column"], Tally()).add(_inside(low, high, truth[row["column"]]))
+    return out
+
+
+def summary_fwer(design: Design, experiments: int, rng, k: int = 16) -> tuple[Tally, float]:
+    """With ``k`` strategies that are ``sft`` (every difference zero): the share of summary tables with a †."""
+    strategies, tally, family = null_summary_strategies(design, k), Tally(), []
+    for _ in range(experiments):
+        tested = [n for n in summary_numbers(simulate(design, strategies, rng)) if n["p_vs_reference"] is not None]
+        family.append(len(tested))
+        tally.add(any(significant(n["p_holm"]) for n in tested))
+    return tally, float(np.mean(family))
+
+
+def per_seed_sd(design: Design, experiments: int, rng) -> dict[str, float]:
+    """sft's mean per-seed standard deviation of LA and F (to compare with the README's tables)."""
+    sft = [g for g in frontier_strategies(design) if g.label == REFERENCE]
+    sds = {"learning_acc": [], "forgetting": []}
+    for _ in range(experiments):
+        for row in summary_numbers(simulate(design, sft, rng)):
+            if row["column"] in sds:
+                sds[row["column"]].append(row["sd"])
+    return {k: float(np.mean(v)) for k, v in sds.items()}
+
+
+def pooled(tallies) -> Tally:
+    out = Tally()
+    for t in tallies:
+        out.hits, out.total, out.none = out.hits + t.hits, out.total + t.total, out.none + t.none
+    return out
+
+
+def measure(design: Design, experiments: int, seed: int = 0, replicates: int = 1000) -> dict:
+    """Every measurement of this module on ``experiments`` synthetic experiments each."""
+    rng = np.random.default_rng(seed)
+    matched = matched_coverage(design, experiments, rng, replicates)
+    fwer_m, family_m = matched_fwer(design, experiments, rng, replicates)
+    summary = summary_coverage(design, experiments, rng)
+    fwer_s, family_s = summary_fwer(design, experiments, rng)
+    return {"design": {**asdict(design), "sigma_noise": design.sigma_noise}, "experiments": experiments,
+            "replicates": replicates, "seed": seed,
+            "matched_coverage": {k: t.as_dict() for k, t in matched.items()},
+            "matched_coverage_pooled": pooled(matched.values()).as_dict(),
+            "matched_fwer": {**fwer_m.as_dict(), "comparisons": family_m},
+            "summary_coverage_given_items": {k: t.as_dict() for k, t in summary["given_items"].items()},
+            "summary_coverage_given_items_pooled": pooled(summary["given_items"].values()).as_dict(),
+            "summary_coverage_population_pooled": pooled(summary["population"].values()).as_dict(),
+            "summary_fwer": {**fwer_s.as_dict(), "comparisons": family_s},
+            "sft_per_seed_sd": per_seed_sd(design, min(experiments, 200), rng)}
 
 
 def binomial_band(rate: float, n: int, z: float = 3.29) -> float:
@@ -365,24 +408,32 @@ def _pct(x: float | None) -> str:
 
 
 def render(out: dict) -> str:
+    head = ("| design | seeds | experiments | matched ΔF interval: coverage (no interval) | matched Δ retention | "
+            "matched FWER (comparisons) | summary t interval: coverage, items fixed | … of the population value | "
+            "summary FWER (comparisons) | sft per-seed sd LA / F |")
     lines = ["# Coverage of the report's intervals on synthetic experiments (`clbench coverage`)", "",
-             "Nominal: 95% coverage, family-wise false-positive rate ≤ 5%. Model and truths: "
-             "`clbench/bench/coverage.py`.", "",
-             "| design | seeds | experiments | matched ΔF / Δret. coverage (less, same, more) | no interval | "
-             "matched FWER (m) | summary t coverage, given items | … of population values | summary FWER (m) | "
-             "sft per-seed sd LA / F |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             ("Nominal: 95% coverage, family-wise false-positive rate at most 5%. The model and the truths: "
+              "`clbench/bench/coverage.py`."), "", head, "|" + "---|" * head.count(" | ") + "---|"]
     for key, r in out["results"].items():
         name, n = key.split("@")
-        cov = ", ".join(f"{_pct(r['matched'][f'{g}:forgetting']['coverage'])} / "
-                        f"{_pct(r['matched'][f'{g}:general_retention']['coverage'])}" for g in ("less", "same", "more"))
-        none = sum(v["no_interval"] for v in r["matched"].values())
-        total = none + sum(v["intervals"] for v in r["matched"].values())
-        lines.append(f"| {name} | {n} | {r['experiments']} | {cov} | {_pct(none / total if total else None)} | "
-                     f"{_pct(r['matched_fwer']['rate'])} ({r['matched_fwer']['comparisons_mean']:.1f}) | "
-                     f"{_pct(r['summary_coverage_given_items']['coverage'])} | "
-                     f"{_pct(r['summary_coverage_population']['coverage'])} | "
-                     f"{_pct(r['summary_fwer']['rate'])} ({r['summary_fwer']['comparisons_mean']:.1f}) | "
-                     f"{r['sft_per_seed_sd']['learning_acc']:.3f} / {r['sft_per_seed_sd']['forgetting']:.3f} |")
+        mc = r["matched_coverage"]
+
+        def metric(m, mc=mc):
+            t = pooled_dict([v for k, v in mc.items() if k.endswith(":" + m)])
+            return f"{_pct(t['rate'])} ({t['no_interval']} of {t['of'] + t['no_interval']})"
+
+        sd = r["sft_per_seed_sd"]
+        lines.append(f"| {name} | {n} | {r['experiments']} | {metric('forgetting')} | {metric('general_retention')} | "
+                     f"{_pct(r['matched_fwer']['rate'])} ({r['matched_fwer']['comparisons']:.1f}) | "
+                     f"{_pct(r['summary_coverage_given_items_pooled']['rate'])} | "
+                     f"{_pct(r['summary_coverage_population_pooled']['rate'])} | "
+                     f"{_pct(r['summary_fwer']['rate'])} ({r['summary_fwer']['comparisons']:.1f}) | "
+                     f"{sd['learning_acc']:.3f} / {sd['forgetting']:.3f} |")
     lines += ["", f"Total time: {out['seconds']:.0f} s."]
     return "\n".join(lines) + "\n"
+
+
+def pooled_dict(parts: list[dict]) -> dict:
+    hits = sum(round(p["rate"] * p["of"]) for p in parts if p["rate"] is not None)
+    of = sum(p["of"] for p in parts)
+    return {"rate": hits / of if of else None, "of": of, "no_interval": sum(p["no_interval"] for p in parts)}
