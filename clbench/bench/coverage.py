@@ -53,9 +53,12 @@ from clbench.results.aggregate import Run
 
 TASKS = ("general", "medical", "notes")
 REFERENCE = "sft"
-# the quick benchmark's frontier (README): sft at 3e-4, 1e-3, 1.5e-3, 3e-3 — (LA, F, general retention)
+# the README's frontiers, (lr, LA, F, general retention) per row: the quick benchmark (sft at 3e-4, 1e-3,
+# its tuned 1.5e-3, 3e-3) and the real-model benchmark (SmolLM2: 1e-4, 2e-4, 5e-4, 2e-3)
 README_FRONTIER = ((3e-4, 0.292, 0.060, -0.050), (1e-3, 0.562, 0.250, -0.222), (1.5e-3, 0.722, 0.486, -0.417),
                    (3e-3, 0.847, 0.686, -0.706))
+REAL_FRONTIER = ((1e-4, 0.271, 0.221, -0.247), (2e-4, 0.451, 0.447, -0.463), (5e-4, 0.882, 0.540, -0.330),
+                 (2e-3, 0.979, 0.656, -0.450))
 SUMMARY_KEYS = ("acc", "bwt", "fwt_base", "forgetting", "learning_acc", "general_retention")  # the table's columns
 
 
@@ -81,6 +84,9 @@ class Design:
     sigma_item: float = 0.8
     shared: float = 0.5  # correlation of one seed's effects between strategies
     frontier: tuple = README_FRONTIER  # (lr, LA, F, retention) per frontier row
+    reference_row: int = 2  # the frontier row that is sft itself (at its tuned rate)
+    # strategies compared with it: (label, LA, true ΔF, true Δ retention)
+    compared: tuple = (("less", 0.45, -0.10, 0.10), ("same", 0.65, 0.0, 0.0), ("more", 0.74, 0.10, -0.05))
 
     @property
     def sigma_noise(self) -> float:
@@ -99,7 +105,7 @@ def strategy_at(label: str, la: float, forgetting: float, retention: float, base
 
 
 def frontier_strategies(design: Design) -> list[Strategy]:
-    return [strategy_at(REFERENCE if i == len(design.frontier) - 2 else f"sft-lr{lr:g}", la, f, r,
+    return [strategy_at(REFERENCE if i == design.reference_row else f"sft-lr{lr:g}", la, f, r,
                         design.base_known, lr) for i, (lr, la, f, r) in enumerate(design.frontier)]
 
 
@@ -234,10 +240,8 @@ def summary_numbers(exp: Experiment) -> list[dict]:
 
 # --- the measurements --------------------------------------------------------------------------------
 def coverage_strategies(design: Design) -> list[Strategy]:
-    """The frontier and three strategies inside it: forgetting less, as much, and more at matched LA."""
-    return frontier_strategies(design) + [compared(design, "less", 0.45, -0.10, 0.10),
-                                          compared(design, "same", 0.65, 0.0, 0.0),
-                                          compared(design, "more", 0.78, 0.10, -0.05)]
+    """The frontier and the design's strategies inside it (forgetting less, as much, more at matched LA)."""
+    return frontier_strategies(design) + [compared(design, *point) for point in design.compared]
 
 
 def null_matched_strategies(design: Design, k: int = 9) -> list[Strategy]:
@@ -289,22 +293,28 @@ def matched_coverage(design: Design, experiments: int, rng, replicates: int = 10
     for i in range(experiments):
         for m in matched_results(simulate(design, strategies, rng), replicates, f"coverage{i}|qa"):
             g = next(s for s in strategies if s.label == m.strategy)
+            if g.lr is not None:  # a frontier row cut from the frontier (its LA fell below a slower rate's)
+                continue
             f, r = matched_truth(design, g.learning)
             truth = truth_population(design, g)[m.metric] - (f if m.metric == "forgetting" else r)
             tallies.setdefault(f"{m.strategy}:{m.metric}", Tally()).add(_inside(m.low, m.high, truth))
     return tallies
 
 
-def matched_fwer(design: Design, experiments: int, rng, replicates: int = 1000, k: int = 9) -> tuple[Tally, float]:
+def matched_fwer(design: Design, experiments: int, rng, replicates: int = 1000, k: int = 9
+                 ) -> tuple[Tally, float, Tally]:
     """With every true ΔF and Δ retention zero (``k`` strategies on the frontier): the share of tables with
-    a †, and the mean number of comparisons Holm adjusts over."""
-    strategies, tally, family = null_matched_strategies(design, k), Tally(), []
+    a †, the mean number of comparisons Holm adjusts over, and the share of comparisons with an unadjusted
+    p < 0.05 (each test's own size)."""
+    strategies, tally, family, single = null_matched_strategies(design, k), Tally(), [], Tally()
     for i in range(experiments):
         tested = [c for c in matched_results(simulate(design, strategies, rng), replicates, f"null{i}|qa")
                   if c.p is not None]
         family.append(len(tested))
         tally.add(any(significant(c.p_holm) for c in tested))
-    return tally, float(np.mean(family))
+        for c in tested:
+            single.add(significant(c.p))
+    return tally, float(np.mean(family)), single
 
 
 def summary_coverage(design: Design, experiments: int, rng,
@@ -326,14 +336,18 @@ def summary_coverage(design: Design, experiments: int, rng,
     return out
 
 
-def summary_fwer(design: Design, experiments: int, rng, k: int = 16) -> tuple[Tally, float]:
-    """With ``k`` strategies that are ``sft`` (every difference zero): the share of summary tables with a †."""
-    strategies, tally, family = null_summary_strategies(design, k), Tally(), []
+def summary_fwer(design: Design, experiments: int, rng, k: int = 16) -> tuple[Tally, float, Tally]:
+    """With ``k`` strategies that are ``sft`` (every difference zero): the share of summary tables with a †,
+    the mean number of tested comparisons, and the share of comparisons with an unadjusted p < 0.05."""
+    strategies, tally, family, single = null_summary_strategies(design, k), Tally(), [], Tally()
     for _ in range(experiments):
         tested = [n for n in summary_numbers(simulate(design, strategies, rng)) if n["p_vs_reference"] is not None]
         family.append(len(tested))
         tally.add(any(significant(n["p_holm"]) for n in tested))
-    return tally, float(np.mean(family))
+        for n in tested:
+            if n["p_vs_reference"] < 1.0:  # p = 1: the difference is exactly zero on every seed
+                single.add(significant(n["p_vs_reference"]))
+    return tally, float(np.mean(family)), single
 
 
 def per_seed_sd(design: Design, experiments: int, rng) -> dict[str, float]:
@@ -358,18 +372,20 @@ def measure(design: Design, experiments: int, seed: int = 0, replicates: int = 1
     """Every measurement of this module on ``experiments`` synthetic experiments each."""
     rng = np.random.default_rng(seed)
     matched = matched_coverage(design, experiments, rng, replicates)
-    fwer_m, family_m = matched_fwer(design, experiments, rng, replicates)
+    fwer_m, family_m, single_m = matched_fwer(design, experiments, rng, replicates)
     summary = summary_coverage(design, experiments, rng)
-    fwer_s, family_s = summary_fwer(design, experiments, rng)
+    fwer_s, family_s, single_s = summary_fwer(design, experiments, rng)
     return {"design": {**asdict(design), "sigma_noise": design.sigma_noise}, "experiments": experiments,
             "replicates": replicates, "seed": seed,
             "matched_coverage": {k: t.as_dict() for k, t in matched.items()},
             "matched_coverage_pooled": pooled(matched.values()).as_dict(),
             "matched_fwer": {**fwer_m.as_dict(), "comparisons": family_m},
+            "matched_test_size": single_m.as_dict(),
             "summary_coverage_given_items": {k: t.as_dict() for k, t in summary["given_items"].items()},
             "summary_coverage_given_items_pooled": pooled(summary["given_items"].values()).as_dict(),
             "summary_coverage_population_pooled": pooled(summary["population"].values()).as_dict(),
             "summary_fwer": {**fwer_s.as_dict(), "comparisons": family_s},
+            "summary_test_size": single_s.as_dict(),
             "sft_per_seed_sd": per_seed_sd(design, min(experiments, 200), rng)}
 
 
@@ -398,8 +414,10 @@ def run_coverage(out_dir: Path, experiments: int = 1000, seeds: Sequence[int] = 
 
 
 DESIGNS = {
-    "readme": Design(),
-    "seed-heavy": Design(sigma_seed=0.45, sigma_item=0.6),
+    "quick": Design(),  # make bench: per-seed sd of sft's LA and F about 0.05, as in the README's table
+    "seed-heavy": Design(sigma_seed=0.45, sigma_item=0.6),  # seeds matter more, items less
+    "real": Design(items=(100, 24, 24), base_known=0.5, frontier=REAL_FRONTIER, reference_row=3,  # bench-real
+                   compared=(("less", 0.6, -0.10, 0.10), ("same", 0.8, 0.0, 0.0), ("more", 0.9, 0.05, -0.05))),
 }
 
 
