@@ -234,3 +234,24 @@ def test_a_strategy_with_other_seeds_gets_its_own_draws_and_no_paired_difference
     iv = bootstrap_intervals(groups, "qa", reps=reps)
     assert iv[("partial", "acc")] is not None and iv[("partial", "acc")]["diff_vs_reference"] is None
     assert iv[("sft", "acc")]["diff_vs_reference"] is None
+
+
+def test_three_seeds_that_answer_alike_give_the_one_seed_item_interval(tmp_path):
+    """Probe items are the same on every seed, so a strategy's own interval draws them once per replicate
+    for all drawn seeds: three seeds with identical answers (half of medical right) leave the item-level
+    interval as wide as one seed's (about ±0.155). Items drawn afresh per seed would average three
+    independent draws and shrink it by √3 — an interval that misses the item sampling the seeds share."""
+    from clbench.reporting.build import build_report
+
+    def report_interval(root):  # numbers.json of the report, per-task table, final score on medical
+        build_report([root], root / "report", figures=False)
+        numbers = json.loads((root / "report" / "toy" / "numbers.json").read_text())["tables"]["per_task"]
+        return next(n["bootstrap"] for n in numbers if n["strategy"] == "sft" and n["column"] == "final:medical")
+
+    write_item_run(tmp_path / "one", "sft", 0, matrix(HALF), [ALL, NONE, NONE], [NONE] * 3)
+    for seed in (0, 1, 2):
+        write_item_run(tmp_path / "three", "sft", seed, matrix(HALF), [ALL, NONE, NONE], [NONE] * 3)
+    one, three = report_interval(tmp_path / "one"), report_interval(tmp_path / "three")
+    assert three == bootstrap_intervals(groups_of(tmp_path / "three"), "qa")[("sft", "final:medical")]
+    width = three["high"] - three["low"]
+    assert width == pytest.approx(one["high"] - one["low"], rel=0.15) and width > 0.25
