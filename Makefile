@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-real install-paper bench bench-tune bench-variants bench-large bench-real bench-paper test perf report crosscheck lint clean
+.PHONY: install install-real install-paper bench bench-tune bench-variants bench-large bench-real bench-paper test perf coverage report crosscheck lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -73,6 +73,10 @@ test: $(STAMP) $(REAL_STAMP)
 
 perf: $(STAMP)
 	$(BIN)/clbench perf
+
+## coverage and false-positive rates of the report's intervals on synthetic experiments (reports/coverage/)
+coverage: $(STAMP)
+	$(BIN)/clbench coverage
 
 ## clbench's sft/ewc/replay vs Avalanche's Naive/EWC/Replay on split digits (docs/baselines.md)
 crosscheck: $(STAMP)

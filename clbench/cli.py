@@ -1,4 +1,4 @@
-"""Command line: ``clbench run | list | models | report | perf | crosscheck``.
+"""Command line: ``clbench run | list | models | report | perf | coverage | crosscheck``.
 
     clbench run configs/bench.yaml                       # the default grid
     clbench run --stream micro --strategies sft --seeds 0 --set train.steps_per_task=20
@@ -6,6 +6,7 @@
     clbench models                                       # named real models: installed, converted, licence
     clbench report results/bench -o reports/bench        # tables, figures, index of stored results
     clbench perf                                         # training tokens/s and eval items/s
+    clbench coverage                                     # do the report's intervals cover? (synthetic truth)
 """
 
 from __future__ import annotations
@@ -140,6 +141,17 @@ def cmd_crosscheck(args) -> int:
     return 0
 
 
+def cmd_coverage(args) -> int:
+    from clbench.bench.coverage import run_coverage
+
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    out = run_coverage(Path(args.output), experiments=args.experiments, seeds=seeds, seed=args.seed)
+    print((Path(args.output) / "coverage.md").read_text())
+    print(f"clbench: coverage written to {Path(args.output) / 'coverage.json'} and coverage.md "
+          f"({out['seconds']:.0f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clbench", description="Continual-learning benchmark for language models.")
     common = argparse.ArgumentParser(add_help=False)
@@ -200,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--eval-batch", type=int, default=16, help="batch size of both scorers")
     perf.add_argument("--real-steps", type=int, default=4, help="timed steps per repetition on the real model")
     perf.set_defaults(func=cmd_perf)
+
+    cov = sub.add_parser("coverage", parents=[common],
+                         help="benchmark of the statistics: coverage and false-positive rates of the report's "
+                              "intervals and marks on synthetic experiments with a known truth")
+    cov.add_argument("--experiments", type=int, default=500, help="synthetic experiments per design and seed count")
+    cov.add_argument("--seeds", default="3,5", help="comma-separated numbers of seeds per experiment")
+    cov.add_argument("--seed", type=int, default=0, help="seed of the simulation")
+    cov.add_argument("-o", "--output", default="reports/coverage", help="where coverage.json and coverage.md go")
+    cov.set_defaults(func=cmd_coverage)
 
     cc = sub.add_parser("crosscheck", parents=[common],
                         help="clbench vs Avalanche (Naive/EWC/Replay) on split digits")

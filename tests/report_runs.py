@@ -23,8 +23,10 @@ def _write(path: Path, obj) -> None:
 
 def make_run(root: Path, label: str, seed: int, R, *, strategy: str = "sft", options: dict | None = None,
              stream: str = "toy", base=None, reference=None, cost: dict | None = None,
-             diagnostics: dict | None = None, train: dict | None = None, losses=None, commit: str = "abc123") -> Path:
-    """One finished run of ``label`` with seed ``seed`` whose ``qa`` matrix is ``R`` (T×T).
+             diagnostics: dict | None = None, train: dict | None = None, losses=None, commit: str = "abc123",
+             suite: str = "qa", kind: str = "exact_match") -> Path:
+    """One finished run of ``label`` with seed ``seed`` whose ``suite`` matrix (``qa``, exact match, unless
+    told otherwise; ``kind`` perplexity is lower-is-better) is ``R`` (T×T).
 
     ``diagnostics``: ``{task index: dict}`` stored in ``eval/after_<t>.json``; ``losses``: per trained
     task a list of ``STEPS`` losses (default: a falling line).
@@ -40,22 +42,23 @@ def make_run(root: Path, label: str, seed: int, R, *, strategy: str = "sft", opt
         "schema": 1, "experiment": "exp", "seed": seed,
         "strategy": {"name": strategy, "label": label, "options": options or {}},
         "stream": {"name": stream, "source": f"/streams/{stream}.yaml", "fingerprint": "f00d", "tasks": tasks,
-                   "pretrained": pretrained, "suites": ["qa"], "primary_metric": "qa"},
+                   "pretrained": pretrained, "suites": [suite], "primary_metric": suite},
         "model": {"hidden_size": 8, "num_layers": 2, "path": None}, "base_model": "toy-base", "train": train,
         "eval": {"batch_size": 4}})
     _write(d / "provenance.json", {"python": "3.11.7", "platform": "test", "torch_threads": 1, "cuda": None,
                                    "packages": {"clbench": "0.1.0", "torch": "2.14.1"},
                                    "git": {"commit": commit, "dirty": False}})
-    _write(d / "matrix.json", {"tasks": tasks, "suites": {"qa": {"kind": "exact_match", "higher_is_better": True,
-                                                                  "R": R, "base": base, "reference": reference}}})
+    higher_is_better = kind != "perplexity"
+    _write(d / "matrix.json", {"tasks": tasks, "suites": {suite: {"kind": kind, "higher_is_better": higher_is_better,
+                                                                   "R": R, "base": base, "reference": reference}}})
     cost = {"train_seconds": 10.0 + seed, "eval_seconds": 1.0, "tokens": 4000, "optimizer_steps": 8,
             "updated_elements": 1_000_000, "trainable_parameters": 2000, **(cost or {})}
-    _write(d / "metrics.json", {"metrics_version": METRICS_VERSION, "primary_metric": "qa", "cost": cost,
+    _write(d / "metrics.json", {"metrics_version": METRICS_VERSION, "primary_metric": suite, "cost": cost,
                                 "final_loss": {task: 0.5 for task, p in zip(tasks, pretrained) if not p},
-                                "suites": {"qa": summarize(R, reference, base, general, True)}})
+                                "suites": {suite: summarize(R, reference, base, general, higher_is_better)}})
     log, g = [], 0
     for t in range(T):
-        row = {"scores": {task: {"qa": R[t][j]} for j, task in enumerate(tasks)}, "seconds": 0.1, "n_items": 10,
+        row = {"scores": {task: {suite: R[t][j]} for j, task in enumerate(tasks)}, "seconds": 0.1, "n_items": 10,
                "pretrained": pretrained[t], "diagnostics": (diagnostics or {}).get(t, {})}
         _write(d / "eval" / f"after_{t}.json", row)
         if pretrained[t]:

@@ -445,6 +445,17 @@ def test_a_group_member_with_a_function_tag_is_found(tmp_path):
     assert not marker.exists()
 
 
+def test_a_function_tag_behind_a_single_string_include_is_found(tmp_path):
+    """lm-eval's ``include:`` may name one file as a plain string: the file it names is read for tags too."""
+    from clbench.data.task_code import function_tags
+
+    (tmp_path / "base.yaml").write_text("output_type: multiple_choice\nprocess_docs: !function evil.docs\n")
+    (tmp_path / "task.yaml").write_text("include: base.yaml\ntask: my_task\n")
+    (tmp_path / "listed.yaml").write_text("include: [base.yaml]\ntask: other\n")
+    for name in ("task.yaml", "listed.yaml"):
+        assert function_tags(tmp_path / name) == [(str(tmp_path / "base.yaml"), 2, "evil.docs")], name
+
+
 def test_prompt_templates_cannot_reach_python(tmp_path):
     from jinja2.exceptions import SecurityError
     from lm_eval import utils

@@ -180,6 +180,20 @@ def test_replay_state_restores_the_buffer_and_later_pretrained_tasks():
     assert b.training_examples(t2) == a.training_examples(t2)
 
 
+def test_a_replay_state_of_another_capacity_is_refused_naming_both():
+    """A run resumed with another buffer_size must not silently adopt (or truncate) the stored buffer."""
+    saved = make("replay", buffer_size=30)
+    saved.after_task(TaskView(1, "a", records("a", 40)), None)
+    state = torch_roundtrip(saved.state_dict())
+    for other in (make("replay", buffer_size=50), make("replay", buffer_size=30, policy="reservoir")):
+        with pytest.raises(ValueError, match="balanced buffer of 30 records; this run uses a (balanced buffer of 50|"
+                                             "reservoir buffer of 30)"):
+            other.load_state_dict(state)
+    same = make("replay", buffer_size=30)
+    same.load_state_dict(state)
+    assert same.buffer.counts() == {"a": 30}
+
+
 def test_joint_trains_on_the_union_of_tasks_so_far():
     s = make("joint")
     g, m, n = (TaskView(0, "general", records("general", 5), pretrained=True),
@@ -388,6 +402,47 @@ def test_olora_trains_only_the_newest_adapter(micro_model):
     assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in s.trainable.values()}
     assert model.base_model.active_adapters == ["default", "task2"]
     assert s.loss(model, _lm_batch(tok)).logs["olora_orth"] > 0
+
+
+def test_olora_with_two_earlier_adapters_penalises_both_and_trains_neither(micro_model):
+    """Task 3 of O-LoRA: the orthogonality term is Σ_layers Σ_old Σ |A_old · A_newᵀ| over *both* earlier
+    adapters (by hand here), only the newest adapter trains, and the two earlier ones stay bitwise as
+    they were through task 3's optimizer steps."""
+    model, tok = micro_model
+    s = make("olora", rank=4, alpha=8.0)
+    model = s.prepare_model(model)
+    s.mark_trainable(model)
+    batch = _lm_batch(tok)
+    for index, name in ((1, "medical"), (2, "notes")):
+        s.before_task(TaskView(index, name, ()), model)
+        opt = torch.optim.SGD(s.backend.param_groups(s, 0.5), lr=0.5)
+        for _ in range(2):  # move each adapter away from its initial values
+            opt.zero_grad()
+            s.loss(model, batch).loss.backward()
+            opt.step()
+        s.after_task(TaskView(index, name, ()), model)
+    s.before_task(TaskView(3, "third", ()), model)
+    assert s.finished == ["default", "task2"] and s.current == "task3"
+    assert s.trainable and all(".task3." in n for n in s.trainable)
+
+    def lora_a(adapter):
+        return {n.replace(f".lora_A.{adapter}.weight", ""): p for n, p in model.named_parameters()
+                if n.endswith(f".lora_A.{adapter}.weight")}
+
+    new, old = lora_a("task3"), [lora_a("default"), lora_a("task2")]
+    assert len(new) > 0 and all(o.keys() == new.keys() for o in old)
+    by_hand = sum(float((o[k].detach() @ new[k].detach().T).abs().sum()) for o in old for k in new)
+    one_only = sum(float((old[-1][k].detach() @ new[k].detach().T).abs().sum()) for k in new)
+    out = s.loss(model, batch)
+    assert out.logs["olora_orth"] == pytest.approx(by_hand, rel=1e-5)
+    assert by_hand > 1.5 * one_only
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if ".default." in n or ".task2." in n}
+    assert frozen and not any(p.requires_grad for n, p in model.named_parameters() if n in frozen)
+    opt = torch.optim.SGD(s.backend.param_groups(s, 0.5), lr=0.5)
+    opt.zero_grad()
+    out.loss.backward()
+    opt.step()
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
 
 
 # --- end to end: every baseline through the runner, then a resume ---------------------------------------

@@ -232,3 +232,103 @@ def test_option_combinations_that_mean_nothing_are_refused():
                        ({"form": "memory", "test_time_updates": True}, "test_time_updates")):
         with pytest.raises(ConfigError, match=field):
             cls.options_from(bad, "cms")
+
+
+@pytest.mark.parametrize("clock", ["global", "task"])
+def test_the_local_rule_over_two_tasks_keeps_or_restarts_its_clock(clock):
+    """Chunks of 5 and 25 tokens, two tasks of two 10-token steps. On the global clock task 2 continues at
+    token 21 (level 0 closes at 25, 30, 35, 40; level 1 at 25, its chunk holding tokens of both tasks); on
+    the task clock it starts again at 1 (5, 10, 15, 20; level 1 never closes)."""
+    s, model = make("cms", {**LOCAL, "chunk_sizes": [5, 25], "clock": clock}, model=tiny_llama(seed=5))
+    opt = make_optimizer(s, model, s.train)
+    at = []
+    for task in (1, 2):
+        begin(s, model, task)
+        for step in (1, 2):
+            train_step(s, model, opt, step, [token_batch(10 * task + step, length=10)])
+        s.after_task(TaskView(task, f"task{task}", ()), model)
+        at.append([lv["at"] for lv in s.diagnostics()["cms"]["levels"]])
+    assert at[0] == [[5, 10, 15, 20], []]
+    if clock == "global":
+        assert at[1] == [[25, 30, 35, 40], [25]] and s.diagnostics()["cms"]["tokens_seen"] == 40
+    else:
+        assert at[1] == [[5, 10, 15, 20], []] and s.diagnostics()["cms"]["tokens_seen"] == 20
+
+
+def test_test_time_learning_memorises_the_prompts_only_never_continuations_or_padding(micro_model):
+    """Every memorising pass of the probe view runs the batch's prompts (contexts) — not the continuations
+    it then scores, not the generated answers — right-padded, with a teach signal that is exactly zero at the
+    padding and, at a prompt's own positions, the gradient of that prompt's next-token loss alone (scaled
+    by its share of the batch's predicted tokens): padding is neither input nor target."""
+    import copy
+
+    from clbench.eval.torch_lm import TorchLM
+    from clbench.modeling.cms_memory import lm_teach_signals
+
+    base, tok = micro_model
+    s, model = make("cms", {**LOCAL, "chunk_sizes": [4, 32], "local_lr": 2.0, "test_time_updates": True},
+                    model=copy.deepcopy(base))
+    passes = []  # (input ids, attention mask, each memory's teach signal) of every memorising pass
+
+    def spy(module, args, kwargs):
+        if s.memories[0].teach is not None:
+            passes.append((kwargs["input_ids"].clone(), kwargs["attention_mask"].clone(),
+                           [m.teach.clone() for m in s.memories]))
+
+    model.register_forward_pre_hook(spy, with_kwargs=True)
+    contexts = ["The capital of Norland is", "Q: which drug treats the grey fever? A:", "Notes:"]
+    pairs = [(c, x) for c in contexts for x in (" Velm", " a long continuation that is scored")]
+    with s.probe_view(TorchLM(model, tok, batch_size=8)) as view:
+        view.loglikelihood(pairs)
+        learned_ll = len(passes)
+        view.generate(contexts, max_new_tokens=4)
+    assert learned_ll >= 1 and len(passes) > learned_ll
+    prompts = {tuple(tok(c)["input_ids"]) for c in contexts}
+    for ids, mask, teach in passes:
+        rows = [tuple(r[m.bool()].tolist()) for r, m in zip(ids, mask)]
+        assert set(rows) <= prompts, rows  # prompts only: no continuation token was memorised
+        assert all(r[m.bool()].tolist() == list(r[: int(m.sum())].tolist()) for r, m in zip(ids, mask))  # right-padded
+        assert len(set(rows)) > 1 and int((mask == 0).sum()) > 0  # prompts of different lengths: padding present
+        predicted = int((mask[:, 1:] == 1).sum())
+        for row in range(len(ids)):
+            n = int(mask[row].sum())
+            alone = lm_teach_signals(model, s.memories, ids[row:row + 1, :n], mask[row:row + 1, :n])
+            for d, a in zip(teach, alone):
+                assert torch.equal(d[row, n:], torch.zeros_like(d[row, n:]))  # padding: no teach signal
+                torch.testing.assert_close(d[row, :n], a[0] * (n - 1) / predicted, rtol=1e-4, atol=1e-7)
+
+
+def test_a_resumed_local_memory_continues_its_open_chunks_and_momentum_bit_for_bit():
+    """Global clock, chunks of 5 and 25 tokens, Titans' momentum: after task 1 (20 tokens) level 1's chunk
+    holds 20 tokens' gradient and level 0 has a velocity. A run resumed there from the strategy state
+    (torch.save'd) and the memory weights closes level 1 at token 25 with the same sum, and ends task 2
+    with the uninterrupted run's weights, bit for bit."""
+    import copy
+    import io
+
+    opts = {**LOCAL, "chunk_sizes": [5, 25], "local_momentum": 0.9, "local_lr": 0.5}
+    s, model = make("cms", opts, model=tiny_llama(seed=6))
+    opt = make_optimizer(s, model, s.train)
+
+    def task(strategy, m, optimizer, index):
+        begin(strategy, m, index)
+        for step in (1, 2):
+            train_step(strategy, m, optimizer, step, [token_batch(10 * index + step, length=10)])
+        strategy.after_task(TaskView(index, f"task{index}", ()), m)
+
+    task(s, model, opt, 1)
+    assert s.memories[0].chunk_fill == [0, 20] and s.memories[0].velocity[0] is not None
+    buf = io.BytesIO()
+    torch.save(s.state_dict(), buf)
+    weights = copy.deepcopy({n: p.detach().clone() for n, p in s.trainable.items()})
+    task(s, model, opt, 2)
+
+    r, rmodel = make("cms", opts, model=tiny_llama(seed=6))
+    with torch.no_grad():
+        for n, p in r.trainable.items():
+            p.copy_(weights[n])
+    buf.seek(0)
+    r.load_state_dict(torch.load(buf, weights_only=True))
+    task(r, rmodel, make_optimizer(r, rmodel, r.train), 2)
+    assert [lv["at"] for lv in r.diagnostics()["cms"]["levels"]] == [[25, 30, 35, 40], [25]]
+    assert all(torch.equal(r.trainable[n], s.trainable[n]) for n in s.trainable)

@@ -131,6 +131,72 @@ def test_two_runs_at_once_on_one_directory(reference, micro_cache, tmp_path):
     assert run_contents(run) == run_contents(run_dir(reference / "results"))
 
 
+class Killed(BaseException):
+    """Stands for the process dying where it is raised (no ``except Exception`` handler stops it)."""
+
+
+def test_a_run_that_dies_between_a_tasks_predictions_and_its_row_reruns_the_task(reference, micro_cache, tmp_path,
+                                                                                monkeypatch):
+    """A task's row file (``eval/after_<t>.json``, the resume point) is written after all of its per-item
+    prediction files: dying while the predictions are written leaves no row, so the resumed run scores the
+    task again and ends as an uninterrupted run — never a finished-looking task whose predictions (the
+    bootstrap's input) are missing."""
+    from clbench.run.grid import run_grid
+
+    cfg = micro_config(tmp_path, cache_dir=micro_cache, train=STEPS)
+    run = run_dir(tmp_path / "results")
+    real_replace = os.replace
+    written = []
+
+    def dies_on_the_second(src, dst):
+        if "predictions/after_1/" in str(dst):
+            written.append(dst)
+            if len(written) == 2:
+                raise Killed()
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", dies_on_the_second)
+    with pytest.raises(Killed):
+        run_grid(cfg, progress=False, echo=lambda *a: None)
+    monkeypatch.undo()
+    predicted = sorted(p.name for p in (run / "predictions" / "after_1").iterdir())
+    assert len(predicted) == 1  # one prediction file of task 1 written, the others not ...
+    assert not (run / "eval" / "after_1.json").exists()  # ... and so no row: the task is not finished
+    ((path, status),) = run_grid(cfg, progress=False, echo=lambda *a: None)
+    assert (path, status) == (run, "resumed")
+    assert leftovers(run) == []
+    assert run_contents(run) == run_contents(run_dir(reference / "results"))
+
+
+def test_a_lock_file_removed_by_its_releasing_holder_is_not_taken(tmp_path, monkeypatch):
+    """The race of ``release`` (unlink, then close) with a process taking the lock: it opened the old file,
+    the holder unlinked it and let go, and its flock then succeeds — on a file no longer at the path. It
+    must not count that as the lock (a third process would create a new file and take it too): it retries
+    on the path's current file, so exactly one holds the lock that is at the path."""
+    from clbench.run import lock
+
+    path = tmp_path / lock.LOCK_NAME
+    first = lock.try_lock(path)
+    assert first is not None
+    real_flock = fcntl.flock
+    calls = []
+
+    def holder_releases_in_between(fd, op):
+        calls.append(fd)
+        if len(calls) == 1:  # the contender has opened the old file; now the holder lets go
+            lock.release(path, first)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", holder_releases_in_between)
+    second = lock.try_lock(path)
+    monkeypatch.undo()
+    assert second is not None and len(calls) == 2  # the first flock was on the unlinked file: retried
+    assert path.exists() and os.fstat(second).st_ino == os.stat(path).st_ino
+    assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert lock.try_lock(path) is None  # a third process finds the lock held
+    lock.release(path, second)
+
+
 # --- in-process: the lock, and writes that fail halfway ------------------------------------------
 
 

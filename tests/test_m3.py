@@ -54,6 +54,24 @@ def test_three_steps_with_chunk_two_match_the_hand_computation():
     assert torch.allclose(state["m2"], b3 * (g1 + g2), rtol=0, atol=1e-15)
 
 
+def test_weight_decay_on_a_matrix_is_decoupled_and_scaled_by_the_learning_rate():
+    """Two steps on a 2-D weight with weight decay λ: θ ← θ·(1 − η·λ) − η·NS(M1)/(√V + ε), AdamW's decoupled
+    decay before the step (not θ·(1 − λ), not decay folded into the gradient)."""
+    lr, wd, b1, b2, eps, T = 0.05, 0.4, 0.9, 0.999, 1e-8, 3
+    theta0 = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]], dtype=D)
+    grads = [torch.tensor([[1.0, -2.0, 0.5], [0.3, 0.8, -1.2]], dtype=D),
+             torch.tensor([[-0.4, 1.1, 0.9], [2.0, -0.6, 0.1]], dtype=D)]
+    p = torch.nn.Parameter(theta0.clone())
+    opt = M3([p], lr=lr, betas=(b1, b2, 0.9), alpha=1.0, eps=eps, ns_steps=T, slow_chunk=100, weight_decay=wd)
+    theta, m1, v = theta0.clone(), torch.zeros_like(theta0), torch.zeros_like(theta0)
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+        m1, v = m1 + b1 * g, v + b2 * g ** 2
+        theta = theta * (1 - lr * wd) - lr * ns_by_hand(m1, T) / (v.sqrt() + eps)  # O2 = 0: chunk of 100
+        assert torch.allclose(p.detach(), theta, rtol=1e-12, atol=1e-12)
+
+
 def test_slow_momentum_changes_only_at_multiples_of_the_chunk():
     torch.manual_seed(0)
     p = torch.nn.Parameter(torch.randn(4, 3, dtype=D))

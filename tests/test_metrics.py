@@ -100,3 +100,34 @@ def test_fwt_for_pretrained_models_is_against_the_base_over_trained_predecessors
     assert M.forward_transfer(R4, b) == pytest.approx((0.2 + 0.25 + 0.5) / 3)
     assert M.forward_transfer_from_base([[0.9, 0.2], [0.8, 0.7]], [0.9, 0.2], [0]) is None  # one trained task
     assert M.forward_transfer_from_base(R4, base, []) == pytest.approx((0.0 + 0.15 + 0.2) / 3)
+
+
+def test_average_forgetting_of_a_lower_is_better_suite_keeps_the_sign_alignment():
+    """summarize() passes the direction on to the average too, not only to the per-task values: for
+    perplexity F is the mean of (final − best earlier), here (−0.40 + 0.30) / 2."""
+    low = M.summarize(R, B, BASE, [0], higher_is_better=False)
+    assert low["forgetting"] == pytest.approx(-0.05)
+    assert M.average_forgetting(R, higher_is_better=False) == pytest.approx(-0.05)
+
+
+def test_summarize_of_arrays_is_summarize_of_each_element_bitwise():
+    """The bootstrap computes every replicate in one call with arrays as cells: element by element it must
+    be exactly the numbers summarize() gives for each matrix of plain numbers (a missing suite stays None)."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    shape = (4, 3)
+    cells = rng.random((3, 3, *shape))
+    ref, base = rng.random((3, *shape)), rng.random((3, *shape))
+    for hib in (True, False):
+        def at(x, idx):
+            return None if x is None else float(x[idx])
+
+        arr_R = [[None if (i, j) == (0, 2) else cells[i, j] for j in range(3)] for i in range(3)]
+        whole = M.summarize(arr_R, list(ref), list(base), [0], hib)
+        for idx in np.ndindex(*shape):
+            one = M.summarize([[at(c, idx) for c in row] for row in arr_R], [at(x, idx) for x in ref],
+                              [at(x, idx) for x in base], [0], hib)
+            for key in ("acc", "bwt", "fwt", "fwt_base", "forgetting", "learning_acc", "general_retention"):
+                assert float(whole[key][idx]) == one[key], (hib, key, idx)  # bitwise, not approximately
+            assert [float(f[idx]) for f in whole["forgetting_per_task"]] == one["forgetting_per_task"]

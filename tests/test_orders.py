@@ -38,6 +38,23 @@ def test_parse_orders(micro_stream):
         parse_orders(["backwards"], micro_stream)
 
 
+def test_an_explicit_order_that_repeats_a_task_is_refused(micro_stream):
+    for entry in (["medical", "notes", "medical"], ["medical", "medical"], ["general", "notes", "notes"]):
+        with pytest.raises(ConfigError, match="every trained task exactly once"):
+            parse_orders([entry], micro_stream)
+
+
+def test_reindex_maps_rows_and_columns_each_by_the_permutation():
+    """An asymmetric R of a run trained in the order general > notes > medical: row p / column p are the
+    task at training position p. Re-indexed, R'[a][b] is the score on stream task b after training stream
+    task a (a transpose, or the permutation applied to one axis only, differs)."""
+    R = [[0.9, 0.1, 0.2], [0.8, 0.3, 0.7], [0.6, 0.5, 0.4]]  # training order: general, notes, medical
+    matrix = {"suites": {"qa": {"R": R}}, "order": {"permutation": [0, 2, 1]}}
+    # stream order: general, medical, notes; medical was trained at position 2, notes at position 1
+    assert reindex(matrix, "qa") == [[0.9, 0.2, 0.1], [0.6, 0.4, 0.5], [0.8, 0.7, 0.3]]
+    assert reindex({"suites": {"qa": {"R": R}}}, "qa") == R
+
+
 def test_orders_are_recorded_trained_reindexed_and_averaged(micro_cache, micro_base_dir, tmp_path):
     cfg = micro_config(tmp_path, cache_dir=micro_cache, orders="[given, reversed]", seeds="[0]")
     results = run_grid(cfg, **QUIET)

@@ -68,3 +68,29 @@ def test_an_ewc_run_on_a_lora_lm_takes_the_batched_path(tmp_path, micro_cache, m
     ((run, status),) = run_grid(cfg, progress=False, echo=lambda *a: None)
     diag = json.loads((run / "eval" / "after_2.json").read_text())["diagnostics"]
     assert status == "done" and diag["ewc_terms"] == 2 and all(f > 0 for f in diag["fisher_mean"])
+
+
+def test_a_linear_layers_bias_gets_its_per_sample_fisher():
+    """Full fine-tuning of a Llama with biased attention projections: the Fisher of each bias (the sum of
+    the output gradient over a sample's positions, squared, averaged over samples) equals the per-sample
+    loop's, as does its weight's; a wrong axis (summed over the batch, or not over positions) does not."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64, attention_bias=True)
+    model = LlamaForCausalLM(cfg)
+    model.eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("proj.bias"):
+                p.normal_(std=0.1)
+    params = {n: p for n, p in model.named_parameters() if ".self_attn." in n and ("v_proj" in n or "q_proj" in n)}
+    assert sum(n.endswith(".bias") for n in params) == 4
+    batches = [qa_batch(0), qa_batch(1)]
+    loop = diagonal_fisher(params, sample_losses(model, batches))
+    batched = linear_sample_fisher(model, params, batches)
+    assert batched is not None and batched.keys() == loop.keys()
+    for n in loop:
+        torch.testing.assert_close(batched[n], loop[n], rtol=1e-4, atol=1e-12)
+        assert batched[n].abs().max() > 0, n

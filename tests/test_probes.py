@@ -124,3 +124,21 @@ def test_torch_token_nll_is_the_summed_nll_of_every_predicted_token_whatever_the
     assert len({n for _, n in expected}) == 3  # three different lengths: padding is really exercised
     for (got, _), (one, _), (want, _) in zip(batched, single, expected):
         assert got == pytest.approx(want, rel=1e-4) and one == pytest.approx(want, rel=1e-4)
+
+
+def test_a_text_that_starts_with_bos_gets_no_second_one(micro_model):
+    """The micro tokenizer adds BOS; a chat-templated prompt may already begin with it. Native scoring and
+    the lm-eval adapter both encode such a text with a single BOS, the same ids as the text without it."""
+    from clbench.eval.lm_eval_suite import ClbenchLM
+    from clbench.eval.requests import encode_pair, encode_text
+
+    model, tok = micro_model
+    bos = tok.bos_token_id
+    text = "The capital of Norland is"
+    plain = encode_text(tok, text)
+    assert plain[0] == bos and plain[1] != bos
+    assert encode_text(tok, tok.bos_token + text) == plain
+    ctx, cont = encode_pair(tok, tok.bos_token + text, " Velm")
+    assert ctx == plain and cont == encode_pair(tok, text, " Velm")[1]
+    lm = ClbenchLM(model, tok)
+    assert lm.tok_encode(tok.bos_token + text) == plain == lm.tok_encode(text)

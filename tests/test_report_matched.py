@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from clbench.reporting.bootstrap import bootstrap_replicates
@@ -49,11 +50,10 @@ def grid(tmp_path):
     return groups_of(tmp_path)
 
 
-def test_frontier_interpolates_between_its_points_and_extrapolates_only_when_asked():
+def test_frontier_interpolates_between_its_points_and_never_extrapolates():
     assert frontier_at([0.5, 1.0], [0.0, 0.5], 0.75) == pytest.approx(0.25)
     assert frontier_at([1.0, 0.5], [0.5, 0.0], 0.5) == pytest.approx(0.0)  # order of the points is irrelevant
-    assert frontier_at([0.5, 1.0], [0.0, 0.5], 0.25) is None
-    assert frontier_at([0.5, 1.0], [0.0, 0.5], 0.25, extrapolate=True) == pytest.approx(-0.25)
+    assert frontier_at([0.5, 1.0], [0.0, 0.5], 0.25) is None and frontier_at([0.5, 1.0], [0.0, 0.5], 1.01) is None
     assert frontier_at([0.5, 0.5, 1.0], [0.0, 0.2, 0.5], 0.5) == pytest.approx(0.1)  # equal LA: averaged
     assert frontier_at([0.5], [0.0], 0.5) is None  # one point is no frontier
 
@@ -143,3 +143,65 @@ def test_a_faster_rate_that_learns_less_is_cut_from_the_frontier(tmp_path):
     assert numbers["left_out_of_frontier"] == ["sft-hot", "sft-hotter"]
     assert "left out, as a higher rate learned less than a lower one: sft-hot, sft-hotter" in table.caption
     assert {row[0].text for row in table.rows} == {"keeper", "sft-hot", "sft-hotter"}
+
+
+def test_a_faster_rate_that_learns_exactly_as_much_stays_on_the_frontier(tmp_path):
+    """The cut is at *less* learning: sft at lr 0.1 learning exactly what sft at 0.01 learns (LA 1) stays,
+    and the frontier at that LA is the mean of the two rows' F (0.5 and 0)."""
+    write(tmp_path, "sft", rows(ALL, NONE, ALL))                              # lr 0.01: LA 1, F 0.5
+    write(tmp_path, "sft-low", rows(ALL, ALL, NONE), train={"lr": 0.001})     # LA 1/2, F 0
+    write(tmp_path, "sft-hot", rows(ALL, ALL, ALL), train={"lr": 0.1})        # LA 1, F 0
+    write(tmp_path, "keeper", rows(ALL, ALL, ALL), strategy={"name": "cms"})  # LA 1, F 0
+    groups = groups_of(tmp_path)
+    front, dropped, comps = matched_comparisons(groups, "qa", "sft", bootstrap_replicates(groups, "qa"))
+    assert front == ["sft-low", "sft", "sft-hot"] and dropped == []
+    keeper = next(m for m in comps if m.strategy == "keeper" and m.metric == "forgetting")
+    assert (keeper.frontier_value, keeper.delta) == pytest.approx((0.25, -0.25))
+
+
+def test_the_bootstrap_p_value_is_two_sided(tmp_path):
+    """Seeds 0 and 1 of 'mixed' forget 0 and 0.5 at LA 1, where the frontier forgets 0.5: ΔF is −0.5 on
+    seed 0 and 0 on seed 1. Drawing two seeds, the replicate's ΔF is −0.5, −0.25 or 0 with probability
+    1/4, 1/2, 1/4, so P(Δ ≥ 0) ≈ 1/4 and the two-sided p = 2·min(P(Δ ≤ 0), P(Δ ≥ 0)) ≈ 0.5 (one-sided:
+    0.25), Holm-adjusted over the table's comparisons as statsmodels adjusts them."""
+    from statsmodels.stats.multitest import multipletests
+
+    write(tmp_path, "sft", rows(ALL, NONE, ALL))
+    write(tmp_path, "sft-low", rows(ALL, ALL, NONE), train={"lr": 0.001})
+    for seed, R in ((0, rows(ALL, ALL, ALL)), (1, rows(ALL, NONE, ALL))):
+        d = write_item_run(tmp_path, "mixed", seed, R, BASE, REF)
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["strategy"]["name"] = "cms"
+        (d / "config.json").write_text(json.dumps(cfg))
+    write(tmp_path, "half", rows(ALL, NONE, HALF), strategy={"name": "cms"})
+    groups = groups_of(tmp_path)
+    _, _, comps = matched_comparisons(groups, "qa", "sft", bootstrap_replicates(groups, "qa"))
+    mixed = next(m for m in comps if m.strategy == "mixed" and m.metric == "forgetting")
+    assert mixed.delta == pytest.approx(-0.25) and (mixed.low, mixed.high) == (-0.5, 0.0)
+    assert 0.42 < mixed.p < 0.58
+    ps = [m.p for m in comps if m.p is not None]
+    assert [m.p_holm for m in comps if m.p is not None] == pytest.approx(list(multipletests(ps, method="holm")[1]))
+
+
+def test_the_frontier_of_every_replicate_is_numpys_interpolation():
+    """frontier_curve (all replicates at once) against numpy.interp on each replicate's points, bitwise:
+    points of equal LA averaged, missing points left out, nothing outside the points' range."""
+    from clbench.reporting.matched import frontier_curve
+
+    rng = np.random.default_rng(0)
+    P, B = 4, 4000
+    la = rng.integers(0, 6, (P, B)) / 5  # coarse: ties are common
+    f = rng.random((P, B))
+    la[rng.random((P, B)) < 0.05] = np.nan
+    x = rng.integers(-1, 13, B) / 10
+    got = frontier_curve(la, f, x)
+    for b in range(B):
+        by: dict[float, list[float]] = {}
+        for a, y in zip(la[:, b], f[:, b]):
+            if np.isfinite(a):
+                by.setdefault(float(a), []).append(float(y))
+        xs = sorted(by)
+        want = (np.interp(x[b], xs, [sum(by[a]) / len(by[a]) for a in xs])
+                if len(xs) >= 2 and xs[0] <= x[b] <= xs[-1] else np.nan)
+        assert got[b] == want or (np.isnan(want) and np.isnan(got[b])), (b, la[:, b], f[:, b], x[b])
+    assert np.isfinite(got).sum() > B / 3 and np.isnan(got).sum() > B / 10  # both cases were exercised

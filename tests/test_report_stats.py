@@ -1,4 +1,5 @@
-"""The report's statistics against hand computation (t interval, paired test, best, Pareto front)."""
+"""The report's statistics against hand computation and against scipy / statsmodels (t interval, paired
+test, Holm, best, Pareto front)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from clbench.reporting.stats import (
     CONSTANT,
+    NO_PAIRS,
     best,
     holm,
     mean_ci,
@@ -93,3 +95,68 @@ def test_holm_bonferroni_on_a_hand_computed_family():
     assert holm([0.04]) == pytest.approx([0.04]) and holm([]) == [] and holm([None]) == [None]
     # raw p = 0.02 is significant alone, not among 13 comparisons of which it is the smallest (13·0.02)
     assert holm([0.02] + [0.5] * 12)[0] == pytest.approx(0.26)
+
+
+# --- against well-kept libraries -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8])
+def test_mean_ci_is_scipys_one_sample_t_interval(n):
+    import numpy as np
+    from scipy import stats
+
+    rng = np.random.default_rng(n)
+    for _ in range(5):
+        xs = rng.normal(0.5, 0.2, size=n)
+        e = mean_ci(list(xs))
+        low, high = stats.ttest_1samp(xs, 0.0).confidence_interval(0.95)
+        assert (e.low, e.high) == pytest.approx((low, high), rel=1e-12, abs=1e-14)
+        assert e.sd == pytest.approx(float(np.std(xs, ddof=1)), rel=1e-12)
+        low90, high90 = stats.t.interval(0.9, n - 1, loc=0, scale=stats.sem(xs))
+        assert mean_ci(list(xs), confidence=0.9).half_width == pytest.approx((high90 - low90) / 2, rel=1e-12)
+
+
+def test_paired_test_is_scipys_test_on_the_per_seed_differences():
+    """Paired on the seed (not on the position in the dict, not unpaired), two-sided."""
+    import numpy as np
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5):
+        a = {s: float(v) for s, v in zip(range(n), rng.normal(0.6, 0.1, n))}
+        b = {s: a[s] - float(d) for s, d in zip(range(n), rng.normal(0.05, 0.05, n))}
+        shuffled = dict(sorted(b.items(), reverse=True))  # insertion order must not matter
+        diffs = [a[s] - b[s] for s in range(n)]
+        t = paired_test(a, shuffled)
+        assert t.pairs == n and t.no_test is None
+        assert t.p == pytest.approx(float(stats.ttest_1samp(diffs, 0.0).pvalue), rel=1e-10)
+        assert t.p == pytest.approx(float(stats.ttest_rel(list(a.values()), [b[s] for s in a]).pvalue), rel=1e-10)
+        assert t.p != pytest.approx(float(stats.ttest_ind(list(a.values()), list(b.values())).pvalue), rel=1e-3)
+
+
+def test_a_single_seed_pair_gives_the_no_pairs_reason():
+    t = paired_test({0: 0.9, 1: 0.8}, {1: 0.5, 2: 0.4})  # only seed 1 in common
+    assert (t.p, t.pairs, t.no_test) == (None, 1, NO_PAIRS)
+    assert paired_test({}, {}).no_test == NO_PAIRS
+    # and the table says so: no mark, the reason in numbers.json, the caption's "no test" sentence
+    from clbench.reporting.tables import Column, build_table
+
+    table = build_table("T", "tab:t", "Caption.", {"sft": {"acc": {0: 0.5}}, "x": {"acc": {0: 0.9}}},
+                        [Column("acc", "ACC", True)])
+    (x,) = [n for n in table.numbers if n["strategy"] == "x"]
+    assert (x["p_vs_reference"], x["pairs"], x["no_test"]) == (None, 1, NO_PAIRS)
+    assert "No test against sft: fewer than two seeds in common." in table.caption
+
+
+def test_holm_is_statsmodels_holm_over_the_present_p_values():
+    import numpy as np
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(1)
+    for m in (1, 2, 7, 20, 78):
+        ps = list(rng.uniform(0, 0.2, m) ** 2)
+        with_gaps = [None, *ps[: m // 2], None, *ps[m // 2:]]
+        want = multipletests(ps, method="holm")[1]
+        got = [g for g in holm(with_gaps) if g is not None]
+        assert got == pytest.approx(list(want), rel=1e-12, abs=0)
+        assert holm(with_gaps)[0] is None and holm(with_gaps)[m // 2 + 1] is None

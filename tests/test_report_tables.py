@@ -286,3 +286,19 @@ def test_a_rebuild_removes_what_the_results_no_longer_hold(tmp_path):
     assert not (tmp_path / "out" / "toy").exists()  # written by the last report only
     assert (tmp_path / "out" / "other" / "tables" / "summary.tex").exists()
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"  # never written by a report: kept
+
+
+def test_a_manifest_entry_outside_the_report_folder_is_never_removed(tmp_path):
+    """The list of files the last report wrote is read back to remove stale ones; an entry that leads out of
+    the report folder (an edited or corrupt list) must not delete anything there."""
+    from clbench.reporting.build import MANIFEST
+
+    make_run(tmp_path / "runs", "sft", 0, SFT[0])
+    out = tmp_path / "reports" / "out"
+    build_report([tmp_path / "runs"], out, figures=False)
+    victim = tmp_path / "reports" / "precious.txt"
+    victim.write_text("keep")
+    (out / MANIFEST).write_text((out / MANIFEST).read_text() + "../precious.txt\n" + str(victim) + "\n")
+    build_report([tmp_path / "runs"], out, figures=False)
+    assert victim.read_text() == "keep"
+    assert (out / "toy" / "tables" / "summary.md").exists()

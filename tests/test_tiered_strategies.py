@@ -159,6 +159,22 @@ def test_per_tier_clipping_makes_a_tiers_update_independent_of_the_other_tiers()
     assert g_together[0].norm().item() < 0.9 * g_alone[0].norm().item()
 
 
+@pytest.mark.parametrize("clip", ["per_tier", "global"])
+def test_a_gradient_already_below_the_bound_is_applied_unscaled(clip):
+    """Clipping only ever shrinks: a tier whose gradient norm is below max_grad_norm (1e-4 per element,
+    norms far below 0.5) is applied as it is, bitwise, never scaled up to the bound."""
+    s, model = make("layer_tiers", {"clip": clip})
+    begin(s, model)
+    opt = torch.optim.SGD(s.backend.param_groups(s, 1.0), lr=1.0)
+    s.before_step(4)  # all three tiers
+    grads = {n: torch.full_like(p, 1e-4) for n, p in s.trainable.items()}
+    assert torch.cat([g.flatten() for g in grads.values()]).norm() < 0.05
+    before = snapshot(s.trainable)
+    apply_grads(s, model, opt, 4, {n: g.clone() for n, g in grads.items()}, max_grad_norm=0.5)
+    for n, p in s.trainable.items():
+        assert torch.equal(p, before[n] - grads[n]), n
+
+
 def test_a_step_with_no_active_tier_changes_nothing():
     s, model = make("layer_tiers", {"frequencies": [2, 4]})
     begin(s, model)

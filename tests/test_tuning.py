@@ -72,6 +72,20 @@ def test_choose_follows_the_stated_rule():
     assert choose(tie, "acc_given_la", 0.9)[0] == 0  # ties go to the candidate listed first
 
 
+def test_choose_acc_given_la_for_a_lower_is_better_score():
+    """Perplexity: the best LA is the lowest (4.0), the bar is 4.0 / 0.8 = 5.0 (not 0.8 × 4.0), eligible are
+    LA ≤ 5.0, and of those the lowest ACC wins."""
+    res = [{"acc": 9.0, "learning_acc": 4.0, "forgetting": 1.0},
+           {"acc": 7.0, "learning_acc": 4.9, "forgetting": 2.0},
+           {"acc": 6.0, "learning_acc": 5.5, "forgetting": 0.5},
+           {"acc": 8.0, "learning_acc": 5.0, "forgetting": 0.1}]
+    i, why = choose(res, "acc_given_la", 0.8, higher_is_better=False)
+    assert i == 1 and "among 3 of 4 candidates" in why and "LA <= 0.8 x best LA 4.000" in why
+    assert choose(res, "acc", 0.8, higher_is_better=False)[0] == 2
+    assert choose(res, "learning_acc", 0.8, higher_is_better=False)[0] == 0
+    assert choose(res, "forgetting", 0.8, higher_is_better=False)[0] == 3  # F is sign-aligned: lowest wins
+
+
 class Poison:
     """A test probe item: any look at it fails the test."""
 

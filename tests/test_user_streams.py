@@ -135,6 +135,20 @@ def test_bad_value_in_a_csv_row_names_line_and_field(data):
     assert msg == f"{data / 'mc_bad.csv'}:3: field 'label' must be int, got 'second'"
 
 
+def test_a_pq_file_is_read_as_parquet(data):
+    """``.pq`` is Parquet's other suffix: read by the Parquet reader (row-numbered ids), not as JSONL text."""
+    (data / "qa.parquet").rename(data / "qa.pq")
+    stream = load_stream(write_stream(data, """
+        - name: atlas
+          train: {path: train.csv, fields: {prompt: question, completion: answer}}
+          probes:
+            - {name: qa, kind: exact_match, path: qa.pq, fields: {prompt: question, answer: gold}}
+        """))
+    (suite,) = stream.tasks[0].probes
+    assert [(i["id"], i["prompt"], i["answer"]) for i in suite.items] == [(f"qa-{k}", r["q"], r["a"])
+                                                                          for k, r in enumerate(QA, start=1)]
+
+
 def test_bad_parquet_row_names_row_and_field(data):
     import pandas as pd
 

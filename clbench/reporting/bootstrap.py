@@ -1,28 +1,47 @@
-"""The report's second interval: a hierarchical paired bootstrap over seeds and probe items.
+"""The report's second interval: a bootstrap over seeds and probe items, and its paired differences.
 
 With three seeds a Student t interval is wide (t = 4.30) and says nothing about how many probe items a
-score rests on. The bootstrap here resamples both levels the numbers come from (Davison & Hinkley 1997,
-§3.8, "multistage sampling"; the seed level is resampled first, so its variance is kept):
+score rests on. The bootstrap here resamples both sources of the numbers' variation, the seeds and the
+probe items. The two are *crossed*, not nested: every seed answers the same probe items (they come from
+the stream's generator seed), so an item that is hard is hard on every seed. One replicate:
 
 1. draw the seeds, with replacement, from the seeds the runs have;
-2. for each drawn seed, draw the probe items of every task, with replacement (the same items for every
-   row of R, for the base row and for the reference row: one item is one question asked after every
-   task, so its rows stay paired);
+2. draw the probe items of every task, with replacement (the same items for every row of R, for the base
+   row and for the reference row: one item is one question asked after every task, so its rows stay
+   paired) — either once for the replicate, shared by every drawn seed, or once for each drawn seed
+   (below);
 3. rebuild every R cell from the drawn items (accuracy: the mean of ``correct``; perplexity:
    ``exp(Σ NLL / Σ tokens)`` over the drawn items, as :mod:`clbench.eval.probes` scores a suite), compute
    every metric with :func:`clbench.results.metrics.summarize`, and average over the drawn seeds.
 
-:data:`REPLICATES` replicates give a percentile interval (2.5 %, 97.5 %). *Paired*: every strategy
-with the same seeds is resampled with the same draws (seeds and item indices — the probe items are
-the same on every seed, they come from the stream's generator seed), so the replicate-wise difference
-from the reference strategy is the paired bootstrap of the difference; its interval is stored as
-``diff_vs_reference``. A strategy whose seeds differ from the reference's gets its own draws and no
-paired difference.
+:data:`REPLICATES` replicates give a percentile interval (2.5 %, 97.5 %). Which item draw, measured on
+synthetic experiments with a known truth (``clbench coverage``, ``clbench/bench/coverage.py``;
+docs/measurement.md has the numbers):
+
+* **A strategy's own value** (``low``/``high`` in ``numbers.json``): items drawn once per replicate for all
+  drawn seeds (Owen 2007's pigeonhole bootstrap for crossed designs). An item's difficulty is shared by
+  the seeds, so its sampling variance does not shrink with more seeds; drawn afresh for each seed it did,
+  and these intervals covered the true value only 82–90% of the time (95% drawn once).
+* **A difference** — from the reference (``diff_vs_reference``) and at matched learning
+  (:mod:`clbench.reporting.matched`): items drawn for each drawn seed (Davison & Hinkley 1997, §3.8,
+  multistage sampling). Item difficulty mostly cancels in a paired difference and what is left varies from
+  seed to seed; drawn once per replicate, that seed-by-item variation is counted twice (Owen 2007), and
+  the matched-learning intervals covered 96–100% (per seed: close to 95%).
+
+*Paired*: every strategy with the same seeds is resampled with the same draws (seeds and item indices),
+so the replicate-wise difference from the reference strategy is the paired bootstrap of the difference.
+A strategy whose seeds differ from the reference's gets its own draws and no paired difference.
+
+The hierarchical resampling, and the frontier rebuilt in every replicate of the matched comparison, have no
+library implementation (``scipy.stats.bootstrap`` resamples one level of independent observations; with one
+seed this is that bootstrap, and ``tests/test_report_bootstrap.py`` checks it against scipy's); the
+percentiles are numpy's.
 
 The records are the per-item files every run stores (``predictions/after_<t>/<task>.<suite>.jsonl``,
 ``predictions/base``, ``predictions/reference``; a pretrained task's row is the base row). Suites
 scored by lm-eval, and runs without those files, get no bootstrap (``None``). Draws come from a
-generator seeded by the stream, suite and seed list, so the same results give the same intervals.
+generator seeded by the stream, suite, seed list and draw scheme, so the same results give the same
+intervals.
 """
 
 from __future__ import annotations
@@ -126,14 +145,24 @@ class Draws:
     items: dict[int, np.ndarray]
 
 
-def make_draws(rng: np.random.Generator, n_seeds: int, n_items: Mapping[int, int], replicates: int) -> Draws:
+def make_draws(rng: np.random.Generator, n_seeds: int, n_items: Mapping[int, int], replicates: int,
+               shared_items: bool = False) -> Draws:
+    """``replicates`` draws of the seeds and, per task, of its items: for each drawn seed its own (the
+    paired differences' scheme), or one item draw per replicate shared by every drawn seed
+    (``shared_items``: a strategy's own value; module docstring)."""
     seeds = rng.integers(0, n_seeds, size=(replicates, n_seeds))
+    if shared_items:
+        return Draws(seeds, {j: np.broadcast_to(rng.integers(0, n, size=(replicates, 1, n)), (replicates, n_seeds, n))
+                             for j, n in sorted(n_items.items())})
     return Draws(seeds, {j: rng.integers(0, n, size=(replicates, n_seeds, n)) for j, n in sorted(n_items.items())})
 
 
 def replicate_metrics(per_seed: list[SuiteItems], draws: Draws, tasks: list[str]) -> dict[str, np.ndarray]:
     """Every metric of :func:`clbench.results.metrics.summarize` (and ``final:<task>``) under every draw,
-    averaged over the drawn seeds: ``{key: (B,)}`` with NaN where a metric is undefined."""
+    averaged over the drawn seeds: ``{key: (B,)}`` with NaN where a metric is undefined.
+
+    ``summarize`` runs once, on cells that are ``(B, k)`` arrays (every replicate and drawn seed at once;
+    it computes elementwise what it computes for one matrix of numbers, bitwise the same)."""
     first = per_seed[0]
     T = len(first.rows)
 
@@ -149,28 +178,15 @@ def replicate_metrics(per_seed: list[SuiteItems], draws: Draws, tasks: list[str]
         return out
 
     R = [cells(lambda s, i=i: s.rows[i]) for i in range(T)]
-    base = cells(lambda s: s.base)
-    ref = cells(lambda s: s.reference)
-    B, k = draws.seeds.shape
-    keys = METRICS + [f"final:{t}" for t in tasks]
-    out = {key: np.full((B, k), np.nan) for key in keys}
-
-    def at(x, b, c):
-        return None if x is None else float(x[b, c])
-
-    for b in range(B):
-        for c in range(k):
-            m = summarize([[at(R[i][j], b, c) for j in range(T)] for i in range(T)], [at(x, b, c) for x in ref],
-                          [at(x, b, c) for x in base], list(first.general), first.higher_is_better)
-            for key in METRICS:
-                if m.get(key) is not None:
-                    out[key][b, c] = m[key]
-            for j, task in enumerate(tasks):
-                if m["final_per_task"][j] is not None:
-                    out[f"final:{task}"][b, c] = m["final_per_task"][j]
+    m = summarize(R, cells(lambda s: s.reference), cells(lambda s: s.base), list(first.general),
+                  first.higher_is_better)
+    undefined = np.full(draws.seeds.shape, np.nan)
+    per_draw = {key: undefined if m.get(key) is None else m[key] for key in METRICS}
+    per_draw.update({f"final:{task}": undefined if m["final_per_task"][j] is None else m["final_per_task"][j]
+                     for j, task in enumerate(tasks)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice": an undefined metric stays NaN
-        return {key: np.nanmean(v, axis=1) for key, v in out.items()}
+        return {key: np.nanmean(v, axis=1) for key, v in per_draw.items()}
 
 
 def _item_counts(per_seed: list[SuiteItems]) -> dict[int, int] | None:
@@ -202,54 +218,82 @@ class Replicates:
     seeds: dict[str, tuple[int, ...]]
     tasks: tuple[str, ...]
     count: int
+    shared_items: bool = False  # one item draw per replicate for every drawn seed (make_draws)
 
     def paired(self, a: str, b: str) -> bool:
         return a in self.values and b in self.values and self.seeds[a] == self.seeds[b]
 
 
-def bootstrap_replicates(groups: Mapping[str, list[Run]], suite: str, stream: str = "",
-                         replicates: int = REPLICATES) -> Replicates:
-    """The replicates behind :func:`bootstrap_intervals` and the matched-learning comparison
-    (:mod:`clbench.reporting.matched`), computed once per report: strategies without per-item files
-    (lm-eval suites) or with other item counts than the first group of the same seeds are left out."""
-    values: dict[str, dict[str, np.ndarray]] = {}
-    seeds_of: dict[str, tuple[int, ...]] = {}
-    draws: dict[tuple[int, ...], Draws] = {}
+GroupItems = dict[str, tuple[tuple[int, ...], list[SuiteItems]]]  # label -> (seeds, one SuiteItems per seed)
+
+
+def group_items(groups: Mapping[str, list[Run]], suite: str) -> tuple[GroupItems, list[str]]:
+    """Every strategy's per-item values (strategies without per-item files, e.g. lm-eval suites, are left
+    out) and the stream's tasks."""
+    found: GroupItems = {}
     tasks: list[str] = []
     for label, runs in groups.items():
         items = [load_suite_items(r, suite) for r in runs]
         tasks = runs[0].tasks
-        if not items or any(i is None for i in items):
-            continue
-        seeds = tuple(r.seed for r in runs)
-        counts = _item_counts(items)
+        if items and all(i is not None for i in items):
+            found[label] = (tuple(r.seed for r in runs), items)
+    return found, tasks
+
+
+def bootstrap_replicates(groups: Mapping[str, list[Run]], suite: str, stream: str = "",
+                         replicates: int = REPLICATES, shared_items: bool = False) -> Replicates:
+    """The replicates behind :func:`bootstrap_intervals` and the matched-learning comparison
+    (:mod:`clbench.reporting.matched`): strategies without per-item files (lm-eval suites) or with other
+    item counts than the first group of the same seeds are left out."""
+    found, tasks = group_items(groups, suite)
+    return replicates_from_items(found, tasks, f"{stream}|{suite}", replicates, shared_items)
+
+
+def replicates_from_items(items: GroupItems, tasks: list[str], key: str, replicates: int = REPLICATES,
+                          shared_items: bool = False) -> Replicates:
+    """:func:`bootstrap_replicates` from per-item values already in memory: ``items[label]`` is ``(seeds,
+    one SuiteItems per seed)``. Strategies with the same seeds share their draws, from a generator seeded
+    by ``key`` and the seeds (the report's key is ``"<stream>|<suite>"``); a strategy whose seeds' item
+    lists differ, or whose item counts differ from the first strategy with the same seeds, is left out.
+    ``shared_items``: one item draw per replicate for all drawn seeds (:func:`make_draws`)."""
+    values: dict[str, dict[str, np.ndarray]] = {}
+    seeds_of: dict[str, tuple[int, ...]] = {}
+    draws: dict[tuple[int, ...], Draws] = {}
+    for label, (seeds, per_seed) in items.items():
+        counts = _item_counts(per_seed)
         if counts is None:
             continue
         if seeds not in draws:
-            rng = np.random.default_rng(zlib.crc32(f"{stream}|{suite}|{seeds}".encode()))
-            draws[seeds] = make_draws(rng, len(seeds), counts, replicates)
+            rng = np.random.default_rng(zlib.crc32(f"{key}|{seeds}{'|shared' if shared_items else ''}".encode()))
+            draws[seeds] = make_draws(rng, len(seeds), counts, replicates, shared_items)
         if {j: x.shape[2] for j, x in draws[seeds].items.items()} != counts:
             continue  # other item counts than the first group with these seeds: no common draws
-        values[label] = replicate_metrics(items, draws[seeds], tasks)
+        values[label] = replicate_metrics(per_seed, draws[seeds], tasks)
         seeds_of[label] = seeds
-    return Replicates(values, seeds_of, tuple(tasks), replicates)
+    return Replicates(values, seeds_of, tuple(tasks), replicates, shared_items)
 
 
 def bootstrap_intervals(groups: Mapping[str, list[Run]], suite: str, reference: str = "sft", stream: str = "",
-                        replicates: int = REPLICATES, reps: Replicates | None = None
+                        replicates: int = REPLICATES, reps: Replicates | None = None, own: Replicates | None = None
                         ) -> dict[tuple[str, str], dict | None]:
     """``{(strategy label, metric key): {"low", "high", "replicates", "diff_vs_reference"} or None}``.
 
-    ``diff_vs_reference`` is ``{"low", "high"}`` of the paired bootstrap of (strategy − reference), or
-    None for the reference itself and for a strategy with other seeds than the reference's. ``reps``:
-    the replicates if already drawn (:func:`bootstrap_replicates` with the same arguments).
+    ``low``, ``high``: the strategy's own value, from draws with items shared by the drawn seeds (``own``);
+    ``diff_vs_reference``: ``{"low", "high"}`` of the paired bootstrap of (strategy − reference), from draws
+    with items per drawn seed (``reps``) — the module docstring says why two — or None for the reference
+    itself and for a strategy with other seeds than the reference's. ``reps``, ``own``: the replicates if
+    already drawn (:func:`bootstrap_replicates` with the same arguments, ``shared_items`` False and True).
     """
-    reps = reps if reps is not None else bootstrap_replicates(groups, suite, stream, replicates)
+    if reps is None or own is None:
+        found, tasks = group_items(groups, suite)
+        reps = reps or replicates_from_items(found, tasks, f"{stream}|{suite}", replicates)
+        own = own or replicates_from_items(found, tasks, f"{stream}|{suite}", replicates, shared_items=True)
     out: dict[tuple[str, str], dict | None] = {}
     for label in groups:
         for key in METRICS + [f"final:{t}" for t in reps.tasks]:
+            values = own.values.get(label, {}).get(key)
             mine = reps.values.get(label, {}).get(key)
-            interval = None if mine is None else _interval(mine)
+            interval = None if values is None else _interval(values)
             if interval is None:
                 out[(label, key)] = None
                 continue
@@ -257,7 +301,7 @@ def bootstrap_intervals(groups: Mapping[str, list[Run]], suite: str, reference: 
             if label != reference and reps.paired(label, reference):
                 d = _interval(mine - reps.values[reference][key])
                 diff = None if d is None else {"low": d[0], "high": d[1]}
-            out[(label, key)] = {"low": interval[0], "high": interval[1], "replicates": reps.count,
+            out[(label, key)] = {"low": interval[0], "high": interval[1], "replicates": own.count,
                                  "level": LEVEL, "diff_vs_reference": diff}
     return out
 

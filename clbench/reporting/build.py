@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clbench.errors import ConfigError
-from clbench.reporting.bootstrap import bootstrap_intervals, bootstrap_replicates
+from clbench.reporting.bootstrap import bootstrap_intervals, group_items, replicates_from_items
 from clbench.reporting.figures import FigureFile, write_figures
 from clbench.reporting.matched import matched_table
 from clbench.reporting.orders import order_numbers, order_table
@@ -173,8 +173,10 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
     pareto = dict(zip(labels, front))
     slug = _slug(stream)
     captions = table_captions(stream, suite, hib)
-    reps = bootstrap_replicates(groups, suite, stream)  # drawn once: the intervals and the matched table
-    intervals = bootstrap_intervals(groups, suite, reference, stream, reps=reps)  # probe scores only, not cost
+    found, tasks = group_items(groups, suite)  # per-item predictions, read once
+    reps = replicates_from_items(found, tasks, f"{stream}|{suite}")  # paired differences: the matched table too
+    own = replicates_from_items(found, tasks, f"{stream}|{suite}", shared_items=True)  # each strategy's own value
+    intervals = bootstrap_intervals(groups, suite, reference, stream, reps=reps, own=own)  # probe scores, not cost
     specs = [("summary", "Summary", quality_columns(hib, values), pareto, intervals),
              ("cost", "Cost", cost_columns(values), None, None),
              ("per_task", "Per-task final scores", per_task_columns(first, hib, values), None, intervals)]

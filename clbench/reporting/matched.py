@@ -32,7 +32,6 @@ p < 0.05. Without per-item files (lm-eval suites) the table has point values onl
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -78,23 +77,47 @@ def efficient_frontier(groups: Mapping[str, list[Run]], suite: str, labels: Sequ
     return kept, []
 
 
-def frontier_at(la: Sequence[float], f: Sequence[float], x: float, extrapolate: bool = False) -> float | None:
-    """The piecewise-linear curve through the points ``(la[i], f[i])`` at ``x`` (points of equal LA
-    are averaged). Outside the points' range: None, or the end segment's line when ``extrapolate``."""
-    by_la: dict[float, list[float]] = {}
-    for a, b in zip(la, f):
-        if a is not None and b is not None and math.isfinite(a) and math.isfinite(b):
-            by_la.setdefault(float(a), []).append(float(b))
-    xs = sorted(by_la)
-    ys = [sum(by_la[a]) / len(by_la[a]) for a in xs]
-    if len(xs) < 2 or not math.isfinite(x):
+def frontier_at(la: Sequence[float], f: Sequence[float], x: float) -> float | None:
+    """The piecewise-linear curve through the points ``(la[i], f[i])`` at ``x`` (points of equal LA are
+    averaged; points with a missing or non-finite value are left out); None outside the points' LA range
+    or with fewer than two distinct LA values (:func:`frontier_curve` for one point set)."""
+    if x is None:
         return None
-    if xs[0] <= x <= xs[-1]:
-        return float(np.interp(x, xs, ys))
-    if not extrapolate:
-        return None
-    (x0, y0), (x1, y1) = ((xs[0], ys[0]), (xs[1], ys[1])) if x < xs[0] else ((xs[-2], ys[-2]), (xs[-1], ys[-1]))
-    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    column = frontier_curve(np.array([[np.nan if a is None else a] for a in la], dtype=float),
+                            np.array([[np.nan if b is None else b] for b in f], dtype=float),
+                            np.array([x], dtype=float))
+    return None if np.isnan(column[0]) else float(column[0])
+
+
+def frontier_curve(la: np.ndarray, f: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """:func:`frontier_at` for many point sets at once: column ``b`` of ``la`` and ``f`` (points × sets)
+    is one frontier, evaluated at ``x[b]``; NaN where it has no value. The bootstrap rebuilds the frontier
+    in every replicate, so this is one pass over all of them.
+
+    Between two distinct LA values ``x0 < x1`` it is ``slope·(x − x0) + y0`` with ``slope = (y1 − y0) /
+    (x1 − x0)``, and ``y0`` at ``x = x0``: the arithmetic of ``numpy.interp`` (which needs one sorted point
+    set per call), so a frontier gives the same number whichever of the two computes it."""
+    la, f, x = np.asarray(la, dtype=float), np.asarray(f, dtype=float), np.asarray(x, dtype=float)
+    ok = np.isfinite(la) & np.isfinite(f)
+    total, count, first = np.zeros(la.shape), np.zeros(la.shape), ok.copy()
+    for q in range(la.shape[0]):  # equal LA: the mean of their F, summed in the points' order
+        same = ok & ok[q] & (la == la[q])
+        total = total + np.where(same, f[q], 0.0)
+        count = count + same
+        first[q + 1:] &= ~same[q + 1:]  # a later point of an LA seen before is not a new LA value
+    order = np.argsort(np.where(ok, la, np.inf), axis=0, kind="stable")
+    xs = np.take_along_axis(np.where(ok, la, np.inf), order, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ys = np.take_along_axis(total / count, order, 0)
+    last = ok.sum(0) - 1  # sorted position of the highest LA
+    j = np.clip((xs <= x).sum(0) - 1, 0, None)
+    k = np.minimum(j + 1, np.maximum(last, 0))
+    x0, y0 = np.take_along_axis(xs, j[None], 0)[0], np.take_along_axis(ys, j[None], 0)[0]
+    x1, y1 = np.take_along_axis(xs, k[None], 0)[0], np.take_along_axis(ys, k[None], 0)[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = (y1 - y0) / (x1 - x0)
+        inside = (first.sum(0) >= 2) & np.isfinite(x) & (xs[0] <= x) & (x <= np.take_along_axis(xs, np.maximum(last, 0)[None], 0)[0])
+        return np.where(inside, np.where(x == x0, y0, slope * (x - x0) + y0), np.nan)
 
 
 @dataclass(frozen=True)
@@ -120,17 +143,13 @@ def _means(groups: Mapping[str, list[Run]], suite: str, label: str, key: str) ->
 
 
 def _boot_delta(reps: Replicates, front: list[str], label: str, key: str) -> np.ndarray | None:
+    """The strategy's ``key`` minus the frontier rebuilt from the same replicate, per replicate (NaN where
+    the replicate's frontier does not bracket the replicate's LA); None without paired replicates."""
     if label not in reps.values or any(not reps.paired(label, g) for g in front):
         return None
     la = np.stack([reps.values[g]["learning_acc"] for g in front])  # (frontier rows, B)
     y = np.stack([reps.values[g][key] for g in front])
-    mine_la, mine = reps.values[label]["learning_acc"], reps.values[label][key]
-    out = np.full(mine.shape, np.nan)
-    for b in range(mine.shape[0]):
-        at = frontier_at(la[:, b], y[:, b], float(mine_la[b]))
-        if at is not None:
-            out[b] = mine[b] - at
-    return out
+    return reps.values[label][key] - frontier_curve(la, y, reps.values[label]["learning_acc"])
 
 
 def matched_comparisons(groups: Mapping[str, list[Run]], suite: str, reference: str,

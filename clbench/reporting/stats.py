@@ -15,8 +15,8 @@
   (Holm 1979) over every comparison *in that table* that has a p-value: sort the m p-values,
   p_(k) is multiplied by (m − k + 1), made monotone (running maximum) and capped at 1; a comparison
   is marked when its adjusted p < 0.05. This controls the probability of any false mark in the table
-  at 0.05 under any dependence between the tests. (``statsmodels``' ``multipletests(method="holm")``
-  computes the same; it is not a dependency for these few lines.)
+  at 0.05 under any dependence between the tests (the numbers of ``statsmodels``'
+  ``multipletests(method="holm")``, written out: see :func:`holm`).
 * **Second interval** — a hierarchical bootstrap over seeds and probe items
   (:mod:`clbench.reporting.bootstrap`), in ``numbers.json`` next to the t interval; the tables show
   the t interval.
@@ -30,6 +30,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -61,6 +62,7 @@ def _finite(values) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
+@functools.cache
 def t_quantile(confidence: float, dof: int) -> float:
     from scipy.stats import t
 
@@ -68,7 +70,12 @@ def t_quantile(confidence: float, dof: int) -> float:
 
 
 def mean_ci(values, confidence: float = CONFIDENCE) -> Estimate:
-    """Mean and Student-t confidence half-width of the non-missing ``values``."""
+    """Mean and Student-t confidence half-width of the non-missing ``values``.
+
+    scipy gives the quantile; mean and standard deviation are ``math.fsum`` sums, correctly rounded
+    whatever the order of the seeds, so a table cell does not change with the order runs are read in
+    (``scipy.stats.ttest_1samp(...).confidence_interval`` gives the same interval up to that rounding,
+    checked in ``tests/test_report_stats.py``)."""
     xs = _finite(values)
     n = len(xs)
     if n == 0:
@@ -121,7 +128,12 @@ def paired_p(a: Mapping[int, float | None], b: Mapping[int, float | None]) -> tu
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
-    """Holm–Bonferroni adjusted p-values (None stays None and does not count towards m)."""
+    """Holm–Bonferroni adjusted p-values (None stays None and does not count towards m).
+
+    ``statsmodels.stats.multitest.multipletests(method="holm")`` computes the same numbers
+    (``tests/test_report_stats.py`` checks it on random families) but runs ``gc.collect()`` on every call
+    (statsmodels 0.14), 50 ms and more per table, which the coverage simulation (``clbench coverage``)
+    pays tens of thousands of times; the step-down rule is these few lines."""
     present = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
     m = len(present)
     out: list[float | None] = [None] * len(pvalues)

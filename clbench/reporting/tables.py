@@ -82,9 +82,9 @@ def stats_caption(ns: Sequence[int], reference: str, has_reference: bool, pairs:
             f"n − 1 degrees of freedom; {n_text}; no interval where n = 1). Bold: best value per column as "
             f"shown (↑ higher is better, ↓ lower is better).")
     if bootstrap:
-        text += (" A second 95% interval, a hierarchical paired bootstrap (seeds resampled, then probe items "
-                 "within each seed), is in numbers.json for every score cell and for its difference from "
-                 f"{reference}.")
+        text += (" A second 95% interval, a bootstrap over seeds and probe items (for a cell the items drawn once "
+                 "for all drawn seeds; for its difference from "
+                 f"{reference}, paired, drawn per seed), is in numbers.json for every score cell and that difference.")
     if has_reference and pairs and max(pairs) >= 2:
         p_lo, p_hi = min(pairs), max(pairs)
         p_text = f"{p_lo}" if p_lo == p_hi else f"{p_lo}–{p_hi}"

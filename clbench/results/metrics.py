@@ -42,13 +42,21 @@ stream average is −BWT, not Chaudhry's max-based F, which is larger whenever a
 it was learned. Avalanche's forward transfer (score after the previous experience − score at random
 initialisation) is FWT with ``b`` = the untrained reference row. ``tests/test_metrics_avalanche.py``
 feeds the same matrices to Avalanche's metric classes and checks all three statements.
+
+Every function also takes numpy arrays as cells (one shape for all of them): each metric is then computed
+elementwise, with the same operations in the same order as for plain numbers, so ``summarize`` of a
+matrix of arrays is, element by element, bitwise ``summarize`` of each matrix of numbers. The bootstrap
+(:mod:`clbench.reporting.bootstrap`) computes every replicate in one call that way; ``None`` (a task
+without the suite) stays a whole cell.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-Matrix = Sequence[Sequence[float | None]]
+import numpy as np
+
+Matrix = Sequence[Sequence]
 
 
 def _mean(xs) -> float | None:
@@ -58,6 +66,17 @@ def _mean(xs) -> float | None:
 
 def _diff(a, b):
     return None if a is None or b is None else a - b
+
+
+def _best(xs: list, higher_is_better: bool):
+    """The best of ``xs`` (max, or min for lower-is-better), elementwise where they are arrays."""
+    if not any(isinstance(x, np.ndarray) for x in xs):
+        return max(xs) if higher_is_better else min(xs)
+    pick = np.maximum if higher_is_better else np.minimum
+    out = xs[0]
+    for x in xs[1:]:
+        out = pick(out, x)
+    return out
 
 
 def average_accuracy(R: Matrix) -> float | None:
@@ -99,9 +118,9 @@ def forgetting_per_task(R: Matrix, higher_is_better: bool = True) -> list[float 
         if not earlier or R[T - 1][j] is None:
             out.append(None)
         elif higher_is_better:
-            out.append(max(earlier) - R[T - 1][j])
+            out.append(_best(earlier, True) - R[T - 1][j])
         else:
-            out.append(R[T - 1][j] - min(earlier))
+            out.append(R[T - 1][j] - _best(earlier, False))
     return out
 
 
