@@ -34,16 +34,17 @@ def refused(capsys, args, results: Path) -> str:
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("train.steps_per_task=-1", "config.train.steps_per_task: must be >= 1, got -1"),
-    ("train.steps_per_task=0", "config.train.steps_per_task: must be >= 1, got 0"),
-    ("train.lr=.inf", "config.train.lr: expected a finite number, got inf"),
-    ("train.lr=.nan", "config.train.lr: expected a finite number, got nan"),
-    ("train.lr=0", "config.train.lr: must be > 0, got 0.0"),
-    ("train.lr=1e9", "config.train.lr: must be <= 1, got 1000000000.0"),
-    ("train.lr=1e300", "config.train.lr: must be <= 1, got 1e+300"),
-    ("train.batch_size=0", "config.train.batch_size: must be >= 1, got 0"),
-    ("eval.max_new_tokens=0", "config.eval.max_new_tokens: must be >= 1, got 0"),
-    ("model.max_length=0", "config.model.max_length: must be >= 1, got 0"),
+    ("train.steps_per_task=-1", "--set train.steps_per_task: must be >= 1, got -1"),
+    ("train.steps_per_task=0", "--set train.steps_per_task: must be >= 1, got 0"),
+    ("train.lr=.inf", "--set train.lr: expected a finite number, got inf"),
+    ("train.lr=.nan", "--set train.lr: expected a finite number, got nan"),
+    ("train.lr=0", "--set train.lr: must be > 0, got 0.0"),
+    ("train.lr=1e9", "--set train.lr: must be <= 1, got 1000000000.0"),
+    ("train.lr=1e300", "--set train.lr: must be <= 1, got 1e+300"),
+    ("train.batch_size=0", "--set train.batch_size: must be >= 1, got 0"),
+    ("eval.max_new_tokens=0", "--set eval.max_new_tokens: must be >= 1, got 0"),
+    ("model.max_length=0", "--set model.max_length: must be >= 2, got 0"),
+    ("model.max_length=1", "--set model.max_length: must be >= 2, got 1"),
     ("model.num_heads=3", "model.num_heads: must divide model.hidden_size (32), got 3"),
 ])
 def test_out_of_bounds_options_are_refused_before_anything_is_written(override, message, tmp_path, capsys):

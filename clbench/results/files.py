@@ -12,6 +12,8 @@ Layout of ``<results_dir>/<experiment>/<stream>/<strategy label>/seed_<k>/``::
     train_log/task_<t>.jsonl per-step log: loss, lr, step time, tokens, updated elements, strategy fields
     checkpoints/task_<t>/adapter.safetensors     trainable parameters only, metadata inside
     checkpoints/task_<t>/strategy_state.pt       the strategy's memory (replay buffer, Fisher, ...)
+    checkpoints/task_<t>/checksums.json          SHA-256 of both, verified before a resume loads them
+                                                 (``clbench.results.integrity``)
     matrix.json              R per probe suite (rows: after task i; columns: task j), base row, reference row
     metrics.json             ACC/BWT/FWT/forgetting/LA/general retention per suite, cost
     train_log.jsonl          all tasks' step logs, concatenated when the run finishes
@@ -19,12 +21,14 @@ Layout of ``<results_dir>/<experiment>/<stream>/<strategy label>/seed_<k>/``::
     DONE                     present only when the run finished
     LOCK                     held while a clbench process writes the run (``clbench.run.lock``); one left
                              by a killed process is free to take
-    .<file>.<random>.tmp     a write in progress (``clbench.results.atomic``); removed on resume
+    .<file>.clbench-<random>.tmp  a write in progress (``clbench.results.atomic``); removed on resume
 
 A run of a task order other than the stream file's sits one level deeper, in
 ``<strategy label>/order-<name>/seed_<k>/`` (``clbench.run.orders``).
 
-An interrupted run keeps every finished task; the runner resumes from the last ``after_<t>.json``.
+Every folder and file name above is built by ``clbench.paths.inside`` from names that follow the name rule
+(``clbench.config.names``), so none can leave ``<results_dir>``. An interrupted run keeps every finished
+task; the runner resumes from the last ``after_<t>.json``.
 """
 
 from __future__ import annotations
@@ -32,28 +36,35 @@ from __future__ import annotations
 from pathlib import Path
 
 from clbench.config.experiment import ExperimentConfig, StrategySpec
+from clbench.paths import component, inside
 from clbench.results.atomic import (  # noqa: F401 - the writers every result file goes through
     atomic_path,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_jsonl,
     read_json,
+    read_jsonl,
 )
 
 SCHEMA_VERSION = 1
 
 
 def safe_label(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in label)
+    """A label as a path component (``clbench.paths.component``): unchanged when it is a valid name."""
+    return component(label)
+
+
+def experiment_dir(cfg: ExperimentConfig, stream_name: str) -> Path:
+    """``<results>/<experiment>/<stream>``: where a grid's runs, its probe split and its tuning records go."""
+    return inside(cfg.results_dir, component(cfg.name), component(stream_name))
 
 
 def run_dir(cfg: ExperimentConfig, stream_name: str, spec: StrategySpec, seed: int, order: dict | None = None) -> Path:
     """``<results>/<experiment>/<stream>/<label>/seed_<k>``; a task order other than the stream file's
-    (``clbench.run.orders``) adds ``order-<name>/`` before the seed."""
-    label_dir = Path(cfg.results_dir) / safe_label(cfg.name) / safe_label(stream_name) / safe_label(spec.run_label)
-    if order:
-        label_dir = label_dir / f"order-{safe_label(order['name'])}"
-    return label_dir / f"seed_{seed}"
+    (``clbench.run.orders``) adds ``order-<name>/`` before the seed. Built by ``clbench.paths.inside``: no
+    name can take it out of the results folder."""
+    parts = [component(spec.run_label)] + ([f"order-{component(order['name'])}"] if order else [])
+    return inside(experiment_dir(cfg, stream_name), *parts, f"seed_{int(seed)}")
 
 
 class RunFiles:
@@ -79,7 +90,7 @@ class RunFiles:
 
     def prediction_file(self, t: int | str, task: str, suite: str) -> Path:
         """The per-item records of one probe suite in row ``t``."""
-        return self.predictions(t) / f"{task}.{suite}.jsonl"
+        return inside(self.predictions(t), f"{component(task)}.{component(suite)}.jsonl")
 
     def task_log(self, t: int) -> Path:
         return self.root / "train_log" / f"task_{t}.jsonl"

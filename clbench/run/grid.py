@@ -16,7 +16,8 @@ from pathlib import Path
 from clbench.config.experiment import ExperimentConfig
 from clbench.data.streams import Stream
 from clbench.errors import ConfigError
-from clbench.results.files import atomic_write_json, safe_label
+from clbench.results.files import atomic_write_json, experiment_dir
+from clbench.run.checks import check_logging, check_outputs
 from clbench.run.executors import Job, make_executor
 from clbench.run.orders import parse_orders, reorder
 from clbench.run.plan import GridEntry, plan
@@ -69,7 +70,7 @@ def run_tuning(cfg: ExperimentConfig, stream: Stream, entries: list[GridEntry], 
     plans = plan_tuning(cfg, entries)
     if not plans and not pinned:
         return [Tuned(entry, None) for entry in entries]
-    atomic_write_json(Path(cfg.results_dir) / safe_label(cfg.name) / safe_label(stream.name) / "probe_split.json",
+    atomic_write_json(experiment_dir(cfg, stream.name) / "probe_split.json",
                       split_record(stream, cfg.tuning.val_fraction, cfg.tuning.split_seed))
     outcomes: dict[str, list] = {}
     if plans:
@@ -106,6 +107,8 @@ def run_grid(cfg: ExperimentConfig, progress: bool = True, echo=print, wait: boo
     ``wait``, waited for. ``executor`` defaults to the config's (``clbench.run.executors``)."""
     stream, entries = plan(cfg)
     orders = parse_orders(cfg.orders, stream)  # a bad order is refused before anything runs
+    check_outputs(cfg)
+    check_logging(cfg.log)
     executor = executor or make_executor(cfg)
     base_dir = base_model_dir(cfg, stream, progress)
     tuned = run_tuning(cfg, stream, entries, base_dir, executor, progress, echo, wait)

@@ -38,7 +38,8 @@ from pathlib import Path
 
 from clbench.config.experiment import ExperimentConfig, StrategySpec, TrainConfig
 from clbench.errors import ConfigError
-from clbench.results.files import atomic_write_json, load_run, read_json, safe_label
+from clbench.paths import component, inside
+from clbench.results.files import atomic_write_json, experiment_dir, load_run, read_json
 from clbench.run.plan import GridEntry, resolve_entry
 
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"threads"}
@@ -156,7 +157,7 @@ def tuning_config(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def record_path(cfg: ExperimentConfig, stream_name: str, label: str) -> Path:
-    return Path(cfg.results_dir) / safe_label(cfg.name) / safe_label(stream_name) / safe_label(label) / "tuning.json"
+    return inside(experiment_dir(cfg, stream_name), component(label), "tuning.json")
 
 
 def pinned_settings(cfg: ExperimentConfig, entries: list[GridEntry]) -> dict[str, dict]:
