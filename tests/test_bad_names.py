@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from clbench.config.names import RULE
 from clbench.errors import ConfigError
 from tests.cli_helpers import cli, micro_args, tree
 
@@ -41,6 +40,8 @@ def micro_with(tmp_path: Path, old: str, new: str) -> Path:
 
 
 LONG = "t" * 300
+RULE = ("a name is 1 to 64 ASCII letters, digits and '_' '.' '+' '-', starting with a letter or a digit, because it "
+        "becomes part of a file path")
 
 
 @pytest.mark.parametrize(("old", "new", "line", "field", "problem"), [

@@ -112,6 +112,8 @@ def parse_yaml(text: str, where: str) -> tuple[Any, dict[str, int]]:
             return loader.construct_document(node), lines
         finally:
             loader.dispose()
+    except RecursionError:
+        raise ConfigError(where, "nested too deeply to read (thousands of levels)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"{where}:{mark.line + 1}" if mark else where

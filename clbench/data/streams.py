@@ -180,11 +180,14 @@ class Stream:
     def fingerprint(self) -> str:
         """A hash of every record: results and cached base models are keyed by it."""
         h = hashlib.sha256()
+        encoder = json.JSONEncoder(sort_keys=True)  # chunk by chunk: the bytes of json.dumps, never all at once
         for t in self.tasks:
             suites = [(p.name, p.kind, p.items) + ((_portable(p.config),) if p.config else ())
                       for p in t.probes]
-            h.update(json.dumps([t.name, t.pretrained, t.train, suites], sort_keys=True).encode())
-        h.update(json.dumps(self.background, sort_keys=True).encode())
+            for chunk in encoder.iterencode([t.name, t.pretrained, t.train, suites]):
+                h.update(chunk.encode())
+        for chunk in encoder.iterencode(self.background):
+            h.update(chunk.encode())
         return h.hexdigest()[:16]
 
 

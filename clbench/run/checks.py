@@ -1,7 +1,10 @@
-"""What the runner checks while it runs: readable checkpoints, and records cut to ``model.max_length``.
+"""What the runner checks about the user's files and machine: before a grid starts, that its outputs can
+be written and its logging works; while it runs, readable checkpoints and records cut to
+``model.max_length``.
 
-Both are about the user's files rather than clbench's code, so both end as ``ClbenchError`` (a bad
-checkpoint) or a counted warning (a long record), never as a traceback.
+All are about the user's files rather than clbench's code, so all end as ``ClbenchError`` (a bad
+checkpoint, a folder that cannot be written, W&B without a login) or a counted warning (a long record),
+never as a traceback.
 """
 
 from __future__ import annotations
