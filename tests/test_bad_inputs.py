@@ -438,7 +438,9 @@ def test_malicious_checkpoint_is_refused_without_advice_to_unpickle(micro_cache,
     (run / "DONE").unlink()
     (run / "eval" / "after_2.json").unlink()  # resume from task 1's checkpoint
     marker = tmp_path / "pwned"
-    torch.save({"strategy": Evil(marker)}, run / "checkpoints" / "task_1" / "strategy_state.pt")
+    ckpt = run / "checkpoints" / "task_1"
+    torch.save({"strategy": Evil(marker)}, ckpt / "strategy_state.pt")
+    (ckpt / "checksums.json").unlink()  # a forged checkpoint carries no checksum of the real one (tests/test_integrity.py)
     err = refused(capsys, args, tmp_path / "results")
     assert err.startswith(f"clbench: error: {run / 'checkpoints' / 'task_1'}: cannot resume from this checkpoint "
                           "(UnpicklingError: Trying to load unsupported GLOBAL posix.system whose module posix "
