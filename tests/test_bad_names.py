@@ -130,16 +130,18 @@ def test_component_makes_derived_names_safe_and_keeps_valid_names():
 
 
 def test_every_file_of_a_run_and_its_report_lies_under_its_root(micro_cache, micro_base_dir, tmp_path, capsys):
-    """A whole run with its report: every file written below ``tmp_path`` lies in the results folder or the
-    report folder (the shared cache already holds the base model; the cached rows it adds go to the cache)."""
-    results, report = tmp_path / "results", tmp_path / "report"
-    args = [a for a in micro_args(results, micro_cache, train={"steps_per_task": 1}) if a != "--no-report"]
-    cache_before = tree(micro_cache)
+    """A whole run with its report: every file written below ``tmp_path`` lies in the results folder, the
+    report folder or the cache (a copy of the shared one's base model: the cached rows are written anew)."""
+    import shutil
+
+    results, report, cache = tmp_path / "results", tmp_path / "report", tmp_path / "cache"
+    shutil.copytree(micro_base_dir, cache / "base_models" / micro_base_dir.name)
+    before = set(tree(tmp_path))
+    args = [a for a in micro_args(results, cache, train={"steps_per_task": 1}) if a != "--no-report"]
     rc, _, err = cli([*args, "--report-dir", str(report)], capsys)
     assert rc == 0, err
-    written = [p for p in tmp_path.rglob("*") if p.is_file()]
-    roots = (results.resolve(), report.resolve())
-    assert written and all(any(root in p.resolve().parents for root in roots) for p in written), written
-    assert any(results in p.parents for p in written) and any(report in p.parents for p in written)
-    new_in_cache = set(tree(micro_cache)) - set(cache_before)
-    assert all(not Path(rel).is_absolute() and ".." not in Path(rel).parts for rel in new_in_cache)
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and str(p.relative_to(tmp_path)) not in before]
+    roots = {root: [p for p in written if root.resolve() in p.resolve().parents] for root in (results, report, cache)}
+    assert sum(map(len, roots.values())) == len(written), sorted(set(written) - {p for ps in roots.values() for p in ps})
+    assert all(roots.values())  # each root got files (rows in the cache, the run, the report)
+    assert any(p.parent.name == "rows" for p in roots[cache])
