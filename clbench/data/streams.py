@@ -41,6 +41,7 @@ from clbench.config.experiment import MAX_SEED
 from clbench.config.names import check_name
 from clbench.config.options import from_dict, opt, shown
 from clbench.config.yaml_file import at_line, load_yaml_lines
+from clbench.data.answers import normalize
 from clbench.data.readers import SourceSpec, load_records
 from clbench.errors import ConfigError
 
@@ -224,8 +225,6 @@ def _validate_record(rec: object, required: dict[str, type], where: str) -> dict
 def _check_answers(rec: dict, where: str) -> None:
     """An exact-match answer (and each alias) has text after normalisation — an empty one would count an
     empty prediction as right."""
-    from clbench.eval.probes import normalize
-
     answers = [("answer", rec["answer"]), *((f"aliases[{i}]", a) for i, a in enumerate(rec.get("aliases", ())))]
     for name, value in answers:
         if not normalize(value):
