@@ -98,8 +98,9 @@ def test_too_few_entities_for_a_domain_are_refused_by_its_generator(tmp_path):
     path = micro_with(tmp_path, "{domain: general, entities: 4}", "{domain: general, entities: 2}")
     with pytest.raises(ConfigError) as exc:
         load(path)
-    assert str(exc.value) == (f"{path}.tasks[0].generated.entities: generator 'general': domain 'general' needs at "
-                              "least 4 entities for its multiple-choice items (3 distractors each), got 2")
+    assert str(exc.value) == (f"{path}.tasks[0].generated.entities: generator 'general': general-0000-capital: 1 "
+                              "other value(s) of its relation to draw from, and a multiple-choice item needs 3 "
+                              "distractors (more entities give more)")
 
 
 @pytest.mark.parametrize(("old", "new", "message"), [

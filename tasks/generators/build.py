@@ -61,8 +61,8 @@ def records_from_facts(facts: list[Fact], rng: random.Random, prefix: str, n_cho
         out["qa"].append({"id": fid, "prompt": prompt, "answer": fact.value})
         others = [v for v in dict.fromkeys(fact.pool) if v != fact.value]
         if len(others) < n_choices - 1:  # (the stream loader reports a ValueError as the stream's error)
-            raise ValueError(f"domain {domain!r} needs at least {n_choices} entities for its multiple-choice items "
-                             f"({n_choices - 1} distractors each), got {n_entities}")
+            raise ValueError(f"{fid}: {len(others)} other value(s) of its relation to draw from, and a "
+                             f"multiple-choice item needs {n_choices - 1} distractors (more entities give more)")
         distractors = rng.sample(others, n_choices - 1)
         choices = distractors + [fact.value]
         rng.shuffle(choices)
