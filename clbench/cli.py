@@ -18,7 +18,8 @@ import traceback
 import warnings
 from pathlib import Path
 
-from clbench.errors import ClbenchError
+from clbench.errors import ClbenchError, environment_error
+from clbench.paths import writable_folder
 
 
 def _config(args):
@@ -29,9 +30,11 @@ def _config(args):
                  "name": "name={}", "results": "results_dir={}", "jobs": "jobs={}",
                  "allow_code": "allow_code=true", "executor": "executor.kind={}",
                  "address": "executor.address={}"}
-    overrides = list(args.set or []) + [fmt.format(getattr(args, flag)) for flag, fmt in shortcuts.items()
-                                        if getattr(args, flag)]
-    return load_config(args.config, overrides)
+    given = [flag for flag in shortcuts if getattr(args, flag) is not None and getattr(args, flag) is not False]
+    # (``--jobs 0`` is given, and refused by the bound, not dropped as falsy)
+    overrides = list(args.set or []) + [shortcuts[flag].format(getattr(args, flag)) for flag in given]
+    flags = {shortcuts[flag].split("=")[0]: f"--{flag.replace('_', '-')}" for flag in given}
+    return load_config(args.config, overrides, flags)
 
 
 def _print_report(readme: Path, results=()) -> None:
@@ -52,6 +55,8 @@ def cmd_run(args) -> int:
     from clbench.run.grid import run_grid
 
     cfg = _config(args)
+    if not args.no_report:
+        writable_folder(args.report_dir or f"reports/{cfg.name}", "--report-dir")
     results = run_grid(cfg, progress=not args.quiet, wait=args.wait)
     root = experiment_dir(cfg)  # where the runs were written (the name made a folder name as there)
     busy = [path for path, status in results if status == "locked"]
@@ -249,16 +254,28 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"clbench: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        cause = environment_error(exc)
+        if cause is None:
+            return _internal_error(exc, args.debug)
+        if args.debug:
+            traceback.print_exc()
+        print(f"clbench: error: {cause}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\nclbench: interrupted; finished tasks are kept and the next run resumes from them", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - anything else is a bug in clbench: one line, traceback on request
-        if args.debug:
-            traceback.print_exc()
-            return 1
-        print(f"clbench: internal error (a bug, please report it): {type(exc).__name__}: {exc}\n"
-              "clbench: rerun with --debug for the traceback", file=sys.stderr)
+        return _internal_error(exc, args.debug)
+
+
+def _internal_error(exc: BaseException, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
         return 1
+    print(f"clbench: internal error (a bug, please report it): {type(exc).__name__}: {exc}\n"
+          "clbench: rerun with --debug for the traceback", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

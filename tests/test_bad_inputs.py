@@ -34,16 +34,17 @@ def refused(capsys, args, results: Path) -> str:
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("train.steps_per_task=-1", "config.train.steps_per_task: must be >= 1, got -1"),
-    ("train.steps_per_task=0", "config.train.steps_per_task: must be >= 1, got 0"),
-    ("train.lr=.inf", "config.train.lr: expected a finite number, got inf"),
-    ("train.lr=.nan", "config.train.lr: expected a finite number, got nan"),
-    ("train.lr=0", "config.train.lr: must be > 0, got 0.0"),
-    ("train.lr=1e9", "config.train.lr: must be <= 1, got 1000000000.0"),
-    ("train.lr=1e300", "config.train.lr: must be <= 1, got 1e+300"),
-    ("train.batch_size=0", "config.train.batch_size: must be >= 1, got 0"),
-    ("eval.max_new_tokens=0", "config.eval.max_new_tokens: must be >= 1, got 0"),
-    ("model.max_length=0", "config.model.max_length: must be >= 1, got 0"),
+    ("train.steps_per_task=-1", "--set train.steps_per_task: must be >= 1, got -1"),
+    ("train.steps_per_task=0", "--set train.steps_per_task: must be >= 1, got 0"),
+    ("train.lr=.inf", "--set train.lr: expected a finite number, got inf"),
+    ("train.lr=.nan", "--set train.lr: expected a finite number, got nan"),
+    ("train.lr=0", "--set train.lr: must be > 0, got 0.0"),
+    ("train.lr=1e9", "--set train.lr: must be <= 1, got 1000000000.0"),
+    ("train.lr=1e300", "--set train.lr: must be <= 1, got 1e+300"),
+    ("train.batch_size=0", "--set train.batch_size: must be >= 1, got 0"),
+    ("eval.max_new_tokens=0", "--set eval.max_new_tokens: must be >= 1, got 0"),
+    ("model.max_length=0", "--set model.max_length: must be >= 2, got 0"),
+    ("model.max_length=1", "--set model.max_length: must be >= 2, got 1"),
     ("model.num_heads=3", "model.num_heads: must divide model.hidden_size (32), got 3"),
 ])
 def test_out_of_bounds_options_are_refused_before_anything_is_written(override, message, tmp_path, capsys):
@@ -246,6 +247,63 @@ def test_a_50_mb_line_costs_a_bounded_amount_of_memory(micro_base_dir, tmp_path)
     assert got["peak_increase_mib"] < 400, got
 
 
+BUILD_PROBE = """
+import json, resource, sys
+from pathlib import Path
+from tests.conftest import micro_config
+from clbench.data.encoding import encode_example
+from clbench.data.streams import load_stream
+from clbench.modeling.loading import load_causal_lm
+from clbench.modeling.tiny import build_base_model
+cfg = micro_config(Path(sys.argv[2]), model={"pretrain_steps": 2})
+stream = load_stream(sys.argv[1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = build_base_model(cfg.model, stream, Path(sys.argv[2]) / "cache", progress=False)
+_, tok = load_causal_lm(base, "cpu", "float32")
+encoded = [encode_example(tok, r, cfg.model.max_length) for r in stream.tasks[1].train]
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_increase_mib": (after - before) / 1024, "lengths": [len(e.input_ids) for e in encoded]}))
+"""
+
+
+def test_the_embedded_model_is_built_from_a_50_mb_line_in_bounded_memory(tmp_path):
+    """Building the embedded base model (tokenizer trained on every training text) from a stream with one
+    50 MB training record, then encoding that record: the peak resident memory grows by less than 600 MiB
+    (the tokenizer trainer fed the whole line took 5.5 GB)."""
+    with open(tmp_path / "train.jsonl", "w") as fh:
+        fh.write('{"text": "a short record"}\n{"text": "')
+        fh.writelines("the patient was given ten units of insulin and " * 1100 for _ in range(1000))  # 51.7 MB
+        fh.write('"}\n')
+    stream = user_stream(tmp_path, "{path: train.jsonl}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", BUILD_PROBE, str(stream), str(tmp_path)], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=600, check=True).stdout
+    got = json.loads(out.splitlines()[-1])
+    assert got["lengths"][1] == 64
+    assert got["peak_increase_mib"] < 600, got
+
+
+def test_the_tokenizer_learned_from_bounded_pieces_is_the_whole_texts():
+    """Cut where the byte-level pre-tokenizer splits anyway, pieces of a text teach the very tokenizer the
+    whole text teaches (spaces, runs of spaces and newlines, punctuation, contractions, numbers)."""
+    import random
+
+    from clbench.modeling.tiny import bounded_pieces
+    from clbench.modeling.tokenizer import train_bpe_tokenizer
+
+    rng = random.Random(0)
+    words = ["the", "patient", "was", "given", "units", "of", "insulin", "'s", "don't", "3.5", "!!", "(x)", "é"]
+    text = "".join(rng.choice(words) + rng.choice([" ", "  ", "\n", "", "   ", "\n\n", " \n ", "\t"])
+                   for _ in range(20000))
+    texts = [text, "short one"]
+    pieces = list(bounded_pieces(texts, 500))
+    assert max(map(len, pieces)) <= 500 and len(pieces) > 100
+    assert "".join(pieces) == "".join(texts)
+    whole = train_bpe_tokenizer(texts, 300).backend_tokenizer.to_str()
+    assert train_bpe_tokenizer(iter(pieces), 300).backend_tokenizer.to_str() == whole
+    assert [len(p) for p in bounded_pieces(["a" * 1200], 500)] == [500, 500, 200]  # one endless word: cut anyway
+
+
 def test_head_tokens_keeps_the_tokens_of_the_whole_text(micro_model):
     """A long record cut before tokenizing gives the same first max_length tokens as the whole text."""
     from clbench.data.encoding import encode_example
@@ -380,7 +438,9 @@ def test_malicious_checkpoint_is_refused_without_advice_to_unpickle(micro_cache,
     (run / "DONE").unlink()
     (run / "eval" / "after_2.json").unlink()  # resume from task 1's checkpoint
     marker = tmp_path / "pwned"
-    torch.save({"strategy": Evil(marker)}, run / "checkpoints" / "task_1" / "strategy_state.pt")
+    ckpt = run / "checkpoints" / "task_1"
+    torch.save({"strategy": Evil(marker)}, ckpt / "strategy_state.pt")
+    (ckpt / "checksums.json").unlink()  # a forged checkpoint carries no checksum of the real one (tests/test_integrity.py)
     err = refused(capsys, args, tmp_path / "results")
     assert err.startswith(f"clbench: error: {run / 'checkpoints' / 'task_1'}: cannot resume from this checkpoint "
                           "(UnpicklingError: Trying to load unsupported GLOBAL posix.system whose module posix "

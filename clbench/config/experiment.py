@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import yaml
-
+from clbench.config.names import check_name
 from clbench.config.options import from_dict, opt, to_dict
+from clbench.config.yaml_file import at_line, load_yaml, load_yaml_lines, parse_yaml  # noqa: F401 - load_yaml re-exported
 from clbench.errors import ConfigError
+
+MAX_SEED = 2**32 - 1  # the largest seed numpy's generators take (torch's take more)
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,9 @@ class ModelConfig:
     pretrain_steps: int = opt(1200, "tiny model: full-parameter pretraining steps on the pretrain corpus", ge=0)
     pretrain_lr: float = opt(3e-3, "tiny model: pretraining peak learning rate, in (0, 1]", gt=0, le=1)
     pretrain_batch_size: int = opt(32, "tiny model: pretraining batch size", ge=1)
-    seed: int = opt(0, "tiny model: initialisation and pretraining seed (part of the cache key)", ge=0)
-    max_length: int = opt(64, "token budget of one training example", ge=1)
+    seed: int = opt(0, "tiny model: initialisation and pretraining seed (part of the cache key)", ge=0, le=MAX_SEED)
+    max_length: int = opt(64, "token budget of one training example (at least 2: a causal LM learns token i + 1 "
+                              "from tokens 0..i)", ge=2)
     device: str = opt("auto", "auto (cuda > cpu), cpu, cuda, cuda:N")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt("auto", "auto = bf16 on CUDA, fp32 on CPU")
     autocast: Literal["none", "auto", "bfloat16"] = opt(
@@ -109,9 +112,9 @@ class TuningConfig:
         "acc_given_la", "selection: best ACC with LA >= la_ratio x best LA; or best ACC, LA, lowest F")
     la_ratio: float = opt(0.9, "acc_given_la: the share of the best learning accuracy a choice must reach",
                           ge=0, le=1)
-    seed: int = opt(0, "the one seed candidates run with")
+    seed: int = opt(0, "the one seed candidates run with", ge=0, le=MAX_SEED)
     val_fraction: float = opt(0.5, "share of each probe suite's items held out for validation", gt=0, le=0.9)
-    split_seed: int = opt(0, "seed of the validation/test split of probe items")
+    split_seed: int = opt(0, "seed of the validation/test split of probe items", ge=0, le=MAX_SEED)
     pinned: dict = field(default_factory=dict, metadata={
         "help": "strategy label -> setting chosen by an earlier tuning ({lr: 1.2e-2}): applied without candidate "
                 "runs, scored on the test items"})
@@ -157,12 +160,13 @@ class ExperimentConfig:
     name: str = opt("default", "experiment name (results/<name>/...)")
     stream: str = opt("default", "stream YAML path, or the name of a stream shipped in tasks/")
     strategies: tuple[Any, ...] = opt(["all"], "strategy names or {name, label, options}; 'all' = every registered")
-    seeds: tuple[int, ...] = opt([0, 1, 2], "one run per seed and strategy")
+    seeds: tuple[int, ...] = opt([0, 1, 2], "one run per seed and strategy (each distinct, 0 to 2^32 - 1)",
+                                 ge=0, le=MAX_SEED)
     results_dir: str = opt("results", "where run directories go")
     cache_dir: str = opt("", "base-model cache; empty = $CLBENCH_CACHE or ~/.cache/clbench")
     allow_code: bool = opt(False, "let task YAML in the stream's lm-eval folders run Python (!function); "
                                   "same as --allow-code")
-    jobs: int = opt(1, "runs in parallel processes (each with train.threads threads)", ge=1)
+    jobs: int = opt(1, "runs in parallel processes (each with train.threads threads)", ge=1, le=1024)
     orders: tuple[Any, ...] = opt(["given"], "task orders: given, reversed, [task, ...], {random: K, seed: S}")
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
@@ -175,18 +179,28 @@ class ExperimentConfig:
         return Path(self.cache_dir or os.environ.get("CLBENCH_CACHE") or "~/.cache/clbench").expanduser()
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.lr=1e-3"`` → ``(["train", "lr"], 0.001)``; the value is parsed as YAML."""
+def parse_override(text: str, flags: dict[str, str] | None = None) -> tuple[list[str], Any]:
+    """``"train.lr=1e-3"`` → ``(["train", "lr"], 0.001)``; the value is parsed as YAML (a malformed one is
+    an error naming the ``--set``, or the shortcut flag of ``flags``, it came from)."""
     if "=" not in text:
         raise ConfigError(f"--set {text}", "expected KEY=VALUE, e.g. train.lr=1e-3")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw)
+    keys = key.strip().split(".")
+    if not all(keys):
+        raise ConfigError(f"--set {text}", "expected KEY=VALUE with a dotted KEY, e.g. train.lr=1e-3")
+    typed = (flags or {}).get(key.strip(), f"--set {key.strip()}")
+    if "\0" in raw:  # (YAML cannot hold it; no path or name may)
+        raise ConfigError(typed, f"a NUL byte (\\0) at character {raw.index(chr(0)) + 1} of {raw!r}")
+    try:
+        value, _ = parse_yaml(raw, "value")
+    except ConfigError as exc:  # named as the user typed it: the value came from the command line, not a file
+        raise ConfigError(typed, f"{exc._parts[1]} (in the value {raw!r})") from None
     if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; a number is what anyone means
         try:
             value = float(value)
         except ValueError:
             pass
-    return key.strip().split("."), value
+    return keys, value
 
 
 def _apply(data: dict, keys: list[str], value: Any) -> None:
@@ -197,49 +211,78 @@ def _apply(data: dict, keys: list[str], value: Any) -> None:
     data[keys[-1]] = value
 
 
-def load_yaml(path: Path) -> Any:
-    """YAML from ``path``; a syntax error or a byte that is not UTF-8 is reported as ``file:line``."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(str(path), "file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(str(path), "is a folder, not a YAML file") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise ConfigError(f"{path}:{line}", f"not UTF-8: byte 0x{data[exc.start]:02x} at column {column} "
-                          "(save the file as UTF-8)") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(where, f"malformed YAML: {getattr(exc, 'problem', exc)}") from None
+def _source(field: str, sources: dict[str, str]) -> str | None:
+    """What the user typed for ``field`` (``--set train.lr``, ``--seeds``) when its value came from the
+    command line, else ``None``."""
+    for key in sorted(sources, key=len, reverse=True):
+        if field == key or field.startswith((key + ".", key + "[")):
+            return sources[key] + field[len(key):]
+    return None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
+def _from_override(exc: ConfigError, prefix: str, sources: dict[str, str]) -> ConfigError:
+    """``exc`` about a field whose value came from the command line, re-addressed to what the user typed
+    instead of the config file; other errors unchanged."""
+    if not exc.where.startswith(prefix + "."):
+        return exc
+    where = _source(exc.where[len(prefix) + 1:], sources)
+    return exc if where is None else ConfigError(where, exc._parts[1], exc._parts[2])
+
+
+def _check_names(cfg: ExperimentConfig, where: str, lines: dict[str, int], sources: dict[str, str]) -> None:
+    """The experiment name and every strategy row's label follow the name rule (``clbench.config.names``);
+    the seeds are distinct."""
+    def at(field: str) -> str:
+        typed = _source(field, sources)
+        if typed is not None:
+            return typed
+        return at_line(where, lines, field) if where != "config" else f"config.{field}"
+
+    check_name(cfg.name, at("name"))
+    for i, entry in enumerate(cfg.strategies):
+        if isinstance(entry, dict) and entry.get("label") is not None:
+            check_name(entry["label"], at(f"strategies[{i}].label"))
+    first: dict[int, int] = {}
+    for i, seed in enumerate(cfg.seeds):
+        if seed in first:
+            raise ConfigError(at("seeds"), f"seed {seed} appears twice (seeds[{first[seed]}] and seeds[{i}]); "
+                              "each seed is one run")
+        first[seed] = i
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (),
+                flags: dict[str, str] | None = None) -> ExperimentConfig:
     """Defaults, then the YAML file (if any), then ``--set`` overrides, validated field by field.
 
     A relative ``stream`` path in a file is taken relative to that file, so experiment files work from
-    any working directory.
+    any working directory. An error about a value from the command line names the ``--set`` (or, via
+    ``flags``, the shortcut flag: ``{"seeds": "--seeds"}``) it came from, not the file.
     """
     data: dict = {}
     where = "config"
+    lines: dict[str, int] = {}
     if path is not None:
         where = str(path)
-        data = load_yaml(Path(path)) or {}
+        data, lines = load_yaml_lines(Path(path))
+        data = data or {}
         if not isinstance(data, dict):
             raise ConfigError(where, "expected a mapping at the top level")
         stream = data.get("stream")
         if isinstance(stream, str) and stream.endswith((".yaml", ".yml")) and not os.path.isabs(stream):
             data["stream"] = str((Path(path).parent / stream).resolve())
+    sources: dict[str, str] = {}
     for item in overrides:
-        keys, value = parse_override(item)
+        keys, value = parse_override(item, flags)
         _apply(data, keys, value)
-    return from_dict(ExperimentConfig, data, where)
+        dotted = ".".join(keys)
+        sources = {k: v for k, v in sources.items() if not k.startswith(dotted + ".")}
+        sources[dotted] = (flags or {}).get(dotted, f"--set {dotted}")
+    try:
+        cfg = from_dict(ExperimentConfig, data, where)
+    except ConfigError as exc:
+        raise _from_override(exc, where, sources) from None
+    _check_names(cfg, where, lines, sources)
+    return cfg
 
 
 def strategy_specs(cfg: ExperimentConfig, registered: list[str]) -> list[StrategySpec]:

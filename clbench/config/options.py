@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import reprlib
 import types
 import typing
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
@@ -18,6 +19,16 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 from clbench.errors import ConfigError, did_you_mean
 
 T = TypeVar("T")
+
+_SHORT = reprlib.Repr()  # (keyword arguments only from Python 3.12)
+_SHORT.maxstring = _SHORT.maxother = 120
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 8
+_SHORT.maxlevel, _SHORT.maxlong = 3, 60
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to a line: an error message never prints a whole (possibly huge) value."""
+    return _SHORT.repr(value)
 
 
 def _check(where: str, tp: Any, value: Any) -> Any:
@@ -34,34 +45,36 @@ def _check(where: str, tp: Any, value: Any) -> Any:
                 return _check(where, arm, value)
             except ConfigError as exc:
                 errors.append(exc)
-        raise ConfigError(where, f"{value!r} matches none of {tp}")
+        raise ConfigError(where, f"{shown(value)} matches none of {tp}")
     if tp is type(None):
         if value is None:
             return None
-        raise ConfigError(where, f"expected null, got {value!r}")
+        raise ConfigError(where, f"expected null, got {shown(value)}")
     if origin is Literal:
         if value in get_args(tp):
             return value
-        raise ConfigError(where, f"invalid value {value!r}", [str(a) for a in get_args(tp)])
+        raise ConfigError(where, f"invalid value {shown(value)}", [str(a) for a in get_args(tp)])
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(where, f"expected a list, got {value!r}")
+            raise ConfigError(where, f"expected a list, got {shown(value)}")
         (arm, *_rest) = get_args(tp) or (Any,)
         return tuple(_check(f"{where}[{i}]", arm, v) for i, v in enumerate(value))
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(where, f"expected a mapping, got {value!r}")
+            raise ConfigError(where, f"expected a mapping, got {shown(value)}")
         return dict(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(where, f"expected a finite number, got {value!r}")
+        raise ConfigError(where, f"expected a finite number, got {shown(value)}")
     if tp is bool and not isinstance(value, bool):
-        raise ConfigError(where, f"expected true or false, got {value!r}")
+        raise ConfigError(where, f"expected true or false, got {shown(value)}")
     if tp in (int, float, str) and (not isinstance(value, tp) or isinstance(value, bool)):
-        raise ConfigError(where, f"expected {tp.__name__}, got {value!r}")
+        raise ConfigError(where, f"expected {tp.__name__}, got {shown(value)}")
+    if tp is str and "\0" in value:  # no file system takes it in a path, and no text needs it
+        raise ConfigError(where, f"a NUL byte (\\0) at character {value.index(chr(0)) + 1} of {shown(value)}")
     return value
 
 
@@ -181,12 +194,19 @@ def opt(default: Any, help: str, **bounds: float) -> Any:
 
 
 def _check_bounds(where: str, field: dataclasses.Field, value: Any) -> None:
+    """The field's bounds on ``value`` — on each element when the field is a list (``seeds``)."""
     if value is None:  # an optional field left unset
         return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_bounds(f"{where}[{i}]", field, v)
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return  # not a number ('all' in a list of seeds): the type check names it
     for name, bound in field.metadata.get("bounds", {}).items():
         symbol, ok = BOUNDS[name]
         if not ok(value, bound):
-            raise ConfigError(where, f"must be {symbol} {bound}, got {value!r}")
+            raise ConfigError(where, f"must be {symbol} {bound}, got {shown(value)}")
 
 
 def check_bounds(obj: Any) -> None:

@@ -72,6 +72,17 @@ def encode_example(tokenizer, example: dict, max_length: int) -> Encoded:
     return Encoded(ids[:max_length], labels[:max_length], cut or len(ids) > max_length)
 
 
+def learnable(enc: Encoded) -> bool:
+    """Whether a record keeps a token to learn: a label after the first position (a causal LM predicts token
+    i + 1 from tokens 0..i, so a record cut to its first token, or to its prompt, teaches nothing)."""
+    return any(label != IGNORE for label in enc.labels[1:])
+
+
+def target_tokens(batch: dict) -> int:
+    """Tokens a batch's loss is computed on (0: the loss is 0/0, NaN)."""
+    return int((batch["labels"][:, 1:] != IGNORE).sum())
+
+
 def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` tensors."""
     width = max(len(e.input_ids) for e in batch)

@@ -37,8 +37,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal
 
-from clbench.config.experiment import load_yaml
-from clbench.config.options import from_dict, opt
+from clbench.config.experiment import MAX_SEED
+from clbench.config.names import check_name
+from clbench.config.options import from_dict, opt, shown
+from clbench.config.yaml_file import at_line, load_yaml_lines
+from clbench.data.answers import normalize
 from clbench.data.readers import SourceSpec, load_records
 from clbench.errors import ConfigError
 
@@ -54,14 +57,16 @@ OPTIONAL_FIELDS = {"exact_match": {"aliases": list, "category": str},
 TRAIN_FIELDS = {"text": str, "prompt": str, "completion": str}
 GENERATED_SUITES = {"qa": "exact_match", "mc": "multiple_choice", "ppl": "perplexity"}
 PROBE_KINDS = (*PROBE_FIELDS, "lm_eval")
+MAX_ENTITIES = 10_000  # generated entities of one task: ~3 facts each, every one a training record and 3 probe items
 STREAMS_DIR = Path(__file__).resolve().parent.parent / "tasks"
 
 
 @dataclass(frozen=True)
 class GeneratedSpec:
     domain: str
-    entities: int = 16
-    seed: int | None = None  # None: the stream's generator_seed
+    entities: int = opt(16, f"fictional entities (1 to {MAX_ENTITIES:,}; a domain may need more, e.g. general 4)",
+                        ge=1, le=MAX_ENTITIES)
+    seed: int | None = opt(None, "generator seed; null = the stream's generator_seed", ge=0, le=MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -94,8 +99,9 @@ class LmEvalProbeSpec:
     include_path: str | None = opt(None, "folder of task YAML, relative to the stream; null = built-in tasks")
     metric: str = opt("acc", "the task's metric that is the suite's score")
     filter: str = opt("none", "lm-eval filter the metric is read after ('none' unless the task has filters)")
-    num_fewshot: int | None = opt(None, "few-shot examples; null = the task's own setting (0 if unset)")
-    limit: int | None = opt(None, "score only the first N documents (smoke runs)")
+    num_fewshot: int | None = opt(None, "few-shot examples; null = the task's own setting (0 if unset)", ge=0,
+                                  le=1000)
+    limit: int | None = opt(None, "score only the first N documents (smoke runs)", ge=1)
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,7 @@ class StreamSpec:
     version: int = 1
     description: str = ""
     primary_metric: str = opt("qa", "probe suite behind the headline numbers")
-    generator_seed: int = 0
+    generator_seed: int = opt(0, "seed of the generated tasks", ge=0, le=MAX_SEED)
     pretrain_background: tuple[GeneratedSpec, ...] = ()
     known_subset: bool = opt(False, "also score pretrained tasks on the items the base model answered correctly "
                                     "(suites <name>_known; clbench.results.breakdown)")
@@ -175,11 +181,14 @@ class Stream:
     def fingerprint(self) -> str:
         """A hash of every record: results and cached base models are keyed by it."""
         h = hashlib.sha256()
+        encoder = json.JSONEncoder(sort_keys=True)  # chunk by chunk: the bytes of json.dumps, never all at once
         for t in self.tasks:
             suites = [(p.name, p.kind, p.items) + ((_portable(p.config),) if p.config else ())
                       for p in t.probes]
-            h.update(json.dumps([t.name, t.pretrained, t.train, suites], sort_keys=True).encode())
-        h.update(json.dumps(self.background, sort_keys=True).encode())
+            for chunk in encoder.iterencode([t.name, t.pretrained, t.train, suites]):
+                h.update(chunk.encode())
+        for chunk in encoder.iterencode(self.background):
+            h.update(chunk.encode())
         return h.hexdigest()[:16]
 
 
@@ -197,11 +206,30 @@ def _validate_record(rec: object, required: dict[str, type], where: str) -> dict
         if not isinstance(rec[key], tp) or (tp is int and isinstance(rec[key], bool)):
             raise ConfigError(where, f"field {key!r} must be {tp.__name__}, got {rec[key]!r}")
     if "choices" in required:
-        if not all(isinstance(c, str) for c in rec["choices"]) or len(rec["choices"]) < 2:
+        choices = rec["choices"]
+        if not all(isinstance(c, str) for c in choices) or len(choices) < 2:
             raise ConfigError(where, "field 'choices' must be a list of at least two strings")
-        if not 0 <= rec["label"] < len(rec["choices"]):
-            raise ConfigError(where, f"field 'label' is {rec['label']}, outside 0..{len(rec['choices']) - 1}")
+        first: dict[str, int] = {}
+        for i, c in enumerate(choices):
+            if not c.strip():
+                raise ConfigError(where, f"choices[{i}] is empty: a choice the model can be scored on has text")
+            if c in first:
+                raise ConfigError(where, f"choices[{first[c]}] and choices[{i}] are the same ({shown(c)}): the "
+                                  "item could not tell them apart")
+            first[c] = i
+        if not 0 <= rec["label"] < len(choices):
+            raise ConfigError(where, f"field 'label' is {rec['label']}, outside 0..{len(choices) - 1}")
     return rec
+
+
+def _check_answers(rec: dict, where: str) -> None:
+    """An exact-match answer (and each alias) has text after normalisation — an empty one would count an
+    empty prediction as right."""
+    answers = [("answer", rec["answer"]), *((f"aliases[{i}]", a) for i, a in enumerate(rec.get("aliases", ())))]
+    for name, value in answers:
+        if not normalize(value):
+            raise ConfigError(where, f"field {name!r} is {shown(value)}, empty once normalised (case, spaces, quotes, "
+                              "a final '.'): every prediction would have to be empty to match it")
 
 
 def _validate_optional(rec: dict, optional: dict[str, type], where: str) -> None:
@@ -214,9 +242,15 @@ def _validate_optional(rec: dict, optional: dict[str, type], where: str) -> None
 
 def _validate_train(rec: object, where: str) -> dict:
     if isinstance(rec, dict) and "text" in rec:
-        return _validate_record(rec, {"text": str}, where)
+        _validate_record(rec, {"text": str}, where)
+        if not rec["text"].strip():
+            raise ConfigError(where, "field 'text' is empty: a training record needs text to learn")
+        return rec
     if isinstance(rec, dict) and "prompt" in rec:
-        return _validate_record(rec, {"prompt": str, "completion": str}, where)
+        _validate_record(rec, {"prompt": str, "completion": str}, where)
+        if not rec["completion"].strip():
+            raise ConfigError(where, "field 'completion' is empty: a training record needs text to learn")
+        return rec
     raise ConfigError(where, "a training record needs 'text' or 'prompt'+'completion'", ["text", "prompt", "completion"])
 
 
@@ -235,7 +269,10 @@ def _generated(spec: GeneratedSpec, default_seed: int, where: str) -> dict[str, 
     if spec.domain not in known:
         raise ConfigError(f"{where}.domain", f"unknown generated domain {spec.domain!r}", known)
     build = known[spec.domain].load()
-    return build(spec.domain, spec.entities, default_seed if spec.seed is None else spec.seed)
+    try:
+        return build(spec.domain, spec.entities, default_seed if spec.seed is None else spec.seed)
+    except ValueError as exc:  # a generator's own limit (too few entities for its multiple-choice items, ...)
+        raise ConfigError(f"{where}.entities", f"generator {spec.domain!r}: {exc}") from None
 
 
 def parse_probe(raw: object, where: str) -> ProbeSpec | LmEvalProbeSpec:
@@ -254,21 +291,37 @@ def _load_suite(spec: ProbeSpec | LmEvalProbeSpec, base: Path, where: str, allow
         return ProbeSuite(spec.name, spec.kind, (), resolve_suite(spec, base, where, allow_code))
     if spec.until and spec.kind != "exact_match":
         raise ConfigError(f"{where}.until", f"'until' applies to exact_match suites, not {spec.kind}")
+    for i, stop in enumerate(spec.until):
+        if not stop:
+            raise ConfigError(f"{where}.until[{i}]", "an empty string would end every answer before its first "
+                              "character")
     known = {**PROBE_FIELDS[spec.kind], **OPTIONAL_FIELDS[spec.kind], "id": str}
     items = []
+    ids: dict[str, str] = {}
     for at, n, rec in load_records(spec.source, base, known, where):
         rec = dict(_validate_record(rec, PROBE_FIELDS[spec.kind], at))
         _validate_optional(rec, OPTIONAL_FIELDS[spec.kind], at)
+        if spec.kind == "exact_match":
+            _check_answers(rec, at)
         rec.setdefault("id", f"{spec.name}-{n}")
+        if not isinstance(rec["id"], str):
+            raise ConfigError(at, f"field 'id' must be str, got {shown(rec['id'])}")
+        if rec["id"] in ids:
+            raise ConfigError(at, f"item id {shown(rec['id'])} is also the id of the item at {ids[rec['id']]}: ids "
+                              "name items in breakdowns, the known subset and the bootstrap, so each is unique")
+        ids[rec["id"]] = at
         items.append(rec)
     items = items[: spec.limit] if spec.limit else items
     return ProbeSuite(spec.name, spec.kind, tuple(items), {"until": list(spec.until)} if spec.until else {})
 
 
-def _load_task(spec: TaskSpec, base: Path, seed: int, where: str, allow_code: bool) -> Task:
+def _load_task(spec: TaskSpec, base: Path, seed: int, where: str, allow_code: bool, at=lambda field: field) -> Task:
+    """Task ``spec`` with its records and suites; ``at(field)`` says where a field of it is (file:line)."""
     if spec.generated is not None and spec.train is not None:
         raise ConfigError(where, "give either 'generated' or 'train', not both")
     probe_specs = [parse_probe(p, f"{where}.probes[{i}]") for i, p in enumerate(spec.probes)]
+    for i, p in enumerate(probe_specs):
+        check_name(p.name, at(f"probes[{i}].name"))
     names = [p.name for p in probe_specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}.probes", f"probe suite names must be unique within a task, got {names}")
@@ -307,7 +360,11 @@ def load_stream(name_or_path: str, allow_code: bool = False) -> Stream:
     Nothing in the file runs code unless ``allow_code`` (``--allow-code``) or the file's ``allow_code``.
     """
     path = resolve_stream_path(name_or_path)
-    spec = from_dict(StreamSpec, load_yaml(path), str(path))
+    data, lines = load_yaml_lines(path)
+    spec = from_dict(StreamSpec, data, str(path))
+    check_name(spec.name, at_line(str(path), lines, "name"))
+    for i, t in enumerate(spec.tasks):
+        check_name(t.name, at_line(str(path), lines, f"tasks[{i}].name"))
     names = [t.name for t in spec.tasks]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}.tasks", f"task names must be unique, got {names}")
@@ -319,8 +376,17 @@ def load_stream(name_or_path: str, allow_code: bool = False) -> Stream:
             raise ConfigError(f"{path}.tasks[{i}]", "pretrained tasks must come before the trained ones")
         seen_trained |= not t.pretrained
     allow_code = allow_code or spec.allow_code
-    tasks = tuple(_load_task(t, path.parent, spec.generator_seed, f"{path}.tasks[{i}]", allow_code)
+    tasks = tuple(_load_task(t, path.parent, spec.generator_seed, f"{path}.tasks[{i}]", allow_code,
+                             lambda field, i=i: at_line(str(path), lines, f"tasks[{i}].{field}"))
                   for i, t in enumerate(spec.tasks))
+    files: dict[str, tuple[str, str]] = {}  # predictions/<row>/<task>.<suite>.jsonl: one file per (task, suite)
+    for t in tasks:
+        for p in t.probes:
+            other = files.setdefault(f"{t.name}.{p.name}", (t.name, p.name))
+            if other != (t.name, p.name):
+                raise ConfigError(f"{path}.tasks", f"task {t.name!r} with suite {p.name!r} and task {other[0]!r} with "
+                                  f"suite {other[1]!r} would share the prediction file {t.name}.{p.name}.jsonl; "
+                                  "rename one")
     suites = {p.name for t in tasks for p in t.probes}
     if spec.primary_metric not in suites:
         raise ConfigError(f"{path}.primary_metric", f"no probe suite named {spec.primary_metric!r}", suites)

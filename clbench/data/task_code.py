@@ -18,25 +18,98 @@ load as lm-eval loads them.
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 from clbench.errors import ConfigError
 
+MAX_TEMPLATE_CHARS = 1 << 20  # the longest string or list a prompt template may build, and its longest output
+
+
+def _too_big(what: str) -> ConfigError:
+    return ConfigError("lm-eval prompt template", f"would build {what}; the sandbox stops at {MAX_TEMPLATE_CHARS:,} "
+                       "characters (clbench.data.task_code.MAX_TEMPLATE_CHARS)")
+
+
+def _size(value) -> int | None:
+    return len(value) if isinstance(value, (str, bytes, list, tuple)) else None
+
+
+def _bounded_binop(op: str, left, right):
+    """``left <op> right`` unless the result would be a string or list over the limit (``'x' * 4000000000``,
+    a doubling ``+``) or an integer power with a huge exponent."""
+    import operator
+
+    if op == "*":
+        for seq, n in ((left, right), (right, left)):
+            if _size(seq) is not None and isinstance(n, int) and _size(seq) * n > MAX_TEMPLATE_CHARS:
+                raise _too_big(f"a sequence of {_size(seq) * n:,} items by '*'")
+    if (op == "+" and _size(left) is not None and _size(right) is not None
+            and _size(left) + _size(right) > MAX_TEMPLATE_CHARS):
+        raise _too_big(f"{_size(left) + _size(right):,} characters by '+'")
+    if op == "**" and isinstance(left, int) and isinstance(right, int) and abs(right) > 4096 and abs(left) > 1:
+        raise _too_big(f"a power with exponent {right}")
+    if op == "%" and isinstance(left, str):
+        for width in re.findall(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?", left):
+            if any(w == "*" or (w and int(w) > MAX_TEMPLATE_CHARS) for w in width):
+                raise _too_big(f"a field of width {'/'.join(w for w in width if w)} in '%' formatting")
+        out = left % right
+        if len(out) > MAX_TEMPLATE_CHARS:
+            raise _too_big(f"{len(out):,} characters by '%'")
+        return out
+    return {"*": operator.mul, "+": operator.add, "**": operator.pow, "%": operator.mod}[op](left, right)
+
+
+def _bounded_concat(parts) -> str:
+    """``"".join(parts)``, stopping once the output passes the limit (a loop printing a long string)."""
+    out, total = [], 0
+    for part in parts:
+        total += len(part)
+        if total > MAX_TEMPLATE_CHARS:
+            raise _too_big(f"an output of more than {total:,} characters")
+        out.append(part)
+    return "".join(out)
+
+
+def _width_bounded(filter_fn, position: int, name: str):
+    """A Jinja filter whose width argument (``center(4000000000)``) is held to the limit."""
+    def bounded(*args, **kwargs):
+        width = kwargs.get("width", args[position] if len(args) > position else 0)
+        if isinstance(width, int) and width > MAX_TEMPLATE_CHARS:
+            raise _too_big(f"a width of {width:,} in '{name}'")
+        return filter_fn(*args, **kwargs)
+    return bounded
+
 
 @functools.cache
 def sandbox_templates() -> None:
-    """Render lm-eval's prompt templates in ``jinja2.sandbox.ImmutableSandboxedEnvironment``.
+    """Render lm-eval's prompt templates in a bounded ``jinja2.sandbox.ImmutableSandboxedEnvironment``.
 
     ``lm_eval.utils.apply_template`` (every template lm-eval renders) reads the module's ``env`` at
     each call; the sandbox gets lm-eval's settings and filters, so every legitimate template renders
     the same, and one that reaches for ``__globals__`` raises ``jinja2.exceptions.SecurityError``.
+
+    Jinja's sandbox stops code, not resource use: ``{{ ('x' * 4000000000)[:5] }}`` took 4 GB and 16 s a
+    document. So this one also bounds size: a string or list built by ``*``, ``+`` or ``%``, a filter width
+    (``center``, ``indent``) and the rendered output may not pass :data:`MAX_TEMPLATE_CHARS`, a power not an
+    exponent of 4096 (Jinja itself caps ``range`` at 100,000 items). CPU time is not bounded: loops nested
+    deep enough over long ranges still take long (the task folder is one the user chose to point at).
     """
     from jinja2 import BaseLoader, StrictUndefined
     from jinja2.sandbox import ImmutableSandboxedEnvironment
     from lm_eval import utils
 
-    env = ImmutableSandboxedEnvironment(loader=BaseLoader, undefined=StrictUndefined, keep_trailing_newline=True)
+    class BoundedSandbox(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "+", "**", "%"})
+        concat = staticmethod(_bounded_concat)
+
+        def call_binop(self, context, operator, left, right):
+            return _bounded_binop(operator, left, right)
+
+    env = BoundedSandbox(loader=BaseLoader, undefined=StrictUndefined, keep_trailing_newline=True)
     env.filters.update(utils.env.filters)
+    for name, position in (("center", 1), ("indent", 1)):
+        env.filters[name] = _width_bounded(env.filters[name], position, name)
     utils.env = env
 
 

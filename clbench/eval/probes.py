@@ -18,19 +18,13 @@ Per-item records are stored with every run, so any number in a table can be trac
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 
+from clbench.data.answers import normalize
 from clbench.data.streams import ProbeSuite
 from clbench.eval.suite_result import SuiteResult
 
 HIGHER_IS_BETTER = {"exact_match": True, "multiple_choice": True, "perplexity": False}
-
-
-def normalize(text: str) -> str:
-    """Lower-case, collapse whitespace, drop a trailing period and surrounding quotes."""
-    text = re.sub(r"\s+", " ", text.strip().lower())
-    return text.strip("\"'").rstrip(".").strip()
 
 
 def cut_at(text: str, until: Sequence[str]) -> str:

@@ -106,6 +106,24 @@ def _remote_code_refused(path: Path):
                           "model.trust_remote_code: true (read that code first)") from None
 
 
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
+
+
+def check_weights(path: Path) -> None:
+    """``path`` holds safetensors weights; pickle weights (``pytorch_model.bin``) are refused with how to
+    convert them — a pickle can run code when it is loaded, and clbench loads no weights that way."""
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = sorted({p.name for pattern in PICKLE_WEIGHTS for p in path.glob(pattern)})
+    if pickles:
+        raise ConfigError("model.path", f"{path} holds pickle weights ({', '.join(pickles)}); clbench loads safetensors "
+                          "only: convert it with transformers, once, in an environment you trust: python -c \"import "
+                          "sys, transformers as t; src, dst = sys.argv[1:]; "
+                          "t.AutoModelForCausalLM.from_pretrained(src).save_pretrained(dst); "
+                          f"t.AutoTokenizer.from_pretrained(src).save_pretrained(dst)\" {path} {path}-safetensors")
+    raise ConfigError("model.path", f"{path} holds no model weights (*.safetensors)")
+
+
 def check_checkpoint(path: str | Path, trust_remote_code: bool = False) -> Path:
     """``path`` if it holds a model config and a tokenizer transformers can read, else ``ConfigError``.
 
@@ -127,6 +145,7 @@ def check_checkpoint(path: str | Path, trust_remote_code: bool = False) -> Path:
                     raise
                 raise ConfigError("model.path", f"cannot read the {what} in {path}: {type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    check_weights(path)
     return path
 
 

@@ -32,7 +32,6 @@ original bf16 weights. Scores differ a little from the original checkpoint's; ev
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -43,7 +42,9 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 from clbench.errors import ClbenchError, ConfigError
+from clbench.paths import component, inside
 from clbench.results.files import atomic_write_json
+from clbench.results.integrity import intact_build, sha256_file
 
 BUILD_FORMAT = 1  # bump when the conversion changes: every named model is rebuilt
 GGUF_REQUIREMENT = "gguf>=0.10"
@@ -136,16 +137,6 @@ def require_gguf_file(model: NamedModel) -> list[Path]:
     return files
 
 
-def sha256_file(path: Path | list[Path], chunk: int = 1 << 22) -> str:
-    """SHA-256 of a file, or of several files concatenated in order (a split GGUF file)."""
-    h = hashlib.sha256()
-    for part in [path] if isinstance(path, (str, Path)) else path:
-        with open(part, "rb") as fh:
-            while block := fh.read(chunk):
-                h.update(block)
-    return h.hexdigest()
-
-
 def checked_sha256(model: NamedModel, files: list[Path]) -> str:
     """The GGUF file's SHA-256, or a ``ClbenchError`` when it is not the file the model pins."""
     sha = sha256_file(files)
@@ -158,7 +149,7 @@ def checked_sha256(model: NamedModel, files: list[Path]) -> str:
 
 
 def named_dir(cache_dir: Path, model: NamedModel, gguf_sha256: str) -> Path:
-    return Path(cache_dir) / "named_models" / f"{model.name}-{gguf_sha256[:16]}"
+    return inside(cache_dir, "named_models", f"{component(model.name)}-{gguf_sha256[:16]}")
 
 
 def convert_gguf(gguf_path: Path, out_dir: Path) -> dict:
@@ -201,7 +192,7 @@ def build_from_gguf(gguf_path: Path | list[Path], target: Path, record: dict) ->
     """
     target = Path(target)
     parts = [Path(gguf_path)] if isinstance(gguf_path, (str, Path)) else [Path(p) for p in gguf_path]
-    if (target / "build.json").exists():
+    if intact_build(target, quiet=True):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.*-*"):  # left by a killed build
@@ -224,7 +215,7 @@ def build_from_gguf(gguf_path: Path | list[Path], target: Path, record: dict) ->
     try:
         tmp.rename(target)
     except OSError:  # another process finished the same build first
-        if not (target / "build.json").exists():
+        if not intact_build(target, quiet=True):
             raise
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -252,7 +243,7 @@ def resolve_named_model(name: str, cache_dir: Path, echo=print) -> Path:
     model = get_named(name)
     files = require_gguf_file(model)
     target = named_dir(cache_dir, model, checked_sha256(model, files))
-    if not (target / "build.json").exists():
+    if not intact_build(target):  # not built yet, or damaged since (files_sha256 of build.json)
         echo(f"clbench: converting {model.gguf_file} from {', '.join(model.packages)} into {target} "
              f"(once; {model.weights})")
         build_from_gguf(files, target, {

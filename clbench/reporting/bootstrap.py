@@ -46,7 +46,6 @@ intervals.
 
 from __future__ import annotations
 
-import json
 import warnings
 import zlib
 from collections.abc import Mapping
@@ -55,7 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from clbench.results.aggregate import METRICS, Run
-from clbench.results.files import RunFiles
+from clbench.results.files import RunFiles, read_jsonl
 from clbench.results.metrics import summarize
 
 REPLICATES = 1000
@@ -83,7 +82,7 @@ class SuiteItems:
 def _read_items(path, kind: str) -> tuple[list, np.ndarray] | None:
     if not path.exists():
         return None
-    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    recs = read_jsonl(path)
     ids = [r["id"] for r in recs]
     if kind == "perplexity":
         return ids, np.array([[float(r["nll"]), float(r["tokens"])] for r in recs], dtype=np.float64)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clbench.errors import ConfigError
+from clbench.paths import inside, writable_folder
 from clbench.reporting.bootstrap import bootstrap_intervals, group_items, replicates_from_items
 from clbench.reporting.figures import FigureFile, write_figures
 from clbench.reporting.matched import matched_table
@@ -151,8 +152,8 @@ def _slug(text: str) -> str:
 
 def _write_table(out_dir: Path, folder: str, table: Table, stem: str) -> tuple[str, str]:
     md, tex = f"{folder}/tables/{stem}.md", f"{folder}/tables/{stem}.tex"
-    atomic_write_bytes(out_dir / md, to_markdown(table).encode())
-    atomic_write_bytes(out_dir / tex, to_latex(table).encode())
+    atomic_write_bytes(inside(out_dir, folder, "tables", f"{stem}.md"), to_markdown(table).encode())
+    atomic_write_bytes(inside(out_dir, folder, "tables", f"{stem}.tex"), to_latex(table).encode())
     return md, tex
 
 
@@ -202,9 +203,11 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
             tables.append((table, *_write_table(out_dir, folder, table, stem)))
     numbers["orders"] = orders
     numbers["tuning"] = tuned
-    atomic_write_bytes(out_dir / folder / "numbers.json",
+    # allow_nan=False: the numbers come from finite stored results (clbench.results.atomic.read_json refuses
+    # NaN), and numbers.json stays standard JSON that any reader parses
+    atomic_write_bytes(inside(out_dir, folder, "numbers.json"),
                        (json.dumps({"stream": stream, "suite": suite, "reference": reference, "tables": numbers},
-                                   indent=2, sort_keys=True) + "\n").encode())
+                                   indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
     drawn = (write_figures(out_dir, f"{folder}/figures", groups, suite, est, pareto, reference,
                            numbers["matched"]["frontier"]) if figures else [])
     return StreamReport(stream, folder, suite, groups, tables, drawn)
@@ -220,7 +223,7 @@ def build_report(paths, out_dir: Path, suite: str | None = None, reference: str 
     from clbench.reporting.html import write_html
     from clbench.reporting.index import write_readme
 
-    out_dir = Path(out_dir)
+    out_dir = writable_folder(out_dir, "report -o")  # a file, or a folder this user cannot write: nothing is read
     paths = [str(p) for p in paths]
     if out_dir.is_dir():
         remove_leftovers(out_dir)  # temporary files of a report build that was killed

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clbench.paths import inside
 from clbench.reporting.looks import OKABE_ITO, Look, looks, run_family
 from clbench.reporting.stats import CONFIDENCE, Estimate, t_quantile
 from clbench.reporting.tables import order_labels
@@ -64,7 +65,8 @@ def save(fig, out_dir: Path, stem: str) -> list[Path]:
     """``stem.pdf`` and ``stem.png`` under ``out_dir`` (no dates inside: reproducible bytes)."""
     paths = []
     for ext, meta in (("pdf", PDF_METADATA), ("png", None)):
-        path = Path(out_dir) / f"{stem}.{ext}"
+        *folders, name = stem.split("/")
+        path = inside(out_dir, *folders, f"{name}.{ext}")
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, format=ext, metadata=meta)
         paths.append(path)

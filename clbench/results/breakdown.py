@@ -24,12 +24,11 @@ Everything here is computed from the stored prediction files of a run, never fro
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from clbench.data.streams import Stream
-from clbench.results.files import RunFiles, read_json
+from clbench.results.files import RunFiles, read_json, read_jsonl
 
 CORRECTNESS_KINDS = ("exact_match", "multiple_choice")
 KNOWN_SUFFIX = "_known"
@@ -42,7 +41,7 @@ def known_subset_path(files: RunFiles) -> Path:
 def _items(path: Path) -> list[dict] | None:
     if not path.exists():
         return None
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 def _row_keys(rows: list[dict]) -> list[int | str]:

@@ -12,6 +12,8 @@ Layout of ``<results_dir>/<experiment>/<stream>/<strategy label>/seed_<k>/``::
     train_log/task_<t>.jsonl per-step log: loss, lr, step time, tokens, updated elements, strategy fields
     checkpoints/task_<t>/adapter.safetensors     trainable parameters only, metadata inside
     checkpoints/task_<t>/strategy_state.pt       the strategy's memory (replay buffer, Fisher, ...)
+    checkpoints/task_<t>/checksums.json          SHA-256 of both, verified before a resume loads them
+                                                 (``clbench.results.integrity``)
     matrix.json              R per probe suite (rows: after task i; columns: task j), base row, reference row
     metrics.json             ACC/BWT/FWT/forgetting/LA/general retention per suite, cost
     train_log.jsonl          all tasks' step logs, concatenated when the run finishes
@@ -19,7 +21,7 @@ Layout of ``<results_dir>/<experiment>/<stream>/<strategy label>/seed_<k>/``::
     DONE                     present only when the run finished
     LOCK                     held while a clbench process writes the run (``clbench.run.lock``); one left
                              by a killed process is free to take
-    .<file>.<random>.tmp     a write in progress (``clbench.results.atomic``); removed on resume
+    .<file>.clbench-<random>.tmp  a write in progress (``clbench.results.atomic``); removed on resume
 
 A run of a task order other than the stream file's sits one level deeper, in
 ``<strategy label>/order-<name>/seed_<k>/`` (``clbench.run.orders``). Beside the runs: the grid's
@@ -28,7 +30,9 @@ A run of a task order other than the stream file's sits one level deeper, in
 Every path under the results folder is made here, from names the user chose (experiment, stream, label,
 order) by :func:`results_path`: :meth:`RunFiles.of` is the one definition of a run's directory.
 
-An interrupted run keeps every finished task; the runner resumes from the last ``after_<t>.json``.
+Every folder and file name above is built by ``clbench.paths.inside`` from names that follow the name rule
+(``clbench.config.names``), so none can leave ``<results_dir>``. An interrupted run keeps every finished
+task; the runner resumes from the last ``after_<t>.json``.
 """
 
 from __future__ import annotations
@@ -36,31 +40,33 @@ from __future__ import annotations
 from pathlib import Path
 
 from clbench.config.experiment import ExperimentConfig
+from clbench.paths import component, inside
 from clbench.results.atomic import (  # noqa: F401 - the writers every result file goes through
     atomic_path,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_jsonl,
     read_json,
+    read_jsonl,
 )
 
 SCHEMA_VERSION = 1
 
 
 def safe_label(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in label)
+    """A label as a path component (``clbench.paths.component``): unchanged when it is a valid name."""
+    return component(label)
 
 
 def results_path(results_dir: str | Path, *names: str) -> Path:
-    """``<results_dir>/<name>/<name>/...``, each name made a folder name by :func:`safe_label`.
+    """``<results_dir>/<name>/<name>/...``, each name made one path component by
+    ``clbench.paths.component`` and checked by ``clbench.paths.inside``: no name can take it out of the
+    results folder.
 
     The one place where names a user chose (experiment, stream, strategy label, task order) become a path
     under the results folder: the experiment's folder, a stream's, a row's and a run's directory are all
     made here, so a rule every such path must keep is kept in this function alone."""
-    path = Path(results_dir)
-    for name in names:
-        path = path / safe_label(name)
-    return path
+    return inside(results_dir, *(component(name) for name in names))
 
 
 def experiment_dir(cfg: ExperimentConfig) -> Path:
@@ -112,7 +118,7 @@ class RunFiles:
 
     def prediction_file(self, t: int | str, task: str, suite: str) -> Path:
         """The per-item records of one probe suite in row ``t``."""
-        return self.predictions(t) / f"{task}.{suite}.jsonl"
+        return inside(self.predictions(t), f"{component(task)}.{component(suite)}.jsonl")
 
     def task_log(self, t: int) -> Path:
         return self.root / "train_log" / f"task_{t}.jsonl"

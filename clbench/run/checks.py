@@ -1,7 +1,10 @@
-"""What the runner checks while it runs: readable checkpoints, and records cut to ``model.max_length``.
+"""What the runner checks about the user's files and machine: before a grid starts, that its outputs can
+be written and its logging works; while it runs, readable checkpoints and records cut to
+``model.max_length``.
 
-Both are about the user's files rather than clbench's code, so both end as ``ClbenchError`` (a bad
-checkpoint) or a counted warning (a long record), never as a traceback.
+All are about the user's files rather than clbench's code, so all end as ``ClbenchError`` (a bad
+checkpoint, a folder that cannot be written, W&B without a login) or a counted warning (a long record),
+never as a traceback.
 """
 
 from __future__ import annotations
@@ -60,3 +63,28 @@ class TruncationCount:
             print(f"clbench: warning: {n} training record(s) of task {name!r} are longer than "
                   f"model.max_length={self.max_length} tokens and were cut to it", file=sys.stderr)
         return n
+
+
+def check_logging(log_cfg) -> None:
+    """Weights & Biases, when asked for, is installed and — online — logged in: checked before the first run
+    writes anything (``wandb.login(prompt=False, verify=False)`` reads the stored key, asks nobody and sends
+    nothing)."""
+    if not log_cfg.wandb:
+        return
+    try:
+        import wandb
+    except ImportError:
+        raise ConfigError("log.wandb", "Weights & Biases logging needs `pip install wandb` (or set "
+                          "log.wandb: false)") from None
+    if log_cfg.wandb_mode == "online" and not wandb.login(prompt=False, verify=False):
+        raise ConfigError("log.wandb_mode", "online W&B logging needs a login and none is stored: run `wandb login` "
+                          "(or set WANDB_API_KEY), or log offline with log.wandb_mode: offline", ["offline", "online"])
+
+
+def check_outputs(cfg) -> None:
+    """The results folder and the cache are folders this user can write (or create): a results path that is
+    a file, a read-only disk or another user's folder fails here, before anything is built or written."""
+    from clbench.paths import writable_folder
+
+    writable_folder(cfg.results_dir, "results_dir")
+    writable_folder(cfg.resolved_cache_dir(), "cache_dir")

@@ -5,8 +5,9 @@ the base model's architecture (its seed is ``model.seed + 1``), ``base`` scores 
 before any strategy's ``prepare_model``. A grid of 13 strategies × 3 seeds used to evaluate both 39
 times; now the first run computes them and the others copy them.
 
-The cache lives in the clbench cache folder (``rows/<key>.json``, written atomically); the key is a
-hash of everything a row depends on:
+The cache lives in the clbench cache folder (``rows/<key>.json``, written atomically, with a checksum of
+its content that is verified when it is read: ``clbench.results.integrity``); the key is a hash of
+everything a row depends on:
 
 * the checkpoint: its resolved path and the name, size and modification time of every file in it
   (a rebuilt or replaced model recomputes);
@@ -30,7 +31,9 @@ from pathlib import Path
 
 from clbench.config.experiment import ExperimentConfig, config_dict
 from clbench.data.streams import Stream
+from clbench.paths import inside
 from clbench.results.files import atomic_write_json, read_json
+from clbench.results.integrity import seal, unseal
 
 SCORING_VERSION = 2  # bump when a probe's scoring rule changes, so cached rows are recomputed (2: token trees)
 
@@ -57,7 +60,7 @@ def row_key(cfg: ExperimentConfig, stream: Stream, base_dir: Path, which: str, n
 
 def cache_path(cfg: ExperimentConfig, key: dict) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return cfg.resolved_cache_dir() / "rows" / f"{key['row']}-{digest}.json"
+    return inside(cfg.resolved_cache_dir(), "rows", f"{key['row']}-{digest}.json")
 
 
 def fixed_row(cfg: ExperimentConfig, stream: Stream, base_dir: Path, which: str, compute: Callable[[], dict],
@@ -67,9 +70,9 @@ def fixed_row(cfg: ExperimentConfig, stream: Stream, base_dir: Path, which: str,
     key = row_key(cfg, stream, base_dir, which, numerics)
     path = cache_path(cfg, key)
     if path.exists():
-        cached = read_json(path)
-        if cached.get("key") == key:  # a hash collision or a hand-edited file recomputes
+        cached = unseal(read_json(path), path)  # changed since written: refused; no checksum (older): recomputed
+        if cached is not None and cached.get("key") == key:  # a hash collision recomputes
             return {**cached["row"], "cache_file": path.name}
     row = compute()
-    atomic_write_json(path, {"key": key, "row": row})
+    atomic_write_json(path, seal({"key": key, "row": row}))
     return {**row, "cache_file": path.name}

@@ -18,6 +18,7 @@ from clbench.config.experiment import ExperimentConfig
 from clbench.data.streams import Stream
 from clbench.errors import ConfigError
 from clbench.results.files import atomic_write_json, probe_split_file
+from clbench.run.checks import check_logging, check_outputs
 from clbench.run.executors import Job, make_executor
 from clbench.run.orders import parse_orders, reorder
 from clbench.run.plan import GridEntry, plan, run_spec
@@ -106,6 +107,8 @@ def run_grid(cfg: ExperimentConfig, progress: bool = True, echo=print, wait: boo
     ``wait``, waited for. ``executor`` defaults to the config's (``clbench.run.executors``)."""
     stream, entries = plan(cfg)
     orders = parse_orders(cfg.orders, stream)  # a bad order is refused before anything runs
+    check_outputs(cfg)  # outputs and logging checked before anything is written
+    check_logging(cfg.log)
     settings = plan_settings(cfg, entries, stream)  # every row as it will run, checked on the stream
     executor = executor or make_executor(cfg)
     base_dir = base_model_dir(cfg, stream, progress)

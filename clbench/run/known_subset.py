@@ -17,8 +17,10 @@ from pathlib import Path
 from clbench.config.experiment import ExperimentConfig
 from clbench.data.streams import Stream
 from clbench.eval.rows import evaluate_row
+from clbench.paths import component, inside
 from clbench.results.breakdown import CORRECTNESS_KINDS, known_subset_path
-from clbench.results.files import RunFiles, atomic_write_bytes, atomic_write_json
+from clbench.results.files import RunFiles, atomic_write_bytes, atomic_write_json, read_json
+from clbench.results.integrity import seal, unseal
 
 
 def pretrained_part(stream: Stream) -> Stream | None:
@@ -39,7 +41,7 @@ def cache_path(cfg: ExperimentConfig, stream: Stream, base_dir: Path, numerics: 
     key += "-chat" if cfg.model.use_chat_template else ""
     autocast = (numerics or {}).get("autocast", "none")
     key += f"-autocast-{autocast}" if autocast != "none" else ""  # files of full-precision runs keep their names
-    return cfg.resolved_cache_dir() / "known_subsets" / f"{key}.json"
+    return inside(cfg.resolved_cache_dir(), "known_subsets", f"{component(key)}.json")
 
 
 def ensure_known_subset(files: RunFiles, cfg: ExperimentConfig, stream: Stream, base_dir: Path, view,
@@ -52,13 +54,13 @@ def ensure_known_subset(files: RunFiles, cfg: ExperimentConfig, stream: Stream, 
     if part is None or target.exists():
         return
     cached = cache_path(cfg, stream, base_dir, numerics)
-    if not cached.exists():
+    if not cached.exists() or unseal(read_json(cached), cached) is None:  # changed: refused; no checksum: redone
         with view() as lm:
             row = evaluate_row(lm, part, cfg.eval, "known subset (base model)", progress)
         ids = {task: {suite: sorted(i["id"] for i in items if i["correct"]) for suite, items in suites.items()}
                for task, suites in row["items"].items()}
         totals = {task: {suite: len(items) for suite, items in suites.items()} for task, suites in row["items"].items()}
-        atomic_write_json(cached, {"base_model": Path(base_dir).name, "stream": stream.name,
-                                   "stream_fingerprint": stream.fingerprint(), "backend": cfg.model.backend,
-                                   "ids": ids, "items": totals})
+        atomic_write_json(cached, seal({"base_model": Path(base_dir).name, "stream": stream.name,
+                                        "stream_fingerprint": stream.fingerprint(), "backend": cfg.model.backend,
+                                        "ids": ids, "items": totals}))
     atomic_write_bytes(target, cached.read_bytes())

@@ -59,6 +59,7 @@ from clbench.results.files import (
     atomic_write_jsonl,
     read_json,
 )
+from clbench.results.integrity import CHECKSUMS, folder_sums, verify_checksums
 from clbench.results.loss_check import loss_check
 from clbench.results.metrics import METRICS_VERSION, summarize
 from clbench.results.provenance import provenance
@@ -131,11 +132,13 @@ def save_checkpoint(files: RunFiles, t: int, strategy, model, meta: dict, ops, o
     torch.save({"strategy": strategy.state_dict(),
                 "optimizer": ops.optimizer_state(optimizer) if optimizer is not None else None}, buf)
     atomic_write_bytes(ckpt / "strategy_state.pt", buf.getvalue())
+    atomic_write_json(ckpt / CHECKSUMS, folder_sums(ckpt, skip=(CHECKSUMS,)))  # verified before a resume loads them
 
 
 def load_checkpoint(files: RunFiles, t: int, strategy, model, ops) -> dict:
     """Restore the adapter and the strategy state of task ``t``; returns the stored state (optimizer too)."""
     ckpt = files.checkpoint(t)
+    verify_checksums(ckpt)
     with readable_checkpoint(ckpt, t):
         strategy.load_checkpoint_tensors(model, ops.load_adapter(ckpt / "adapter.safetensors"))
         state = torch.load(ckpt / "strategy_state.pt", weights_only=True)

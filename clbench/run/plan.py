@@ -90,10 +90,21 @@ def resolve_entry(spec: StrategySpec, cfg: ExperimentConfig, stream: Stream | No
     if cfg.model.backend not in supported:
         raise unsupported(spec.name, cfg.model.backend, supported)
     plugins = []
+    if spec.with_ and not cls.trains:
+        raise ConfigError(f"{where}.with", f"strategy {spec.name!r} trains nothing, so a plugin (which changes "
+                          "training) would change nothing; remove 'with'")
+    seen: dict[str, int] = {}
     for i, item in enumerate(spec.with_):
         if not isinstance(item, (str, dict)) or (isinstance(item, dict) and set(item) - {"name", "options"}):
             raise ConfigError(f"{where}.with[{i}]", "a plugin is a name or {name, options}", ["name", "options"])
         name, raw = (item, {}) if isinstance(item, str) else (item.get("name"), item.get("options", {}))
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}.with[{i}].name", f"expected a plugin name, got {name!r}",
+                              registry.plugin_names())
+        if name in seen:
+            raise ConfigError(f"{where}.with[{i}]", f"plugin {name!r} is also with[{seen[name]}]; a plugin is "
+                              "added once (give it the options it needs there)")
+        seen[name] = i
         plugin = registry.get_plugin(name)
         if cfg.model.backend not in plugin.backends:
             raise unsupported(f"{spec.name} with {name}", cfg.model.backend, plugin.backends)

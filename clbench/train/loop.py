@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 
 from clbench.config.experiment import TrainConfig
-from clbench.data.encoding import batch_stream
+from clbench.data.encoding import batch_stream, learnable
+from clbench.errors import ConfigError
 from clbench.progress import bar
 from clbench.train.step import optimizer_step
 from clbench.train.strategy import Strategy, TaskView
@@ -20,6 +21,9 @@ from clbench.train.strategy import Strategy, TaskView
 def task_batches(tokenizer, strategy, task: TaskView, cfg: TrainConfig, seed: int):
     """The records the strategy trains on for ``task``, encoded, as endless batches in ``seed``'s order."""
     encoded = [task.encode(r) for r in strategy.training_examples(task)]
+    if encoded and not any(learnable(e) for e in encoded):
+        raise ConfigError("model.max_length", f"no training record of task {task.name!r} keeps a token to learn "
+                          "within model.max_length tokens (the prompts fill it); raise model.max_length")
     return batch_stream(encoded, cfg.batch_size, tokenizer.pad_token_id, seed=seed,
                         group_by_length=cfg.group_by_length)
 

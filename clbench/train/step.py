@@ -12,8 +12,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from clbench.data.encoding import count_tokens
-from clbench.errors import DivergenceError
+from clbench.data.encoding import count_tokens, target_tokens
+from clbench.errors import ConfigError, DivergenceError
 from clbench.train.types import UpdateContext
 
 
@@ -28,9 +28,15 @@ class StepResult:
     logs: dict[str, float]  # the strategy's named scalars, averaged over micro-batches
 
 
-def check_finite(where: str, step: int, loss: float) -> None:
-    """Stop a diverged run before its update is applied (a user error: the learning rate or the data)."""
+def check_finite(where: str, step: int, loss: float, batches: Sequence[dict] = ()) -> None:
+    """Stop a diverged run before its update is applied (a user error: the learning rate or the data). A loss
+    that is NaN because no record of the step kept a token to learn (``model.max_length`` too short for the
+    prompts) says so, rather than blaming the learning rate."""
     if not math.isfinite(loss):
+        if batches and all("labels" in b for b in batches) and not sum(target_tokens(b) for b in batches):
+            raise ConfigError("model.max_length", f"loss is {loss} at {where} step {step} because no record of the "
+                              "step keeps a token to learn within model.max_length tokens (their prompts fill it); "
+                              "raise model.max_length")
         raise DivergenceError(f"loss is {loss} at {where} step {step}: training diverged; lower train.lr (or "
                               "check the data) and rerun under another experiment name (the finished tasks stay "
                               "in this run's directory)")
@@ -44,7 +50,7 @@ def optimizer_step(strategy, model, optimizer, batches: Sequence[dict], step: in
     strategy.before_step(step)
     keep = strategy.grad_names(step)
     loss, logs, grads = backend.forward_backward(model, strategy.trainable, strategy.loss, batches, keep)
-    check_finite(where, step, loss)
+    check_finite(where, step, loss, batches)
 
     def apply(applied, total_norm=None, clip=True):
         return backend.apply_gradients(optimizer, model, strategy.trainable, applied, lr,

@@ -59,7 +59,11 @@ def records_from_facts(facts: list[Fact], rng: random.Random, prefix: str, n_cho
         fid = f"{prefix}-{i:04d}-{rel.name}"
         prompt = QA_PROMPT.format(q=_fill(rel.questions[held_q], fact))
         out["qa"].append({"id": fid, "prompt": prompt, "answer": fact.value})
-        distractors = rng.sample([v for v in dict.fromkeys(fact.pool) if v != fact.value], n_choices - 1)
+        others = [v for v in dict.fromkeys(fact.pool) if v != fact.value]
+        if len(others) < n_choices - 1:  # (the stream loader reports a ValueError as the stream's error)
+            raise ValueError(f"{fid}: {len(others)} other value(s) of its relation to draw from, and a "
+                             f"multiple-choice item needs {n_choices - 1} distractors (more entities give more)")
+        distractors = rng.sample(others, n_choices - 1)
         choices = distractors + [fact.value]
         rng.shuffle(choices)
         out["mc"].append({"id": fid, "prompt": prompt, "choices": choices, "label": choices.index(fact.value)})
