@@ -66,7 +66,7 @@ from clbench.config.options import opt
 from clbench.errors import ConfigError
 from clbench.modeling.lora import LoraOptions
 from clbench.train.strategy import Strategy
-from clbench.train.tiers.schedule import check_frequencies, tier_members
+from clbench.train.tiers.schedule import Period, check_frequencies, tier_members
 from clbench.train.tiers.state import TierHooks, TierState
 from clbench.train.types import UpdateContext
 
@@ -84,9 +84,9 @@ class TieredUpdater(TierState):
     tier map, schedule, chunk counts, records and diagnostics are ``clbench.train.tiers.state.TierState``'s.
     """
 
-    def __init__(self, frequencies: Sequence[int], semantics: Semantics = "skip", reduce: Reduce = "sum",
-                 clock: str = "task", clip: Clip = "per_tier"):
-        super().__init__(frequencies, semantics, reduce, clock)
+    def __init__(self, frequencies: Sequence[int | str], semantics: Semantics = "skip", reduce: Reduce = "sum",
+                 clock: str = "task", clip: Clip = "per_tier", steps_per_task: int | None = None):
+        super().__init__(frequencies, semantics, reduce, clock, steps_per_task)
         if clip not in ("per_tier", "global"):
             raise ValueError(f"clip must be per_tier or global, got {clip!r}")
         self.clip = clip
@@ -111,10 +111,11 @@ class TieredUpdater(TierState):
 
     # --- per step --------------------------------------------------------------------------------
     def grad_names(self) -> list[str] | None:
-        """Parameters whose gradient this step needs: the active tiers' under ``skip``; all (None) otherwise."""
-        if self.semantics == "accumulate" or self.tier_map is None:
+        """Parameters whose gradient this step needs (None: all): the active tiers' under ``skip``, all
+        under ``accumulate``; never a tier that never updates."""
+        if self.tier_map is None or self.all_active or (self.semantics == "accumulate" and not self.never):
             return None
-        return [n for n in self.sizes if self.is_active(n)]
+        return [n for n in self.sizes if not self.grad_free(n)]
 
     def apply(self, ctx: UpdateContext) -> int:
         """Clip and apply the active tiers' gradients (plus their accumulated chunks); returns elements."""
@@ -194,11 +195,14 @@ def _numel(p) -> int:
 class TierOptions(LoraOptions):
     """Options shared by the tier strategies (``layer_tiers``, ``importance_tiers``)."""
 
-    frequencies: tuple[int, ...] = opt([1, 2, 4], "tier i updates at task steps that are multiples of frequencies[i]")
+    frequencies: tuple[Period, ...] = opt([1, 2, 4], "tier i updates at steps that are multiples of frequencies[i] "
+                                                    "(never: the tier is frozen)")
     inactive: Literal["skip", "accumulate"] = opt("skip", "skip: an inactive tier's gradient is neither computed nor applied; "
                                                           "accumulate: summed and applied at the tier's next active step (as cms)")
     clip: Literal["per_tier", "global"] = opt("per_tier", "per_tier: clip each tier's gradient by its own norm; global: "
                                                           "one norm over the tiers applied at a step (couples them)")
+    clock: Literal["task", "global"] = opt("task", "task: steps count from 1 in every task; global: over the whole "
+                                                   "stream (a period longer than a task still updates)")
 
 
 class TieredStrategy(TierHooks, Strategy):
@@ -209,7 +213,8 @@ class TieredStrategy(TierHooks, Strategy):
     Options = TierOptions
 
     def make_updater(self) -> TieredUpdater:
-        return TieredUpdater(self.options.frequencies, self.options.inactive, clip=self.options.clip)
+        return TieredUpdater(self.options.frequencies, self.options.inactive, clock=self.options.clock,
+                             clip=self.options.clip, steps_per_task=self.train.steps_per_task)
 
     @classmethod
     def options_from(cls, data: dict, where: str):
