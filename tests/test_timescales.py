@@ -50,6 +50,20 @@ def test_each_point_has_geometric_tiers_ending_at_its_period():
             assert row["options"].get("clock", "global") == "global"
 
 
+def test_every_row_of_the_sweep_passes_its_strategys_plan_check():
+    """A chunk that never completes is refused before a run writes anything: P = the stream must fit."""
+    from clbench.config.experiment import load_config
+    from clbench.run.plan import plan
+    from clbench.train.types import RunPlan
+
+    cfg = load_config(timescales.EMBEDDED_OUT)
+    stream, entries = plan(cfg)
+    run_plan = RunPlan(cfg.train.steps_per_task, sum(not t.pretrained for t in stream.tasks), 1, cfg.model.max_length)
+    assert run_plan.total_steps == 2 * STEPS
+    for entry in entries:
+        entry.make(0, entry.config(cfg), None).check_plan(run_plan)
+
+
 def _fake_step(s, model, opt, step: int, global_step: int) -> None:
     """One step of the strategy's schedule with made-up gradients (every parameter it asks for)."""
     s.before_step(step)

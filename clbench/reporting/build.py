@@ -32,6 +32,7 @@ from pathlib import Path
 from clbench.errors import ConfigError
 from clbench.reporting.bootstrap import bootstrap_intervals, bootstrap_replicates
 from clbench.reporting.figures import FigureFile, write_figures
+from clbench.reporting.kl_forgetting import write_kl_report
 from clbench.reporting.matched import matched_table
 from clbench.reporting.orders import order_numbers, order_table
 from clbench.reporting.stats import mean_ci, pareto_optimal
@@ -193,6 +194,9 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
             if sweep is not None:  # the timescale sweep's rows (clbench/bench/timescales.py), same numbers
                 tables.append((sweep, *_write_table(out_dir, folder, sweep, "timescales")))
                 numbers["timescales"] = sweep.numbers
+    kl, numbers["kl"], kl_drawn = write_kl_report(out_dir, folder, groups, suite, stream, slug, figures)
+    if kl is not None:  # forgetting against the KL from the base model (clbench/eval/kl.py), per mechanism
+        tables.append((kl, *_write_table(out_dir, folder, kl, "kl")))
     for stem, table in knowledge_tables(groups, suite, slug, stream, reference):
         tables.append((table, *_write_table(out_dir, folder, table, stem)))
         numbers[stem] = table.numbers
@@ -211,7 +215,7 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
     drawn = (write_figures(out_dir, f"{folder}/figures", groups, suite, est, pareto, reference,
                            numbers["matched"]["frontier"]) if figures else [])
     sweep_figure = write_timescale_figure(out_dir, f"{folder}/figures", points, span, suite) if figures else None
-    drawn += [sweep_figure] if sweep_figure is not None else []
+    drawn += [f for f in (sweep_figure, kl_drawn) if f is not None]
     return StreamReport(stream, folder, suite, groups, tables, drawn)
 
 
