@@ -98,6 +98,7 @@ class TieredUpdater(TierState):
     def attach(self, backend, model, params: Mapping) -> None:
         self.backend, self.model = backend, model
         self.sizes = {n: int(_numel(p)) for n, p in params.items()}
+        self.position = {n: i for i, n in enumerate(self.sizes)}
         self.tier_map = None
 
     def _params(self) -> dict:
@@ -126,30 +127,47 @@ class TieredUpdater(TierState):
         self.start_update(ctx.global_step)
         divisor = self.chunk_divisors()
         applied: dict = {}
+        sums: list[tuple[str, object, object]] = []  # (name, buffer, gradient) added in one call below
         for name in self.sizes:
             tier = self.tier_map[name] if self.tier_map is not None else 0
             g = ctx.grads.get(name)
             if not self.is_active(name):
                 if self.semantics == "accumulate" and g is not None:
                     buf = self.buffers.get(name)
-                    self.buffers[name] = g if buf is None else backend.accumulate(buf, g)
+                    if buf is None:
+                        self.buffers[name] = g
+                    else:
+                        sums.append((name, buf, g))
                 continue
             pending = self.buffers.pop(name, None)
-            if pending is not None:
-                g = pending if g is None else backend.accumulate(pending, g)
-            if g is None:
+            if pending is not None and g is not None:
+                sums.append((name, pending, g))
+                g = pending
+            if g is None and pending is None:
                 continue
-            if self.reduce == "mean" and divisor[tier] > 1:
-                g = backend.divide(g, divisor[tier])
-            applied[name] = g
+            applied[name] = pending if g is None else g
+        if sums:  # buffer += gradient for every pair at once (the sums land in the buffers' storage)
+            for (name, _, _), total in zip(sums, backend.accumulate_all([b for _, b, _ in sums],
+                                                                        [g for _, _, g in sums])):
+                if name in applied:
+                    applied[name] = total
+                else:
+                    self.buffers[name] = total
+        if self.reduce == "mean":
+            for name, g in applied.items():
+                tier = self.tier_map[name] if self.tier_map is not None else 0
+                if divisor[tier] > 1:
+                    applied[name] = backend.divide(g, divisor[tier])
         backend.materialize(list(self.buffers.values()) + list(applied.values()))
         norms = self._record(applied)
         if self.clip == "global" or not ctx.max_grad_norm or not applied:
             return ctx.apply(applied, None if norms is None else backend.total_norm(norms))
-        tier_of = {n: self.tier_map[n] if self.tier_map is not None else 0 for n in applied}
-        for tier in sorted(set(tier_of.values())):  # each tier by its own norm, then no global clip
-            part = {n: g for n, g in applied.items() if tier_of[n] == tier}
-            applied.update(backend.clip_global_norm(part, ctx.max_grad_norm))
+        tier_of = [self.tier_map[n] if self.tier_map is not None else 0 for n in applied]
+        names = list(applied)
+        for tier in sorted(set(tier_of)):  # each tier by its own norm (from the norms just recorded), no global clip
+            idx = [k for k, t in enumerate(tier_of) if t == tier]
+            part = {names[k]: applied[names[k]] for k in idx}
+            applied.update(backend.clip_global_norm(part, ctx.max_grad_norm, backend.subset_norm(norms, idx)))
         return ctx.apply(applied, clip=False)
 
     def buffers_state(self) -> dict:
@@ -169,10 +187,9 @@ class TieredUpdater(TierState):
     # --- bookkeeping -----------------------------------------------------------------------------
     def _record(self, applied: Mapping):
         """Log which parameters update at this step and their gradient norms; returns the norms."""
-        names = list(self.sizes)
-        index = [names.index(n) for n in applied]
+        index = [self.position[n] for n in applied]
         norms, sq = self.backend.grad_norms(list(applied.values())) if applied else (None, None)
-        updated, sq_row = self.backend.step_record(len(names), index, sq)
+        updated, sq_row = self.backend.step_record(len(self.sizes), index, sq)
         self.log_step(updated, sq_row)
         return norms
 
