@@ -143,3 +143,4 @@ def test_p_infinity_leaves_the_slow_tiers_bitwise_unchanged_and_without_optimize
         moved = [n for n in s.trainable if not torch.equal(s.trainable[n], start[n])]
         assert moved and not set(moved) & frozen  # the fast tier learned; nothing slow moved, not even by decay
         assert not any(s.trainable[n] in opt.state for n in frozen)  # and never reached the optimizer
+
