@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-real install-paper bench bench-tune bench-variants bench-large bench-real bench-paper test perf coverage report crosscheck lint clean
+.PHONY: install install-real install-paper bench bench-tune bench-variants bench-large bench-real bench-paper bench-timescales test perf coverage report crosscheck lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -56,6 +56,11 @@ bench-variants: $(STAMP)
 ## two task orders and larger sweeps (its own results and report; an hour or more on 2 CPU cores)
 bench-large: $(STAMP)
 	$(BIN)/clbench run configs/bench_large.yaml
+
+## the timescale sweep (clbench/bench/timescales.py): each nested mechanism with its slowest period P from 1 step
+## to never, 5 seeds on the embedded model, at matched learning against sft (its own results and report)
+bench-timescales: $(STAMP)
+	$(BIN)/clbench run configs/bench_timescales.yaml
 
 ## the real-model benchmark: every strategy x tasks/real.yaml x 3 seeds on SmolLM2-135M, then the report
 bench-real: $(REAL_STAMP)

@@ -53,7 +53,7 @@ from clbench.config.options import opt
 from clbench.errors import ConfigError
 from clbench.modeling.lora import LoraOptions
 from clbench.train.registry import register
-from clbench.train.tiers.schedule import tiers_by_depth
+from clbench.train.tiers.schedule import NEVER, Period, tiers_by_depth
 from clbench.train.tiers.updater import TieredStrategy, TieredUpdater
 from clbench.train.types import LossOutput, RunPlan
 
@@ -63,8 +63,8 @@ class CMSOptions(LoraOptions):
     form: Literal["lora", "adapter", "memory"] = opt(
         "lora", "lora: frequency tiers with accumulation over LoRA by depth; adapter: MLP chain after each FFN "
                 "(outer optimizer); memory: the paper's CMS, a chain beside each FFN with its own update rule")
-    chunk_sizes: tuple[int, ...] = opt([1, 2, 4], "C_l per level, fast to slow: level l updates once every C_l "
-                                                  "steps (or tokens)")
+    chunk_sizes: tuple[Period, ...] = opt([1, 2, 4], "C_l per level, fast to slow: level l updates once every C_l "
+                                                     "steps (or tokens); never: the level stays as it starts")
     clock: Literal["global", "task"] = opt("global", "global: chunks count over the whole stream (carried across "
                                                      "tasks and resume); task: restart at every task")
     chunk_unit: Literal["steps", "tokens"] = opt("steps", "what a chunk counts: optimizer steps, or (update: "
@@ -126,7 +126,7 @@ class CMS(TieredStrategy):
         span = "the stream" if o.clock == "global" else "a task (clock: task)"
         unit = "steps" if o.chunk_unit == "steps" else f"tokens (at most {plan.max_length} per forward pass)"
         for level, c in enumerate(o.chunk_sizes):
-            if c > horizon:
+            if c != NEVER and c > horizon:
                 raise ConfigError(f"{where}.options.chunk_sizes[{level}]",
                                   f"a chunk of {c} {o.chunk_unit} never completes: {span} has at most "
                                   f"{horizon} {unit}, so level {level} would never update")
@@ -143,7 +143,7 @@ class CMS(TieredStrategy):
     def make_updater(self):
         return TieredUpdater(self.options.chunk_sizes, "accumulate",
                              reduce="mean" if self.options.scale == "mean" else "sum", clock=self.options.clock,
-                             clip=self.options.clip)
+                             clip=self.options.clip, steps_per_task=self.train.steps_per_task)
 
     def prepare_model(self, model):
         o = self.options
@@ -188,7 +188,8 @@ class CMS(TieredStrategy):
     def param_groups(self):
         if self.options.scale != "inverse_chunk":
             return super().param_groups()
-        return self.tier_param_groups(self.options.chunk_sizes)  # level l's learning rate is lr / C_l
+        # level l's learning rate is lr / C_l (a level that never updates has no step to scale)
+        return self.tier_param_groups([1 if c == NEVER else c for c in self.options.chunk_sizes])
 
     # --- the local rule: teach signals from the ordinary pass, learning in a second one -----------
     def before_task(self, task, model):

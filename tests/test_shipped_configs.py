@@ -29,8 +29,8 @@ def test_shipped_config_resolves_and_pins_only_its_own_rows(path, capsys):
 
 
 def test_the_benchmarks_carry_a_matched_learning_frontier():
-    """bench and bench-real compare at matched learning: sft at two or more other learning rates."""
-    for name in ("bench.yaml", "bench_real.yaml"):
+    """bench, bench-real and the timescale sweep compare at matched learning: sft at two or more other rates."""
+    for name in ("bench.yaml", "bench_real.yaml", "bench_timescales.yaml", "bench_timescales_real.yaml"):
         cfg = load_config(next(p for p in CONFIGS if p.name == name), [])
         _stream, entries = plan(cfg)
         frontier = [e for e in entries if e.spec.name == "sft" and not e.spec.with_ and e.spec.run_label != "sft"

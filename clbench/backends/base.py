@@ -169,6 +169,10 @@ class Backend:
         """``total + g``; may reuse ``total``'s storage (it must be a buffer the caller owns)."""
         raise NotImplementedError
 
+    def accumulate_all(self, totals: Sequence, grads: Sequence) -> list:
+        """:meth:`accumulate` of every pair (a backend may do them in one call)."""
+        return [self.accumulate(t, g) for t, g in zip(totals, grads, strict=True)]
+
     def divide(self, g, d: float):
         raise NotImplementedError
 
@@ -180,6 +184,11 @@ class Backend:
     def total_norm(self, norms):
         """The global L2 norm from :meth:`grad_norms`' per-tensor norms (what clipping uses)."""
         raise NotImplementedError
+
+    def subset_norm(self, norms, index: Sequence[int]):
+        """:meth:`total_norm` of the tensors at ``index`` of :meth:`grad_norms`' per-tensor norms (None:
+        :meth:`clip_global_norm` computes it)."""
+        return
 
     def step_record(self, n: int, index: Sequence[int], sq) -> tuple[Any, Any]:
         """``(bool[n] updated, squared norms[n])`` of one step: tensors at ``index`` got ``sq``."""
@@ -202,8 +211,9 @@ class Backend:
     def materialize(self, arrays: Sequence) -> None:
         """Force lazily computed arrays (MLX); nothing to do for eager libraries."""
 
-    def clip_global_norm(self, grads: Grads, max_norm: float) -> Grads:
-        """``grads`` scaled so their global L2 norm is at most ``max_norm`` (0 disables)."""
+    def clip_global_norm(self, grads: Grads, max_norm: float, total=None) -> Grads:
+        """``grads`` scaled so their global L2 norm is at most ``max_norm`` (0 disables); ``total``: that
+        norm, when already known (:meth:`subset_norm`)."""
         raise NotImplementedError
 
     def snapshot(self, params: Mapping[str, Any]) -> dict:

@@ -208,6 +208,10 @@ class TorchBackend(Backend):
     def accumulate(self, total, g):
         return total.add_(g)
 
+    def accumulate_all(self, totals, grads):
+        torch._foreach_add_(list(totals), list(grads))  # one call for every buffer: the same sums as add_
+        return list(totals)
+
     def divide(self, g, d):
         return g.div_(d)
 
@@ -219,6 +223,9 @@ class TorchBackend(Backend):
     def total_norm(self, norms):
         return torch.linalg.vector_norm(norms)
 
+    def subset_norm(self, norms, index):
+        return torch.linalg.vector_norm(norms[index])
+
     def zeros_vector(self, n):
         return torch.zeros(n)
 
@@ -229,10 +236,11 @@ class TorchBackend(Backend):
     def materialize(self, arrays):
         pass
 
-    def clip_global_norm(self, grads, max_norm):
+    def clip_global_norm(self, grads, max_norm, total=None):
         if max_norm and grads:
             tensors = list(grads.values())
-            total = torch.nn.utils.get_total_norm(tensors)
+            if total is None:
+                total = torch.nn.utils.get_total_norm(tensors)
             # clip_grads_with_norm_'s rule on the gradient tensors themselves (in place):
             # scale by min(1, max_norm / (norm + 1e-6))
             torch._foreach_mul_(tensors, torch.clamp(max_norm / (total + 1e-6), max=1.0))

@@ -74,7 +74,7 @@ def padding_share(encoded, batch_size: int, pad_id: int, batches: int = 50, grou
 
 def main(args=None) -> int:
     from clbench.bench.eval_speed import compare, print_comparison
-    from clbench.bench.training_speed import step_times_on
+    from clbench.bench.training_speed import TARGETS, step_times_on
     from clbench.config.experiment import load_config
     from clbench.modeling.loading import load_causal_lm, pick_autocast
 
@@ -121,9 +121,11 @@ def main(args=None) -> int:
     sft = times["sft"]
     print(f"training step time on this model ({tokens} tokens/step; {steps} steps x 2 repetitions, "
           f"interleaved):")
-    print(f"  {'strategy':<18} {'ms/step':>8} {'tokens/s':>9} {'x sft':>6}")
+    print(f"  {'strategy':<18} {'ms/step':>8} {'tokens/s':>9} {'x sft':>6}  target")
     for label, sec in times.items():
-        print(f"  {label:<18} {sec * 1e3:8.0f} {tokens / sec:9.0f} {sec / sft:6.2f}")
+        target = TARGETS.get(label)
+        verdict = "" if target is None else f"<= {target:.2f}  {'ok' if sec / sft <= target else 'MISSED'}"
+        print(f"  {label:<18} {sec * 1e3:8.0f} {tokens / sec:9.0f} {sec / sft:6.2f}  {verdict}")
     del model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -47,6 +47,12 @@ class LMView:
         arrays that support slicing, ``*`` and ``.sum()``; ``logp[b, t]`` is log p(seq[t+1] | seq[:t+1])."""
         raise NotImplementedError
 
+    def next_token_logprobs(self, seqs: list[list[int]]) -> list:
+        """The whole next-token distribution (log-probabilities over the vocabulary, float32, CPU) at every
+        position of each sequence that predicts one of its tokens: ``len(seq) − 1`` rows each
+        (``clbench.eval.kl``). A backend without it raises ``NotImplementedError``."""
+        raise NotImplementedError
+
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 12, until: Sequence[str] = ()) -> list[str]:
         """Greedy continuation of each prompt, decoded and cut at the first newline. ``until``: the strings
         the caller will cut the answer at; decoding of a continuation may stop once they have settled the

@@ -101,6 +101,14 @@ class TorchLM(LMView):
         return _picked_logprobs(logits, ids[:, 1:]).cpu(), mask[:, 1:].cpu()
 
     @torch.no_grad()
+    def next_token_logprobs(self, seqs: list[list[int]]) -> list[torch.Tensor]:
+        """``log_softmax`` of the float32 logits at each position that predicts a token of its sequence."""
+        ids, mask = self._pad(seqs)
+        logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        logp = torch.log_softmax(logits, dim=-1).cpu()
+        return [logp[i, :len(s) - 1].clone() for i, s in enumerate(seqs)]
+
+    @torch.no_grad()
     def score_groups(self, groups: list[Group]) -> list[list[float]]:
         """Every continuation of every group scored in one forward pass, as token trees.
 

@@ -63,6 +63,7 @@ from torch import nn
 from clbench.eval.lm_view import LMView
 from clbench.modeling.blocks import decoder_blocks
 from clbench.modeling.cms_adapter import feed_forward_name
+from clbench.train.tiers.schedule import NEVER
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class LocalRule:
     ``unit`` (``tokens``: sequence positions inside the forward pass; ``steps``: optimizer steps, the
     chunk closing at the end of the step's memorising pass), and Titans' step."""
 
-    chunk_sizes: tuple[int, ...]
+    chunk_sizes: tuple[int | str, ...]  # "never": the level never changes (its δ-rule gradient is not computed)
     unit: Literal["tokens", "steps"] = "tokens"
     lr: float = 1.0
     momentum: float = 0.0
@@ -160,6 +161,7 @@ class ContinuumMemory(nn.Module):
         if delta.shape != u.shape:
             raise RuntimeError(f"teach signal of shape {tuple(delta.shape)} for a memory input of {tuple(u.shape)}")
         by_tokens = rule.unit == "tokens"
+        learning = [c != NEVER for c in rule.chunk_sizes]
         outs, start, length = [], 0, u.shape[1]
         params = [list(level.parameters()) for level in self.levels]
         flags = [p.requires_grad for ps in params for p in ps]
@@ -169,11 +171,15 @@ class ContinuumMemory(nn.Module):
         try:
             while start < length:
                 end = length
-                if by_tokens:
-                    end = min(end, start + min(c - f for c, f in zip(rule.chunk_sizes, self.chunk_fill)))
+                if by_tokens and any(learning):
+                    end = min(end, start + min(c - f for c, f, on in zip(rule.chunk_sizes, self.chunk_fill, learning)
+                                               if on))
                 z = u[:, start:end]
                 d = delta[:, start:end]
                 for i, level in enumerate(self.levels):
+                    if not learning[i]:
+                        z = level(z.detach()).detach()
+                        continue
                     with torch.enable_grad():
                         y = level(z.detach())
                         # ∂/∂W of ½‖y − sg(y − δ)‖², summed over the chunk's tokens, is δᵀ ∂y/∂W
@@ -184,6 +190,8 @@ class ContinuumMemory(nn.Module):
                 self.tokens_seen += end - start
                 if by_tokens:
                     for i, c in enumerate(rule.chunk_sizes):
+                        if not learning[i]:
+                            continue
                         self.chunk_fill[i] += end - start
                         if self.chunk_fill[i] == c:
                             self._close_chunk(i, self.tokens_seen)
@@ -198,6 +206,8 @@ class ContinuumMemory(nn.Module):
         if self.rule is None or self.rule.unit != "steps":
             return
         for i, c in enumerate(self.rule.chunk_sizes):
+            if c == NEVER:
+                continue
             self.chunk_fill[i] += 1
             if self.chunk_fill[i] == c:
                 self._close_chunk(i, step)

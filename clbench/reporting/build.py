@@ -33,10 +33,12 @@ from clbench.errors import ConfigError
 from clbench.paths import inside, writable_folder
 from clbench.reporting.bootstrap import bootstrap_intervals, group_items, replicates_from_items
 from clbench.reporting.figures import FigureFile, write_figures
+from clbench.reporting.kl_forgetting import write_kl_report
 from clbench.reporting.matched import matched_table
 from clbench.reporting.orders import order_numbers, order_table
 from clbench.reporting.stats import mean_ci, pareto_optimal
 from clbench.reporting.tables import Column, Table, build_table, to_latex, to_markdown, unit_scale
+from clbench.reporting.timescales import timescale_report, write_timescale_figure
 from clbench.reporting.tuning import tuning_records, tuning_table
 from clbench.results.aggregate import COST, METRICS, Run, group_runs, load_inventory, load_runs, seed_values
 from clbench.results.atomic import remove_leftovers
@@ -191,6 +193,13 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
             matched, numbers["matched"] = matched_table(groups, suite, reference, reps, stream, slug)
             if matched is not None:
                 tables.append((matched, *_write_table(out_dir, folder, matched, "matched")))
+            points, sweep, span = timescale_report(groups, suite, reference, numbers["matched"], stream, slug)
+            if sweep is not None:  # the timescale sweep's rows (clbench/bench/timescales.py), same numbers
+                tables.append((sweep, *_write_table(out_dir, folder, sweep, "timescales")))
+                numbers["timescales"] = sweep.numbers
+    kl, numbers["kl"], kl_drawn = write_kl_report(out_dir, folder, groups, suite, stream, slug, figures)
+    if kl is not None:  # forgetting against the KL from the base model (clbench/eval/kl.py), per mechanism
+        tables.append((kl, *_write_table(out_dir, folder, kl, "kl")))
     for stem, table in knowledge_tables(groups, suite, slug, stream, reference):
         tables.append((table, *_write_table(out_dir, folder, table, stem)))
         numbers[stem] = table.numbers
@@ -210,6 +219,8 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
                                    indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
     drawn = (write_figures(out_dir, f"{folder}/figures", groups, suite, est, pareto, reference,
                            numbers["matched"]["frontier"]) if figures else [])
+    sweep_figure = write_timescale_figure(out_dir, f"{folder}/figures", points, span, suite) if figures else None
+    drawn += [f for f in (sweep_figure, kl_drawn) if f is not None]
     return StreamReport(stream, folder, suite, groups, tables, drawn)
 
 

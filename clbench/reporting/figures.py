@@ -309,8 +309,10 @@ def cost_vs_forgetting(est: Mapping[str, Mapping[str, Estimate]], looks_: Mappin
 
 
 # --- tiers -------------------------------------------------------------------------------------------
-def _every(freq: int | None) -> str:
-    return "" if freq is None else f" (every {freq} step{'s' if freq != 1 else ''})"
+def _every(freq: int | str | None) -> str:
+    if freq is None:
+        return ""
+    return " (never)" if freq == "never" else f" (every {freq} step{'s' if freq != 1 else ''})"
 
 
 def tier_figure(label: str, data: dict):

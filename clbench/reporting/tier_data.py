@@ -23,11 +23,12 @@ from collections.abc import Sequence
 
 from clbench.reporting.stats import mean_ci
 from clbench.results.aggregate import Run, task_step_ranges
+from clbench.train.tiers.schedule import NEVER
 
 
 def parse_tiers(diagnostics) -> list[dict] | None:
     """The tier list of one task's diagnostics (either shape in the module docstring) as
-    ``[{"steps": [int] | None, "drift": float | None, "frequency": int | None}]``, else ``None``."""
+    ``[{"steps": [int] | None, "drift": float | None, "frequency": int | "never" | None}]``, else ``None``."""
     tiers = diagnostics.get("tiers") if isinstance(diagnostics, dict) else None
     if isinstance(tiers, dict):  # TieredUpdater's object: the list is one level down
         tiers = tiers.get("tiers")
@@ -42,7 +43,7 @@ def parse_tiers(diagnostics) -> list[dict] | None:
         drift = float(drift) if isinstance(drift, (int, float)) and not isinstance(drift, bool) \
             and math.isfinite(drift) else None
         freq = t.get("frequency")
-        freq = freq if isinstance(freq, int) and not isinstance(freq, bool) else None
+        freq = freq if (isinstance(freq, int) and not isinstance(freq, bool)) or freq == NEVER else None
         out.append({"steps": steps, "drift": drift, "frequency": freq})
     return out
 

@@ -259,7 +259,7 @@ class MLXBackend(Backend):
     def materialize(self, arrays):
         mx.eval(arrays)
 
-    def clip_global_norm(self, grads, max_norm):
+    def clip_global_norm(self, grads, max_norm, total=None):
         """mlx's ``clip_grad_norm`` uses torch's rule: scale by ``min(1, max_norm / (norm + 1e-6))``."""
         if not max_norm or not grads:
             return grads

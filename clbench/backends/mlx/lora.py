@@ -28,22 +28,34 @@ def target_keys(model: nn.Module, targets: list[str]) -> list[str]:
 
 
 def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0,
-             target_modules: list[str] | None = None) -> nn.Module:
-    """Freeze ``model`` and add fresh LoRA adapters to every block; only the adapters stay trainable."""
+             target_modules: list[str] | None = None, skip_bottom: int = 0) -> nn.Module:
+    """Freeze ``model`` and add fresh LoRA adapters to every block but the first ``skip_bottom`` (mlx-lm
+    counts ``num_layers`` from the last block); only the adapters stay trainable."""
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
     config = {"rank": rank, "scale": alpha / rank, "dropout": dropout}
     if target_modules:
         config["keys"] = target_keys(model, list(target_modules))
     model.freeze()
-    linear_to_lora_layers(model, len(model.layers), config)
+    linear_to_lora_layers(model, len(model.layers) - skip_bottom, config)
     return model
 
 
 def prepare_lora_or_full(model: nn.Module, options) -> nn.Module:
-    """``options.mode``: ``lora`` (adapters only) or ``full`` (every weight trainable)."""
+    """``options.mode``: ``lora`` (adapters only) or ``full`` (every weight trainable); ``freeze_bottom``:
+    the first k blocks keep their weights (no adapters; in full mode frozen, with the embeddings)."""
+    k = options.freeze_bottom
+    if k >= len(model.layers):
+        raise ConfigError("strategies[].options.freeze_bottom", f"{k} freezes every one of the model's "
+                          f"{len(model.layers)} blocks; at most {len(model.layers) - 1}")
     if options.mode == "full":
         model.unfreeze()
+        if k:
+            for block in model.layers[:k]:
+                block.freeze()
+            embeddings = getattr(getattr(model, "model", None), "embed_tokens", None)
+            if embeddings is not None:
+                embeddings.freeze()
         return model
     lora = options.lora
-    return add_lora(model, lora.rank, lora.alpha, lora.dropout, list(lora.target_modules) or None)
+    return add_lora(model, lora.rank, lora.alpha, lora.dropout, list(lora.target_modules) or None, k)

@@ -3,6 +3,8 @@
 Nested-learning strategies split parameters into tiers that update at different frequencies. Steps
 count from 1 (the seed's table): tier i is active at step s iff ``s % f_i == 0``, so with frequencies
 [1, 2, 4] step 1 updates tier 0, step 2 tiers 0-1, step 4 all three, and 20 steps give [20, 10, 5].
+A period may also be ``"never"`` (:data:`NEVER`): the tier is never active — the limit of a period
+longer than any stream, i.e. frozen (the timescale sweep's P = ∞, ``clbench.bench.timescales``).
 
 Tier maps are ``{parameter name: tier}``. A parameter whose name shows no layer index cannot be placed
 by depth; it goes to the *slowest* tier with a warning naming it (seed 002, fix 3: the earlier default,
@@ -16,29 +18,44 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
+NEVER = "never"  # a tier period: the tier never updates (P = ∞)
+Period = int | Literal["never"]  # the type of a tier frequency / chunk size in strategy options
+
 LAYER_PATTERN = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)(?:\.|$)")
 # peft names a LoRA tensor ``<module>.lora_A.<adapter>.weight``; mlx-lm ``<module>.lora_a``
 LORA_PART = re.compile(r"\.lora_(?:(?:A|B|embedding_A|embedding_B|magnitude_vector)\..*|[ab])$")
 
 
-def check_frequencies(frequencies: Sequence[int]) -> list[int]:
-    """``frequencies`` as a list of positive ints; anything else raises ``ValueError`` naming the value."""
+def is_period(f) -> bool:
+    """A positive int, or :data:`NEVER`."""
+    return f == NEVER or (isinstance(f, int) and not isinstance(f, bool) and f >= 1)
+
+
+def check_frequencies(frequencies: Sequence[Period]) -> list[Period]:
+    """``frequencies`` as a list of positive ints (or ``"never"``); anything else raises ``ValueError``
+    naming the value."""
     freqs = list(frequencies)
-    if not freqs or any(isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in freqs):
-        raise ValueError(f"tier frequencies must be a non-empty list of positive integers, got {freqs!r}")
+    if not freqs or not all(is_period(f) for f in freqs):
+        raise ValueError(f"tier frequencies must be a non-empty list of positive integers (or {NEVER!r}), "
+                         f"got {freqs!r}")
     return freqs
 
 
-def active_tiers(step: int, frequencies: Sequence[int]) -> list[int]:
+def active_tiers(step: int, frequencies: Sequence[Period]) -> list[int]:
     """Tiers that update at optimizer step ``step`` (1-based)."""
     if step < 1:
         raise ValueError(f"steps count from 1, got {step}")
-    return [i for i, f in enumerate(frequencies) if step % f == 0]
+    return [i for i, f in enumerate(frequencies) if f != NEVER and step % f == 0]
 
 
-def update_counts(steps: int, frequencies: Sequence[int]) -> list[int]:
+def never_tiers(frequencies: Sequence[Period]) -> list[int]:
+    """The tiers whose period is :data:`NEVER`."""
+    return [i for i, f in enumerate(frequencies) if f == NEVER]
+
+
+def update_counts(steps: int, frequencies: Sequence[Period]) -> list[int]:
     """How many times each tier updates in steps 1..``steps``."""
-    return [steps // f for f in frequencies]
+    return [0 if f == NEVER else steps // f for f in frequencies]
 
 
 def layer_of(name: str) -> int | None:

@@ -12,8 +12,12 @@ what happened:
   partial chunk is dropped at the task's end; ``global`` — optimizer steps over the whole stream (the
   runner's ``global_step``), partial chunks carried across task boundaries and stored in
   :meth:`TierState.state_dict`, so a level with chunk C updates at global multiples of C, also after a
-  resume. Only ``accumulate`` reads the global clock (it decides at :meth:`start_update`, when the
-  gradients exist); ``skip`` must switch gradients off before the forward pass, from the task step;
+  resume. ``accumulate`` decides at :meth:`start_update`, when the gradients exist; ``skip`` must switch
+  gradients off before the forward pass, so it counts the global step itself — the trained tasks
+  finished × ``steps_per_task`` + the task step, what the runner counts — and :meth:`start_update`
+  checks it against the runner's;
+* periods of ``"never"`` (``clbench.train.tiers.schedule.NEVER``): such a tier is never active, and its
+  gradient is not even computed (also under ``accumulate``: a chunk that never closes sums nothing);
 * per step, which tensors updated (the backend also stores its squared gradient norms), per task the
   update counts, over tasks their totals — and from these the diagnostics, checkpoint metadata and the
   resumable state.
@@ -29,7 +33,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from clbench.train.tiers.schedule import active_tiers, check_frequencies, tier_members
+from clbench.train.tiers.schedule import active_tiers, check_frequencies, never_tiers, tier_members
 
 
 class TierState:
@@ -37,16 +41,21 @@ class TierState:
     gradients and gives :meth:`grad_norms` and :meth:`drift`. Names and sizes of the tiered tensors are
     set by the subclass's ``attach`` (in :attr:`sizes`, in parameter order)."""
 
-    def __init__(self, frequencies: Sequence[int], semantics: str = "skip", reduce: str = "sum",
-                 clock: str = "task"):
+    def __init__(self, frequencies: Sequence[int | str], semantics: str = "skip", reduce: str = "sum",
+                 clock: str = "task", steps_per_task: int | None = None):
         self.frequencies = check_frequencies(frequencies)
         if semantics not in ("skip", "accumulate"):
             raise ValueError(f"semantics must be skip or accumulate, got {semantics!r}")
         if reduce not in ("sum", "mean"):
             raise ValueError(f"reduce must be sum or mean, got {reduce!r}")
-        if clock not in ("task", "global") or (clock == "global" and semantics != "accumulate"):
-            raise ValueError(f"clock must be task, or global with accumulate semantics; got {clock!r} with {semantics!r}")
+        if clock not in ("task", "global"):
+            raise ValueError(f"clock must be task or global, got {clock!r}")
+        if clock == "global" and semantics == "skip" and not steps_per_task:
+            raise ValueError("skip on the global clock needs steps_per_task (it counts the global step before "
+                             "the forward pass)")
         self.semantics, self.reduce, self.clock = semantics, reduce, clock
+        self.steps_per_task = steps_per_task
+        self.never = set(never_tiers(self.frequencies))
         self.all_active = False
         self.sizes: dict[str, int] = {}  # tiered tensor -> elements
         self.tier_map: dict[str, int] | None = None
@@ -113,32 +122,51 @@ class TierState:
 
     # --- per step --------------------------------------------------------------------------------
     def before_step(self, step: int, all_active: bool = False) -> None:
-        """Decide the active tiers of ``step``; ``all_active`` (or no tier map yet) makes every tensor
-        update, e.g. during a warm-up."""
+        """Decide the active tiers of task step ``step`` (on the global clock under ``skip``: of the
+        global step it is); ``all_active`` (or no tier map yet) makes every tensor update, e.g. during a
+        warm-up."""
         self.step = step
+        if self.clock == "global" and self.semantics == "skip":
+            self.step = self.tasks_finished * self.steps_per_task + step
         self.all_active = all_active
         if all_active or self.tier_map is None:
             self.active = list(range(self.n_tiers))
         else:
-            self.active = active_tiers(step, self.frequencies)
+            self.active = active_tiers(self.step, self.frequencies)
 
     def start_update(self, global_step: int) -> None:
         """Call at the start of applying a step: on the global clock, decide the active tiers from the
-        stream-wide optimizer step (which the diagnostics then list as the step)."""
-        if self.clock == "global":
-            self.step = global_step
-            if not (self.all_active or self.tier_map is None):
-                self.active = active_tiers(global_step, self.frequencies)
+        stream-wide optimizer step (which the diagnostics then list as the step); under ``skip`` they
+        were decided before the forward pass, from the step counted here, which must be the same."""
+        if self.clock != "global":
+            return
+        if self.semantics == "skip":
+            if global_step != self.step:
+                raise RuntimeError(f"tier clock: global step {global_step} from the runner, but {self.step} counted "
+                                   f"from {self.tasks_finished} finished tasks of {self.steps_per_task} steps")
+            return
+        self.step = global_step
+        if not (self.all_active or self.tier_map is None):
+            self.active = active_tiers(global_step, self.frequencies)
+
+    def grad_free(self, name: str) -> bool:
+        """Whether ``name``'s gradient is not needed this step: it is in an inactive tier and would be
+        dropped (``skip``), or in a tier that never updates (its chunk never closes)."""
+        if self.tier_map is None or self.all_active:
+            return False
+        tier = self.tier_map[name]
+        return tier in self.never or (self.semantics == "skip" and tier not in self.active)
 
     def chunk_divisors(self) -> list[int]:
         """Call once per step before applying: per tier, how many steps the gradient it applies now
-        sums (its pending chunk plus this step; 1 without accumulation); inactive tiers' chunks grow."""
+        sums (its pending chunk plus this step; 1 without accumulation); inactive tiers' chunks grow
+        (not a tier that never updates: it sums nothing)."""
         active = set(self.active)
         divisor = [1] * self.n_tiers
         for t in range(self.n_tiers):
             if t in active or self.tier_map is None:
                 divisor[t], self.pending[t] = self.pending[t] + 1, 0
-            else:
+            elif t not in self.never:
                 self.pending[t] += 1
         return divisor
 

@@ -66,7 +66,7 @@ from clbench.config.options import opt
 from clbench.errors import ConfigError
 from clbench.modeling.lora import LoraOptions
 from clbench.train.strategy import Strategy
-from clbench.train.tiers.schedule import check_frequencies, tier_members
+from clbench.train.tiers.schedule import Period, check_frequencies, tier_members
 from clbench.train.tiers.state import TierHooks, TierState
 from clbench.train.types import UpdateContext
 
@@ -84,9 +84,9 @@ class TieredUpdater(TierState):
     tier map, schedule, chunk counts, records and diagnostics are ``clbench.train.tiers.state.TierState``'s.
     """
 
-    def __init__(self, frequencies: Sequence[int], semantics: Semantics = "skip", reduce: Reduce = "sum",
-                 clock: str = "task", clip: Clip = "per_tier"):
-        super().__init__(frequencies, semantics, reduce, clock)
+    def __init__(self, frequencies: Sequence[int | str], semantics: Semantics = "skip", reduce: Reduce = "sum",
+                 clock: str = "task", clip: Clip = "per_tier", steps_per_task: int | None = None):
+        super().__init__(frequencies, semantics, reduce, clock, steps_per_task)
         if clip not in ("per_tier", "global"):
             raise ValueError(f"clip must be per_tier or global, got {clip!r}")
         self.clip = clip
@@ -98,6 +98,7 @@ class TieredUpdater(TierState):
     def attach(self, backend, model, params: Mapping) -> None:
         self.backend, self.model = backend, model
         self.sizes = {n: int(_numel(p)) for n, p in params.items()}
+        self.position = {n: i for i, n in enumerate(self.sizes)}
         self.tier_map = None
 
     def _params(self) -> dict:
@@ -111,10 +112,11 @@ class TieredUpdater(TierState):
 
     # --- per step --------------------------------------------------------------------------------
     def grad_names(self) -> list[str] | None:
-        """Parameters whose gradient this step needs: the active tiers' under ``skip``; all (None) otherwise."""
-        if self.semantics == "accumulate" or self.tier_map is None:
+        """Parameters whose gradient this step needs (None: all): the active tiers' under ``skip``, all
+        under ``accumulate``; never a tier that never updates."""
+        if self.tier_map is None or self.all_active or (self.semantics == "accumulate" and not self.never):
             return None
-        return [n for n in self.sizes if self.is_active(n)]
+        return [n for n in self.sizes if not self.grad_free(n)]
 
     def apply(self, ctx: UpdateContext) -> int:
         """Clip and apply the active tiers' gradients (plus their accumulated chunks); returns elements."""
@@ -125,30 +127,47 @@ class TieredUpdater(TierState):
         self.start_update(ctx.global_step)
         divisor = self.chunk_divisors()
         applied: dict = {}
+        sums: list[tuple[str, object, object]] = []  # (name, buffer, gradient) added in one call below
         for name in self.sizes:
             tier = self.tier_map[name] if self.tier_map is not None else 0
             g = ctx.grads.get(name)
             if not self.is_active(name):
                 if self.semantics == "accumulate" and g is not None:
                     buf = self.buffers.get(name)
-                    self.buffers[name] = g if buf is None else backend.accumulate(buf, g)
+                    if buf is None:
+                        self.buffers[name] = g
+                    else:
+                        sums.append((name, buf, g))
                 continue
             pending = self.buffers.pop(name, None)
-            if pending is not None:
-                g = pending if g is None else backend.accumulate(pending, g)
-            if g is None:
+            if pending is not None and g is not None:
+                sums.append((name, pending, g))
+                g = pending
+            if g is None and pending is None:
                 continue
-            if self.reduce == "mean" and divisor[tier] > 1:
-                g = backend.divide(g, divisor[tier])
-            applied[name] = g
+            applied[name] = pending if g is None else g
+        if sums:  # buffer += gradient for every pair at once (the sums land in the buffers' storage)
+            for (name, _, _), total in zip(sums, backend.accumulate_all([b for _, b, _ in sums],
+                                                                        [g for _, _, g in sums])):
+                if name in applied:
+                    applied[name] = total
+                else:
+                    self.buffers[name] = total
+        if self.reduce == "mean":
+            for name, g in applied.items():
+                tier = self.tier_map[name] if self.tier_map is not None else 0
+                if divisor[tier] > 1:
+                    applied[name] = backend.divide(g, divisor[tier])
         backend.materialize(list(self.buffers.values()) + list(applied.values()))
         norms = self._record(applied)
         if self.clip == "global" or not ctx.max_grad_norm or not applied:
             return ctx.apply(applied, None if norms is None else backend.total_norm(norms))
-        tier_of = {n: self.tier_map[n] if self.tier_map is not None else 0 for n in applied}
-        for tier in sorted(set(tier_of.values())):  # each tier by its own norm, then no global clip
-            part = {n: g for n, g in applied.items() if tier_of[n] == tier}
-            applied.update(backend.clip_global_norm(part, ctx.max_grad_norm))
+        tier_of = [self.tier_map[n] if self.tier_map is not None else 0 for n in applied]
+        names = list(applied)
+        for tier in sorted(set(tier_of)):  # each tier by its own norm (from the norms just recorded), no global clip
+            idx = [k for k, t in enumerate(tier_of) if t == tier]
+            part = {names[k]: applied[names[k]] for k in idx}
+            applied.update(backend.clip_global_norm(part, ctx.max_grad_norm, backend.subset_norm(norms, idx)))
         return ctx.apply(applied, clip=False)
 
     def buffers_state(self) -> dict:
@@ -168,10 +187,9 @@ class TieredUpdater(TierState):
     # --- bookkeeping -----------------------------------------------------------------------------
     def _record(self, applied: Mapping):
         """Log which parameters update at this step and their gradient norms; returns the norms."""
-        names = list(self.sizes)
-        index = [names.index(n) for n in applied]
+        index = [self.position[n] for n in applied]
         norms, sq = self.backend.grad_norms(list(applied.values())) if applied else (None, None)
-        updated, sq_row = self.backend.step_record(len(names), index, sq)
+        updated, sq_row = self.backend.step_record(len(self.sizes), index, sq)
         self.log_step(updated, sq_row)
         return norms
 
@@ -194,11 +212,14 @@ def _numel(p) -> int:
 class TierOptions(LoraOptions):
     """Options shared by the tier strategies (``layer_tiers``, ``importance_tiers``)."""
 
-    frequencies: tuple[int, ...] = opt([1, 2, 4], "tier i updates at task steps that are multiples of frequencies[i]")
+    frequencies: tuple[Period, ...] = opt([1, 2, 4], "tier i updates at steps that are multiples of frequencies[i] "
+                                                    "(never: the tier is frozen)")
     inactive: Literal["skip", "accumulate"] = opt("skip", "skip: an inactive tier's gradient is neither computed nor applied; "
                                                           "accumulate: summed and applied at the tier's next active step (as cms)")
     clip: Literal["per_tier", "global"] = opt("per_tier", "per_tier: clip each tier's gradient by its own norm; global: "
                                                           "one norm over the tiers applied at a step (couples them)")
+    clock: Literal["task", "global"] = opt("task", "task: steps count from 1 in every task; global: over the whole "
+                                                   "stream (a period longer than a task still updates)")
 
 
 class TieredStrategy(TierHooks, Strategy):
@@ -209,7 +230,8 @@ class TieredStrategy(TierHooks, Strategy):
     Options = TierOptions
 
     def make_updater(self) -> TieredUpdater:
-        return TieredUpdater(self.options.frequencies, self.options.inactive, clip=self.options.clip)
+        return TieredUpdater(self.options.frequencies, self.options.inactive, clock=self.options.clock,
+                             clip=self.options.clip, steps_per_task=self.train.steps_per_task)
 
     @classmethod
     def options_from(cls, data: dict, where: str):
