@@ -301,8 +301,8 @@ class TorchBackend(Backend):
                 if out.loss.requires_grad:
                     (out.loss / k).backward()
                 loss_sum += float(out.loss.detach())
-                for name, v in out.logs.items():
-                    logs[name] = logs.get(name, 0.0) + float(v) / k
+                for name, v in out.logs.items():  # a logged tensor may be part of the graph: its value only
+                    logs[name] = logs.get(name, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v) / k
         grads = {n: p.grad for n, p in trainable.items() if p.grad is not None}
         return loss_sum / k, logs, grads
 

@@ -101,7 +101,8 @@ class ExecutorConfig:
 
 @dataclass(frozen=True)
 class TuningConfig:
-    """Per-strategy tuning on validation probe items (``clbench.run.sweep``; docs/tuning.md)."""
+    """Per-strategy tuning on validation probe items (``clbench.run.sweep``; docs/distributed.md, "Tuning on
+    validation items")."""
 
     sweep: dict = field(default_factory=dict, metadata={
         "help": "default sweep of every trained strategy without its own: {field: [values]}"})

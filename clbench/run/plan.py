@@ -59,7 +59,7 @@ def resolve_entry(spec: StrategySpec, cfg: ExperimentConfig) -> GridEntry:
     options = cls.options_from(spec.options, f"{where}.options")
     supported = cls.supported_backends(options)
     if cfg.model.backend not in supported:
-        raise unsupported(spec.name, cfg.model.backend, supported)
+        raise unsupported(spec.name, cfg.model.backend, supported, options, cls.options_for_backend(cfg.model.backend))
     plugins = []
     for i, item in enumerate(spec.with_):
         if not isinstance(item, (str, dict)) or (isinstance(item, dict) and set(item) - {"name", "options"}):
