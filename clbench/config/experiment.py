@@ -262,3 +262,19 @@ def strategy_specs(cfg: ExperimentConfig, registered: list[str]) -> list[Strateg
 
 def config_dict(cfg: ExperimentConfig) -> dict:
     return to_dict(cfg)
+
+
+# the embedded tiny model's own fields: a named model or a local checkpoint has its architecture already
+EMBEDDED_ONLY = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size", "pretrain_steps",
+                 "pretrain_lr", "pretrain_batch_size")
+
+
+def model_record(model: ModelConfig | dict) -> dict:
+    """The model settings a run's ``config.json`` stores: all of them for the embedded model; for a named
+    model or a local checkpoint, all but :data:`EMBEDDED_ONLY`, which such a run ignores (so a stored
+    config never shows a hidden size that was not used). Records written before carry them: comparisons
+    go through this function on both sides."""
+    data = config_dict(model) if isinstance(model, ModelConfig) else dict(model)
+    if data.get("name") or data.get("path"):
+        return {k: v for k, v in data.items() if k not in EMBEDDED_ONLY}
+    return data

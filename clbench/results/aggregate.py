@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from clbench.config.experiment import model_record
 from clbench.data.readers import text_lines
 from clbench.errors import ConfigError
 from clbench.results.files import RunFiles, load_run, read_json
@@ -106,7 +107,10 @@ def load_runs(paths, inv: Inventory | None = None) -> list[Run]:
 
 
 def _comparable(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in PER_SEED_FIELDS}
+    out = {k: v for k, v in config.items() if k not in PER_SEED_FIELDS}
+    if "model" in out:  # runs stored before a real model's record left out the embedded model's fields
+        out["model"] = model_record(out["model"])
+    return out
 
 
 def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
