@@ -38,7 +38,7 @@ def test_a_resumed_run_stored_with_the_old_record_is_the_same_experiment(tmp_pat
 
 
 def test_the_embedded_model_is_built_with_train_threads(tmp_path, monkeypatch):
-    import clbench.modeling.tiny as tiny
+    from clbench.modeling import tiny
     from clbench.run.grid import base_model_dir
 
     seen = []

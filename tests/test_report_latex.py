@@ -115,7 +115,7 @@ def md_cells(path) -> dict[tuple[str, str], str]:
 def tex_cells(path) -> dict[tuple[str, str], str]:
     out: dict[tuple[str, str], str] = {}
     text = path.read_text()
-    for part in re.findall(r"\\toprule\n(.*?)\\bottomrule", text, flags=re.S):
+    for part in re.findall(r"\\toprule\n(.*?)\\bottomrule", text, flags=re.DOTALL):
         header_line, _, body = part.partition("\\midrule\n")
         header = [tex_to_text(h) for h in header_line.strip().removesuffix("\\\\").split(" & ")]
         for line in body.strip().splitlines():

@@ -328,8 +328,8 @@ class TorchBackend(Backend):
 
 def _attention(kernel: str):
     """``train.attention_kernel``: torch's own choice of scaled-dot-product attention kernel, or the math one.
-    (On CPU torch picks flash attention, whose backward is tiled for long sequences: at 24 tokens it took
-    4.4 ms of a layer's backward on SmolLM2, a sixth of the step; the math kernel's is a few small products.)"""
+    (On CPU torch picks flash attention, whose backward is tiled for long sequences and costs a large share
+    of a short-sequence step; the math kernel's is a few small products. Measured: docs/findings.md.)"""
     if kernel == "auto":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel

@@ -101,21 +101,21 @@ def per_task_columns(first: Run, higher_is_better: bool, values: dict) -> list[C
 def table_texts(stream: str, suite: str, higher_is_better: bool) -> dict[str, tuple[str, str]]:
     """What each table shows: ``{stem: (caption sentence, notes)}`` (``build_table`` adds the statistics)."""
     la = "↑" if higher_is_better else "↓"
+    summary = (f"Continual-learning metrics on stream {stream} ({suite} probes): ACC average score after the last "
+               f"task, BWT backward transfer, FWT forward transfer against the base model (FWT_base: a task's score "
+               f"before it is trained, after a trained task, minus the base model's), F average forgetting, LA "
+               f"learning accuracy (the diagonal over the trained tasks), GR general-knowledge retention (formulas "
+               f"in the report's index). ★: Pareto-optimal on (F ↓, LA {la}) — no other strategy forgets less "
+               f"without also learning less.")
+    cost = (f"Training cost on stream {stream}: training wall time (s, evaluation excluded), tokens trained on, "
+            f"parameter elements the optimizer changed (summed over steps), and trainable parameters; k, M, G in a "
+            f"header: thousands, millions, billions.")
+    per_task = (f"Score ({suite}) on each task after the last task of stream {stream} (the last row of the accuracy "
+                f"matrix R; pre. = learned in pretraining).")
     return {
-        "summary": (f"Continual-learning metrics on {stream} ({suite}); ★: Pareto-optimal on (F ↓, LA {la}).",
-                    f"Continual-learning metrics on stream {stream} ({suite} probes): ACC average score after the "
-                    f"last task, BWT backward transfer, FWT forward transfer against the base model (FWT_base: a "
-                    f"task's score before it is trained, after a trained task, minus the base model's), F average "
-                    f"forgetting, LA learning accuracy (the diagonal over the trained tasks), GR general-knowledge "
-                    f"retention (formulas in the report's index). ★: Pareto-optimal on (F ↓, LA {la}) — no other "
-                    f"strategy forgets less without also learning less."),
-        "cost": (f"Training cost on {stream}.",
-                 f"Training cost on stream {stream}: training wall time (s, evaluation excluded), tokens trained "
-                 f"on, parameter elements the optimizer changed (summed over steps), and trainable parameters; "
-                 f"k, M, G in a header: thousands, millions, billions."),
-        "per_task": (f"Final {suite} score per task on {stream}.",
-                     f"Score ({suite}) on each task after the last task of stream {stream} (the last row of the "
-                     f"accuracy matrix R; pre. = learned in pretraining)."),
+        "summary": (f"Continual-learning metrics on {stream} ({suite}); ★: Pareto-optimal on (F ↓, LA {la}).", summary),
+        "cost": (f"Training cost on {stream}.", cost),
+        "per_task": (f"Final {suite} score per task on {stream}.", per_task),
     }
 
 

@@ -418,7 +418,7 @@ def write_figures(out_dir: Path, prefix: str, groups: Mapping[str, Sequence[Run]
         values = [v for runs in groups.values() for r in runs for row in r.R(suite) for v in row if v is not None]
         unit = hib and values and min(values) >= 0 and max(values) <= 1
         vrange = (0.0, 1.0) if unit else (min(values, default=0.0), max(values, default=1.0))
-        bounds = (f"scores to [0, 1], forgetting to [−1, 1], costs to ≥ 0" if unit
+        bounds = ("scores to [0, 1], forgetting to [−1, 1], costs to ≥ 0" if unit
                   else "costs and losses to ≥ 0; scores unclipped")
         ci = f"95% Student t intervals over seeds, clipped to the metric's range ({bounds}; n per strategy — {n_text})"
         for lab, runs in groups.items():
