@@ -1,19 +1,20 @@
 """Tables as LaTeX that compiles unedited in a two-column paper.
 
-Each table file is one float that a paper ``\\input``\\ s as it is. It needs ``\\usepackage{booktabs}``
-(texlive-latex-recommended), and ``\\usepackage{tabularx}`` (LaTeX's own tools bundle) when a column of
-text wraps; the first line of every file names what it needs. Numbers are in math mode (a true minus
-sign), bold is ``\\mathbf``, significance marks are ``^{\\dagger}``.
+A paper ``\\input``-s each table file as it is: one float (or a few, when cut by columns). Every file
+needs ``\\usepackage{booktabs}`` (texlive-latex-recommended), and ``\\usepackage{tabularx}`` (LaTeX's
+own tools bundle) when a column of text wraps; its first lines name what it needs. Numbers are in math
+mode (a true minus sign), bold is ``\\mathbf``, significance marks are ``^{\\dagger}``.
 
-Where a table goes is decided from its width, estimated from the characters of its widest cells at
-the table's font size (:func:`natural_width`) against the narrowest common two-column text block
+Where a table goes is decided from its width, estimated from the characters of its widest cells
+(:func:`text_width`, within 5% of pdflatex's) against the narrowest common two-column text block
 (:data:`TEXT_WIDTH_PT`, ACL's 6.3 in; ICML's and IEEE's are wider): a table that fits one column is a
 ``table``, a wider one a ``table*`` (full width in a two-column paper, an ordinary table in one
-column); a table with text columns (:data:`WRAP`) is a ``tabularx`` as wide as the line whose text
-columns wrap; a table too wide even for the full width is cut into parts by columns (the key columns —
-the strategy — repeated in each part), each its own ``table*``, after trying the table whole in a
-smaller font (:data:`FONTS`). ``tests/test_report_latex.py`` compiles
-every table of a worst-case report in such a paper with pdflatex and checks it.
+column); a table with text columns (:data:`WRAP`) is a ``tabularx`` as wide as the line, its text
+columns wrapping. A table too wide for the full width at ``\\small`` is set in ``\\footnotesize``
+(:data:`FONTS`), and when even that is too wide it is cut into column selections (the table's
+``groups``, e.g. the headline metrics first), the strategy column repeated in each, each its own float.
+``tests/test_report_latex.py`` compiles every table of a worst-case report in such a paper with
+pdflatex and checks it.
 
 Text is escaped by :func:`latex_escape`, which knows every character the reports write (Greek letters,
 arrows, relations, accents) and refuses any other non-ASCII character with an error naming it: a
