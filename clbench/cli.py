@@ -1,7 +1,8 @@
-"""Command line: ``clbench run | list | models | report | perf | coverage | crosscheck``.
+"""Command line: ``clbench run | new | list | models | report | perf | coverage | crosscheck``.
 
     clbench run configs/bench.yaml                       # the default grid
-    clbench run --stream micro --strategies sft --seeds 0 --set train.steps_per_task=20
+    clbench run --smoke --strategies sft,my_method       # a new strategy next to sft in about a minute
+    clbench new strategy my_method                       # strategies/my_method.py and its test
     clbench list                                         # strategies and their options
     clbench models                                       # named real models: installed, converted, licence
     clbench report results/bench -o reports/bench        # tables, figures, index of stored results
@@ -30,9 +31,15 @@ def _config(args):
                  "name": "name={}", "results": "results_dir={}", "jobs": "jobs={}",
                  "allow_code": "allow_code=true", "executor": "executor.kind={}",
                  "address": "executor.address={}"}
+    preset = []
+    if getattr(args, "smoke", False):
+        from clbench.config.presets import SMOKE
+        from clbench.config.presets import overrides as preset_overrides
+
+        preset = preset_overrides(SMOKE)  # first: the user's --set and flags win over it
     given = [flag for flag in shortcuts if getattr(args, flag) is not None and getattr(args, flag) is not False]
     # (``--jobs 0`` is given, and refused by the bound, not dropped as falsy)
-    overrides = list(args.set or []) + [shortcuts[flag].format(getattr(args, flag)) for flag in given]
+    overrides = preset + list(args.set or []) + [shortcuts[flag].format(getattr(args, flag)) for flag in given]
     flags = {shortcuts[flag].split("=")[0]: f"--{flag.replace('_', '-')}" for flag in given}
     return load_config(args.config, overrides, flags)
 
@@ -70,6 +77,16 @@ def cmd_run(args) -> int:
     if failed:
         print(f"clbench: {len(failed)} runs failed (listed above): " + ", ".join(map(str, failed)), file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_new(args) -> int:
+    from clbench.scaffold import write_strategy
+
+    for path in write_strategy(args.name, Path(args.root)):
+        print(f"clbench: wrote {path}")
+    print(f"clbench: try it next to sft: clbench run --smoke --strategies sft,{args.name}\n"
+          f"clbench: its test: python -m pytest -q tests/test_strategy_{args.name}.py")
     return 0
 
 
@@ -183,7 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let task YAML in the stream's lm-eval folders run Python (!function); see docs/streams.md")
     r.add_argument("--wait", action="store_true",
                    help="wait for a run another clbench process is writing, instead of skipping it")
+    r.add_argument("--smoke", action="store_true",
+                   help="the smoke preset: micro model and stream, one seed, sft (clbench/config/presets.py); "
+                        "with --strategies sft,NAME a new strategy runs next to sft in a minute or two")
     r.set_defaults(func=cmd_run)
+
+    new = sub.add_parser("new", parents=[common], help="write a new strategy file and its test (clbench new "
+                                                       "strategy NAME)")
+    new.add_argument("kind", choices=["strategy"], help="what to write")
+    new.add_argument("name", help="the strategy's name: lower case, digits and underscores (my_method)")
+    new.add_argument("--root", default=".", help="the clbench checkout to write into (default: here)")
+    new.set_defaults(func=cmd_new)
 
     ls = sub.add_parser("list", parents=[common],
                         help="registered strategies and their options")

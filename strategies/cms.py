@@ -140,6 +140,10 @@ class CMS(TieredStrategy):
     def supported_backends(cls, options):
         return ("torch",) if options.form == "memory" else cls.backends  # the memory is torch code so far
 
+    @classmethod
+    def options_for_backend(cls, backend):
+        return {"form": "adapter"} if backend in cls.backends else {}
+
     def make_updater(self):
         return TieredUpdater(self.options.chunk_sizes, "accumulate",
                              reduce="mean" if self.options.scale == "mean" else "sum", clock=self.options.clock,

@@ -96,6 +96,10 @@ class ImportanceTiers(TieredStrategy):
             return ("torch",)  # the base weights' gradients: clbench.backends.torch_backend.effective_update_weights
         return super().supported_backends(options)
 
+    @classmethod
+    def options_for_backend(cls, backend):
+        return {"score": "lora_abs"} if backend in cls.backends else {}
+
     def add_delta_w_grads(self) -> None:
         """Add this step's ‖∂L/∂ΔW‖²_F of every unit to ``abs_sums`` (raw, before clipping)."""
         for u, sq in self.backend.effective_update_sq_norms(self.delta_w, self.trainable).items():

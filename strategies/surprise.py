@@ -25,10 +25,10 @@ How the gradient is computed, exactly in every mode (the one backend-specific pi
 * ``full``: the signals are computed with ``create_graph=True`` and the backward is second order
   (attention runs on PyTorch's math kernel then: the fused kernels have no double backward).
 
-The default — one layer, the last block — is what keeps the cost within 1.3× of plain SFT: the single
-hooked pass costs about what SFT costs (measured by ``clbench.bench.training_speed``: 0.95–1.04× on the default
-model), while the extra pass of several layers costs a partial backward (two layers: 1.23×). λ = 0.1 is
-seed 003's weight for its medium level.
+The default — one layer, the last block — is what keeps the cost near plain SFT's: the single hooked
+pass costs about what SFT costs, while the extra pass of several layers costs a partial backward
+(``clbench.bench.training_speed`` measures both; docs/findings.md). λ = 0.1 is seed 003's weight for its
+medium level.
 
 The logged ``loss`` is always the main loss; each layer's auxiliary term is logged as
 ``surprise_aux_l<ℓ>``, and (torch) the size of its target next to its activation,

@@ -16,8 +16,10 @@ import torch
 
 torch.set_num_threads(1)
 
-MICRO_MODEL = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64, "vocab_size": 300,
-               "pretrain_steps": 150, "pretrain_batch_size": 16}
+from clbench.config.presets import MICRO_MODEL as SHIPPED_MICRO  # clbench run --smoke's model
+from clbench.config.presets import TEST_PRETRAIN_STEPS
+
+MICRO_MODEL = {**SHIPPED_MICRO, "pretrain_steps": TEST_PRETRAIN_STEPS}  # the shipped micro model, pretrained less
 MICRO_TRAIN = {"steps_per_task": 6, "batch_size": 8, "lr": 5e-3, "threads": 1}
 
 

@@ -161,6 +161,8 @@ def test_sft_and_layer_tiers_run_a_two_task_stream_on_a_user_checkpoint(checkpoi
         assert (run / "DONE").exists()
         record = json.loads((run / "config.json").read_text())
         assert record["model"]["path"] == str(checkpoints[arch]) and record["model"]["use_chat_template"] is chat
+        # the embedded model's fields (micro_config sets hidden_size 32, ...) were ignored, so not recorded
+        assert not {"hidden_size", "num_layers", "vocab_size", "pretrain_steps"} & set(record["model"])
         matrix = json.loads((run / "matrix.json").read_text())
         assert set(matrix["suites"]) == {"qa", "mc", "ppl"}
         for suite in matrix["suites"].values():

@@ -323,8 +323,13 @@ def test_a_torch_only_strategy_is_refused_naming_strategy_and_backend(tmp_path):
                                                            if "mlx" in registry.get(n).backends and n != "importance_tiers")
     assert {"sft", "layer_tiers", "cms", "replay", "joint", "frozen"} <= {e.spec.name for e in entries}
     # importance_tiers' default score (∂L/∂ΔW needs base-weight gradients) is torch's: MLX runs it with lora_abs
-    with pytest.raises(ConfigError, match="importance_tiers.*not available with model.backend: mlx"):
+    # ... and the refusal says which option keeps it off MLX and the value that runs it there
+    with pytest.raises(ConfigError, match=r"'importance_tiers' with options.score: delta_w is not available with "
+                       r"model.backend: mlx \(that runs on: torch\); with options \{score: lora_abs\} it runs on mlx"):
         plan(micro_config(tmp_path, model={"backend": "mlx"}, strategies="[importance_tiers]"))
+    with pytest.raises(ConfigError, match=r"'cms' with options.form: memory is not available .* with options "
+                       r"\{form: adapter\} it runs on mlx, e.g. \{name: cms, options: \{form: adapter\}\}"):
+        plan(micro_config(tmp_path, model={"backend": "mlx"}, strategies="[{name: cms, options: {form: memory}}]"))
     _, (entry,) = plan(micro_config(tmp_path, model={"backend": "mlx"},
                                     strategies="[{name: importance_tiers, options: {score: lora_abs}}]"))
     assert entry.options.score == "lora_abs"

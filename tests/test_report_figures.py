@@ -79,3 +79,33 @@ def test_every_figure_is_written_non_empty_and_reproducible(results, tmp_path):
     build_report([results], tmp_path / "b")
     for p in sorted(figures.iterdir()):
         assert p.read_bytes() == (tmp_path / "b" / "toy" / "figures" / p.name).read_bytes(), p.name
+
+
+def test_intervals_are_clipped_to_the_metric_range_on_stored_results(tmp_path):
+    """Two seeds learning 1.0 and 0.8: LA 0.9 ± 12.71·0.141/√2 = 0.9 ± 1.27, which would reach 2.17. The
+    plane's error bar and the retention bands stop at 1 (and at 0 below), and the captions say so."""
+    from clbench.reporting.figures import retention_curves, stability_plasticity
+    from clbench.reporting.looks import looks
+    from clbench.reporting.stats import mean_ci
+
+    for seed, x in ((0, 1.0), (1, 0.8)):
+        make_run(tmp_path / "res", "sft", seed, [[.8, 0, 0], [.6, x, 0], [.5, .3, x]])
+    groups = {lab: runs for (_, lab), runs in group_runs(load_runs([tmp_path / "res"])).items()}
+    est = {"sft": {k: mean_ci(r.suite("qa")[k] for r in groups["sft"]) for k in ("forgetting", "learning_acc")}}
+    la = est["sft"]["learning_acc"]
+    assert la.mean == pytest.approx(0.9) and la.high > 2.0 and la.low < -0.3  # the unclipped t interval
+    looks_ = looks({"sft": "sft"}, "sft")
+
+    fig = stability_plasticity(est, {"sft": True}, looks_, "qa", True, (), unit=True)
+    bars = [seg for c in fig.axes[0].containers for col in c.lines[2] for seg in col.get_segments()]
+    ys = [y for seg in bars for _, y in seg]
+    assert max(ys) == pytest.approx(1.0) and min(ys) == pytest.approx(0.0)  # LA clipped to [0, 1]
+    xs = [x for seg in bars for x, _ in seg]
+    assert min(xs) >= -1.0 and max(xs) <= 1.0  # forgetting to [−1, 1]
+
+    fig = retention_curves(groups, "qa", looks_, unit=True)
+    bands = [v for ax in fig.axes for coll in ax.collections for path in coll.get_paths() for v in path.vertices[:, 1]]
+    assert bands and max(bands) <= 1.0 + 1e-9 and min(bands) >= -1e-9
+
+    readme = build_report([tmp_path / "res"], tmp_path / "rep").read_text()
+    assert readme.count("clipped to the metric's range (scores to [0, 1], forgetting to [−1, 1]") >= 3

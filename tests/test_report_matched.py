@@ -101,7 +101,7 @@ def test_matched_table_and_report_file(grid, tmp_path):
     out = tmp_path / "report"
     build_report([tmp_path / "exp"], out, figures=False)
     md = (out / "toy" / "tables" / "matched.md").read_text()
-    assert "keeper" in md and "sft-low (LA 0.500, F 0.000, lr 0.001)" in md
+    assert "keeper" in md and "sft-low (LA 0.500, F 0.000, lr 0.001)" in (out / "toy" / "tables" / "notes.md").read_text()
     assert (out / "toy" / "tables" / "matched.tex").exists()
 
 
@@ -141,7 +141,7 @@ def test_a_faster_rate_that_learns_less_is_cut_from_the_frontier(tmp_path):
     table, numbers = matched_table(groups, "qa", "sft", bootstrap_replicates(groups, "qa"), "toy", "toy")
     assert sorted(numbers["frontier"]) == ["sft", "sft-low"]
     assert numbers["left_out_of_frontier"] == ["sft-hot", "sft-hotter"]
-    assert "left out, as a higher rate learned less than a lower one: sft-hot, sft-hotter" in table.caption
+    assert "left out, as a higher rate learned less than a lower one: sft-hot, sft-hotter" in table.notes
     assert {row[0].text for row in table.rows} == {"keeper", "sft-hot", "sft-hotter"}
 
 

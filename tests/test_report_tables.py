@@ -86,6 +86,12 @@ def md_rows(path) -> dict[str, list[str]]:
     return rows
 
 
+def notes_of(report, table: str, stream: str = "toy") -> str:
+    """The paragraph of ``table`` in the stream's ``tables/notes.md``."""
+    text = (report / stream / "tables" / "notes.md").read_text()
+    return next(p for p in text.split("\n\n") if p.startswith(f"**{table}**"))
+
+
 def test_summary_numbers_match_hand_computation(report):
     rows = md_rows(report / "toy" / "tables" / "summary.md")
     header = rows["Strategy"]
@@ -127,10 +133,10 @@ def test_significance_mark_is_a_paired_test_against_sft(report):
     assert cost["lazy"][upd] == "**0.25 ± 0.00**"
     assert cost["sft"][upd] == "1.00 ± 0.00"
     caption = (report / "toy" / "tables" / "summary.md").read_text().split("\n")[0]
-    assert "paired t-test" in caption and "n = 3 seeds" in caption and "Student t" in caption
-    assert "Holm–Bonferroni-adjusted p < 0.05" in caption
-    cost_caption = (report / "toy" / "tables" / "cost.md").read_text().split("\n")[0]
-    assert "identical on every seed cannot be tested" in cost_caption
+    assert "n = 3 seeds" in caption and "†: differs from sft (Holm-adjusted p < 0.05)" in caption
+    notes = notes_of(report, "Summary")  # the definitions the short caption leaves out
+    assert "paired t-test" in notes and "Student t" in notes and "Holm–Bonferroni-adjusted p < 0.05" in notes
+    assert "identical on every seed cannot be tested" in notes_of(report, "Cost")
     numbers = json.loads((report / "toy" / "numbers.json").read_text())["tables"]
     lazy_upd = next(c for c in numbers["cost"] if c["strategy"] == "lazy" and c["column"] == "updated_elements")
     assert lazy_upd["p_vs_reference"] is None and lazy_upd["no_test"].startswith("no test possible")
@@ -181,18 +187,23 @@ def check_booktabs(tex: str) -> None:
         assert depth >= 0, "a } closes nothing"
     assert depth == 0, "unbalanced braces"
     lines = tex.splitlines()
+    floats = lines.count("\\toprule")
+    assert floats >= 1
     for rule in ("\\toprule", "\\midrule", "\\bottomrule"):
-        assert lines.count(rule) == 1, rule
-    top, mid, bottom = (lines.index(r) for r in ("\\toprule", "\\midrule", "\\bottomrule"))
-    assert top < mid < bottom
-    m = re.search(r"\\begin\{tabular\}\{([lrc]+)\}", tex)
-    assert m, "no tabular column spec"
-    rows = lines[top + 1:mid] + lines[mid + 1:bottom]
-    assert rows, "no rows"
-    for row in rows:
-        assert row.endswith("\\\\")
-        assert len(re.findall(r"(?<!\\)&", row)) == len(m.group(1)) - 1, row
-        assert len(re.findall(r"(?<!\\)\$", row)) % 2 == 0, row
+        assert lines.count(rule) == floats, rule
+    tops, mids, bottoms = ([i for i, line in enumerate(lines) if line == r] for r in ("\\toprule", "\\midrule",
+                                                                                       "\\bottomrule"))
+    specs = re.findall(r"\\begin\{tabular\}\{([lrc]+)\}", tex)
+    assert len(specs) == floats, "no tabular column spec"
+    for top, mid, bottom, spec in zip(tops, mids, bottoms, specs):
+        assert top < mid < bottom
+        rows = lines[top + 1:mid] + lines[mid + 1:bottom]
+        assert rows, "no rows"
+        for row in rows:
+            assert row.endswith("\\\\")
+            cells = re.sub(r"\\begin\{tabular\}.*?\\end\{tabular\}", "header", row)  # a header on two lines
+            assert len(re.findall(r"(?<!\\)&", cells)) == len(spec) - 1, row
+            assert len(re.findall(r"(?<!\\)\$", row)) % 2 == 0, row
     env = re.search(r"\\begin\{(table\*?)\}", tex).group(1)
     assert tex.rstrip().endswith(f"\\end{{{env}}}")
     # every math fragment (cells, arrows, marks) parses as TeX math: matplotlib's mathtext stands in for
@@ -268,10 +279,12 @@ def test_one_seed_shows_no_interval_and_a_missing_reference_no_test(tmp_path):
     col = {name.split()[0]: i for i, name in enumerate(rows["Strategy"])}
     assert rows["a"][col["ACC"]] == f"{acc(SFT[0]):.3f}" and rows["b"][col["ACC"]] == f"**{acc(GOOD[0]):.3f}**"
     assert "±" not in "".join(rows["a"] + rows["b"])
-    assert "n = 1 seed;" in text and "No test: sft (the reference) is not among these runs." in text
+    assert "One seed: no interval" in text and "no test: the reference sft is not among these runs" in text
+    notes = notes_of(tmp_path / "out", "Summary")
+    assert "n = 1 seed;" in notes and "run it too (--strategies sft,...)" in notes
     build_report([tmp_path / "res"], tmp_path / "out", reference="b", figures=False)
     text = (tmp_path / "out" / "toy" / "tables" / "summary.md").read_text()
-    assert "No test against b: fewer than two seeds in common." in text
+    assert "no test against b (fewer than two seeds in common)" in text
     assert list(md_rows(tmp_path / "out" / "toy" / "tables" / "summary.md")) == ["Strategy", "b", "a"]  # reference first
 
 

@@ -275,7 +275,17 @@ class Backend:
         """Drop whatever gradient a step left (called after every ``apply_update``)."""
 
 
-def unsupported(strategy_name: str, backend_name: str, supported: Sequence[str]) -> ConfigError:
-    """The error for a strategy that has no implementation on a backend."""
+def unsupported(strategy_name: str, backend_name: str, supported: Sequence[str], options=None,
+                works: Mapping[str, Any] | None = None) -> ConfigError:
+    """The error for a strategy that has no implementation on a backend; when other option values would
+    run it there (``works``, from ``Strategy.options_for_backend``), it names them and the ``options``
+    (the resolved dataclass) that keep it off."""
+    if works:
+        now = ", ".join(f"options.{k}: {getattr(options, k, '?')}" for k in works)
+        fix = ", ".join(f"{k}: {v}" for k, v in works.items())
+        return ConfigError("strategies", f"strategy {strategy_name!r} with {now} is not available with "
+                           f"model.backend: {backend_name} (that runs on: {', '.join(supported)}); with "
+                           f"options {{{fix}}} it runs on {backend_name}, e.g. "
+                           f"{{name: {strategy_name}, options: {{{fix}}}}}", list(supported))
     return ConfigError("strategies", f"strategy {strategy_name!r} is not available with model.backend: "
                        f"{backend_name} (it runs on: {', '.join(supported)})", list(supported))

@@ -309,8 +309,8 @@ class TorchBackend(Backend):
                 if out.loss.requires_grad:
                     (out.loss / k).backward()
                 loss_sum += float(out.loss.detach())
-                for name, v in out.logs.items():
-                    logs[name] = logs.get(name, 0.0) + float(v) / k
+                for name, v in out.logs.items():  # a logged tensor may be part of the graph: its value only
+                    logs[name] = logs.get(name, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v) / k
         grads = {n: p.grad for n, p in trainable.items() if p.grad is not None}
         return loss_sum / k, logs, grads
 
@@ -336,8 +336,8 @@ class TorchBackend(Backend):
 
 def _attention(kernel: str):
     """``train.attention_kernel``: torch's own choice of scaled-dot-product attention kernel, or the math one.
-    (On CPU torch picks flash attention, whose backward is tiled for long sequences: at 24 tokens it took
-    4.4 ms of a layer's backward on SmolLM2, a sixth of the step; the math kernel's is a few small products.)"""
+    (On CPU torch picks flash attention, whose backward is tiled for long sequences and costs a large share
+    of a short-sequence step; the math kernel's is a few small products. Measured: docs/findings.md.)"""
     if kernel == "auto":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel

@@ -104,7 +104,8 @@ class ExecutorConfig:
 
 @dataclass(frozen=True)
 class TuningConfig:
-    """Per-strategy tuning on validation probe items (``clbench.run.sweep``; docs/tuning.md)."""
+    """Per-strategy tuning on validation probe items (``clbench.run.sweep``; docs/distributed.md, "Tuning on
+    validation items")."""
 
     sweep: dict = field(default_factory=dict, metadata={
         "help": "default sweep of every trained strategy without its own: {field: [values]}"})
@@ -304,3 +305,19 @@ def strategy_specs(cfg: ExperimentConfig, registered: list[str]) -> list[Strateg
 
 def config_dict(cfg: ExperimentConfig) -> dict:
     return to_dict(cfg)
+
+
+# the embedded tiny model's own fields: a named model or a local checkpoint has its architecture already
+EMBEDDED_ONLY = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size", "pretrain_steps",
+                 "pretrain_lr", "pretrain_batch_size")
+
+
+def model_record(model: ModelConfig | dict) -> dict:
+    """The model settings a run's ``config.json`` stores: all of them for the embedded model; for a named
+    model or a local checkpoint, all but :data:`EMBEDDED_ONLY`, which such a run ignores (so a stored
+    config never shows a hidden size that was not used). Records written before carry them: comparisons
+    go through this function on both sides."""
+    data = config_dict(model) if isinstance(model, ModelConfig) else dict(model)
+    if data.get("name") or data.get("path"):
+        return {k: v for k, v in data.items() if k not in EMBEDDED_ONLY}
+    return data

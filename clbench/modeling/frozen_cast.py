@@ -5,12 +5,11 @@ the cast only for a leaf that *requires grad*, only within one autocast region. 
 model but its adapters is frozen, so each training step casts all of them again (134M on SmolLM2-135M).
 While a weight stays frozen its cast is the same tensor every time, so casting it once for the task gives
 bitwise the same products (autocast leaves a tensor that is already bfloat16 alone and casts the
-activations as before) for less work: a CPU training step on SmolLM2 went 0.73 → 0.67 s (0.63 → 0.57 s
-with ``train.attention_kernel: math``). The run also holds it around a task's hooks (EWC's Fisher), and
+activations as before) for less work (about a tenth of a CPU training step on SmolLM2: docs/findings.md,
+performance notes). The run also holds it around a task's hooks (EWC's Fisher), and
 a probe view (``clbench.eval.torch_lm.TorchLM``) holds it for its lifetime over every Linear weight, frozen
-or not (``trainable_too``: a view computes no gradient of them): a real-stream row on a LoRA SmolLM2 went
-12.3–12.8 → 10.0–10.1 s (bf16, one thread, the same scores), and a greedy decoding step, which reads every
-weight once, no longer casts all of them first.
+or not (``trainable_too``: a view computes no gradient of them), so an evaluation row (the same scores)
+and a greedy decoding step, which reads every weight once, no longer cast all of them first.
 
 * Only ``torch.nn.Linear`` weights (the ops autocast casts) that are frozen and float32 when the phase
   starts are cast; trainable parameters (adapters, full fine-tuning), norms and embeddings stay float32,

@@ -12,6 +12,7 @@ corpus and the seed; a finished build has ``build.json``, so an interrupted buil
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -135,9 +136,24 @@ def pretrain(model, tokenizer, records: list[dict], cfg: ModelConfig, progress: 
     return log
 
 
-def build_base_model(cfg: ModelConfig, stream: Stream, cache_dir: Path, progress: bool = True) -> Path:
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's CPU threads set to ``n`` for the block (0: unchanged), then restored."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def build_base_model(cfg: ModelConfig, stream: Stream, cache_dir: Path, progress: bool = True,
+                     threads: int = 0) -> Path:
     """Directory of the cached base model for ``stream``, building it first if needed (or if its files no
-    longer match the checksums recorded when it was built)."""
+    longer match the checksums recorded when it was built), with ``threads`` torch threads (the run's
+    ``train.threads``; 0: torch's default). The build runs in the grid's own process, before any run, so
+    without this it would take every core of a machine shared by others."""
     target = inside(cache_dir, "base_models", f"{component(stream.name)}-{cache_key(cfg, stream)}")
     if intact_build(target):
         return target
@@ -145,8 +161,8 @@ def build_base_model(cfg: ModelConfig, stream: Stream, cache_dir: Path, progress
     def waiting(info):
         print(f"clbench: waiting for {describe(info)}, which is building the base model {target}", file=sys.stderr)
 
-    with hold(target.with_name(target.name + ".building"), wait=True, on_wait=waiting):  # one builder at a time
-        return _build(cfg, stream, target, progress)
+    with hold(target.with_name(target.name + ".building"), wait=True, on_wait=waiting), torch_threads(threads):
+        return _build(cfg, stream, target, progress)  # one builder at a time
 
 
 def _build(cfg: ModelConfig, stream: Stream, target: Path, progress: bool) -> Path:

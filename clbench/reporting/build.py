@@ -10,6 +10,7 @@ Reads only finished runs (never retrains), groups them by stream × strategy lab
     <out>/<stream>/tables/matched.{md,tex}       forgetting at matched learning, when the runs include
                                                  the reference at other learning rates (reporting/matched.py)
     <out>/<stream>/tables/{orders,tuning}.{md,tex}  when the runs span task orders / were tuned
+    <out>/<stream>/tables/notes.{md,tex}         every table's definitions (the captions are short)
     <out>/<stream>/figures/*.{pdf,png}
     <out>/<stream>/numbers.json                  every mean, CI half-width, n, p-value (raw and
                                                  Holm-adjusted), bootstrap interval and per-seed
@@ -35,9 +36,10 @@ from clbench.reporting.bootstrap import bootstrap_intervals, group_items, replic
 from clbench.reporting.figures import FigureFile, write_figures
 from clbench.reporting.kl_forgetting import write_kl_report
 from clbench.reporting.matched import matched_table
+from clbench.reporting.notes import notes_latex, notes_markdown
 from clbench.reporting.orders import order_numbers, order_table
 from clbench.reporting.stats import mean_ci, pareto_optimal
-from clbench.reporting.tables import Column, Table, build_table, to_latex, to_markdown, unit_scale
+from clbench.reporting.tables import FLAG_KEY, Column, Table, build_table, to_latex, to_markdown, unit_scale
 from clbench.reporting.timescales import timescale_report, write_timescale_figure
 from clbench.reporting.tuning import tuning_records, tuning_table
 from clbench.results.aggregate import COST, METRICS, Run, group_runs, load_inventory, load_runs, seed_values
@@ -57,6 +59,7 @@ class StreamReport:
     groups: dict[str, list[Run]]
     tables: list[tuple[Table, str, str]]  # table, Markdown path, LaTeX path (relative to the report folder)
     figures: list[FigureFile]
+    notes: tuple[str, ...] = ()  # tables/notes.md and notes.tex (relative to the report folder)
 
 
 def _decimals(values: dict, key: str) -> int:
@@ -64,6 +67,9 @@ def _decimals(values: dict, key: str) -> int:
     big = max((abs(v) for per_key in values.values() for v in per_key.get(key, {}).values() if v is not None),
               default=0.0)
     return 3 if big < 10 else 2 if big < 100 else 1
+
+
+HEADLINE = ("acc", "forgetting", "learning_acc", FLAG_KEY)  # a paper's first selection when a summary is cut
 
 
 def quality_columns(higher_is_better: bool, values: dict) -> list[Column]:
@@ -95,18 +101,24 @@ def per_task_columns(first: Run, higher_is_better: bool, values: dict) -> list[C
                    _decimals(values, f"final:{t}")) for t, p in zip(first.tasks, pretrained)]
 
 
-def table_captions(stream: str, suite: str, higher_is_better: bool) -> dict[str, str]:
-    """What each table shows (the statistics sentence is added by ``build_table``)."""
+def table_texts(stream: str, suite: str, higher_is_better: bool) -> dict[str, tuple[str, str]]:
+    """What each table shows: ``{stem: (caption sentence, notes)}`` (``build_table`` adds the statistics)."""
     la = "↑" if higher_is_better else "↓"
+    summary = (f"Continual-learning metrics on stream {stream} ({suite} probes): ACC average score after the last "
+               f"task, BWT backward transfer, FWT forward transfer against the base model (FWT_base: a task's score "
+               f"before it is trained, after a trained task, minus the base model's), F average forgetting, LA "
+               f"learning accuracy (the diagonal over the trained tasks), GR general-knowledge retention (formulas "
+               f"in the report's index). ★: Pareto-optimal on (F ↓, LA {la}) — no other strategy forgets less "
+               f"without also learning less.")
+    cost = (f"Training cost on stream {stream}: training wall time (s, evaluation excluded), tokens trained on, "
+            f"parameter elements the optimizer changed (summed over steps), and trainable parameters; k, M, G in a "
+            f"header: thousands, millions, billions.")
+    per_task = (f"Score ({suite}) on each task after the last task of stream {stream} (the last row of the accuracy "
+                f"matrix R; pre. = learned in pretraining).")
     return {
-        "summary": (f"Continual-learning metrics on stream {stream} ({suite} probes): ACC average score after the "
-                    f"last task, BWT backward transfer, FWT forward transfer against the base model (FWT_base: a task's score before it is trained, after a trained task, minus the base model's), F average forgetting, LA learning "
-                    f"accuracy, GR general-knowledge retention (formulas in the index). ★: Pareto-optimal on "
-                    f"(F ↓, LA {la}) — no other strategy forgets less without also learning less."),
-        "cost": (f"Training cost on stream {stream}: training wall time (s, evaluation excluded), tokens trained "
-                 f"on, parameter elements the optimizer changed (summed over steps), and trainable parameters."),
-        "per_task": (f"Score ({suite}) on each task after the last task of stream {stream} (the last row of R; "
-                     f"pre. = learned in pretraining)."),
+        "summary": (f"Continual-learning metrics on {stream} ({suite}); ★: Pareto-optimal on (F ↓, LA {la}).", summary),
+        "cost": (f"Training cost on {stream}.", cost),
+        "per_task": (f"Final {suite} score per task on {stream}.", per_task),
     }
 
 
@@ -120,11 +132,12 @@ def knowledge_tables(groups: dict[str, list[Run]], suite: str, slug: str, stream
         hib = first.matrix["suites"][known].get("higher_is_better", True)
         values = {lab: seed_values(runs, known) for lab, runs in groups.items()}
         counts = ", ".join(f"{t}: {n}" for t, n in first.matrix["suites"][known].get("known_items", {}).items())
-        caption = (f"Continual-learning metrics on stream {stream}, {suite} probes, counting for each pretrained task "
-                   f"only the items the base model answered correctly before fine-tuning ({counts} items; decided "
-                   f"once per base model, the same for every strategy and seed). Columns as in the summary.")
+        caption = f"Metrics on {stream} ({suite}), pretrained tasks on the items the base model knew."
+        notes = (f"Continual-learning metrics on stream {stream}, {suite} probes, counting for each pretrained task "
+                 f"only the items the base model answered correctly before fine-tuning ({counts} items; decided "
+                 f"once per base model, the same for every strategy and seed). Columns as in the summary.")
         yield "known", build_table("Summary on the known subset", f"tab:{slug}-known", caption, values,
-                                   quality_columns(hib, values), reference)
+                                   quality_columns(hib, values), reference, notes=notes, groups=(HEADLINE,))
     cats = {(task, c): info for task, suites in first.metrics.get("categories", {}).items()
             for c, info in suites.get(suite, {}).items()}
     if cats:
@@ -133,10 +146,11 @@ def knowledge_tables(groups: dict[str, list[Run]], suite: str, slug: str, stream
         hib = first.matrix["suites"][suite].get("higher_is_better", True)
         columns = [Column(f"cat:{t}:{c}", f"{c} ({_base(info['base'])}) {'↑' if hib else '↓'}", hib,
                           _decimals(values, f"cat:{t}:{c}")) for (t, c), info in cats.items()]
-        caption = (f"Score ({suite}) per category of the pretrained task(s) of stream {stream} after the last task; "
-                   f"in brackets the base model's score before fine-tuning.")
+        caption = f"Final {suite} score per category of the pretrained task(s) on {stream}."
+        notes = (f"Score ({suite}) per category of the pretrained task(s) of stream {stream} after the last task; "
+                 f"in brackets the base model's score before fine-tuning.")
         yield "categories", build_table("Pretrained knowledge by category", f"tab:{slug}-categories", caption,
-                                        values, columns, reference)
+                                        values, columns, reference, notes=notes)
 
 
 def _final_category(run: Run, task: str, suite: str, category: str) -> float | None:
@@ -152,11 +166,23 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text).strip("-").lower() or "stream"
 
 
-def _write_table(out_dir: Path, folder: str, table: Table, stem: str) -> tuple[str, str]:
+def write_table(out_dir: Path, folder: str, table: Table, stem: str) -> tuple[str, str]:
+    """``<folder>/tables/<stem>.{md,tex}``; returns both paths (relative to ``out_dir``). Both are
+    rendered before either is written, so a label LaTeX cannot print leaves neither behind."""
     md, tex = f"{folder}/tables/{stem}.md", f"{folder}/tables/{stem}.tex"
-    atomic_write_bytes(inside(out_dir, folder, "tables", f"{stem}.md"), to_markdown(table).encode())
-    atomic_write_bytes(inside(out_dir, folder, "tables", f"{stem}.tex"), to_latex(table).encode())
+    md_text, tex_text = to_markdown(table), to_latex(table)
+    atomic_write_bytes(inside(out_dir, folder, "tables", f"{stem}.md"), md_text.encode())
+    atomic_write_bytes(inside(out_dir, folder, "tables", f"{stem}.tex"), tex_text.encode())
     return md, tex
+
+
+def write_notes(out_dir: Path, folder: str, stream: str, tables: list[tuple[Table, str, str]]) -> list[str]:
+    """``<folder>/tables/notes.{md,tex}``: the notes of every table, in the report's order."""
+    named = [(t, Path(md).name) for t, md, _ in tables]
+    paths = [f"{folder}/tables/notes.md", f"{folder}/tables/notes.tex"]
+    for path, text in zip(paths, (notes_markdown(stream, named), notes_latex(stream, named))):
+        atomic_write_bytes(out_dir / path, text.encode())
+    return paths
 
 
 def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suite: str | None,
@@ -175,7 +201,7 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
     front = pareto_optimal([(est[lab]["forgetting"].mean, est[lab]["learning_acc"].mean) for lab in labels], hib)
     pareto = dict(zip(labels, front))
     slug = _slug(stream)
-    captions = table_captions(stream, suite, hib)
+    texts = table_texts(stream, suite, hib)
     found, tasks = group_items(groups, suite)  # per-item predictions, read once
     reps = replicates_from_items(found, tasks, f"{stream}|{suite}")  # paired differences: the matched table too
     own = replicates_from_items(found, tasks, f"{stream}|{suite}", shared_items=True)  # each strategy's own value
@@ -185,23 +211,24 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
              ("per_task", "Per-task final scores", per_task_columns(first, hib, values), None, intervals)]
     tables, numbers = [], {}
     for stem, name, columns, flags, boot in specs:
-        table = build_table(name, f"tab:{slug}-{stem.replace('_', '-')}", captions[stem], values, columns, reference,
-                            flags, intervals=boot)
-        tables.append((table, *_write_table(out_dir, folder, table, stem)))
+        caption, notes = texts[stem]
+        table = build_table(name, f"tab:{slug}-{stem.replace('_', '-')}", caption, values, columns, reference,
+                            flags, intervals=boot, notes=notes, groups=(HEADLINE,) if stem == "summary" else ())
+        tables.append((table, *write_table(out_dir, folder, table, stem)))
         numbers[stem] = table.numbers
         if stem == "summary":  # at matched learning: right after the table it qualifies
             matched, numbers["matched"] = matched_table(groups, suite, reference, reps, stream, slug)
             if matched is not None:
-                tables.append((matched, *_write_table(out_dir, folder, matched, "matched")))
+                tables.append((matched, *write_table(out_dir, folder, matched, "matched")))
             points, sweep, span = timescale_report(groups, suite, reference, numbers["matched"], stream, slug)
             if sweep is not None:  # the timescale sweep's rows (clbench/bench/timescales.py), same numbers
-                tables.append((sweep, *_write_table(out_dir, folder, sweep, "timescales")))
+                tables.append((sweep, *write_table(out_dir, folder, sweep, "timescales")))
                 numbers["timescales"] = sweep.numbers
     kl, numbers["kl"], kl_drawn = write_kl_report(out_dir, folder, groups, suite, stream, slug, figures)
     if kl is not None:  # forgetting against the KL from the base model (clbench/eval/kl.py), per mechanism
-        tables.append((kl, *_write_table(out_dir, folder, kl, "kl")))
+        tables.append((kl, *write_table(out_dir, folder, kl, "kl")))
     for stem, table in knowledge_tables(groups, suite, slug, stream, reference):
-        tables.append((table, *_write_table(out_dir, folder, table, stem)))
+        tables.append((table, *write_table(out_dir, folder, table, stem)))
         numbers[stem] = table.numbers
     numbers["pareto"] = {lab: bool(pareto[lab]) for lab in labels}
     orders = order_numbers(groups, suite)  # task orders averaged, and their spread (clbench.run.orders)
@@ -209,9 +236,10 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
     for stem, table in (("orders", order_table(orders, stream, suite, slug)),
                         ("tuning", tuning_table(tuned, stream, slug))):
         if table is not None:
-            tables.append((table, *_write_table(out_dir, folder, table, stem)))
+            tables.append((table, *write_table(out_dir, folder, table, stem)))
     numbers["orders"] = orders
     numbers["tuning"] = tuned
+    notes = write_notes(out_dir, folder, stream, tables)
     # allow_nan=False: the numbers come from finite stored results (clbench.results.atomic.read_json refuses
     # NaN), and numbers.json stays standard JSON that any reader parses
     atomic_write_bytes(inside(out_dir, folder, "numbers.json"),
@@ -221,7 +249,7 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
                            numbers["matched"]["frontier"]) if figures else [])
     sweep_figure = write_timescale_figure(out_dir, f"{folder}/figures", points, span, suite) if figures else None
     drawn += [f for f in (sweep_figure, kl_drawn) if f is not None]
-    return StreamReport(stream, folder, suite, groups, tables, drawn)
+    return StreamReport(stream, folder, suite, groups, tables, drawn, tuple(notes))
 
 
 def build_report(paths, out_dir: Path, suite: str | None = None, reference: str = REFERENCE,
@@ -252,7 +280,7 @@ def build_report(paths, out_dir: Path, suite: str | None = None, reference: str 
     write_html(out_dir, paths, reports, reference, left_out)
     written = ["README.md", "index.html"]
     for rep in reports:
-        written += [f"{rep.folder}/numbers.json", *(p for _, md, tex in rep.tables for p in (md, tex)),
+        written += [f"{rep.folder}/numbers.json", *(p for _, md, tex in rep.tables for p in (md, tex)), *rep.notes,
                     *(f"{f.stem}.{ext}" for f in rep.figures for ext in ("pdf", "png"))]
     _settle(out_dir, written)
     return readme

@@ -8,7 +8,11 @@ heatmaps use cividis (perceptually uniform, colour-blind safe). Figures are draw
 matplotlib's object API (``Figure``, never pyplot), so building a report changes no global state.
 PDF metadata carries no date, so the same results give the same files.
 
-Every band and error bar is the 95% Student t interval over seeds (:mod:`clbench.reporting.stats`).
+Every band and error bar is the 95% Student t interval over seeds (:mod:`clbench.reporting.stats`),
+clipped to the range the metric can take (:func:`metric_range`: [0, 1] for an accuracy and its
+learning accuracy, [−1, 1] for its forgetting, ≥ 0 for a loss, a time or a count). With two or three
+seeds a t interval is wide (t = 12.7 with two) and would otherwise claim an LA above 1; the clipped
+end is where the metric stops, and every caption says the intervals are clipped.
 
 The tier figure reads strategies' tier diagnostics through :mod:`clbench.reporting.tier_data`
 (its docstring gives the shape it expects).
@@ -84,6 +88,28 @@ def _band(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     if n < 2:
         return mean, None
     return mean, t_quantile(CONFIDENCE, n - 1) * arr.std(axis=0, ddof=1) / math.sqrt(n)
+
+
+Range = tuple[float, float]
+UNBOUNDED: Range = (-math.inf, math.inf)
+NONNEGATIVE: Range = (0.0, math.inf)
+
+
+def metric_range(metric: str, unit: bool) -> Range:
+    """The values ``metric`` can take: for a score in [0, 1] (``unit``), the scores themselves (ACC, LA,
+    R cells) lie in [0, 1] and differences of two scores (forgetting, BWT) in [−1, 1]; otherwise (a
+    perplexity) nothing is assumed. Costs are never negative."""
+    if metric in ("train_seconds", "updated_elements", "tokens", "loss"):
+        return NONNEGATIVE
+    if not unit:
+        return UNBOUNDED
+    return (-1.0, 1.0) if metric in ("forgetting", "bwt", "general_retention", "fwt", "fwt_base") else (0.0, 1.0)
+
+
+def clipped(mean, half_width, bounds: Range):
+    """``(low, high)`` of mean ± half_width, each end clipped to ``bounds`` (arrays or floats)."""
+    lo, hi = bounds
+    return np.clip(np.asarray(mean) - half_width, lo, hi), np.clip(np.asarray(mean) + half_width, lo, hi)
 
 
 def _legend_height(looks_: Mapping[str, Look], labels) -> float:
@@ -163,7 +189,7 @@ def retention_curves(groups: Mapping[str, Sequence[Run]], suite: str, looks_: Ma
                      unit: bool = False):
     """One panel per task: its score after each task of the stream, a line per strategy, CI band.
 
-    ``unit``: the score is a fraction (accuracy), so every panel shows 0..1 (bands are clipped there).
+    ``unit``: the score is a fraction (accuracy), so every panel shows 0..1 and bands are clipped to it.
     """
     first = next(iter(groups.values()))[0]
     tasks = first.tasks
@@ -185,7 +211,8 @@ def retention_curves(groups: Mapping[str, Sequence[Run]], suite: str, looks_: Ma
             lk = looks_[lab]
             ax.plot(x, mean, color=lk.color, marker=lk.marker, linestyle=lk.linestyle, markersize=3)
             if hw is not None:
-                ax.fill_between(x, mean - hw, mean + hw, color=lk.color, alpha=0.15, linewidth=0)
+                low, high = clipped(mean, hw, metric_range("score", unit))
+                ax.fill_between(x, low, high, color=lk.color, alpha=0.15, linewidth=0)
         trained_at = j + (1 if with_base else 0)
         ax.axvline(trained_at, color="#888888", linewidth=0.6, linestyle=":")
         ax.set_title(tasks[j] + (" (pretrained)" if pretrained[j] else ""))
@@ -201,22 +228,31 @@ def retention_curves(groups: Mapping[str, Sequence[Run]], suite: str, looks_: Ma
 
 
 # --- stability-plasticity plane ----------------------------------------------------------------------
-def _errorbar_point(ax, x: Estimate, y: Estimate, lk: Look, **kw) -> None:
-    ax.errorbar([x.mean], [y.mean], xerr=None if x.half_width is None else [x.half_width],
-                yerr=None if y.half_width is None else [y.half_width], color=lk.color, marker=lk.marker,
-                linestyle="none", elinewidth=0.8, **kw)
+def _error(e: Estimate, bounds: Range):
+    """An asymmetric error bar ``[[below], [above]]`` for ``e``, its interval clipped to ``bounds``."""
+    if e.half_width is None:
+        return None
+    low, high = clipped(e.mean, e.half_width, bounds)
+    return [[e.mean - float(low)], [float(high) - e.mean]]
+
+
+def _errorbar_point(ax, x: Estimate, y: Estimate, lk: Look, x_range: Range = UNBOUNDED,
+                    y_range: Range = UNBOUNDED, **kw) -> None:
+    ax.errorbar([x.mean], [y.mean], xerr=_error(x, x_range), yerr=_error(y, y_range), color=lk.color,
+                marker=lk.marker, linestyle="none", elinewidth=0.8, **kw)
 
 
 def stability_plasticity(est: Mapping[str, Mapping[str, Estimate]], pareto: Mapping[str, bool],
                          looks_: Mapping[str, Look], suite: str, la_higher_is_better: bool = True,
-                         frontier: Sequence[str] = ()):
+                         frontier: Sequence[str] = (), unit: bool = False):
     """Forgetting (x, lower is better) vs learning accuracy (y), CI error bars, Pareto front dashed; the
     matched-learning frontier (``frontier``: the reference at other learning rates) a solid grey line."""
     fig = _figure(WIDTH, 2.3 + _legend_height(looks_, est))
     ax = fig.add_subplot()
     labels = [lab for lab in est if est[lab]["forgetting"].mean is not None and est[lab]["learning_acc"].mean is not None]
     for lab in labels:
-        _errorbar_point(ax, est[lab]["forgetting"], est[lab]["learning_acc"], looks_[lab], label=lab)
+        _errorbar_point(ax, est[lab]["forgetting"], est[lab]["learning_acc"], looks_[lab],
+                        metric_range("forgetting", unit), metric_range("learning_acc", unit), label=lab)
         if pareto.get(lab):
             ax.plot([est[lab]["forgetting"].mean], [est[lab]["learning_acc"].mean], marker="o", markersize=9,
                     markerfacecolor="none", markeredgecolor="#555555", linestyle="none", markeredgewidth=0.8)
@@ -272,8 +308,9 @@ def loss_curves(groups: Mapping[str, Sequence[Run]], looks_: Mapping[str, Look])
             x = np.array(steps)
             ax.plot(x, _smooth(mean, window), color=lk.color, linestyle=lk.linestyle, linewidth=0.9)
             if hw is not None:
-                ax.fill_between(x, _smooth(mean - hw, window), _smooth(mean + hw, window), color=lk.color,
-                                alpha=0.15, linewidth=0)
+                low, high = clipped(mean, hw, metric_range("loss", False))
+                ax.fill_between(x, _smooth(low, window), _smooth(high, window), color=lk.color, alpha=0.15,
+                                linewidth=0)
     for lo, name in sorted(boundaries.items()):
         ax.axvline(lo - 0.5, color="#888888", linewidth=0.6, linestyle=":")
         ax.annotate(name, (lo, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
@@ -285,7 +322,7 @@ def loss_curves(groups: Mapping[str, Sequence[Run]], looks_: Mapping[str, Look])
 
 
 # --- cost vs forgetting ------------------------------------------------------------------------------
-def cost_vs_forgetting(est: Mapping[str, Mapping[str, Estimate]], looks_: Mapping[str, Look]):
+def cost_vs_forgetting(est: Mapping[str, Mapping[str, Estimate]], looks_: Mapping[str, Look], unit: bool = False):
     """Forgetting against training wall time and against updated parameter elements."""
     from matplotlib.ticker import EngFormatter
 
@@ -298,7 +335,8 @@ def cost_vs_forgetting(est: Mapping[str, Mapping[str, Estimate]], looks_: Mappin
             if e[key].mean is None or e["forgetting"].mean is None:
                 continue
             xs.append(e[key].mean)
-            _errorbar_point(ax, e[key], e["forgetting"], looks_[lab])
+            _errorbar_point(ax, e[key], e["forgetting"], looks_[lab], metric_range(key, unit),
+                            metric_range("forgetting", unit))
         if key == "updated_elements" and xs and min(xs) > 0 and max(xs) / min(xs) > 100:
             ax.set_xscale("log")  # LoRA vs full fine-tuning: orders of magnitude apart
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))
@@ -373,7 +411,6 @@ def write_figures(out_dir: Path, prefix: str, groups: Mapping[str, Sequence[Run]
     first = next(iter(groups.values()))[0]
     hib = first.matrix["suites"][suite].get("higher_is_better", True)
     n_text = ", ".join(f"{lab}: {len(runs)}" for lab, runs in groups.items())
-    ci = f"95% Student t intervals over seeds (n per strategy — {n_text})"
     out: list[FigureFile] = []
 
     def emit(fig, name: str, title: str, caption: str) -> None:
@@ -385,6 +422,9 @@ def write_figures(out_dir: Path, prefix: str, groups: Mapping[str, Sequence[Run]
         values = [v for runs in groups.values() for r in runs for row in r.R(suite) for v in row if v is not None]
         unit = hib and values and min(values) >= 0 and max(values) <= 1
         vrange = (0.0, 1.0) if unit else (min(values, default=0.0), max(values, default=1.0))
+        bounds = ("scores to [0, 1], forgetting to [−1, 1], costs to ≥ 0" if unit
+                  else "costs and losses to ≥ 0; scores unclipped")
+        ci = f"95% Student t intervals over seeds, clipped to the metric's range ({bounds}; n per strategy — {n_text})"
         for lab, runs in groups.items():
             emit(matrix_heatmap(lab, runs, suite, vrange), f"matrix-{safe_label(lab)}", f"Accuracy matrix: {lab}",
                  f"R[i][j] ({suite}) of {lab}: score on task j (column) after training task i (row), mean over "
@@ -394,7 +434,7 @@ def write_figures(out_dir: Path, prefix: str, groups: Mapping[str, Sequence[Run]
              f"where that task is trained. Lines: seed means; bands: {ci}.")
         curve = (f" Solid grey line: {reference} at other learning rates ({', '.join(frontier)}), the frontier the "
                  f"matched-learning table compares every strategy with." if len(frontier) > 1 else "")
-        emit(stability_plasticity(est, pareto, looks_, suite, hib, frontier), "stability-plasticity",
+        emit(stability_plasticity(est, pareto, looks_, suite, hib, frontier, bool(unit)), "stability-plasticity",
              "Stability–plasticity plane",
              f"Average forgetting F (x) vs learning accuracy LA (y), both on {suite}; error bars: {ci}. Circled, "
              f"joined by the dashed line: the Pareto front (no other strategy has lower F and higher LA).{curve}")
@@ -412,7 +452,7 @@ def write_figures(out_dir: Path, prefix: str, groups: Mapping[str, Sequence[Run]
             emit(loss_curves(groups, looks_), "loss", "Training loss",
                  f"Training loss per optimizer step (seed means; bands: {ci}), {smoothing}; dotted lines: task "
                  f"boundaries.")
-        emit(cost_vs_forgetting(est, looks_), "cost-forgetting", "Cost vs forgetting",
+        emit(cost_vs_forgetting(est, looks_, bool(unit)), "cost-forgetting", "Cost vs forgetting",
              f"Average forgetting F ({suite}) against training wall time (left) and parameter elements updated "
              f"by the optimizer (right); error bars: {ci}.")
     return out

@@ -105,9 +105,11 @@ def stream_blocks(rep, reference: str) -> list:
                   for lab, rs in ((lab, rep.groups[lab]) for lab in order_labels(rep.groups, reference))]
     blocks: list = [Heading(2, f"Stream `{rep.stream}`"), Bullets(tuple(items)), Para("Strategies and seeds:"),
                     Bullets(tuple(strategies)), Heading(3, "Tables")]
-    blocks += [TableBlock(t, md, tex) for t, md, tex in rep.tables]
+    for t, md, tex in rep.tables:
+        blocks += [TableBlock(t, md, tex), *([Para(f"Notes: {t.notes}")] if t.notes else [])]
     blocks.append(Para(f"Every number behind these tables (means, half-widths, n, p-values, per-seed values): "
-                       f"`{rep.folder}/numbers.json`."))
+                       f"`{rep.folder}/numbers.json`; the notes of every table in one file, for a paper's "
+                       f"appendix: `{rep.folder}/tables/notes.md` and `notes.tex`."))
     if rep.figures:
         blocks += [Heading(3, "Figures"), *(FigureBlock(f) for f in rep.figures)]
     return blocks
@@ -158,7 +160,8 @@ def index_blocks(paths, reports, reference: str, left_out=()) -> list:
         Para(f"Built by `clbench report {' '.join(paths)}` from {len(runs)} finished runs on "
              f"{len(reports)} stream{'s' if len(reports) > 1 else ''}. Every number is computed from the stored "
              f"result files listed under Runs; nothing was retrained. Each table is also written as LaTeX "
-             f"(booktabs) beside its Markdown, each figure as PDF (vector) and PNG. Significance marks compare "
+             f"beside its Markdown (a float that compiles in a two-column paper with booktabs; tabularx where "
+             f"a column wraps), each figure as PDF (vector) and PNG. Significance marks compare "
              f"with `{reference}` on matching seeds."),
     ]
     for rep in reports:

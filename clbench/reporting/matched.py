@@ -230,7 +230,9 @@ def matched_table(groups: Mapping[str, list[Run]], suite: str, reference: str, r
                        f"{fmt(_means(groups, suite, g, 'forgetting'), 3)}, lr {groups[g][0].config['train']['lr']})"
                        for g in sorted(front, key=lambda g: _means(groups, suite, g, "learning_acc") or 0))
     m_count = sum(m.p is not None for m in comps)
-    caption = (f"Forgetting at matched learning on stream {stream}, suite {suite}: each strategy against "
+    caption = (f"Forgetting at matched learning on {stream} ({suite}): ΔF = F − F of {reference} at the same LA, "
+               f"[95% bootstrap CI]; {MARK}: Holm-adjusted p < 0.05; –: LA outside the frontier.")
+    notes = (f"Forgetting at matched learning on stream {stream}, suite {suite}: each strategy against "
                f"{reference} trained at other learning rates (the frontier: {points}"
                + (f"; left out, as a higher rate learned less than a lower one: {', '.join(dropped)}" if dropped else "")
                + f"). ΔF = F − F_frontier(LA), "
@@ -242,5 +244,5 @@ def matched_table(groups: Mapping[str, list[Run]], suite: str, reference: str, r
                f"{m_count} comparisons in this table. –: the strategy's LA lies outside the frontier's range "
                f"(no extrapolation). Verdict: on ΔF.")
     headers = ("Strategy", "LA", *(h for _, h, _ in MATCHED), "Verdict (forgetting)")
-    return Table("Matched learning", f"tab:{slug}-matched", caption, headers, "lr" + "r" * len(MATCHED) + "l",
-                 tuple(rows), numbers["comparisons"]), numbers
+    return Table("Matched learning", f"tab:{slug}-matched", caption, headers, "lr" + "r" * len(MATCHED) + "X",
+                 tuple(rows), numbers["comparisons"], notes), numbers

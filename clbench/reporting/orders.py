@@ -63,8 +63,9 @@ def order_table(numbers: dict, stream: str, suite: str, slug: str) -> Table | No
         cells.append(Cell(", ".join(f"{o} {fmt(v, 3) if v is not None else '–'} (n = {m['acc']['seeds'][o]})"
                                     for o, v in m["acc"]["orders"].items())))
         rows.append(tuple(cells))
-    caption = (f"Task orders on stream {stream} ({suite} probes): per strategy, the mean over task orders of each "
+    caption = f"Task orders on {stream} ({suite}): mean over orders of each order's seed mean, and the spread."
+    notes = (f"Task orders on stream {stream} ({suite} probes): per strategy, the mean over task orders of each "
                f"order's seed mean, and the spread (max − min) between the order means; F is forgetting, LA "
                f"learning accuracy. Pretrained tasks stay first in every order.")
-    return Table("Task orders", f"tab:{slug}-orders", caption, tuple(headers), "lr" + "r" * (len(headers) - 3) + "l",
-                 tuple(rows), [{"strategy": lab, **m} for lab, m in numbers.items()])
+    return Table("Task orders", f"tab:{slug}-orders", caption, tuple(headers), "lr" + "r" * (len(headers) - 3) + "X",
+                 tuple(rows), [{"strategy": lab, **m} for lab, m in numbers.items()], notes)

@@ -1,25 +1,29 @@
 """Tables of per-seed numbers: mean ± 95% CI, best per column in bold, a mark where a strategy differs
-from the reference, rendered as Markdown and as LaTeX (booktabs).
+from the reference, rendered as Markdown and as LaTeX (booktabs, :mod:`clbench.reporting.latex`).
 
-A :class:`Table` is built once from per-seed numbers (:func:`build_table`) and rendered by pure
-functions, so the Markdown, the LaTeX and the HTML page always show the same cells. Everything is
-deterministic — fixed row order (the reference first, then labels sorted), fixed decimals, no dates —
-so the same results give byte-identical files. The LaTeX needs nothing but ``\\usepackage{booktabs}``:
-numbers are in math mode (a true minus sign), bold is ``\\mathbf``, and a table with more than five
-columns is a ``table*`` (full width in a two-column paper, an ordinary table in one column).
+A :class:`Table` is built once (:func:`build_table` from per-seed numbers, or directly with its cells)
+and rendered by pure functions, so the Markdown, the LaTeX and the HTML page always show the same
+cells. A table carries two texts: its *caption*, at most three lines in a paper (what it shows, n,
+what the marks mean), and its *notes*, every definition the caption leaves out, which the report
+collects per stream in ``tables/notes.{md,tex}`` (:mod:`clbench.reporting.notes`). A new table needs
+nothing else: give it a short caption and its notes, and the report writes both files and the notes.
+
+Everything is deterministic — fixed row order (the reference first, then labels sorted), fixed
+decimals, no dates — so the same results give byte-identical files.
 """
 
 from __future__ import annotations
 
 import math
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from clbench.reporting.latex import latex_escape, render_float
 from clbench.reporting.stats import CONFIDENCE, CONSTANT, best, holm, mean_ci, paired_test, significant
 
 MARK = "†"
 FLAG = "★"
+FLAG_KEY = "flag"  # the flag column, in build_table's groups
 
 
 @dataclass(frozen=True)
@@ -46,11 +50,14 @@ class Cell:
 class Table:
     name: str
     label: str  # LaTeX \label
-    caption: str
+    caption: str  # at most three lines in a two-column paper: what the table shows, n, the marks
     headers: tuple[str, ...]
-    align: str  # one of l/r per column
+    align: str  # one of l/r/c per column, or X (clbench.reporting.latex.WRAP): text that wraps
     rows: tuple[tuple[Cell, ...], ...]
     numbers: list[dict] = field(default_factory=list, compare=False)  # statistics behind each cell
+    notes: str = ""  # every definition the caption leaves out (tables/notes.{md,tex})
+    keys: int = 1  # leading columns that name a row (repeated in each part of a table cut by columns)
+    groups: tuple[tuple[int, ...], ...] = ()  # column selections for a LaTeX table too wide for a page
 
 
 def fmt(x: float, decimals: int) -> str:
@@ -73,9 +80,27 @@ def order_labels(labels, reference: str) -> list[str]:
     return ([reference] if reference in labels else []) + [x for x in labels if x != reference]
 
 
-def stats_caption(ns: Sequence[int], reference: str, has_reference: bool, pairs: Sequence[int],
-                  comparisons: int = 0, constant: int = 0, bootstrap: bool = False) -> str:
-    """The sentence every table caption ends with: interval, n, bold, significance test."""
+def _seeds(ns: Sequence[int]) -> str:
+    lo, hi = min(ns), max(ns)
+    return f"n = {lo} seed{'s' if lo != 1 else ''}" if lo == hi else f"n = {lo}–{hi} seeds"
+
+
+def stats_caption(ns: Sequence[int], reference: str, has_reference: bool, pairs: Sequence[int]) -> str:
+    """The short sentence a caption ends with: interval, n, bold, the significance mark."""
+    ci = (f"Mean ± {round(CONFIDENCE * 100)}% CI over {_seeds(ns)}" if max(ns) >= 2
+          else "One seed: no interval")
+    if has_reference and pairs and max(pairs) >= 2:
+        test = f"{MARK}: differs from {reference} (Holm-adjusted p < 0.05)"
+    elif has_reference:
+        test = f"no test against {reference} (fewer than two seeds in common)"
+    else:
+        test = f"no test: the reference {reference} is not among these runs"
+    return f"{ci}; bold: best per column; {test}."
+
+
+def stats_notes(ns: Sequence[int], reference: str, has_reference: bool, pairs: Sequence[int],
+                comparisons: int = 0, constant: int = 0, bootstrap: bool = False) -> str:
+    """The full statistics paragraph of a table's notes: interval, n, bold, significance test."""
     lo, hi = min(ns), max(ns)
     n_text = f"n = {lo} seed{'s' if lo != 1 else ''}" if lo == hi else f"n = {lo}–{hi} seeds, per row in column n"
     text = (f"Mean ± {round(CONFIDENCE * 100)}% confidence half-width over seeds (Student t interval, "
@@ -94,21 +119,28 @@ def stats_caption(ns: Sequence[int], reference: str, has_reference: bool, pairs:
         text += (f"; {constant} difference{'s' if constant != 1 else ''} identical on every seed cannot be "
                  f"tested and {'are' if constant != 1 else 'is'} not marked." if constant else ".")
     elif has_reference:
-        text += f" No test against {reference}: fewer than two seeds in common."
+        text += (f" No test against {reference}: fewer than two seeds in common (a paired test needs two or "
+                 "more seeds that both ran).")
     else:
-        text += f" No test: {reference} (the reference) is not among these runs."
+        text += (f" No test: {reference}, the reference every row is compared with, is not among these runs; "
+                 f"run it too (--strategies {reference},...), or compare with another row (clbench report "
+                 "--reference LABEL).")
     return text
 
 
 def build_table(name: str, label: str, caption: str, values: Mapping[str, Mapping[str, Mapping[int, float | None]]],
                 columns: Sequence[Column], reference: str = "sft", flags: Mapping[str, bool] | None = None,
-                flag_header: str = "Pareto", intervals: Mapping[tuple[str, str], dict] | None = None) -> Table:
-    """``values[strategy][column key][seed]`` → a table with one row per strategy.
+                flag_header: str = "Pareto", intervals: Mapping[tuple[str, str], dict] | None = None,
+                notes: str = "", groups: Sequence[Sequence[str]] = ()) -> Table:
+    """``values[strategy][column key][seed]`` → a table with one row per strategy. ``caption`` says what
+    the table shows in a sentence; ``notes`` defines its columns (the statistics are added to both).
 
     Columns whose every value is missing are left out. ``flags`` adds a last column with
     :data:`FLAG` for the strategies it marks (the Pareto front). ``intervals`` (``{(strategy, column):
     {...}}``, :func:`clbench.reporting.bootstrap.bootstrap_intervals`) adds the bootstrap intervals to
     the numbers. The significance marks are Holm-adjusted over every comparison in the table.
+    ``groups`` (column keys; :data:`FLAG_KEY` for the flag column) are the column selections a LaTeX
+    table too wide for a page is cut into (the columns no group names form a last one).
     """
     labels = order_labels(values, reference)
     has_ref = reference in values
@@ -150,57 +182,49 @@ def build_table(name: str, label: str, caption: str, values: Mapping[str, Mappin
     comparisons = sum(t.p is not None for t in tests.values())
     constant = sum(t.no_test == CONSTANT for t in tests.values())
     has_boot = intervals is not None and any(v is not None for v in intervals.values())
-    full_caption = f"{caption} {stats_caption(ns or [0], reference, has_ref, pairs, comparisons, constant, has_boot)}"
-    return Table(name, label, full_caption, headers, align, tuple(rows), numbers)
+    ns = ns or [0]
+    full_caption = f"{caption} {stats_caption(ns, reference, has_ref, pairs)}"
+    full_notes = " ".join(x for x in (notes, stats_notes(ns, reference, has_ref, pairs, comparisons, constant,
+                                                         has_boot)) if x)
+    index = {c.key: 2 + i for i, c in enumerate(columns)} | ({FLAG_KEY: len(headers) - 1} if flags is not None else {})
+    chosen = [tuple(index[k] for k in g if k in index) for g in groups]
+    named = {j for g in chosen for j in g}
+    rest = tuple(j for j in range(2, len(headers)) if j not in named)
+    parts = tuple(g for g in (*chosen, rest) if g) if groups else ()
+    return Table(name, label, full_caption, headers, align, tuple(rows), numbers, full_notes, keys=2, groups=parts)
 
 
 # --- Markdown ----------------------------------------------------------------------------------------
-def _md_escape(text: str) -> str:
+def md_escape(text: str) -> str:
     """Escape what breaks a pipe table or starts emphasis (GFM leaves ``_`` inside words alone)."""
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*")
 
 
+def plain_text(cell: Cell) -> str:
+    """What a cell shows, without emphasis (the text both renderings agree on)."""
+    if not cell.numeric:
+        return cell.text
+    return (cell.text if cell.pm is None else f"{cell.text} ± {cell.pm}") + (MARK if cell.mark else "")
+
+
 def _md_cell(cell: Cell) -> str:
     if not cell.numeric:
-        return _md_escape(cell.text)
+        return md_escape(cell.text)
     body = cell.text if cell.pm is None else f"{cell.text} ± {cell.pm}"
     return (f"**{body}**" if cell.bold else body) + (MARK if cell.mark else "")
 
 
 def to_markdown(table: Table) -> str:
     """The caption as a paragraph, then a pipe table (GitHub-flavoured)."""
-    sep = {"l": "---", "r": "---:", "c": ":---:"}
-    lines = [f"**{_md_escape(table.name)}.** {table.caption}", "",
-             "| " + " | ".join(_md_escape(h) for h in table.headers) + " |",
+    sep = {"l": "---", "r": "---:", "c": ":---:", "X": "---"}
+    lines = [f"**{md_escape(table.name)}.** {table.caption}", "",
+             "| " + " | ".join(md_escape(h) for h in table.headers) + " |",
              "|" + "|".join(sep[a] for a in table.align) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
     return "\n".join(lines) + "\n"
 
 
 # --- LaTeX -------------------------------------------------------------------------------------------
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "<": r"$<$", ">": r"$>$", "|": r"$|$"}  # OT1 text fonts print < as ¡
-_LATEX_UNICODE = {"±": r"$\pm$", "†": r"$^{\dagger}$", "★": r"$\star$", "↑": r"$\uparrow$",
-                  "↓": r"$\downarrow$", "−": r"$-$", "–": "--", "—": "---", "×": r"$\times$", "≤": r"$\leq$",
-                  "≥": r"$\geq$", "·": r"$\cdot$", "√": r"$\surd$", "…": r"\ldots{}", "→": r"$\rightarrow$"}
-
-
-def latex_escape(text: str) -> str:
-    """Text → LaTeX that compiles with no package beyond the kernel (other non-ASCII is transliterated)."""
-    out = []
-    for ch in text:
-        if ch in _LATEX_SPECIAL:
-            out.append(_LATEX_SPECIAL[ch])
-        elif ch in _LATEX_UNICODE:
-            out.append(_LATEX_UNICODE[ch])
-        elif ord(ch) < 128:
-            out.append(ch)
-        else:
-            out.append(unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode() or "?")
-    return "".join(out)
-
-
 def _tex_cell(cell: Cell) -> str:
     if not cell.numeric:
         return r"$\star$" if cell.text == FLAG else ("--" if cell.text == "–" else latex_escape(cell.text))
@@ -211,13 +235,9 @@ def _tex_cell(cell: Cell) -> str:
 
 
 def to_latex(table: Table) -> str:
-    """A booktabs ``table``/``table*`` environment (only ``\\usepackage{booktabs}`` needed)."""
-    env = "table*" if len(table.headers) > 5 else "table"
-    lines = [f"% {table.name}: generated by `clbench report` from stored results; edit the results, not this file",
-             f"\\begin{{{env}}}[t]", "\\centering", "\\small", "\\setlength{\\tabcolsep}{4pt}",
-             f"\\caption{{{latex_escape(table.caption)}}}", f"\\label{{{table.label}}}",
-             f"\\begin{{tabular}}{{{table.align}}}", "\\toprule",
-             " & ".join(latex_escape(h) for h in table.headers) + " \\\\", "\\midrule"]
-    lines += [" & ".join(_tex_cell(c) for c in row) + " \\\\" for row in table.rows]
-    lines += ["\\bottomrule", "\\end{tabular}", f"\\end{{{env}}}"]
-    return "\n".join(lines) + "\n"
+    """The table as one float (or several, cut by columns) for a two-column paper
+    (:mod:`clbench.reporting.latex`: ``table`` or ``table*`` by width, booktabs)."""
+    return render_float(table.name, table.label, table.caption, table.align, table.headers,
+                        [[_tex_cell(c) for c in row] for row in table.rows],
+                        [[plain_text(c) for c in row] for row in table.rows],
+                        [[c.bold for c in row] for row in table.rows], table.keys, table.groups)

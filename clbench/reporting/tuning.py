@@ -35,6 +35,25 @@ def _setting(setting: dict) -> str:
     return ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in setting.items())
 
 
+def tied_with_choice(record: dict) -> list[int]:
+    """Indices of the candidates that score exactly as the chosen one on what the rule decides by (the
+    chosen one included); ``clbench.run.sweep.choose`` gives such a tie to the candidate listed first.
+    Empty for a pinned setting (no candidates)."""
+    cands = record.get("candidates") or []
+    if not cands:
+        return []
+    key = {"acc_given_la": "acc", "acc": "acc", "learning_acc": "learning_acc", "forgetting": "forgetting"}.get(
+        record.get("rule"), "acc")
+    chosen = next((i for i, c in enumerate(cands) if c["setting"] == record["chosen"]), None)
+    if chosen is None:
+        return []
+    eligible = range(len(cands))
+    if record.get("rule") == "acc_given_la":  # only the candidates that reached the LA bar compete on ACC
+        bar = record.get("la_ratio", 0.9) * max(c["learning_acc"] for c in cands)
+        eligible = [i for i in eligible if cands[i]["learning_acc"] >= bar - 1e-12]
+    return [i for i in eligible if cands[i][key] == cands[chosen][key]]
+
+
 def tuning_table(records: dict[str, dict], stream: str, slug: str) -> Table | None:
     if not records:
         return None
@@ -43,13 +62,21 @@ def tuning_table(records: dict[str, dict], stream: str, slug: str) -> Table | No
         swept = "; ".join(f"{k.split('.', 1)[-1]} ∈ {{{', '.join(map(str, v))}}}" for k, v in rec["swept"].items())
         cands = "; ".join(f"{_setting(c['setting'])}: ACC {fmt(c['acc'], 3)}, LA {fmt(c['learning_acc'], 3)}"
                           for c in rec["candidates"])
+        why = rec["reason"]
+        tied = tied_with_choice(rec)
+        if len(tied) > 1:
+            why += (f"; a tie: {len(tied)} of {len(rec['candidates'])} candidates score the same, the first "
+                    f"listed is taken")
         if rec.get("pinned"):
             swept, cands = "pinned", "–"
-        rows.append((Cell(label), Cell(swept), Cell(cands), Cell(_setting(rec["chosen"])), Cell(rec["reason"])))
+        rows.append((Cell(label), Cell(swept), Cell(cands), Cell(_setting(rec["chosen"])), Cell(why)))
     first = next(iter(records.values()))
-    caption = (f"Per-strategy tuning on stream {stream}: each candidate ran with seed {first['seed']} and was scored "
-               f"on the validation probe items only; the tables above score the chosen setting on the disjoint "
-               f"test items. Rule: {first['rule_text']}; ties go to the candidate listed first. Pinned: a setting "
-               f"chosen by an earlier tuning, given in the config.")
+    caption = (f"Per-strategy tuning on {stream}: candidates (seed {first['seed']}) scored on validation items; "
+               f"the other tables score the choice on test items.")
+    notes = (f"Per-strategy tuning on stream {stream}: each candidate ran with seed {first['seed']} and was scored "
+             f"on the validation probe items only; the other tables score the chosen setting on the disjoint "
+             f"test items. Rule: {first['rule_text']}; ties go to the candidate listed first, and the Why column "
+             f"says where that happened. Pinned: a setting chosen by an earlier tuning, given in the config.")
     return Table("Tuning", f"tab:{slug}-tuning", caption, ("Strategy", "Swept", "Validation (candidate: ACC, LA)",
-                                                           "Chosen", "Why"), "lllll", tuple(rows), list(records.values()))
+                                                           "Chosen", "Why"), "lXXlX", tuple(rows),
+                 list(records.values()), notes)

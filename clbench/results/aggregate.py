@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from clbench.config.experiment import model_record
 from clbench.data.readers import text_lines
 from clbench.errors import ConfigError
 from clbench.results.files import RunFiles, load_run, read_json
-from clbench.results.inventory import Inventory, require, take_inventory
+from clbench.results.inventory import Inventory, path_list, require, take_inventory
 
 METRICS = ["acc", "bwt", "fwt", "fwt_base", "forgetting", "learning_acc", "general_retention"]
 COST = ["train_seconds", "tokens", "optimizer_steps", "updated_elements", "trainable_parameters"]
@@ -89,13 +90,15 @@ def read_run(path: Path) -> Run:
 
 
 def load_inventory(paths) -> Inventory:
-    """The finished runs under ``paths`` (in path order), and the unfinished and unreadable ones."""
-    return take_inventory(paths, read_run)
+    """The finished runs under ``paths`` (one path or a list; in path order), and the unfinished and
+    unreadable ones."""
+    return take_inventory(path_list(paths), read_run)
 
 
 def load_runs(paths, inv: Inventory | None = None) -> list[Run]:
     """Every readable finished run under ``paths`` (directories with ``DONE``), in path order; an
     error if there is none (``inv``: the inventory of ``paths`` if already taken)."""
+    paths = path_list(paths)
     inv = inv if inv is not None else load_inventory(paths)
     if not inv.runs:
         raise ConfigError(", ".join(map(str, paths)), "no finished runs (directories with DONE) found"
@@ -104,7 +107,10 @@ def load_runs(paths, inv: Inventory | None = None) -> list[Run]:
 
 
 def _comparable(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in PER_SEED_FIELDS}
+    out = {k: v for k, v in config.items() if k not in PER_SEED_FIELDS}
+    if "model" in out:  # runs stored before a real model's record left out the embedded model's fields
+        out["model"] = model_record(out["model"])
+    return out
 
 
 def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
@@ -184,8 +190,16 @@ def task_step_ranges(run: Run) -> dict[int, tuple[int, int]]:
 
 
 def runs_frame(paths, suite: str | None = None) -> pd.DataFrame:
-    """One row per finished run: stream, strategy label, seed, the metrics of ``suite`` (default: the
-    stream's primary suite), cost, and the run directory."""
+    """Stored results as a pandas table, one row per finished run::
+
+        from clbench.results.aggregate import runs_frame
+        df = runs_frame("results/bench")                      # one folder, or a list of folders
+        df.groupby("strategy")[["acc", "forgetting", "learning_acc"]].mean()
+
+    Columns: experiment, stream, strategy (the label), order, strategy_name, seed, suite, the metrics of
+    ``suite`` (default: each stream's primary suite; :data:`METRICS`), the cost fields (:data:`COST`) and
+    the run directory (``path``). ``paths`` may be any level: results root, experiment, stream, run."""
+    paths = path_list(paths)
     rows = []
     for run in load_runs(paths):
         cfg, met = run.config, run.metrics
@@ -198,5 +212,5 @@ def runs_frame(paths, suite: str | None = None) -> pd.DataFrame:
                      "strategy_name": cfg["strategy"]["name"], "seed": run.seed, "suite": name,
                      **{k: m.get(k) for k in METRICS}, **{k: met["cost"].get(k) for k in COST}, "path": str(run.path)})
     if not rows:
-        raise FileNotFoundError(f"no finished runs with suite {suite!r} under {', '.join(map(str, paths))}")
+        raise ConfigError(", ".join(map(str, paths)), f"no finished runs with suite {suite!r}")
     return pd.DataFrame(rows).sort_values(["stream", "strategy", "seed"], kind="stable").reset_index(drop=True)

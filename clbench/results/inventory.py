@@ -14,6 +14,7 @@ The report is built from ``runs`` and lists the other two (``clbench report --st
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,10 +52,18 @@ def _is_run(folder: Path) -> bool:
     return (folder / "DONE").is_file() or (folder.name.startswith("seed_") and (folder / "config.json").is_file())
 
 
+def path_list(paths) -> list[Path]:
+    """``paths`` as a list: one path (a string or ``Path``) or several (a string is never taken as the
+    characters it is made of, which would read every folder under ``/``)."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [Path(paths)]
+    return [Path(p) for p in paths]
+
+
 def run_folders(paths) -> list[Path]:
-    """Every run folder under ``paths`` (or one of them), sorted."""
+    """Every run folder under ``paths`` (one path or a list of them), sorted."""
     found = set()
-    for p in map(Path, paths):
+    for p in path_list(paths):
         candidates = [p, *(m.parent for marker in ("DONE", "config.json") for m in p.rglob(marker))]
         found.update(c for c in candidates if _is_run(c))
     return sorted(found)

@@ -50,7 +50,7 @@ def base_model_dir(cfg: ExperimentConfig, stream: Stream, progress: bool = True)
         return check_checkpoint(cfg.model.path, cfg.model.trust_remote_code)
     from clbench.modeling.tiny import build_base_model
 
-    return build_base_model(cfg.model, stream, cfg.resolved_cache_dir(), progress)
+    return build_base_model(cfg.model, stream, cfg.resolved_cache_dir(), progress, threads=cfg.train.threads)
 
 
 def grid_jobs(cfg: ExperimentConfig, stream: Stream, tuned: list[Tuned], base_dir: Path, split: bool,

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from clbench.backends import get_backend
-from clbench.config.experiment import ModelConfig, TrainConfig, config_dict
+from clbench.config.experiment import ModelConfig, TrainConfig, config_dict, model_record
 from clbench.data.encoding import encode_example
 from clbench.data.streams import Stream
 from clbench.errors import ConfigError
@@ -85,7 +85,7 @@ def run_record(spec: RunSpec) -> dict:
             "stream": {"name": stream.name, "source": stream.source, "fingerprint": stream.file_fingerprint,
                        "tasks": [t.name for t in stream.tasks], "pretrained": [t.pretrained for t in stream.tasks],
                        "suites": stream.suite_names, "primary_metric": stream.spec.primary_metric},
-            "model": config_dict(cfg.model), "base_model": spec.base_dir.name, "train": config_dict(cfg.train),
+            "model": model_record(cfg.model), "base_model": spec.base_dir.name, "train": config_dict(cfg.train),
             "eval": config_dict(cfg.eval),
             **{k: v for k, v in stream.derived.items() if k in ("order", "probe_split")}}
 
@@ -98,7 +98,8 @@ def same_experiment(stored: dict, record: dict, entry: GridEntry) -> bool:
     defaults = {"train": config_dict(TrainConfig()), "model": config_dict(ModelConfig())}
 
     def norm(r):
-        return {k: ({**defaults[k], **v} if k in defaults else v) for k, v in r.items() if k not in drop}
+        out = {k: ({**defaults[k], **v} if k in defaults else v) for k, v in r.items() if k not in drop}
+        return {**out, "model": model_record(out.get("model", defaults["model"]))}
     same = norm(stored) == norm(record)
     s, r = stored.get("strategy", {}), record["strategy"]
     return (same and (s.get("name"), s.get("label"), s.get("with")) == (r["name"], r["label"], r.get("with"))

@@ -88,7 +88,7 @@ def resolve_entry(spec: StrategySpec, cfg: ExperimentConfig, stream: Stream | No
     options = cls.options_from(spec.options, f"{where}.options")
     supported = cls.supported_backends(options)
     if cfg.model.backend not in supported:
-        raise unsupported(spec.name, cfg.model.backend, supported)
+        raise unsupported(spec.name, cfg.model.backend, supported, options, cls.options_for_backend(cfg.model.backend))
     plugins = []
     if spec.with_ and not cls.trains:
         raise ConfigError(f"{where}.with", f"strategy {spec.name!r} trains nothing, so a plugin (which changes "

@@ -1,8 +1,9 @@
 """EWC's per-sample diagonal Fisher from one batched forward and backward pass per mini-batch.
 
 Kirkpatrick et al.'s empirical Fisher is the mean over samples of each sample's squared gradient, so the
-plain way (``clbench.train.penalties.sample_losses``) runs one forward and backward pass per sample: the
-128 samples of EWC's 16 Fisher batches took 28 s a task on SmolLM2-135M (bf16, one thread), batched 10 s. For a linear layer ``y = x Wᵀ + b`` one sample's
+plain way (``clbench.train.penalties.sample_losses``) runs one forward and backward pass per sample, a
+few times slower than one batched pass (docs/findings.md, performance notes). For a linear layer
+``y = x Wᵀ + b`` one sample's
 gradient is ``Σ_t g_t x_tᵀ`` (``g_t = ∂loss_n/∂y_t`` at its positions ``t``) and ``Σ_t g_t``, and a batch's
 backward pass of ``Σ_n loss_n`` already computes every ``g`` and ``x`` — they are only summed over the
 batch before the weight gradient is formed. Forward hooks keep each layer's input, tensor hooks its

@@ -98,6 +98,12 @@ class Strategy:
         return cls.backends
 
     @classmethod
+    def options_for_backend(cls, backend: str) -> dict:
+        """Option values with which the strategy runs on ``backend`` when some of its options keep it off
+        it (named in the refusal); ``{}``: none needed, or none that would do."""
+        return {}
+
+    @classmethod
     def describe(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
 

@@ -39,10 +39,11 @@ class RunPlan:
 
 @dataclass
 class LossOutput:
-    """A batch's loss to backpropagate (a backend scalar), plus named scalars for the training log."""
+    """A batch's loss to backpropagate (a backend scalar), plus named scalars for the training log
+    (numbers, or backend scalars such as the penalty term itself: only their value is logged)."""
 
     loss: Any
-    logs: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
