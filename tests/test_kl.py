@@ -80,3 +80,25 @@ def test_the_kl_texts_are_the_pretrained_tasks_perplexity_probes(micro_stream):
     general = next(t for t in micro_stream.tasks if t.pretrained)
     ppl = next(s for s in general.probes if s.kind == "perplexity")
     assert texts and texts == [item["text"] for item in ppl.items][:64]
+
+
+def test_every_trained_row_of_a_run_records_its_kl_zero_for_a_model_that_never_changed(micro_cfg):
+    """The run writes ``kl`` into each trained task's row: 0 exactly for ``frozen`` (nothing trains), more
+    than 0 for ``sft``, the same texts and token count in every row."""
+    from dataclasses import replace
+
+    from clbench.config.experiment import StrategySpec
+    from clbench.results.atomic import read_json
+    from clbench.results.files import RunFiles
+    from clbench.run.grid import run_grid
+
+    cfg = replace(micro_cfg, strategies=(StrategySpec("sft"), StrategySpec("frozen")))
+    run_grid(cfg, progress=False, echo=lambda *a: None)
+    rows = {label: [read_json(RunFiles.of(cfg, "micro", label, 0).after(t)) for t in range(3)]
+            for label in ("sft", "frozen")}
+    for label in rows:
+        assert "kl" not in rows[label][0]  # the pretrained task: the base row, no training
+        assert [r["kl"]["kl_texts"] for r in rows[label][1:]] == [12, 12]  # general's perplexity items
+        assert rows[label][1]["kl"]["kl_tokens"] == rows[label][2]["kl"]["kl_tokens"] > 0
+    assert [r["kl"]["kl_base"] for r in rows["frozen"][1:]] == [0.0, 0.0]
+    assert all(r["kl"]["kl_base"] > 1e-4 for r in rows["sft"][1:])

@@ -47,6 +47,7 @@ from clbench.data.encoding import encode_example
 from clbench.data.streams import Stream
 from clbench.errors import ConfigError
 from clbench.eval.probes import higher_is_better
+from clbench.eval.kl import KLFromBase, kl_texts
 from clbench.eval.rows import evaluate_row
 from clbench.faults import fault_point
 from clbench.results.atomic import remove_leftovers
@@ -233,6 +234,11 @@ class _Run:
             self.stream = chat_stream(self.stream, self.tok)
         ensure_known_subset(files, cfg, self.stream, spec.base_dir, lambda: self.ops.view(
             self.model, self.tok, batch_size=cfg.eval.batch_size), progress, self.ops.numerics)  # before any strategy
+        # the base model's next-token distributions on held-out general text: each trained task's row records
+        # the KL of the model from them (clbench.eval.kl), a diagnostic of how far the model moved
+        with self.ops.evaluation_weights(self.model), self.ops.view(self.model, self.tok,
+                                                                    batch_size=cfg.eval.batch_size) as lm:
+            self.kl = KLFromBase(kl_texts(self.stream), lm)
         self.curves = open_curves(cfg.log, files.root, record)  # TensorBoard (and W&B if asked)
 
     def evaluate(self, model, desc: str, wrap=lambda view: view, keep=()) -> dict:
@@ -314,6 +320,11 @@ class _Run:
         else:
             row, extra = self.evaluate(self.model, f"eval after {view.name}", strategy.probe_view,
                                        strategy.trainable.values()), {}
+        with self.ops.evaluation_weights(self.model), self.ops.view(  # the trained weights, never a test-time view
+                self.model, self.tok, batch_size=self.cfg.eval.batch_size, keep=strategy.trainable.values()) as lm:
+            kl = self.kl(lm)
+        if kl is not None:
+            extra["kl"] = kl
         write_row(files, t, row, {**extra, "pretrained": False, "train_seconds": train_seconds,
                                   "tokens": sum(r["tokens"] for r in log),
                                   "updated_elements": sum(r["updated_elements"] for r in log),
