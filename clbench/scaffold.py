@@ -46,7 +46,7 @@ class {cls}(SFT):
     family = "other"  # how reports group it: "nested learning", "baselines" or "references"
 
     @dataclass(frozen=True)
-    class Options(LoraOptions):  # LoRA's rank, alpha, targets, ...; plus this method's own
+    class Options(LoraOptions):  # LoRA's group (lora: {{rank, alpha, ...}}); plus this method's own
         penalty: float = opt(0.0, "weight of the squared norm of the trainable weights in the loss (0 = sft)", ge=0)
 
     def before_task(self, task, model):

@@ -409,7 +409,7 @@ def test_olora_with_two_earlier_adapters_penalises_both_and_trains_neither(micro
     adapters (by hand here), only the newest adapter trains, and the two earlier ones stay bitwise as
     they were through task 3's optimizer steps."""
     model, tok = micro_model
-    s = make("olora", rank=4, alpha=8.0)
+    s = make("olora", lora={"rank": 4, "alpha": 8.0})
     model = s.prepare_model(model)
     s.mark_trainable(model)
     batch = _lm_batch(tok)

@@ -25,11 +25,11 @@ def test_a_resumed_run_stored_with_the_old_record_is_the_same_experiment(tmp_pat
     from clbench.config.experiment import config_dict
     from clbench.data.streams import load_stream
     from clbench.run.one_run import run_record, same_experiment
-    from clbench.run.plan import plan
+    from clbench.run.plan import plan, run_spec
 
     cfg = micro_config(tmp_path, model={"path": str(tmp_path)})
     _, (entry,) = plan(cfg)
-    record = run_record(cfg, load_stream("micro"), entry, 0, tmp_path)
+    record = run_record(run_spec(cfg, load_stream("micro"), entry, 0, tmp_path))
     assert "hidden_size" not in record["model"]
     stored = {**record, "model": config_dict(cfg.model)}  # as written before: with the ignored fields
     assert stored["model"]["hidden_size"] == 32

@@ -51,7 +51,7 @@ def test_the_scaffold_writes_a_strategy_whose_own_test_passes(tmp_path, micro_ca
     try:
         _import(strategy, "clbench.strategies.scaffolded")
         cls = registry.get("scaffolded")
-        assert cls.Options().penalty == 0.0 and cls.Options().rank > 0  # its own option beside LoRA's
+        assert cls.Options().penalty == 0.0 and cls.Options().lora.rank > 0  # its own option beside LoRA's
         assert cls.describe().startswith("scaffolded: LoRA fine-tuning plus penalty")
         monkeypatch.setenv("CLBENCH_CACHE", str(micro_cache))  # the micro base model, built once per session
         tests = _import(test, "test_strategy_scaffolded")

@@ -67,7 +67,7 @@ def test_run_ends_with_the_report_and_report_rebuilds_it(micro_cache, micro_base
 
     figures = sorted(p.name for p in (report / "micro" / "figures").iterdir())
     assert figures == sorted(f"{stem}.{ext}" for ext in ("pdf", "png") for stem in (
-        "cost-forgetting", "loss", "matrix-sft", "matrix-sft-r4", "retention", "stability-plasticity"))
+        "cost-forgetting", "kl-forgetting", "loss", "matrix-sft", "matrix-sft-r4", "retention", "stability-plasticity"))
     assert all((report / "micro" / "figures" / f).stat().st_size > 1000 for f in figures)
 
     assert main(["report", str(tmp_path / "results"), "-o", str(tmp_path / "again"), "--no-figures"]) == 0

@@ -145,7 +145,7 @@ def test_a_single_seed_pair_gives_the_no_pairs_reason():
                         [Column("acc", "ACC", True)])
     (x,) = [n for n in table.numbers if n["strategy"] == "x"]
     assert (x["p_vs_reference"], x["pairs"], x["no_test"]) == (None, 1, NO_PAIRS)
-    assert "No test against sft: fewer than two seeds in common." in table.caption
+    assert "no test against sft (fewer than two seeds in common)" in table.caption
 
 
 def test_holm_is_statsmodels_holm_over_the_present_p_values():

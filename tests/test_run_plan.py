@@ -30,7 +30,7 @@ def test_every_run_of_a_two_order_grid_writes_only_under_its_own_lock(micro_cach
     and removes the temporary files a killed write left in its own folder."""
     cfg = micro_config(tmp_path, cache_dir=micro_cache, orders="[given, reversed]", seeds="[0]")
     label = tmp_path / "results" / "default" / "micro" / "sft"
-    leftover = label / "order-reversed" / "seed_0" / ".config.json.dead.tmp"  # a write killed earlier
+    leftover = label / "order-reversed" / "seed_0" / ".config.json.clbench-deadbeef.tmp"  # a write killed earlier
     leftover.parent.mkdir(parents=True)
     leftover.write_bytes(b"partial")
     unlocked: list[str] = []
@@ -76,8 +76,11 @@ def test_a_swept_candidate_that_check_plan_refuses_is_refused_before_anything_is
     assert not (tmp_path / "results").exists()
 
 
-def test_an_experiment_name_with_a_space_is_reported_from_where_it_was_written(micro_cache, micro_base_dir, tmp_path,
-                                                                              monkeypatch, capsys):
+def test_a_run_is_reported_from_where_it_was_written_and_a_name_with_a_space_is_refused(
+        micro_cache, micro_base_dir, tmp_path, monkeypatch, capsys):
+    """``clbench run`` reports from the folder the runs were written to (``experiment_dir``, the one place
+    that makes it); a name that is not one path component as written (a space) is refused before anything
+    is written, so no name can be reported from one folder and written to another."""
     from clbench.cli import main
     from clbench.reporting import build
 
@@ -85,12 +88,19 @@ def test_an_experiment_name_with_a_space_is_reported_from_where_it_was_written(m
     monkeypatch.setattr(build, "build_report", lambda roots, out, *a, **k: reported.extend(roots) or out / "README.md")
     sets = [f"--set=model.{k}={v}" for k, v in MICRO_MODEL.items()] + \
         [f"--set=train.{k}={v}" for k, v in MICRO_TRAIN.items()] + [f"--set=cache_dir={micro_cache}"]
-    assert main(["run", "--stream", "micro", "--strategies", "sft", "--seeds", "0", "--name", "my exp",
-                 "--results", str(tmp_path / "results"), "--report-dir", str(tmp_path / "report"), "--quiet",
-                 *sets]) == 0
-    (run,) = (tmp_path / "results").rglob("DONE")
-    written = run.parents[3]  # <results>/<experiment>/micro/sft/seed_0/DONE
-    assert written == tmp_path / "results" / "my_exp"
+
+    def run(name):
+        return main(["run", "--stream", "micro", "--strategies", "sft", "--seeds", "0", "--name", name,
+                     "--results", str(tmp_path / "results"), "--report-dir", str(tmp_path / "report"), "--quiet",
+                     *sets])
+
+    assert run("my exp") == 2
+    assert not (tmp_path / "results").exists() and not reported
+    assert "--name" in capsys.readouterr().err
+    assert run("my-exp.v2") == 0
+    (done,) = (tmp_path / "results").rglob("DONE")
+    written = done.parents[3]  # <results>/<experiment>/micro/sft/seed_0/DONE
+    assert written == tmp_path / "results" / "my-exp.v2"
     assert reported == [written]
     assert f"results in {written}" in capsys.readouterr().out
 

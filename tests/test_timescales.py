@@ -53,15 +53,13 @@ def test_each_point_has_geometric_tiers_ending_at_its_period():
 def test_every_row_of_the_sweep_passes_its_strategys_plan_check():
     """A chunk that never completes is refused before a run writes anything: P = the stream must fit."""
     from clbench.config.experiment import load_config
-    from clbench.run.plan import plan
-    from clbench.train.types import RunPlan
+    from clbench.run.plan import check_entry, plan, run_plan
 
     cfg = load_config(timescales.EMBEDDED_OUT)
     stream, entries = plan(cfg)
-    run_plan = RunPlan(cfg.train.steps_per_task, sum(not t.pretrained for t in stream.tasks), 1, cfg.model.max_length)
-    assert run_plan.total_steps == 2 * STEPS
+    assert run_plan(cfg, stream).total_steps == 2 * STEPS
     for entry in entries:
-        entry.make(0, entry.config(cfg), None).check_plan(run_plan)
+        check_entry(entry, cfg, stream)
 
 
 def _fake_step(s, model, opt, step: int, global_step: int) -> None:

@@ -133,12 +133,13 @@ def test_a_bf16_run_trains_on_cast_weights_and_gives_the_same_matrix_as_without(
         matrices[name] = json.loads((run / "matrix.json").read_text())
     trained = sum(not t.pretrained for t in micro_stream.tasks)
     # in the first run, three phases of each trained task held the cast, keeping the LoRA weights out of it:
-    # its training, its after_task hook and the evaluation row after it (its view, which would cast trainable
-    # weights too), and the base/reference rows' views, nothing kept
+    # its training, its after_task hook, the evaluation row after it and the row's KL pass (their views, which
+    # would cast trainable weights too), and the base/reference rows' and the base KL distributions' views,
+    # nothing kept
     lora = 2 * 2 * 7  # micro Llama: 2 layers x 7 linear layers x (A, B)
     with_lora = [c for c in calls if c[1]]
     assert trained >= 2 and with_lora == [(torch.bfloat16, lora, False), (torch.bfloat16, lora, False),
-                                          (torch.bfloat16, lora, True)] * trained
+                                          (torch.bfloat16, lora, True), (torch.bfloat16, lora, True)] * trained
     assert all(c == (torch.bfloat16, 0, True) for c in calls if not c[1])  # base/reference rows' views
     assert matrices["cast"] == matrices["plain"]
 

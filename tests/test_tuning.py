@@ -12,7 +12,7 @@ from clbench.results.files import RunFiles
 from clbench.run.executors import LocalExecutor
 from clbench.run.grid import plan, run_grid, run_tuning
 from clbench.run.probe_split import split_indices, split_stream
-from clbench.run.sweep import choose, pinned_yaml
+from clbench.run.sweep import choose, pinned_yaml, plan_settings
 from tests.conftest import micro_config
 
 QUIET = {"progress": False, "echo": lambda *a: None}
@@ -111,7 +111,8 @@ def test_selection_never_reads_a_test_item(micro_cache, micro_base_dir, tmp_path
     cfg = micro_config(tmp_path, cache_dir=micro_cache, **{"tuning.sweep": "{lr: [0.0005, 0.02]}"})
     stream, specs = plan(cfg)
     poisoned = poison_test_items(stream, cfg.tuning.val_fraction, cfg.tuning.split_seed)
-    (tuned,) = run_tuning(cfg, poisoned, specs, micro_base_dir, LocalExecutor(1), **QUIET)
+    (tuned,) = run_tuning(cfg, poisoned, specs, plan_settings(cfg, specs, stream), micro_base_dir, LocalExecutor(1),
+                          **QUIET)
     rec = tuned.record
     assert rec["swept"] == {"train.lr": [0.0005, 0.02]} and rec["split"] == "validation"
     assert [c["setting"] for c in rec["candidates"]] == [{"train.lr": 0.0005}, {"train.lr": 0.02}]
@@ -124,7 +125,8 @@ def test_selection_never_reads_a_test_item(micro_cache, micro_base_dir, tmp_path
     block = yaml.safe_load(pinned_yaml([tuned]))
     assert block == {"tuning": {"pinned": {"sft": rec["chosen"]}}}
     pinned_cfg = replace(cfg, tuning=replace(cfg.tuning, sweep={}, pinned=block["tuning"]["pinned"]))
-    (again,) = run_tuning(pinned_cfg, poisoned, specs, micro_base_dir, LocalExecutor(1), **QUIET)
+    (again,) = run_tuning(pinned_cfg, poisoned, specs, plan_settings(pinned_cfg, specs, stream), micro_base_dir,
+                          LocalExecutor(1), **QUIET)
     assert again.record == rec and again.entry.config(cfg).train.lr == tuned.entry.config(cfg).train.lr
 
 

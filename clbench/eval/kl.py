@@ -70,6 +70,12 @@ class KLFromBase:
         self.texts = list(texts)
         self.base = distributions(base_view, self.texts) if self.texts else None
 
+    def unchanged(self) -> dict | None:
+        """The record of the base model itself (KL 0 exactly), for a row copied from the base row."""
+        if self.base is None:
+            return None
+        return {"kl_base": 0.0, "kl_texts": len(self.texts), "kl_tokens": sum(b.shape[0] for b in self.base)}
+
     def __call__(self, view) -> dict | None:
         """``{"kl_base": nats per token, "kl_texts": n, "kl_tokens": N}`` for ``view``, or None (no texts,
         or a backend without whole distributions)."""

@@ -241,12 +241,18 @@ class _Run:
             self.kl = KLFromBase(kl_texts(self.stream), lm)
         self.curves = open_curves(cfg.log, files.root, record)  # TensorBoard (and W&B if asked)
 
-    def evaluate(self, model, desc: str, wrap=lambda view: view, keep=()) -> dict:
-        """A row: every probe suite of the stream on ``model`` (through the strategy's ``wrap``)."""
-        ops = self.ops
-        with ops.evaluation_weights(model), wrap(ops.view(model, self.tok, batch_size=self.cfg.eval.batch_size,
-                                                          keep=keep)) as lm:
-            return evaluate_row(lm, self.stream, self.cfg.eval, desc, self.progress)
+    def evaluate(self, model, desc: str, wrap=lambda view: view, keep=(), kl: bool = False) -> dict:
+        """A row: every probe suite of the stream on ``model`` (through the strategy's ``wrap``); with ``kl``,
+        also the row's ``kl`` from the base model (``clbench.eval.kl``), on the same evaluation weights
+        through a plain view: the trained weights, never a test-time-learning ``wrap``."""
+        ops, batch_size = self.ops, self.cfg.eval.batch_size
+        with ops.evaluation_weights(model):
+            with wrap(ops.view(model, self.tok, batch_size=batch_size, keep=keep)) as lm:
+                row = evaluate_row(lm, self.stream, self.cfg.eval, desc, self.progress)
+            if kl:
+                with ops.view(model, self.tok, batch_size=batch_size, keep=keep) as lm:
+                    row["kl"] = self.kl(lm)
+        return row
 
     def fixed_rows(self) -> None:
         """Step 2: the rows that are the same for every strategy and seed — the reference (untrained) model's
@@ -317,14 +323,14 @@ class _Run:
         fault_point(f"after_checkpoint:{t}")
         if strategy.scores_as_base and not strategy.trains:  # it evaluates the base model, unchanged: the base row
             row, extra = copied_row(files, "base", self.stream), {"copied_from": "base"}
+            if self.kl.unchanged() is not None:
+                extra["kl"] = self.kl.unchanged()
         else:
             row, extra = self.evaluate(self.model, f"eval after {view.name}", strategy.probe_view,
-                                       strategy.trainable.values()), {}
-        with self.ops.evaluation_weights(self.model), self.ops.view(  # the trained weights, never a test-time view
-                self.model, self.tok, batch_size=self.cfg.eval.batch_size, keep=strategy.trainable.values()) as lm:
-            kl = self.kl(lm)
-        if kl is not None:
-            extra["kl"] = kl
+                                       strategy.trainable.values(), kl=True), {}
+            kl = row.pop("kl")
+            if kl is not None:
+                extra["kl"] = kl
         write_row(files, t, row, {**extra, "pretrained": False, "train_seconds": train_seconds,
                                   "tokens": sum(r["tokens"] for r in log),
                                   "updated_elements": sum(r["updated_elements"] for r in log),
