@@ -19,14 +19,14 @@ import traceback
 import warnings
 from pathlib import Path
 
-from clbench.errors import ClbenchError, environment_error
+from clbench.errors import ClbenchError, ConfigError, environment_error
 from clbench.paths import writable_folder
 
 
 def _config(args):
     from clbench.config.experiment import load_config
 
-    # each shortcut flag is a ``--set`` override; explicit flags win over --set and the YAML file
+    # each shortcut flag is a ``--set`` override (over the YAML file); a flag and a --set of one field are refused
     shortcuts = {"stream": "stream={}", "strategies": "strategies=[{}]", "seeds": "seeds=[{}]",
                  "name": "name={}", "results": "results_dir={}", "jobs": "jobs={}",
                  "allow_code": "allow_code=true", "executor": "executor.kind={}",
@@ -41,7 +41,35 @@ def _config(args):
     # (``--jobs 0`` is given, and refused by the bound, not dropped as falsy)
     overrides = preset + list(args.set or []) + [shortcuts[flag].format(getattr(args, flag)) for flag in given]
     flags = {shortcuts[flag].split("=")[0]: f"--{flag.replace('_', '-')}" for flag in given}
+    _refuse_flag_and_set(flags, args.set or [])
     return load_config(args.config, overrides, flags)
+
+
+_ABSENT = object()
+
+
+def _refuse_flag_and_set(flags: dict[str, str], sets: list[str]) -> None:
+    """A shortcut flag and a ``--set`` of the same field (``--strategies sft`` with ``--set strategies=[...]``)
+    are refused: one of them would be dropped without a word, and which one is not obvious from the command."""
+    from clbench.config.experiment import parse_override
+
+    for item in sets:
+        if "=" not in item:
+            continue  # malformed: load_config says so, naming the --set
+        typed = item.split("=", 1)[0].strip()
+        for key, flag in flags.items():
+            if typed == key or typed.startswith(key + "."):
+                clash = True
+            elif key.startswith(typed + "."):  # --set executor={kind: ray} with --executor: does it set kind?
+                _, value = parse_override(item)
+                for k in key[len(typed) + 1:].split("."):
+                    value = value.get(k, _ABSENT) if isinstance(value, dict) else _ABSENT
+                clash = value is not _ABSENT
+            else:
+                clash = False
+            if clash:
+                raise ConfigError(flag, f"given together with --set {typed}, which sets the same field; "
+                                        "give one of them")
 
 
 def _print_report(readme: Path, results=()) -> None:
