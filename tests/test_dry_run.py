@@ -79,12 +79,12 @@ def test_done_and_config_only_runs_are_skipped_and_resumed_and_timed_from_stored
     # sft: the resumed run has task 2 left, 24 s in its label's one finished run; replay: two runs to do, each
     # the mean over the experiment's finished runs, (36 + 10) / 2 = 23 s; in all 24 + 46 = 70 s
     assert out.splitlines()[1:4] == [
-        f"  sft: strategy sft, lr {MICRO_TRAIN['lr']:g}; 0 to do, 1 to resume, 1 to skip; about 24 s (mean of 1 "
-        "finished sft run)",
-        f"  replay: strategy replay, lr {MICRO_TRAIN['lr']:g}; 2 to do, 0 to resume, 0 to skip; about 46 s (mean of 2 "
-        "finished runs of the experiment)",
-        "clbench: 2 runs to do, 1 to resume, 1 to skip; about 70 s of run time; building the base model and tuning "
-        "not included"]
+        (f"  sft: strategy sft, lr {MICRO_TRAIN['lr']:g}; 0 to do, 1 to resume, 1 to skip; about 24 s (mean of 1 "
+         "finished sft run)"),
+        (f"  replay: strategy replay, lr {MICRO_TRAIN['lr']:g}; 2 to do, 0 to resume, 0 to skip; about 46 s (mean of "
+         "2 finished runs of the experiment)"),
+        ("clbench: 2 runs to do, 1 to resume, 1 to skip; about 70 s of run time; building the base model and tuning "
+         "not included")]
     assert tree(tmp_path) == before
 
 
