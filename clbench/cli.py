@@ -2,6 +2,7 @@
 
     clbench run configs/bench.yaml                       # the default grid
     clbench run --smoke --strategies sft,my_method       # a new strategy next to sft in about a minute
+    clbench run --dry-run configs/bench.yaml             # what it would run, resume and skip; nothing written
     clbench new strategy my_method                       # strategies/my_method.py and its test
     clbench list                                         # strategies and their options
     clbench models                                       # named real models: installed, converted, licence
@@ -19,18 +20,27 @@ import traceback
 import warnings
 from pathlib import Path
 
-from clbench.errors import ClbenchError, environment_error
+from clbench.errors import ClbenchError, ConfigError, environment_error
 from clbench.paths import writable_folder
+
+# each shortcut flag of ``clbench run`` is a ``--set`` override (over the YAML file); a flag and a --set of one
+# field are refused
+SHORTCUTS = {"stream": "stream={}", "strategies": "strategies=[{}]", "seeds": "seeds=[{}]",
+             "name": "name={}", "results": "results_dir={}", "jobs": "jobs={}",
+             "allow_code": "allow_code=true", "executor": "executor.kind={}",
+             "address": "executor.address={}"}
+
+
+def _grid_given(args) -> bool:
+    """Whether the command names an experiment: a config file, a preset, a ``--set`` or a shortcut flag."""
+    return bool(args.config or args.set or getattr(args, "smoke", False)
+                or any(getattr(args, flag) is not None and getattr(args, flag) is not False for flag in SHORTCUTS))
 
 
 def _config(args):
     from clbench.config.experiment import load_config
 
-    # each shortcut flag is a ``--set`` override; explicit flags win over --set and the YAML file
-    shortcuts = {"stream": "stream={}", "strategies": "strategies=[{}]", "seeds": "seeds=[{}]",
-                 "name": "name={}", "results": "results_dir={}", "jobs": "jobs={}",
-                 "allow_code": "allow_code=true", "executor": "executor.kind={}",
-                 "address": "executor.address={}"}
+    shortcuts = SHORTCUTS
     preset = []
     if getattr(args, "smoke", False):
         from clbench.config.presets import SMOKE
@@ -41,7 +51,35 @@ def _config(args):
     # (``--jobs 0`` is given, and refused by the bound, not dropped as falsy)
     overrides = preset + list(args.set or []) + [shortcuts[flag].format(getattr(args, flag)) for flag in given]
     flags = {shortcuts[flag].split("=")[0]: f"--{flag.replace('_', '-')}" for flag in given}
+    _refuse_flag_and_set(flags, args.set or [])
     return load_config(args.config, overrides, flags)
+
+
+_ABSENT = object()
+
+
+def _refuse_flag_and_set(flags: dict[str, str], sets: list[str]) -> None:
+    """A shortcut flag and a ``--set`` of the same field (``--strategies sft`` with ``--set strategies=[...]``)
+    are refused: one of them would be dropped without a word, and which one is not obvious from the command."""
+    from clbench.config.experiment import parse_override
+
+    for item in sets:
+        if "=" not in item:
+            continue  # malformed: load_config says so, naming the --set
+        typed = item.split("=", 1)[0].strip()
+        for key, flag in flags.items():
+            if typed == key or typed.startswith(key + "."):
+                clash = True
+            elif key.startswith(typed + "."):  # --set executor={kind: ray} with --executor: does it set kind?
+                _, value = parse_override(item)
+                for k in key[len(typed) + 1:].split("."):
+                    value = value.get(k, _ABSENT) if isinstance(value, dict) else _ABSENT
+                clash = value is not _ABSENT
+            else:
+                clash = False
+            if clash:
+                raise ConfigError(flag, f"given together with --set {typed}, which sets the same field; "
+                                        "give one of them")
 
 
 def _print_report(readme: Path, results=()) -> None:
@@ -61,7 +99,16 @@ def cmd_run(args) -> int:
     from clbench.results.files import experiment_dir
     from clbench.run.grid import run_grid
 
+    if not _grid_given(args) and not args.dry_run:  # the default grid is hours of work: never started by accident
+        raise ClbenchError("no experiment given to `clbench run`; run the benchmark with `clbench run configs/bench.yaml`, "
+                           "try a strategy in a minute with `clbench run --smoke`, or see what a config runs with "
+                           "`clbench run --dry-run CONFIG`")
     cfg = _config(args)
+    if args.dry_run:
+        from clbench.run.dry_run import dry_run
+
+        dry_run(cfg)
+        return 0
     if not args.no_report:
         writable_folder(args.report_dir or f"reports/{cfg.name}", "--report-dir")
     results = run_grid(cfg, progress=not args.quiet, wait=args.wait)
@@ -200,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let task YAML in the stream's lm-eval folders run Python (!function); see docs/streams.md")
     r.add_argument("--wait", action="store_true",
                    help="wait for a run another clbench process is writing, instead of skipping it")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the resolved rows, the runs to do, resume and skip, and a time estimate from stored "
+                        "runs; builds, loads and writes nothing")
     r.add_argument("--smoke", action="store_true",
                    help="the smoke preset: micro model and stream, one seed, sft (clbench/config/presets.py); "
                         "with --strategies sft,NAME a new strategy runs next to sft in a minute or two")

@@ -148,13 +148,18 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
+def base_model_path(cfg: ModelConfig, stream: Stream, cache_dir: Path) -> Path:
+    """Where the embedded base model for ``stream`` is (or will be) cached: computed, nothing built."""
+    return inside(cache_dir, "base_models", f"{component(stream.name)}-{cache_key(cfg, stream)}")
+
+
 def build_base_model(cfg: ModelConfig, stream: Stream, cache_dir: Path, progress: bool = True,
                      threads: int = 0) -> Path:
     """Directory of the cached base model for ``stream``, building it first if needed (or if its files no
     longer match the checksums recorded when it was built), with ``threads`` torch threads (the run's
     ``train.threads``; 0: torch's default). The build runs in the grid's own process, before any run, so
     without this it would take every core of a machine shared by others."""
-    target = inside(cache_dir, "base_models", f"{component(stream.name)}-{cache_key(cfg, stream)}")
+    target = base_model_path(cfg, stream, cache_dir)
     if intact_build(target):
         return target
 

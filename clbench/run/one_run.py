@@ -46,8 +46,8 @@ from clbench.config.experiment import ModelConfig, TrainConfig, config_dict, mod
 from clbench.data.encoding import encode_example
 from clbench.data.streams import Stream
 from clbench.errors import ConfigError
-from clbench.eval.probes import higher_is_better
 from clbench.eval.kl import KLFromBase, kl_texts
+from clbench.eval.probes import higher_is_better
 from clbench.eval.rows import evaluate_row
 from clbench.faults import fault_point
 from clbench.results.atomic import remove_leftovers

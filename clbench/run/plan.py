@@ -17,6 +17,7 @@ the run's task order with its probe split, the seed, the base model and the run'
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -140,9 +141,29 @@ def runs_by_default(cls, name: str, backend: str) -> bool:
     return backend in cls.backends and backend in cls.supported_backends(cls.options_from({}, name))
 
 
+def warn_pretrained_records(cfg: ExperimentConfig, stream: Stream) -> list[str]:
+    """``pretrained: true`` means two things: with the embedded model the task's training records are its
+    pretraining data; with a real model (``model.name`` or ``model.path``) the task is known already and never
+    trained. A stream written for the one silently does the other, so a real model meeting a pretrained
+    task that has training records says so, one line per task on stderr (returned too)."""
+    model = (f"model.name {cfg.model.name}" if cfg.model.name else f"model.path {cfg.model.path}"
+             if cfg.model.path else None)
+    if model is None:
+        return []
+    lines = [f"clbench: warning: task {t.name!r} of stream {stream.name!r} is 'pretrained: true': its "
+             f"{len(t.train)} training records are not trained on with a real model ({model}); they only "
+             "pretrain the embedded model (and strategies that replay pretraining data, replay and joint, draw "
+             "on them); to train on them, drop 'pretrained: true'"
+             for t in stream.tasks if t.pretrained and t.train]
+    for line in lines:
+        print(line, file=sys.stderr)
+    return lines
+
+
 def plan(cfg: ExperimentConfig) -> tuple[Stream, list[GridEntry]]:
     """Load the stream and resolve every strategy and its options for the configured backend
-    (``model.backend``), before anything runs."""
+    (``model.backend``), before anything runs; a real model meeting a pretrained task with training records
+    is warned about here, once per grid (:func:`warn_pretrained_records`)."""
     backend = get_backend(cfg.model.backend)
     if cfg.model.name:  # an unknown name or a missing package fails here, before anything runs
         from clbench.modeling.named import get_named, require_gguf_file
@@ -150,6 +171,7 @@ def plan(cfg: ExperimentConfig) -> tuple[Stream, list[GridEntry]]:
         require_gguf_file(get_named(cfg.model.name))
     stream = load_stream(cfg.stream, cfg.allow_code)
     backend.check_stream(stream)
+    warn_pretrained_records(cfg, stream)
     names = [n for n in registry.names() if runs_by_default(registry.get(n), n, cfg.model.backend)]
     return stream, [resolve_entry(spec, cfg) for spec in strategy_specs(cfg, names)]
 
