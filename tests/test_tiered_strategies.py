@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from clbench.backends.torch_lm_loss import causal_lm_loss
 from clbench.config.experiment import TrainConfig
 from clbench.data.encoding import Encoded, batch_stream
 from clbench.errors import ConfigError
+from clbench.modeling.lm_loss import causal_lm_loss
 from clbench.train.loop import train_task
 from clbench.train.strategy import TaskView
 from clbench.train.tiers.schedule import active_tiers
