@@ -60,10 +60,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clbench.config.periods import NEVER
 from clbench.eval.lm_view import LMView
 from clbench.modeling.blocks import decoder_blocks
 from clbench.modeling.cms_adapter import feed_forward_name
-from clbench.train.tiers.schedule import NEVER
 
 
 @dataclass(frozen=True)
