@@ -262,7 +262,7 @@ class CMS(TieredStrategy):
 
     def probe_view(self, view):
         if self.local and self.options.test_time_updates:
-            from clbench.modeling.cms_memory import TestTimeMemoryView
+            from clbench.eval.memory_view import TestTimeMemoryView
 
             return TestTimeMemoryView(view, self.memories)
         return view
