@@ -97,7 +97,7 @@ def test_the_core_never_imports_strategies_or_tasks():
 
 
 def floor_of(module: str) -> int:
-    """The floor of ``clbench.<part>...``: its package's, or the top-level module's (``clbench`` itself: 0)."""
+    """The floor of ``clbench.<part>...``: its package's or top-level module's (``clbench`` itself: 0)."""
     parts = module.split(".")
     return FLOORS[parts[1] if len(parts) > 1 else "clbench"]
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from clbench.backends.torch_backend import TorchBackend
 from clbench.config.experiment import TrainConfig
 from clbench.data.encoding import Encoded, batch_stream
 from clbench.errors import ConfigError
@@ -385,7 +386,8 @@ def make_prepared(model, score):
     from clbench.train import registry
 
     cls = registry.get("importance_tiers")
-    s = cls(cls.options_from({"warmup_steps": 1, "score": score}, "importance_tiers"), seed=0, train=TrainConfig())
+    s = cls(cls.options_from({"warmup_steps": 1, "score": score}, "importance_tiers"), seed=0,
+            train=TrainConfig(), backend=TorchBackend())
     s.model = copy.deepcopy(model)
     s.mark_trainable(s.model)
     return s
