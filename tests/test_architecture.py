@@ -5,7 +5,7 @@ The floors (:data:`FLOORS`), lowest first; a module may import from its own floo
 never from one above, so each floor can be read, tested and changed knowing only the floors under it:
 
 0. ``errors``, ``paths``, ``progress``, ``faults``, ``seeding`` — what every stage needs and that needs
-   nothing of clbench: the error types, safe path names, progress bars, the fault-injection hook, the
+   nothing else of clbench: the error types, safe path names, progress bars, the fault-injection hook, the
    seeds of a run (the backends seed through it, the runner derives each task's seed from it).
 1. ``config`` — the experiment's and the options' dataclasses and their loader, and the period values
    of a tier schedule (``config.periods``): the vocabulary the stages are configured in.
