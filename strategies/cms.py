@@ -50,10 +50,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from clbench.config.options import opt
+from clbench.config.periods import NEVER, Period
 from clbench.errors import ConfigError
 from clbench.modeling.lora import LoraOptions
 from clbench.train.registry import register
-from clbench.train.tiers.schedule import NEVER, Period, tiers_by_depth
+from clbench.train.tiers.schedule import tiers_by_depth
 from clbench.train.tiers.updater import TieredStrategy, TieredUpdater
 from clbench.train.types import LossOutput, RunPlan
 
@@ -261,7 +262,7 @@ class CMS(TieredStrategy):
 
     def probe_view(self, view):
         if self.local and self.options.test_time_updates:
-            from clbench.modeling.cms_memory import TestTimeMemoryView
+            from clbench.eval.memory_view import TestTimeMemoryView
 
             return TestTimeMemoryView(view, self.memories)
         return view

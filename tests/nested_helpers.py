@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from clbench.backends.torch_backend import TorchBackend
 from clbench.config.experiment import TrainConfig
 from clbench.train import registry
 from clbench.train.step import optimizer_step
@@ -32,7 +33,8 @@ def token_batch(seed: int, n: int = 4, length: int = 10) -> dict[str, torch.Tens
 def make(name: str, options: dict | None = None, model=None, train: TrainConfig | None = None, seed: int = 0):
     """A registered strategy with validated options, its model prepared as the runner prepares it."""
     cls = registry.get(name)
-    strategy = cls(cls.options_from(options or {}, name), seed=seed, train=train or TrainConfig())
+    strategy = cls(cls.options_from(options or {}, name), seed=seed, train=train or TrainConfig(),
+                   backend=TorchBackend())
     model = strategy.prepare_model(model if model is not None else tiny_llama())
     strategy.mark_trainable(model)
     return strategy, model
@@ -44,7 +46,8 @@ def make_with(name: str, options: dict | None, plugins: list[tuple[str, dict]], 
     from clbench.train.plugin import Composed
 
     cls = registry.get(name)
-    strategy = cls(cls.options_from(options or {}, name), seed=seed, train=train or TrainConfig())
+    strategy = cls(cls.options_from(options or {}, name), seed=seed, train=train or TrainConfig(),
+                   backend=TorchBackend())
     composed = Composed(strategy, [(pc := registry.get_plugin(p)) (pc.options_from(o, p), strategy=strategy)
                                    for p, o in plugins])
     model = composed.prepare_model(model if model is not None else tiny_llama())

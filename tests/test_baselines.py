@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from clbench.backends.torch_backend import TorchBackend
 from clbench.bench.crosscheck.digits import load_split_digits
 from clbench.bench.crosscheck.loop import collate
 from clbench.bench.crosscheck.model import DigitsMLP
@@ -26,7 +27,7 @@ BASELINES = ["replay", "ewc", "lwf", "l2", "olora", "joint", "frozen"]
 
 def make(name: str, **options):
     cls = registry.get(name)
-    return cls(cls.options_from(options, name), seed=0, train=TrainConfig())
+    return cls(cls.options_from(options, name), seed=0, train=TrainConfig(), backend=TorchBackend())
 
 
 def records(task: str, n: int) -> tuple[dict, ...]:

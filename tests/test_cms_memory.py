@@ -1,6 +1,6 @@
-"""CMS as a memory (clbench.modeling.cms_memory, strategies/cms.py): the global clock across tasks and a
-resume, the local rule inside the forward pass, test-time updates on and off, refusal of a chunk that
-never completes, Titans' gate."""
+"""CMS as a memory (clbench.modeling.cms_memory, clbench.eval.memory_view, strategies/cms.py): the global
+clock across tasks and a resume, the local rule inside the forward pass, test-time updates on and off,
+refusal of a chunk that never completes, Titans' gate."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from clbench.backends.torch_backend import TorchBackend
 from clbench.config.experiment import TrainConfig
 from clbench.errors import ConfigError
+from clbench.eval.memory_view import TestTimeMemoryView
 from clbench.modeling import cms_memory
 from clbench.results.files import RunFiles
 from clbench.run.one_run import load_checkpoint, save_checkpoint
@@ -189,7 +190,7 @@ def test_evaluation_leaves_every_parameter_bitwise_unchanged_with_test_time_upda
         scores, lm = _micro_probe_rows(s, m, tok, micro_stream, micro_cfg)
         assert all(torch.equal(params[n], p) for n, p in m.named_parameters())
         assert [mm.memory_state()["tokens_seen"] for mm in s.memories] == [st["tokens_seen"] for st in state]
-        assert isinstance(lm, cms_memory.TestTimeMemoryView) == tt
+        assert isinstance(lm, TestTimeMemoryView) == tt
         if tt:
             assert lm.prompt_tokens > 0  # it did learn from the prompts while answering
         assert s.diagnostics()["cms"]["test_time_updates"] is tt

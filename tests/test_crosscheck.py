@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 
+from clbench.backends.torch_backend import TorchBackend
 from clbench.bench.crosscheck import CrossCheckConfig, render_table, run_crosscheck
 from clbench.bench.crosscheck.digits import avalanche_benchmark, load_split_digits
 from clbench.bench.crosscheck.loop import LoopConfig, collate, train_clbench
@@ -126,7 +127,8 @@ class Recording(SFT):
 
 def test_loop_calls_the_runners_hooks_in_the_runners_order(stream):
     exps = stream.experiences[:2]
-    s = Recording(SFT.Options(mode="full"), seed=0, train=TrainConfig(max_grad_norm=0.0))
+    s = Recording(SFT.Options(mode="full"), seed=0, train=TrainConfig(max_grad_norm=0.0),
+                  backend=TorchBackend())
     train_clbench(s, DigitsMLP(hidden=8), exps, LoopConfig(epochs=2, batch_size=64), seed=0)
     steps = [2 * math.ceil(len(e.train) / 64) for e in exps]
     step = ["before_step", "grad_names", "loss", "apply_update"]

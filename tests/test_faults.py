@@ -173,7 +173,7 @@ def test_a_lock_file_removed_by_its_releasing_holder_is_not_taken(tmp_path, monk
     the holder unlinked it and let go, and its flock then succeeds — on a file no longer at the path. It
     must not count that as the lock (a third process would create a new file and take it too): it retries
     on the path's current file, so exactly one holds the lock that is at the path."""
-    from clbench.run import lock
+    from clbench.results import lock
 
     path = tmp_path / lock.LOCK_NAME
     first = lock.try_lock(path)
@@ -201,8 +201,8 @@ def test_a_lock_file_removed_by_its_releasing_holder_is_not_taken(tmp_path, monk
 
 
 def test_a_locked_run_is_skipped_and_left_as_it_is(micro_cfg):
+    from clbench.results.lock import hold
     from clbench.run.grid import run_grid
-    from clbench.run.lock import hold
 
     root = run_dir(Path(micro_cfg.results_dir))
     with hold(root) as held:
@@ -216,8 +216,8 @@ def test_a_locked_run_is_skipped_and_left_as_it_is(micro_cfg):
 
 
 def test_wait_takes_the_lock_once_its_holder_lets_go(tmp_path):
-    from clbench.run.lock import LOCK_NAME, release, try_lock
-    from clbench.run.lock import hold as hold_lock
+    from clbench.results.lock import LOCK_NAME, release, try_lock
+    from clbench.results.lock import hold as hold_lock
 
     fd = try_lock(tmp_path / LOCK_NAME)
     assert fd is not None and try_lock(tmp_path / LOCK_NAME) is None
@@ -233,7 +233,7 @@ def test_wait_takes_the_lock_once_its_holder_lets_go(tmp_path):
 
 
 def test_without_flock_a_lock_of_a_dead_process_on_this_host_is_stale(tmp_path, monkeypatch):
-    from clbench.run import lock
+    from clbench.results import lock
 
     def no_flock(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from clbench.backends.torch_backend import TorchBackend
 from clbench.bench.crosscheck import CrossCheckConfig
 from clbench.bench.crosscheck.digits import load_split_digits
 from clbench.bench.crosscheck.loop import LoopConfig, train_clbench
@@ -97,7 +98,8 @@ def test_clbench_run_matrices_give_the_same_numbers_in_avalanche(name, options):
     model = DigitsMLP(hidden=64)
     b = [accuracy(model, e.test_x, e.test_y) for e in stream.experiences]  # random initialisation
     cls = registry.get(name)
-    strategy = cls(cls.options_from({"mode": "full", **options}, name), seed=0, train=TrainConfig(max_grad_norm=0.0))
+    strategy = cls(cls.options_from({"mode": "full", **options}, name), seed=0,
+                   train=TrainConfig(max_grad_norm=0.0), backend=TorchBackend())
     cfg = CrossCheckConfig()
     R = train_clbench(strategy, model, stream.experiences, LoopConfig(3, cfg.batch_size, cfg.lr, cfg.momentum), 0)
     ava = avalanche_stream_metrics(R, b)

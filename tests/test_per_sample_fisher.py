@@ -3,7 +3,7 @@ loop it replaces, on a microscopic Llama with LoRA and padded Q/A batches."""
 
 import torch
 
-from clbench.backends.torch_lm_loss import causal_lm_sample_losses
+from clbench.modeling.lm_loss import causal_lm_sample_losses
 from clbench.train.penalties import diagonal_fisher, sample_losses
 from clbench.train.per_sample_fisher import linear_sample_fisher
 from tests.test_training_fast_paths import qa_batch, tied_lora_llama

@@ -12,8 +12,8 @@ import pytest
 
 from clbench.errors import ConfigError
 from clbench.results import atomic
+from clbench.results.lock import LOCK_NAME
 from clbench.run.grid import run_grid
-from clbench.run.lock import LOCK_NAME
 from tests.conftest import MICRO_MODEL, MICRO_TRAIN, micro_config
 
 QUIET = {"progress": False, "echo": lambda *a: None}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clbench.backends.torch_lm_loss import causal_lm_loss
 from clbench.config.experiment import TrainConfig
 from clbench.errors import ConfigError
+from clbench.modeling.lm_loss import causal_lm_loss
 from clbench.train import registry
 from clbench.train.surprise import aux_grad, aux_loss
 from tests.nested_helpers import begin, make_with, snapshot, tiny_llama, token_batch, train_step

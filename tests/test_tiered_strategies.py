@@ -11,10 +11,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from clbench.backends.torch_lm_loss import causal_lm_loss
+from clbench.backends.torch_backend import TorchBackend
 from clbench.config.experiment import TrainConfig
 from clbench.data.encoding import Encoded, batch_stream
 from clbench.errors import ConfigError
+from clbench.modeling.lm_loss import causal_lm_loss
 from clbench.train.loop import train_task
 from clbench.train.strategy import TaskView
 from clbench.train.tiers.schedule import active_tiers
@@ -385,7 +386,8 @@ def make_prepared(model, score):
     from clbench.train import registry
 
     cls = registry.get("importance_tiers")
-    s = cls(cls.options_from({"warmup_steps": 1, "score": score}, "importance_tiers"), seed=0, train=TrainConfig())
+    s = cls(cls.options_from({"warmup_steps": 1, "score": score}, "importance_tiers"), seed=0,
+            train=TrainConfig(), backend=TorchBackend())
     s.model = copy.deepcopy(model)
     s.mark_trainable(s.model)
     return s

@@ -9,9 +9,9 @@ import yaml
 
 from clbench.bench import timescales
 from clbench.config.experiment import TrainConfig
+from clbench.config.periods import NEVER
 from clbench.train.step import optimizer_step
 from clbench.train.strategy import TaskView
-from clbench.train.tiers.schedule import NEVER
 from clbench.train.types import UpdateContext
 from tests.nested_helpers import begin, make, snapshot, tiny_llama, token_batch
 

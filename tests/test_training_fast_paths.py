@@ -1,6 +1,6 @@
 """The three ways a torch training step was made cheaper without changing what it computes:
 frozen weights cast once per task under autocast (``clbench.modeling.frozen_cast``), the output layer at
-labelled positions only (``clbench.backends.torch_lm_loss``), and the attention kernel of the step
+labelled positions only (``clbench.modeling.lm_loss``), and the attention kernel of the step
 (``train.attention_kernel``)."""
 
 import json
@@ -11,9 +11,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from clbench.backends.torch_backend import TorchBackend
-from clbench.backends.torch_lm_loss import causal_lm_loss
 from clbench.errors import ConfigError
 from clbench.modeling.frozen_cast import frozen_weights_cast
+from clbench.modeling.lm_loss import causal_lm_loss
 from clbench.modeling.lora import add_lora
 from clbench.run.grid import run_grid
 from clbench.train.types import LossOutput
@@ -210,11 +210,11 @@ def test_its_gradients_are_transformers_gradients():
 
 def test_the_torch_backend_takes_its_lm_loss_from_it(monkeypatch):
     """(sft and every strategy that adds a penalty — ewc, l2, olora, lwf, cms — call ``backend.lm_loss``.)"""
-    from clbench.backends import torch_lm_loss
+    from clbench.modeling import lm_loss
 
     calls = []
-    real = torch_lm_loss.causal_lm_loss
-    monkeypatch.setattr(torch_lm_loss, "causal_lm_loss", lambda m, b: calls.append(1) or real(m, b))
+    real = lm_loss.causal_lm_loss
+    monkeypatch.setattr(lm_loss, "causal_lm_loss", lambda m, b: calls.append(1) or real(m, b))
     model, batch = tied_lora_llama(), qa_batch()
     assert torch.equal(TorchBackend().lm_loss(model, batch), real(model, batch))
     assert calls == [1]

@@ -86,7 +86,7 @@ class Backend:
 
     def seed(self, seed: int) -> None:
         """Seed every generator the run draws from (before ``prepare_model`` and before each task)."""
-        from clbench.run.seeding import seed_everything
+        from clbench.seeding import seed_everything
 
         seed_everything(seed)
 

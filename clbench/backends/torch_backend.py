@@ -293,8 +293,8 @@ class TorchBackend(Backend):
     # --- one step ---------------------------------------------------------------------------------
     def lm_loss(self, model, batch):
         """``model(**batch).loss``, with the output layer at the labelled positions only
-        (``clbench.backends.torch_lm_loss``)."""
-        from clbench.backends.torch_lm_loss import causal_lm_loss
+        (``clbench.modeling.lm_loss``)."""
+        from clbench.modeling.lm_loss import causal_lm_loss
 
         return causal_lm_loss(model, batch)
 

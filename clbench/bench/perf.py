@@ -40,11 +40,12 @@ def _model_and_tokenizer(cfg: ExperimentConfig, stream):
 
 def training_throughput(cfg: ExperimentConfig, stream, steps: int) -> dict:
     """sft (LoRA) tokens/s and ms/step on the stream's second task, after 3 warm-up steps."""
+    from clbench.backends.torch_backend import TorchBackend
     from clbench.train import registry
     from clbench.train.step import optimizer_step
 
     model, tok = _model_and_tokenizer(cfg, stream)
-    strategy = registry.get("sft")(seed=0, train=cfg.train)
+    strategy = registry.get("sft")(seed=0, train=cfg.train, backend=TorchBackend())
     model = strategy.prepare_model(model)
     strategy.mark_trainable(model)
     opt = strategy.backend.make_optimizer(strategy, model, cfg.train)

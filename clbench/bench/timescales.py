@@ -10,7 +10,7 @@ step to beyond the stream, for each mechanism:
   (chunks counted in optimizer steps, so every mechanism shares one P axis);
 * P ∈ {1, 4, 16, 64, one task, the whole stream, ∞}; three tiers spaced geometrically, periods
   ``[1, round(√P), P]``; P = ∞ is ``[1, never, never]``, the limit of that spacing: only the fastest tier
-  learns (``clbench.train.tiers.schedule.NEVER``). ``importance_tiers`` still updates every tier during
+  learns (``clbench.config.periods.NEVER``). ``importance_tiers`` still updates every tier during
   each task's warm-up (its ranking phase), so its P = ∞ is "frozen after the warm-up";
 * every mechanism on the global clock, so a period longer than a task still updates (at global
   multiples of P), and each at the learning rate ``make bench-tune`` chose for it at the default periods
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-from clbench.train.tiers.schedule import NEVER
+from clbench.config.periods import NEVER
 
 ROOT = Path(__file__).resolve().parents[2]
 EMBEDDED_BASE, EMBEDDED_OUT = ROOT / "configs/bench.yaml", ROOT / "configs/bench_timescales.yaml"

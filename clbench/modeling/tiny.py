@@ -32,7 +32,7 @@ from clbench.paths import component, inside
 from clbench.progress import bar
 from clbench.results.files import atomic_write_json, atomic_write_jsonl
 from clbench.results.integrity import folder_sums, intact_build
-from clbench.run.lock import describe, hold
+from clbench.results.lock import describe, hold
 
 PIECE_CHARS = 1 << 16  # the tokenizer trainer reads the stream's text in pieces of at most this many characters
 PRETRAIN_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size",

@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from clbench.config.periods import NEVER
 from clbench.reporting.stats import mean_ci
 from clbench.results.aggregate import Run, task_step_ranges
-from clbench.train.tiers.schedule import NEVER
 
 
 def parse_tiers(diagnostics) -> list[dict] | None:

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from clbench.bench.timescales import MECHANISMS
+from clbench.config.periods import NEVER
 from clbench.reporting.matched import Matched, frontier_labels, verdict
 from clbench.reporting.stats import mean_ci, significant
 from clbench.reporting.tables import MARK, Cell, Table, fmt
 from clbench.results.aggregate import Run
-from clbench.train.tiers.schedule import NEVER
 
 
 @dataclass(frozen=True)

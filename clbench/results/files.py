@@ -19,7 +19,7 @@ Layout of ``<results_dir>/<experiment>/<stream>/<strategy label>/seed_<k>/``::
     train_log.jsonl          all tasks' step logs, concatenated when the run finishes
     tensorboard/             TensorBoard event files: loss, lr, tier updates, drift, probe scores
     DONE                     present only when the run finished
-    LOCK                     held while a clbench process writes the run (``clbench.run.lock``); one left
+    LOCK                     held while a clbench process writes the run (``clbench.results.lock``); one left
                              by a killed process is free to take
     .<file>.clbench-<random>.tmp  a write in progress (``clbench.results.atomic``); removed on resume
 

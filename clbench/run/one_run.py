@@ -4,7 +4,7 @@ A run arrives as a :class:`clbench.run.plan.RunSpec`: its row's config, its stre
 with its probe split), strategy, seed, base model and files, all worked out when the grid was planned.
 Order of work (each result file written atomically, the row file of a task last):
 
-0. take the run's lock (``clbench.run.lock``: another process writing it → skip, or wait), remove
+0. take the run's lock (``clbench.results.lock``: another process writing it → skip, or wait), remove
    temporary files a killed write left behind; a directory holding a different config is refused, a
    finished one skipped (:func:`run_one`; a finished run is only read, without the lock);
 1. load the model (one that does not load leaves nothing behind), write ``config.json`` and
@@ -61,6 +61,7 @@ from clbench.results.files import (
     read_json,
 )
 from clbench.results.integrity import CHECKSUMS, folder_sums, verify_checksums
+from clbench.results.lock import LOCK_NAME, describe, hold, holder
 from clbench.results.loss_check import loss_check
 from clbench.results.metrics import METRICS_VERSION, summarize
 from clbench.results.provenance import provenance
@@ -68,9 +69,8 @@ from clbench.results.tensorboard import open_curves
 from clbench.run.checks import TruncationCount, readable_checkpoint
 from clbench.run.fixed_rows import fixed_row
 from clbench.run.known_subset import ensure_known_subset
-from clbench.run.lock import LOCK_NAME, describe, hold, holder
 from clbench.run.plan import GridEntry, RunSpec, stored_options_match
-from clbench.run.seeding import task_seed
+from clbench.seeding import task_seed
 from clbench.train.loop import train_task
 from clbench.train.types import TaskView
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from clbench.backends.torch_lm_loss import causal_lm_sample_losses
+from clbench.modeling.lm_loss import causal_lm_sample_losses
 
 MAX_BYTES = 512 * 2**20  # per-sample gradients of one mini-batch held at once, at most
 

@@ -70,14 +70,12 @@ class Strategy:
     family: str = "other"  # how reports group it: "nested learning", "baselines" or "references"
     backends: ClassVar[tuple[str, ...]] = ("torch", "mlx")
 
-    def __init__(self, options=None, *, seed: int = 0, train: TrainConfig | None = None, backend=None):
+    def __init__(self, options=None, *, seed: int = 0, train: TrainConfig | None = None, backend):
+        """``backend``: the caller's (``clbench.backends.get_backend``); ``train`` sits below the backends and
+        never picks one itself."""
         self.options = options if options is not None else self.Options()
         self.seed = seed
         self.train = train or TrainConfig()
-        if backend is None:
-            from clbench.backends.torch_backend import TorchBackend
-
-            backend = TorchBackend()
         self.backend = backend
         self.trainable: dict = {}  # name -> parameter, fixed by mark_trainable
 

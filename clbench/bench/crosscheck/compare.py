@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from clbench.backends.torch_backend import TorchBackend
 from clbench.bench.crosscheck.avalanche_side import train_avalanche
 from clbench.bench.crosscheck.digits import SplitDigits, load_split_digits
 from clbench.bench.crosscheck.loop import LoopConfig, train_clbench
@@ -65,7 +66,8 @@ def clbench_strategy(method: str, cfg: CrossCheckConfig, stream: SplitDigits, se
         options |= {"buffer_size": cfg.mem_size, "policy": "balanced", "ratio": 1.0}
     cls = registry.get(CLBENCH_NAME[method])
     return cls(cls.options_from(options, f"crosscheck.{method}"), seed=seed,
-               train=TrainConfig(batch_size=cfg.batch_size, lr=cfg.lr, max_grad_norm=0.0))
+               train=TrainConfig(batch_size=cfg.batch_size, lr=cfg.lr, max_grad_norm=0.0),
+               backend=TorchBackend())
 
 
 @dataclass

@@ -21,7 +21,7 @@ import torch
 
 from clbench.bench.crosscheck.digits import Experience
 from clbench.bench.crosscheck.model import DigitsMLP, accuracy
-from clbench.run.seeding import seed_everything, task_seed
+from clbench.seeding import seed_everything, task_seed
 from clbench.train.step import optimizer_step
 from clbench.train.strategy import Strategy, TaskView
 

@@ -3,8 +3,8 @@
 Nested-learning strategies split parameters into tiers that update at different frequencies. Steps
 count from 1 (the seed's table): tier i is active at step s iff ``s % f_i == 0``, so with frequencies
 [1, 2, 4] step 1 updates tier 0, step 2 tiers 0-1, step 4 all three, and 20 steps give [20, 10, 5].
-A period may also be ``"never"`` (:data:`NEVER`): the tier is never active — the limit of a period
-longer than any stream, i.e. frozen (the timescale sweep's P = ∞, ``clbench.bench.timescales``).
+A period may also be ``"never"`` (``clbench.config.periods.NEVER``): the tier is never active — the limit
+of a period longer than any stream, i.e. frozen (the timescale sweep's P = ∞, ``clbench.bench.timescales``).
 
 Tier maps are ``{parameter name: tier}``. A parameter whose name shows no layer index cannot be placed
 by depth; it goes to the *slowest* tier with a warning naming it (seed 002, fix 3: the earlier default,
@@ -18,8 +18,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
-NEVER = "never"  # a tier period: the tier never updates (P = ∞)
-Period = int | Literal["never"]  # the type of a tier frequency / chunk size in strategy options
+from clbench.config.periods import NEVER, Period
 
 LAYER_PATTERN = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)(?:\.|$)")
 # peft names a LoRA tensor ``<module>.lora_A.<adapter>.weight``; mlx-lm ``<module>.lora_a``

@@ -16,7 +16,7 @@ what happened:
   gradients off before the forward pass, so it counts the global step itself — the trained tasks
   finished × ``steps_per_task`` + the task step, what the runner counts — and :meth:`start_update`
   checks it against the runner's;
-* periods of ``"never"`` (``clbench.train.tiers.schedule.NEVER``): such a tier is never active, and its
+* periods of ``"never"`` (``clbench.config.periods.NEVER``): such a tier is never active, and its
   gradient is not even computed (also under ``accumulate``: a chunk that never closes sums nothing);
 * per step, which tensors updated (the backend also stores its squared gradient norms), per task the
   update counts, over tasks their totals — and from these the diagnostics, checkpoint metadata and the

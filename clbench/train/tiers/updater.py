@@ -63,10 +63,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from clbench.config.options import opt
+from clbench.config.periods import Period
 from clbench.errors import ConfigError
 from clbench.modeling.lora import LoraOptions
 from clbench.train.strategy import Strategy
-from clbench.train.tiers.schedule import Period, check_frequencies, tier_members
+from clbench.train.tiers.schedule import check_frequencies, tier_members
 from clbench.train.tiers.state import TierHooks, TierState
 from clbench.train.types import UpdateContext
 

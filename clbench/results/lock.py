@@ -1,5 +1,8 @@
 """One writer per run directory: a lock file that a second ``clbench run`` finds held, and skips.
 
+(The embedded base model's cache build takes the same lock, ``clbench.modeling.tiny``: it sits here, with
+the atomic writes, below the models.)
+
 :func:`hold` takes ``<dir>/LOCK`` for the block. The file records who holds it (process id, host,
 start time in UTC), so the process that finds it held can say who. The lock itself is
 ``fcntl.flock`` on that file: the kernel drops it when the holder exits however it exits (``kill -9``
