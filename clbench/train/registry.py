@@ -83,14 +83,12 @@ def names() -> list[str]:
 def get(name: str) -> type:
     """The class registered as ``name``; unknown names list the known ones."""
     _load_all()
-    try:
+    if name in _STRATEGIES:
         return _STRATEGIES[name]
-    except KeyError:
-        if name in _PLUGINS:
-            raise ConfigError("strategy", f"{name!r} is a plugin, not a strategy: add it to one, e.g. "
-                              f"{{name: sft, label: {name}, with: [{name}]}}", _STRATEGIES) from None
-        raise ConfigError("strategy", f"unknown strategy {name!r}{did_you_mean(name, _STRATEGIES)}",
-                          _STRATEGIES) from None
+    if name in _PLUGINS:
+        raise ConfigError("strategy", f"{name!r} is a plugin, not a strategy: add it to one, e.g. "
+                          f"{{name: sft, label: {name}, with: [{name}]}}", _STRATEGIES)
+    raise ConfigError("strategy", f"unknown strategy {name!r}{did_you_mean(name, _STRATEGIES)}", _STRATEGIES)
 
 
 def plugin_names() -> list[str]:

@@ -44,15 +44,22 @@ def draw(records: Sequence[dict], n: int, seed: str) -> list[dict]:
     return out
 
 
-class ReservoirBuffer:
-    """Reservoir sampling over all records added, across tasks."""
-
-    policy = "reservoir"
+class _Buffer:
+    """What every buffer policy shares: a capacity (records kept at most) and the seed of its draws."""
 
     def __init__(self, capacity: int, seed: int = 0):
         if capacity < 0:
             raise ValueError(f"buffer capacity must be >= 0, got {capacity}")
         self.capacity, self.seed = capacity, seed
+
+
+class ReservoirBuffer(_Buffer):
+    """Reservoir sampling over all records added, across tasks."""
+
+    policy = "reservoir"
+
+    def __init__(self, capacity: int, seed: int = 0):
+        super().__init__(capacity, seed)
         self.items: list[tuple[str, dict]] = []  # (task name, record)
         self.seen = 0
         self.tasks: list[str] = []
@@ -93,15 +100,13 @@ class ReservoirBuffer:
         self.items = [(t, r) for t, r in state["items"]]
 
 
-class BalancedBuffer:
+class BalancedBuffer(_Buffer):
     """An equal share of the capacity per task, each share a uniform random subset of that task."""
 
     policy = "balanced"
 
     def __init__(self, capacity: int, seed: int = 0):
-        if capacity < 0:
-            raise ValueError(f"buffer capacity must be >= 0, got {capacity}")
-        self.capacity, self.seed = capacity, seed
+        super().__init__(capacity, seed)
         self.groups: dict[str, list[dict]] = {}  # task name -> records, in random order
 
     @property
