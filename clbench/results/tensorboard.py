@@ -31,10 +31,11 @@ from pathlib import Path
 
 from clbench.errors import ConfigError
 
-# Flush the event file every this many steps while a task trains. The writer's own flush comes every
-# 120 s (torch's SummaryWriter default), too late to watch a task; a flush hands a few hundred bytes of
-# queued events to the file (no fsync), nothing beside a training step, so 10 steps keeps the curve
-# close behind the training at no measurable cost.
+# Flush the event file every this many steps while a task trains. On a local disk the writer's thread
+# appends each queued event to the file within moments anyway; a flush waits until it has (so a reader
+# sees every step up to this one), and on a filesystem that cannot append (a cloud bucket) it is what
+# writes the file at all, beside the writer's own timer (120 s, torch's SummaryWriter default: too late
+# to watch a task). It moves a few hundred bytes (no fsync), nothing beside 10 training steps.
 FLUSH_EVERY_STEPS = 10
 
 STEP_FIELDS = {"loss": "train/loss", "lr": "train/lr", "updated_elements": "train/updated_elements",

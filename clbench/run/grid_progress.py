@@ -173,10 +173,12 @@ def _stderr(line: str) -> None:
 
 class GridWatch:
     """The parent's side: polls the progress files of the unfinished runs of ``jobs``
-    (``clbench.run.executors.Job``) and prints the grid's status at most every ``every`` seconds."""
+    (``clbench.run.executors.Job``) and prints the grid's status at most every ``every`` seconds
+    (:data:`STATUS_SECONDS` if not given)."""
 
-    def __init__(self, jobs: list, workers: int, write=_stderr, every: float = STATUS_SECONDS):
-        self.jobs, self.workers, self.write, self.every = jobs, workers, write, every
+    def __init__(self, jobs: list, workers: int, write=_stderr, every: float | None = None):
+        self.jobs, self.workers, self.write = jobs, workers, write
+        self.every = STATUS_SECONDS if every is None else every
         self.since = time.time()
         self.printed = float("-inf")
         self.done: set[int] = set()
@@ -203,7 +205,7 @@ class GridWatch:
         return status_line(len(self.done), len(self.jobs), running, eta)
 
     def tick(self) -> None:
-        """Print the status if :data:`STATUS_SECONDS` have passed since the last."""
+        """Print the status if ``every`` seconds have passed since the last."""
         if time.monotonic() - self.printed >= self.every:
             self.poll()
             self.write(self.line())
