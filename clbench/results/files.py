@@ -19,6 +19,8 @@ Layout of ``<results_dir>/<experiment>/<stream>/<strategy label>/seed_<k>/``::
     train_log.jsonl          all tasks' step logs, concatenated when the run finishes
     tensorboard/             TensorBoard event files: loss, lr, tier updates, drift, probe scores
     DONE                     present only when the run finished
+    progress.json            where the run is (task, step, what is left), while a clbench process writes it;
+                             removed when the run finishes (``clbench.run.grid_progress``)
     LOCK                     held while a clbench process writes the run (``clbench.results.lock``); one left
                              by a killed process is free to take
     .<file>.clbench-<random>.tmp  a write in progress (``clbench.results.atomic``); removed on resume
@@ -105,6 +107,7 @@ class RunFiles:
     metrics = property(lambda self: self.root / "metrics.json")
     train_log = property(lambda self: self.root / "train_log.jsonl")
     done = property(lambda self: self.root / "DONE")
+    progress = property(lambda self: self.root / "progress.json")
 
     def after(self, t: int) -> Path:
         return self.root / "eval" / f"after_{t}.json"

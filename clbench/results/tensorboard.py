@@ -3,8 +3,11 @@
 Written through ``torch.utils.tensorboard`` (it ships with torch; its one requirement, the
 ``tensorboard`` package, is a dependency of clbench — and of avalanche-lib already — and is what reads
 the files anyway, so no second writer library is needed; tensorboardX would add a package to do the
-same). One writer per run, in ``<run>/tensorboard/``, flushed after every task, so curves of a long
-run appear while it trains; a resumed run appends a new event file for the tasks it still trains.
+same). One writer per run, in ``<run>/tensorboard/``. Each step's scalars are written as the step ends
+(the train loop's ``on_step``, :meth:`RunCurves.step`) and flushed every :data:`FLUSH_EVERY_STEPS` steps
+and after every task, so the loss curve of a task in training is on disk at most that many steps behind.
+A resumed run appends a new event file for the tasks it still trains; a task killed part-way has the
+steps it had flushed in the old file, and all of its steps again in the new one (TensorBoard shows both).
 
 Tags (x axis: the run's global optimizer step):
 
@@ -27,6 +30,13 @@ import math
 from pathlib import Path
 
 from clbench.errors import ConfigError
+
+# Flush the event file every this many steps while a task trains. On a local disk the writer's thread
+# appends each queued event to the file within moments anyway; a flush waits until it has (so a reader
+# sees every step up to this one), and on a filesystem that cannot append (a cloud bucket) it is what
+# writes the file at all, beside the writer's own timer (120 s, torch's SummaryWriter default: too late
+# to watch a task). It moves a few hundred bytes (no fsync), nothing beside 10 training steps.
+FLUSH_EVERY_STEPS = 10
 
 STEP_FIELDS = {"loss": "train/loss", "lr": "train/lr", "updated_elements": "train/updated_elements",
                "step_time": "train/step_time", "tokens": "train/tokens"}
@@ -84,6 +94,7 @@ class RunCurves:
         self.factories = factories
         self.writers: list = []
         self.n_tiers = 0
+        self.streamed_to = 0  # the last global step whose step scalars :meth:`step` wrote
 
     def _write(self, scalars: dict[str, float], step: int) -> None:
         if self.factories and not self.writers:
@@ -96,18 +107,31 @@ class RunCurves:
         self._write(task_scalars(scores, {}), step)
         self.flush()
 
+    def step(self, rec: dict) -> None:
+        """One step as it ends (a step-log record): its scalars, flushed every :data:`FLUSH_EVERY_STEPS`
+        steps of the task."""
+        if not self.factories:
+            return
+        self._write(step_scalars(rec), int(rec["global_step"]))
+        self.streamed_to = int(rec["global_step"])
+        if int(rec["step"]) % FLUSH_EVERY_STEPS == 0:
+            self.flush()
+
     def task(self, log: list[dict], scores: dict, diagnostics: dict, global_step: int) -> None:
-        """One finished task: its step log, then the probe scores and diagnostics at its last step."""
+        """One finished task: the step scalars :meth:`step` did not write already and each step's tier
+        updates (their number is known from the diagnostics now), then the probe scores and diagnostics
+        at its last step."""
         if not self.factories:
             return
         self.n_tiers = max(self.n_tiers, len(tier_list(diagnostics)))
         for rec in log:
-            scalars = step_scalars(rec)
+            scalars = step_scalars(rec) if int(rec["global_step"]) > self.streamed_to else {}
             active = rec.get("active_tiers")
             if isinstance(active, list):
                 for k in range(max(self.n_tiers, max(active, default=-1) + 1)):
                     scalars[f"tiers/tier_{k}_updated"] = float(k in active)
-            self._write(scalars, int(rec["global_step"]))
+            if scalars:
+                self._write(scalars, int(rec["global_step"]))
         self._write(task_scalars(scores, diagnostics), global_step)
         self.flush()
 

@@ -13,22 +13,28 @@ whether the next attempt happens here or on another node.
   (``max_retries=1, retry_exceptions=True``; the retry resumes the run directory), then reported; the
   other runs go on. The workers write into the run directories themselves, so ``results_dir`` (and the
   base model: ``model.path`` or ``cache_dir``) must be a path every node sees, e.g. a shared filesystem.
-  The driver shows one progress bar for the grid and, at the end, every failure with its run directory.
+  The driver shows, at the end, every failure with its run directory.
+
+With more than one run at a time (a pool, Ray), the parent prints a status line every few seconds: the
+runs done, each running run's task and step, and an ETA from the step and evaluation times measured so
+far (``clbench.run.grid_progress``; the workers report through a file in their run directories). In
+this process (``jobs: 1``) tqdm's bars show the run's steps instead. ``progress=False`` (``--quiet``)
+prints neither.
 """
 
 from __future__ import annotations
 
 import os
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
 from clbench.config.experiment import ExperimentConfig
 from clbench.errors import ConfigError
-from clbench.progress import bar
 from clbench.results.files import RunFiles
+from clbench.run.grid_progress import POLL_SECONDS, GridWatch
 from clbench.run.plan import RunSpec
 
 
@@ -88,14 +94,22 @@ class LocalExecutor:
             return [out[i] for i in range(len(jobs))]
         threads = jobs[0].spec.cfg.train.threads if jobs else 0
         threads = threads or max(1, (os.cpu_count() or 1) // self.jobs)
+        watch = GridWatch(jobs, self.jobs) if progress else None
         with ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn")) as pool:
             futures = {pool.submit(_pool_worker, job, threads): i for i, job in enumerate(jobs)}
+            pending = set(futures)
             try:
-                for fut in bar(as_completed(futures), desc="runs", total=len(futures), enabled=progress):
-                    i = futures[fut]
-                    path, status = fut.result()
-                    out[i] = Outcome(jobs[i], path, status)
-                    echo(f"    {jobs[i].title}: {status}: {path}")
+                while pending:
+                    ended, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                    for fut in sorted(ended, key=futures.get):
+                        i = futures[fut]
+                        path, status = fut.result()
+                        out[i] = Outcome(jobs[i], path, status)
+                        echo(f"    {jobs[i].title}: {status}: {path}")
+                        if watch:
+                            watch.finished(i)
+                    if watch and pending:
+                        watch.tick()
             except BaseException:
                 pool.shutdown(cancel_futures=True)
                 raise
@@ -144,6 +158,14 @@ class RayExecutor:
             raise ConfigError("executor.address", f"no Ray cluster at {self.address!r} ({exc}); start one with "
                               "`ray start --head`, or leave the address empty for a local Ray") from None
 
+    def _slots(self) -> int:
+        """How many runs the cluster holds at once (its CPUs and GPUs over what one run asks)."""
+        import ray
+
+        have = ray.cluster_resources()
+        slots = [have.get(kind, 0) / need for kind, need in (("CPU", self.num_cpus), ("GPU", self.num_gpus)) if need]
+        return max(1, int(min(slots, default=1)))
+
     def run(self, jobs: list[Job], progress: bool = True, echo=print) -> list[Outcome]:
         import ray
 
@@ -156,17 +178,21 @@ class RayExecutor:
                 for i, job in enumerate(sent)}
         out: dict[int, Outcome] = {}
         pending = list(refs)
-        with bar(desc="runs", total=len(pending), enabled=progress) as progress_bar:
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
-                i = refs[ready[0]]
+        watch = GridWatch(sent, self._slots()) if progress else None
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=POLL_SECONDS)
+            for ref in ready:
+                i = refs[ref]
                 try:
-                    path, status = ray.get(ready[0])
+                    path, status = ray.get(ref)
                     out[i] = Outcome(jobs[i], Path(path), status)
                 except ray.exceptions.RayError as exc:  # failed on its retry too: report it, the rest go on
                     out[i] = Outcome(jobs[i], sent[i].path, "failed", _failure_text(exc))
                 echo(f"    {jobs[i].title}: {out[i].status}: {out[i].path}")
-                progress_bar.update(1)
+                if watch:
+                    watch.finished(i)
+            if watch and pending:
+                watch.tick()
         failed = [o for o in out.values() if o.status == "failed"]
         if failed:
             echo(f"clbench: {len(failed)} of {len(jobs)} runs failed after {self.retries} retr"

@@ -24,6 +24,10 @@ A killed run restarts at step 3 with the first task that has no row: the adapter
 of the last finished task are loaded, and every task re-seeds from ``(seed, task index)``, so a resumed
 run produces the same numbers as an uninterrupted one.
 
+While this process writes the run, ``progress.json`` says where it is (task, step, what is left) for a
+parent that runs it in another process (``clbench.run.grid_progress``); it is removed before step 4, so a
+finished run directory is the same however it ran.
+
 This order is written once, in :func:`run_one` and :func:`_write_run`, for every backend. What depends on the array library
 — loading the model, the reference model, the probe view, the optimizer and its saved state, the
 adapter file — is the run's backend (``clbench.backends.base.Backend``), and one task's training is
@@ -68,6 +72,7 @@ from clbench.results.provenance import provenance
 from clbench.results.tensorboard import open_curves
 from clbench.run.checks import TruncationCount, readable_checkpoint
 from clbench.run.fixed_rows import fixed_row
+from clbench.run.grid_progress import RunProgress
 from clbench.run.known_subset import ensure_known_subset
 from clbench.run.plan import GridEntry, RunSpec, stored_options_match
 from clbench.seeding import task_seed
@@ -201,12 +206,17 @@ def _written_before(spec: RunSpec, record: dict) -> bool:
 def _write_run(spec: RunSpec, record: dict, progress: bool) -> str:
     """Steps 1-4 of the module docstring, once this process holds the run's lock."""
     run = _Run(spec, record, progress)  # 1. the model loaded, config.json and provenance.json written
-    run.fixed_rows()  # 2. the reference and base rows
-    run.set_strategy()  # the run's strategy, on the model
-    start = run.restore()  # resumed after the last finished task
-    for t in range(start, len(run.stream.tasks)):
-        run.task(t)  # 3. train, checkpoint, evaluate, write the row
-    run.curves.close()
+    try:
+        run.fixed_rows()  # 2. the reference and base rows
+        run.set_strategy()  # the run's strategy, on the model
+        start = run.restore()  # resumed after the last finished task
+        strategy = run.strategy
+        run.live.begin(start, strategy.trains, evaluates=strategy.trains or not strategy.scores_as_base)
+        for t in range(start, len(run.stream.tasks)):
+            run.task(t)  # 3. train, checkpoint, evaluate, write the row
+        run.curves.close()
+    finally:
+        run.live.close()  # progress.json: only while the run is written (a kill leaves it, the next attempt rewrites it)
     finalize(spec.files, run.stream, len(run.stream.tasks), run.strategy.trainable_parameters)  # 4.
     return "resumed" if start > 0 else "done"
 
@@ -240,6 +250,8 @@ class _Run:
                                                                     batch_size=cfg.eval.batch_size) as lm:
             self.kl = KLFromBase(kl_texts(self.stream), lm)
         self.curves = open_curves(cfg.log, files.root, record)  # TensorBoard (and W&B if asked)
+        # where the run is, for a parent that runs it in another process (clbench.run.grid_progress)
+        self.live = RunProgress(files.progress, [t.pretrained for t in self.stream.tasks], cfg.train.steps_per_task)
 
     def evaluate(self, model, desc: str, wrap=lambda view: view, keep=(), kl: bool = False) -> dict:
         """A row: every probe suite of the stream on ``model`` (through the strategy's ``wrap``); with ``kl``,
@@ -299,6 +311,11 @@ class _Run:
                 ops.load_optimizer_state(self.optimizer, state["optimizer"], strategy)
         return start
 
+    def step_ended(self, rec: dict) -> None:
+        """A training step's log record, as the step ends: its curve scalars and the run's progress."""
+        self.curves.step(rec)
+        self.live.step_done(rec["step"])
+
     def frozen_cast(self):
         """Frozen weights in the compute dtype for one phase (mixed precision), not what the strategy trains."""
         return self.ops.frozen_cast(self.model, self.strategy.trainable.values())
@@ -311,6 +328,7 @@ class _Run:
             strategy.observe_pretrained(view)
             atomic_write_json(files.after(t), {**self.base, "pretrained": True, "train_seconds": 0.0, "tokens": 0,
                                                "updated_elements": 0, "diagnostics": {}})
+            self.live.task_done(t, 0.0, 0, None)
             return
         log, train_seconds = self.train(view)
         atomic_write_jsonl(files.task_log(t), log)
@@ -321,6 +339,7 @@ class _Run:
                          "seed": self.spec.seed, **self.ops.checkpoint_meta, "diagnostics": diagnostics},
                         self.ops, kept)
         fault_point(f"after_checkpoint:{t}")
+        self.live.evaluating(t)
         if strategy.scores_as_base and not strategy.trains:  # it evaluates the base model, unchanged: the base row
             row, extra = copied_row(files, "base", self.stream), {"copied_from": "base"}
             if self.kl.unchanged() is not None:
@@ -336,6 +355,7 @@ class _Run:
                                   "updated_elements": sum(r["updated_elements"] for r in log),
                                   "final_loss": log[-1]["loss"] if log else None, "diagnostics": diagnostics,
                                   "truncated_records": self.cut.count(t, view.name)})
+        self.live.task_done(t, train_seconds, len(log), None if "copied_from" in extra else row["seconds"])
         self.curves.task(log, row["scores"], diagnostics, self.global_step if strategy.trains else t)
 
     def train(self, view: TaskView) -> tuple[list[dict], float]:
@@ -349,9 +369,10 @@ class _Run:
         if strategy.trains:
             if self.optimizer is None or cfg.train.reset_optimizer:
                 self.optimizer = ops.make_optimizer(strategy, self.model, cfg.train)
+            self.live.training(view.index)
             with self.frozen_cast():
                 log = train_task(self.model, self.tok, strategy, view, self.optimizer, cfg.train, seed,
-                                 self.global_step, self.progress)
+                                 self.global_step, self.progress, on_step=self.step_ended)
             self.global_step += cfg.train.steps_per_task
         train_seconds = time.perf_counter() - t0
         with ops.training_compute(), self.frozen_cast():

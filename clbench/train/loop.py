@@ -1,7 +1,8 @@
 """Where a strategy hooks into training: the step loop of one task, the same on every backend.
 
 The loop owns the counters, the batches (the strategy's training records, encoded, in the task seed's
-order), the learning-rate schedule and the per-step log; each step is
+order), the learning-rate schedule and the per-step log (handed, record by record, to the caller's
+``on_step`` as each step ends: the runner streams curves and progress from it); each step is
 :func:`clbench.train.step.optimizer_step`, which calls the strategy's ``before_step``, ``grad_names``,
 ``loss`` and ``apply_update``. The backend (``strategy.backend``) computes gradients and applies them.
 """
@@ -29,8 +30,11 @@ def task_batches(tokenizer, strategy, task: TaskView, cfg: TrainConfig, seed: in
 
 
 def train_task(model, tokenizer, strategy: Strategy, task: TaskView, optimizer, cfg: TrainConfig, seed: int,
-               global_step: int, progress: bool = True) -> list[dict]:
-    """Run ``cfg.steps_per_task`` optimizer steps on ``task``; return the per-step log records."""
+               global_step: int, progress: bool = True, on_step=None) -> list[dict]:
+    """Run ``cfg.steps_per_task`` optimizer steps on ``task``; return the per-step log records.
+
+    ``on_step(record)``, if given, sees each step's log record as the step ends. It is side output only
+    (curves, progress): it must not touch the model, the optimizer or the random state."""
     batches = task_batches(tokenizer, strategy, task, cfg, seed)
     schedule = strategy.backend.make_schedule(optimizer, cfg)
     model.train()
@@ -46,6 +50,8 @@ def train_task(model, tokenizer, strategy: Strategy, task: TaskView, optimizer, 
         log.append({"task": task.index, "step": step, "global_step": global_step + step, "loss": r.loss, "lr": r.lr,
                     "step_time": time.perf_counter() - t0, "tokens": r.tokens, "updated_elements": r.updated,
                     **r.logs, **strategy.step_log()})
+        if on_step is not None:
+            on_step(log[-1])
         if progress and step % 10 == 0:
             steps.set_postfix(loss=f"{r.loss:.3f}")
     return log
