@@ -274,7 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", parents=[common],
                          help="tables (Markdown + LaTeX), figures (PDF + PNG) and an index from stored "
                               "results (never retrains)")
-    rep.add_argument("results", nargs="+", help="results directories (any level: experiment, stream, run)")
+    rep.add_argument("results", nargs="+",
+                     help="results directories (any level: experiment, stream, run); a strategy label that two "
+                          "of them ran with the same seed is compared, shown once per folder as 'LABEL [TAG]' "
+                          "(TAG: the shortest trailing part of the folder's path that no other given folder "
+                          "ends with), and a reference shown so is the first given folder's row")
     rep.add_argument("-o", "--output", required=True, help="report directory")
     rep.add_argument("--suite", help="probe suite (default: the stream's primary)")
     rep.add_argument("--reference", default="sft", help="strategy label the significance marks compare with")

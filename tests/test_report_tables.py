@@ -260,9 +260,10 @@ def test_groups_that_mix_experiments_are_refused(tmp_path):
     make_run(tmp_path / "b", "sft", 1, SFT[1], train={"lr": 0.5})
     with pytest.raises(ConfigError, match=r"differ in more than the seed \(train.lr: 0.01 vs 0.5"):
         build_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", figures=False)
-    make_run(tmp_path / "c", "sft", 0, SFT[0])
+    make_run(tmp_path / "a" / "again", "sft", 0, SFT[0])  # one folder holding a seed twice: refused
     with pytest.raises(ConfigError, match="seed 0 of 'sft' on 'toy' is stored twice"):
-        build_report([tmp_path / "a", tmp_path / "c"], tmp_path / "out", figures=False)
+        build_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", figures=False)
+    # two folders that both hold it are compared instead (tests/test_report_folders.py)
 
 
 def test_unknown_suite_names_the_file_and_the_allowed_suites(results, tmp_path):

@@ -42,7 +42,16 @@ from clbench.reporting.stats import mean_ci, pareto_optimal
 from clbench.reporting.tables import FLAG_KEY, Column, Table, build_table, to_latex, to_markdown, unit_scale
 from clbench.reporting.timescales import timescale_report, write_timescale_figure
 from clbench.reporting.tuning import tuning_records, tuning_table
-from clbench.results.aggregate import COST, METRICS, Run, group_runs, load_inventory, load_runs, seed_values
+from clbench.results.aggregate import (
+    COST,
+    METRICS,
+    Run,
+    folder_tags,
+    group_runs,
+    load_inventory,
+    load_runs,
+    seed_values,
+)
 from clbench.results.atomic import remove_leftovers
 from clbench.results.breakdown import KNOWN_SUFFIX
 from clbench.results.files import atomic_write_bytes, safe_label
@@ -60,6 +69,7 @@ class StreamReport:
     tables: list[tuple[Table, str, str]]  # table, Markdown path, LaTeX path (relative to the report folder)
     figures: list[FigureFile]
     notes: tuple[str, ...] = ()  # tables/notes.md and notes.tex (relative to the report folder)
+    reference: str = REFERENCE  # the row the marks compare with (``compared_reference``)
 
 
 def _decimals(values: dict, key: str) -> int:
@@ -249,7 +259,16 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
                            numbers["matched"]["frontier"]) if figures else [])
     sweep_figure = write_timescale_figure(out_dir, f"{folder}/figures", points, span, suite) if figures else None
     drawn += [f for f in (sweep_figure, kl_drawn) if f is not None]
-    return StreamReport(stream, folder, suite, groups, tables, drawn, tuple(notes))
+    return StreamReport(stream, folder, suite, groups, tables, drawn, tuple(notes), reference)
+
+
+def compared_reference(groups: dict[str, list[Run]], reference: str, folders: list[str]) -> str:
+    """The reference row of one stream: ``reference`` itself, or — when two folders both ran it and it is
+    shown once per folder (``clbench.results.aggregate.mark_folders``) — the first given folder's row,
+    ``<reference> [<tag>]`` (the marks, the matched-learning frontier and the captions then use that)."""
+    if reference in groups:
+        return reference
+    return next((f"{reference} [{tag}]" for tag in folders if f"{reference} [{tag}]" in groups), reference)
 
 
 def build_report(paths, out_dir: Path, suite: str | None = None, reference: str = REFERENCE,
@@ -274,8 +293,10 @@ def build_report(paths, out_dir: Path, suite: str | None = None, reference: str 
         print(f"clbench: left out of the report: {line}", file=sys.stderr)
     groups = group_runs(load_runs(paths, inventory))
     streams = sorted({s for s, _ in groups})
-    reports = [stream_report(out_dir, s, {lab: runs for (st, lab), runs in groups.items() if st == s}, suite,
-                             reference, figures) for s in streams]
+    tags = list(folder_tags(paths).values())
+    per_stream = {s: {lab: runs for (st, lab), runs in groups.items() if st == s} for s in streams}
+    reports = [stream_report(out_dir, s, per_stream[s], suite, compared_reference(per_stream[s], reference, tags),
+                             figures) for s in streams]
     readme = write_readme(out_dir, paths, reports, reference, left_out)
     write_html(out_dir, paths, reports, reference, left_out)
     written = ["README.md", "index.html"]

@@ -164,8 +164,15 @@ def index_blocks(paths, reports, reference: str, left_out=()) -> list:
              f"a column wraps), each figure as PDF (vector) and PNG. Significance marks compare "
              f"with `{reference}` on matching seeds."),
     ]
+    if any(r.tagged for r in runs):
+        chosen = "; ".join(f"`{rep.reference}` on `{rep.stream}`" for rep in reports if rep.reference != reference)
+        blocks.append(Para("Two or more of the given folders ran the same strategy label with the same seed: such a "
+                           "label is shown once per folder, `<label> [<folder>]`, the folder named by the shortest "
+                           "trailing part of its path that no other given folder ends with."
+                           + (f" The marks then compare with the first given folder's row: {chosen}." if chosen
+                              else "")))
     for rep in reports:
-        blocks += stream_blocks(rep, reference)
+        blocks += stream_blocks(rep, rep.reference)
     blocks += checks_blocks(runs, left_out)
     blocks += software_blocks(runs)
     blocks += [Heading(2, "Metric definitions (from clbench/results/metrics.py)"), Pre(_docstring_body(metrics)),

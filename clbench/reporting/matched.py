@@ -56,11 +56,15 @@ def _strip(config: dict) -> dict:
 
 
 def frontier_labels(groups: Mapping[str, list[Run]], reference: str) -> list[str]:
-    """The reference label and every label whose runs differ from it only in :data:`VARIED`."""
+    """The reference label and every label whose runs differ from it only in :data:`VARIED`; when the
+    reference is one folder's row of a comparison (``sft [before]``, ``clbench.results.aggregate.mark_folders``),
+    only that folder's labels: the other folder's ``sft`` is compared with the frontier, not part of it."""
     if reference not in groups:
         return []
-    ref = _strip(groups[reference][0].config)
-    return [lab for lab, runs in groups.items() if lab == reference or _strip(runs[0].config) == ref]
+    first = groups[reference][0]
+    ref = _strip(first.config)
+    return [lab for lab, runs in groups.items() if lab == reference or (
+        _strip(runs[0].config) == ref and (not first.tagged or runs[0].folder == first.folder))]
 
 
 def efficient_frontier(groups: Mapping[str, list[Run]], suite: str, labels: Sequence[str]

@@ -26,7 +26,7 @@ def order_numbers(groups: dict[str, list[Run]], suite: str) -> dict:
     by_label: dict[str, dict[str, list[Run]]] = {}
     for runs in groups.values():
         for run in runs:
-            by_label.setdefault(run.config["strategy"]["label"], {}).setdefault(order_name(run), []).append(run)
+            by_label.setdefault(run.strategy_label, {}).setdefault(order_name(run), []).append(run)
     out = {}
     for label, orders in sorted(by_label.items()):
         if len(orders) < 2:

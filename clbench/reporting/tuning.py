@@ -25,7 +25,7 @@ def tuning_records(groups: dict[str, list[Run]]) -> dict[str, dict]:
     for runs in groups.values():
         for run in runs:
             path = label_dir(run) / "tuning.json"
-            label = run.config["strategy"]["label"]
+            label = run.strategy_label
             if label not in out and path.exists():
                 out[label] = read_json(path)
     return dict(sorted(out.items()))

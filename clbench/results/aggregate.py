@@ -7,14 +7,18 @@ number in a table can be traced back to the files (and, from there, to per-item 
 
 Runs are grouped by stream × strategy label (a label names one strategy with one set of options).
 Seeds are what a group averages over, so a group whose runs differ in anything but the seed, or that
-holds one seed twice, is refused: averaging them would silently mix experiments.
+holds one seed twice, is refused: averaging them would silently mix experiments. Two results folders
+given together that both hold a label's seed (before and after a change, two machines) are compared,
+not refused: each of those labels is shown once per folder, as ``<label> [<folder tag>]``
+(:func:`folder_tags`, :func:`mark_folders`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from pathlib import Path
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePath
 
 import pandas as pd
 
@@ -41,6 +45,8 @@ class Run:
     metrics: dict
     rows: tuple[dict, ...]  # eval/after_<t>.json for every task (scores, cost, strategy diagnostics)
     log: tuple[dict, ...]  # train_log.jsonl: one record per optimizer step
+    folder: str = ""  # the tag of the given results folder it was found under, when several were given
+    tagged: bool = False  # its label shares a seed with another folder's: the label carries the folder tag
 
     @property
     def stream(self) -> str:
@@ -49,10 +55,18 @@ class Run:
     @property
     def label(self) -> str:
         """The strategy label, plus `` @<order>`` for a task order other than the stream file's
-        (``clbench.run.orders``): each order is its own row; ``clbench.reporting.orders`` averages them."""
+        (``clbench.run.orders``): each order is its own row; ``clbench.reporting.orders`` averages them.
+        Then `` [<folder tag>]`` when the run is compared with another folder's (:func:`mark_folders`)."""
         order = self.config.get("order")
         label = self.config["strategy"]["label"]
-        return f"{label} @{order['name']}" if order else label
+        label = f"{label} @{order['name']}" if order else label
+        return f"{label} [{self.folder}]" if self.tagged else label
+
+    @property
+    def strategy_label(self) -> str:
+        """The strategy label without the task order, with the folder tag when :attr:`label` has it."""
+        label = self.config["strategy"]["label"]
+        return f"{label} [{self.folder}]" if self.tagged else label
 
     @property
     def seed(self) -> int:
@@ -97,13 +111,60 @@ def load_inventory(paths) -> Inventory:
 
 def load_runs(paths, inv: Inventory | None = None) -> list[Run]:
     """Every readable finished run under ``paths`` (directories with ``DONE``), in path order; an
-    error if there is none (``inv``: the inventory of ``paths`` if already taken)."""
+    error if there is none (``inv``: the inventory of ``paths`` if already taken). With several
+    folders, each run knows its folder's tag, and carries it in its label where :func:`mark_folders` says."""
     paths = path_list(paths)
     inv = inv if inv is not None else load_inventory(paths)
     if not inv.runs:
         raise ConfigError(", ".join(map(str, paths)), "no finished runs (directories with DONE) found"
                           + "".join(f"\n  {line}" for line in inv.left_out))
-    return inv.runs
+    return mark_folders(inv.runs, paths)
+
+
+def _distinct_folders(paths) -> list[str]:
+    """The given folders as absolute paths (not resolving links), each once, in the order given."""
+    return list(dict.fromkeys(os.path.abspath(p) for p in path_list(paths)))
+
+
+def folder_tags(paths) -> dict[str, str]:
+    """``{absolute folder: tag}`` for the distinct given folders: each folder's shortest trailing part
+    that no other given folder ends with (``runs/a/bench``, ``runs/b/bench`` → ``a/bench``, ``b/bench``;
+    ``before``, ``after`` → themselves). Tags are distinct because the absolute paths are."""
+    folders = _distinct_folders(paths)
+    parts = {f: PurePath(f).parts for f in folders}
+    tags = {}
+    for f in folders:
+        others = [parts[g] for g in folders if g != f]
+        k = next(k for k in range(1, len(parts[f]) + 1) if all(o[-k:] != parts[f][-k:] for o in others))
+        tags[f] = str(PurePath(*parts[f][-k:]))
+    return tags
+
+
+def _folder_of(run: Run, folders: list[str]) -> str:
+    """The given folder a run was found under (the deepest, when given folders nest)."""
+    where = os.path.abspath(run.path)
+    inside = [f for f in folders if where == f or where.startswith(f.rstrip(os.sep) + os.sep)]
+    return max(inside, key=len)
+
+
+def mark_folders(runs: list[Run], paths) -> list[Run]:
+    """``runs`` knowing their folder's tag (:func:`folder_tags`) when two or more folders are given.
+
+    A (stream, label) of which two folders both hold one seed (in one task order) is a comparison, not
+    one experiment: each of its runs (in every order) then carries its folder's tag in its label (``sft [before]``, ``sft [after]``), in
+    every table, figure and ``numbers.json``. A label without such a shared seed keeps its name and its
+    seeds are pooled as with one folder, so results that share nothing report exactly as before."""
+    tags = folder_tags(paths)
+    if len(tags) < 2:
+        return runs
+    folders = list(tags)
+    runs = [replace(run, folder=tags[_folder_of(run, folders)]) for run in runs]
+    seen: dict[tuple[str, str, str, int], set[str]] = {}
+    for run in runs:
+        seen.setdefault((run.stream, run.strategy_label, run.label, run.seed), set()).add(run.folder)
+    # a shared seed in one task order tags the strategy's every order, so the orders table keeps them together
+    shared = {(stream, strategy) for (stream, strategy, _, _), where in seen.items() if len(where) > 1}
+    return [replace(run, tagged=True) if (run.stream, run.strategy_label) in shared else run for run in runs]
 
 
 def _comparable(config: dict) -> dict:
@@ -198,8 +259,11 @@ def runs_frame(paths, suite: str | None = None) -> pd.DataFrame:
 
     Columns: experiment, stream, strategy (the label), order, strategy_name, seed, suite, the metrics of
     ``suite`` (default: each stream's primary suite; :data:`METRICS`), the cost fields (:data:`COST`) and
-    the run directory (``path``). ``paths`` may be any level: results root, experiment, stream, run."""
+    the run directory (``path``). ``paths`` may be any level: results root, experiment, stream, run.
+    Given several folders, a ``folder`` column (after ``experiment``) holds each run's folder tag, and a
+    label that two folders both ran with one seed is ``<label> [<tag>]``, as in ``clbench report``."""
     paths = path_list(paths)
+    several = len(_distinct_folders(paths)) > 1
     rows = []
     for run in load_runs(paths):
         cfg, met = run.config, run.metrics
@@ -207,7 +271,8 @@ def runs_frame(paths, suite: str | None = None) -> pd.DataFrame:
         if name not in met["suites"]:
             continue
         m = met["suites"][name]
-        rows.append({"experiment": cfg["experiment"], "stream": run.stream, "strategy": run.label,
+        rows.append({"experiment": cfg["experiment"], **({"folder": run.folder} if several else {}),
+                     "stream": run.stream, "strategy": run.label,
                      "order": (cfg.get("order") or {}).get("name", "given"),
                      "strategy_name": cfg["strategy"]["name"], "seed": run.seed, "suite": name,
                      **{k: m.get(k) for k in METRICS}, **{k: met["cost"].get(k) for k in COST}, "path": str(run.path)})
