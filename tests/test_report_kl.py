@@ -8,6 +8,7 @@ import json
 import pytest
 
 from clbench.reporting.build import build_report
+from tests.test_report_latex import PDFLATEX, assert_fits_a_paper
 from tests.report_runs import make_run
 
 
@@ -45,6 +46,9 @@ def test_the_kl_table_figure_and_correlations_come_from_the_stored_rows(tmp_path
     assert corr["all runs"]["runs"] == 8
     md = (out / "toy" / "tables" / "kl.md").read_text()
     assert "| sft | 4 | 1.00 [" in md and "| sft (full) | 1 | – | – |" in md
+    assert "Fisher z" in (out / "toy" / "tables" / "notes.md").read_text()  # the definitions: the caption is short
+    if PDFLATEX:  # and the table fits a two-column paper
+        assert_fits_a_paper(out / "toy" / "tables" / "kl.tex", tmp_path)
     assert (out / "toy" / "figures" / "kl-forgetting.png").stat().st_size > 1000
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from clbench.reporting.bootstrap import bootstrap_replicates
 from clbench.reporting.build import REFERENCE, build_report
+from tests.test_report_latex import PDFLATEX, assert_fits_a_paper
 from clbench.reporting.matched import matched_table
 from clbench.reporting.timescales import sweep_point, timescale_figure, timescale_report
 from tests.test_report_bootstrap import ALL, HALF, NONE, groups_of
@@ -60,8 +61,10 @@ def test_table_figure_and_numbers_come_from_the_stored_runs(sweep, tmp_path):
     assert "| layer_tiers | 64 | [1, 8, 64] | 1.000 | -0.250 [-0.3" in md  # HALF's items vary: a real interval
     assert "| layer_tiers-deep | 4 | [1, 2, 4] | 1.000 | -0.500 [-0.500, -0.500]† | better than sft" in md
     assert "| layer_tiers | ∞ | [1, ∞, ∞] | 0.000 | – (LA below the frontier) |" in md
-    assert "No comparison (LA outside the frontier's range): layer_tiers-Pinf." in md
-    assert (out / "toy" / "tables" / "timescales.tex").exists()
+    notes = (out / "toy" / "tables" / "notes.md").read_text()  # the definitions: the caption is short
+    assert "No comparison (LA outside the frontier's range): layer_tiers-Pinf." in notes
+    if PDFLATEX:  # and the table fits a two-column paper
+        assert_fits_a_paper(out / "toy" / "tables" / "timescales.tex", tmp_path)
     for ext in ("pdf", "png"):
         assert (out / "toy" / "figures" / f"timescales.{ext}").stat().st_size > 1000
     assert "timescales.png" in (out / "README.md").read_text()

@@ -84,13 +84,13 @@ def kl_table(corrs: list[Correlation], stream: str, suite: str, slug: str) -> Ta
         r = "–" if c.pearson is None else f"{fmt(c.pearson, 2)} [{fmt(c.low, 2)}, {fmt(c.high, 2)}]"
         rows.append((Cell(c.mechanism), Cell(str(c.runs)), Cell(r),
                      Cell("–" if c.spearman is None else fmt(c.spearman, 2))))
-    caption = (f"Forgetting F ({suite}) against the KL divergence from the base model after the last task "
-               f"(nats per token on the pretrained tasks' perplexity texts, KL(base ‖ model)) on stream {stream}, "
-               f"one point per run: Pearson's r with its 95% interval (Fisher z) and Spearman's ρ per mechanism "
-               f"(a strategy over all its labels: learning rates, periods), where it has at least {MIN_RUNS} runs "
-               f"with distinct values (–: fewer).")
+    caption = f"Forgetting F against the KL from the base model on {stream} ({suite}): correlation per mechanism."
+    notes = (f"One point per run: F after the last task against KL(base ‖ model) after it, in nats per token on the "
+             f"pretrained tasks' perplexity texts. Pearson's r with its 95% interval (Fisher z) and Spearman's ρ per "
+             f"mechanism (a strategy over all its labels: learning rates, periods), where it has at least "
+             f"{MIN_RUNS} runs with distinct values (–: fewer).")
     return Table("KL and forgetting", f"tab:{slug}-kl", caption, ("Mechanism", "Runs", "Pearson r [95%]", "Spearman ρ"),
-                 "lrrr", tuple(rows), [c.__dict__ for c in corrs])
+                 "lrrr", tuple(rows), [c.__dict__ for c in corrs], notes=notes)
 
 
 def kl_figure(points: list[dict], corrs: list[Correlation], suite: str):

@@ -108,16 +108,17 @@ def timescale_table(points: Sequence[Point], stream: str, suite: str, slug: str,
                      Cell("–" if pt.learning_acc is None else fmt(pt.learning_acc, 3)), Cell(delta), Cell(pt.verdict)))
     missing = [pt.label for pt in points if pt.delta is None]
     span_text = "" if span is None else f"; LA {fmt(span[0], 3)}–{fmt(span[1], 3)}"
-    caption = (f"Forgetting at matched learning against the slowest tier's period P (optimizer steps; ∞: never "
-               f"updated) on stream {stream}, suite {suite}: each sweep point's ΔF = F − F_frontier(LA) against "
-               f"{reference} at other learning rates ({', '.join(front)}{span_text}); tiers [1, round(√P), P], "
-               f"global clock. [low, high]: 95% hierarchical paired bootstrap interval; {MARK}: Holm-adjusted "
-               f"p < 0.05 over the matched-learning table's comparisons. Negative ΔF: forgets less than "
-               f"{reference} learning as much."
-               + (f" No comparison (LA outside the frontier's range): {', '.join(missing)}." if missing else ""))
+    caption = (f"ΔF at matched learning against the slowest tier's period P on {stream} ({suite}); "
+               f"[95% bootstrap interval]; {MARK}: Holm-adjusted p < 0.05.")
+    notes = (f"P in optimizer steps (∞: never updated); tiers [1, round(√P), P] on the global clock. ΔF = F − "
+             f"F_frontier(LA): the frontier is {reference} at other learning rates ({', '.join(front)}{span_text}), "
+             f"linear between them. [low, high]: 95% hierarchical paired bootstrap interval (seeds, then probe "
+             f"items; the frontier rebuilt in every replicate); {MARK}: Holm-adjusted p < 0.05 over the "
+             f"matched-learning table's comparisons. Negative ΔF: forgets less than {reference} learning as much."
+             + (f" No comparison (LA outside the frontier's range): {', '.join(missing)}." if missing else ""))
     return Table("Timescales", f"tab:{slug}-timescales", caption,
                  ("Mechanism", "P", "Periods", "LA", "ΔF ↓ [95% interval]", "Verdict"), "lrlrll", tuple(rows),
-                 [pt.__dict__ for pt in points])
+                 [pt.__dict__ for pt in points], notes=notes)
 
 
 def timescale_figure(points: Sequence[Point], span: tuple[float, float] | None, suite: str):
