@@ -8,8 +8,8 @@ import json
 import pytest
 
 from clbench.reporting.build import build_report
-from tests.test_report_latex import PDFLATEX, assert_fits_a_paper
 from tests.report_runs import make_run
+from tests.test_report_latex import PDFLATEX, assert_fits_a_paper
 
 
 def run_with(root, label, seed, f, kl, strategy="sft", options=None):

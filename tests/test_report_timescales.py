@@ -13,10 +13,10 @@ import pytest
 
 from clbench.reporting.bootstrap import bootstrap_replicates
 from clbench.reporting.build import REFERENCE, build_report
-from tests.test_report_latex import PDFLATEX, assert_fits_a_paper
 from clbench.reporting.matched import matched_table
 from clbench.reporting.timescales import sweep_point, timescale_figure, timescale_report
 from tests.test_report_bootstrap import ALL, HALF, NONE, groups_of
+from tests.test_report_latex import PDFLATEX, assert_fits_a_paper
 from tests.test_report_matched import rows, write
 
 
