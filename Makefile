@@ -62,7 +62,7 @@ bench-large: $(STAMP)
 bench-timescales: $(STAMP)
 	$(BIN)/clbench run configs/bench_timescales.yaml
 
-## the real-model benchmark (README's headline): sft, its frontier, layer tiers, the CMS memory, replay and LwF
+## the real-model benchmark (README's headline): sft, its frontier, layer tiers, the CMS memory and LwF
 ## x tasks/real.yaml x 3 seeds on SmolLM2-135M, then the report
 bench-real: $(REAL_STAMP)
 	$(BIN)/clbench run configs/bench_real.yaml
