@@ -70,11 +70,13 @@ class KLFromBase:
         self.texts = list(texts)
         self.base = distributions(base_view, self.texts) if self.texts else None
 
+    def record(self, kl_base: float) -> dict:
+        """The ``kl`` field of a row: the value, and how many texts and predicted tokens it averages."""
+        return {"kl_base": kl_base, "kl_texts": len(self.texts), "kl_tokens": sum(b.shape[0] for b in self.base)}
+
     def unchanged(self) -> dict | None:
         """The record of the base model itself (KL 0 exactly), for a row copied from the base row."""
-        if self.base is None:
-            return None
-        return {"kl_base": 0.0, "kl_texts": len(self.texts), "kl_tokens": sum(b.shape[0] for b in self.base)}
+        return None if self.base is None else self.record(0.0)
 
     def __call__(self, view) -> dict | None:
         """``{"kl_base": nats per token, "kl_texts": n, "kl_tokens": N}`` for ``view``, or None (no texts,
@@ -84,5 +86,4 @@ class KLFromBase:
         now = distributions(view, self.texts)
         if now is None:
             return None
-        return {"kl_base": mean_kl(self.base, now), "kl_texts": len(self.texts),
-                "kl_tokens": sum(b.shape[0] for b in self.base)}
+        return self.record(mean_kl(self.base, now))

@@ -342,8 +342,9 @@ class _Run:
         self.live.evaluating(t)
         if strategy.scores_as_base and not strategy.trains:  # it evaluates the base model, unchanged: the base row
             row, extra = copied_row(files, "base", self.stream), {"copied_from": "base"}
-            if self.kl.unchanged() is not None:
-                extra["kl"] = self.kl.unchanged()
+            unchanged = self.kl.unchanged()
+            if unchanged is not None:
+                extra["kl"] = unchanged
         else:
             row, extra = self.evaluate(self.model, f"eval after {view.name}", strategy.probe_view,
                                        strategy.trainable.values(), kl=True), {}
