@@ -41,14 +41,14 @@ If a task is shorter than the warm-up, the ranking is made at its end from the s
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 from clbench.config.options import opt
 from clbench.errors import ConfigError
 from clbench.train.registry import register
-from clbench.train.tiers.schedule import adapter_unit, tiers_by_score
+from clbench.train.tiers.importance import SCORES, ImportanceScore
+from clbench.train.tiers.schedule import tiers_by_score
 from clbench.train.tiers.updater import TieredStrategy, TierOptions
 
 
@@ -64,7 +64,10 @@ class ImportanceTierOptions(TierOptions):
 
 @register("importance_tiers")
 class ImportanceTiers(TieredStrategy):
-    """Nested learning: weights tiered by ‖∂L/∂ΔW‖ per element measured in a warm-up (largest → fastest)."""
+    """Nested learning: weights tiered by ‖∂L/∂ΔW‖ per element measured in a warm-up (largest → fastest).
+
+    The algorithm: a task's warm-up updates everything while its score (``clbench.train.tiers.importance``)
+    sums every step → the score per unit → rank, largest first → tiers → each tier updates on its clock."""
 
     family = "nested learning"
 
@@ -74,11 +77,7 @@ class ImportanceTiers(TieredStrategy):
         super().__init__(options, **kw)
         self.scores: dict[str, float] = {}  # unit -> score of the last ranking
         self.ranked_at: list[int] = []  # task indices at which a ranking was made
-        self.warming = False  # whether this task is still in its warm-up
-        self.abs_sums: dict = {}  # lora_abs: tensor -> summed |grad|; delta_w: unit -> summed ‖∂L/∂ΔW‖²
-        self.delta_w: dict = {}  # delta_w, during a warm-up: unit -> the tensor whose gradient is ∂L/∂ΔW
-        self.unit_sizes: dict[str, int] = {}  # delta_w: unit -> elements of its ΔW
-        self.seen = 0  # warm-up steps summed
+        self.warmup: ImportanceScore | None = None  # this task's score while it is warming up
 
     @classmethod
     def options_from(cls, data, where):
@@ -93,80 +92,47 @@ class ImportanceTiers(TieredStrategy):
     @classmethod
     def supported_backends(cls, options):
         if options.score == "delta_w":
-            return ("torch",)  # the base weights' gradients: clbench.backends.torch_backend.effective_update_weights
+            return ("torch",)  # the base weights' gradients: clbench.train.tiers.importance_torch
         return super().supported_backends(options)
 
     @classmethod
     def options_for_backend(cls, backend):
         return {"score": "lora_abs"} if backend in cls.backends else {}
 
-    def add_delta_w_grads(self) -> None:
-        """Add this step's ‖∂L/∂ΔW‖²_F of every unit to ``abs_sums`` (raw, before clipping)."""
-        for u, sq in self.backend.effective_update_sq_norms(self.delta_w, self.trainable).items():
-            self.abs_sums[u] = self.abs_sums[u] + sq if u in self.abs_sums else sq
-
-    def add_abs_grads(self, ctx) -> None:
-        """Add this step's raw gradients' summed |g| (before clipping) to ``abs_sums``."""
-        for n, g in ctx.grads.items():
-            s = self.backend.abs_sum(g)
-            self.abs_sums[n] = self.abs_sums[n] + s if n in self.abs_sums else s
-        self.backend.materialize(list(self.abs_sums.values()))
-
     def initial_tier_map(self, model):
         return None  # known only after the first warm-up
-
-    def unit(self, name: str) -> str:
-        if self.options.score == "delta_w" or self.options.unit == "adapter":
-            return adapter_unit(name)
-        return name
 
     def before_task(self, task, model):
         super().before_task(task, model)
         self.task_index = task.index
-        self.warming = self.options.rerank_each_task or self.updater.tier_map is None
-        self.abs_sums = {}
-        self.seen = 0
-        if self.warming and self.options.score == "delta_w":
-            units = {self.unit(n): n for n in self.trainable}
-            self.delta_w = self.backend.effective_update_weights(model, self.trainable, units)
-            self.unit_sizes = {u: int(w.numel()) for u, w in self.delta_w.items()}
+        self.warmup = None
+        if self.options.rerank_each_task or self.updater.tier_map is None:
+            self.warmup = SCORES[self.options.score](self.backend, self.trainable, self.options.unit)
+            self.warmup.start(model)
 
     def before_step(self, step):
-        self.updater.before_step(step, all_active=self.warming)
+        self.updater.before_step(step, all_active=self.warmup is not None)
 
     def apply_update(self, ctx):
-        if self.warming:
-            self.add_delta_w_grads() if self.options.score == "delta_w" else self.add_abs_grads(ctx)
-            self.seen += 1
+        if self.warmup is not None:
+            self.warmup.add(ctx.grads)
         updated = super().apply_update(ctx)
-        if self.warming and ctx.step >= self.options.warmup_steps:
+        if self.warmup is not None and ctx.step >= self.options.warmup_steps:
             self.rank()
         return updated
 
     def after_task(self, task, model):
-        if self.warming and self.seen:
+        if self.warmup is not None and self.warmup.steps:
             self.rank()
         super().after_task(task, model)
 
     def rank(self) -> None:
-        """Score per unit (module docstring) → tiers, largest first."""
-        if self.options.score == "delta_w":
-            self.backend.release_effective_update_weights(self.delta_w, self.trainable)
-            self.delta_w = {}
-            self.scores = {u: math.sqrt(float(self.abs_sums.get(u, 0.0)) / (self.unit_sizes[u] * self.seen))
-                           for u in dict.fromkeys(self.unit(n) for n in self.trainable)}
-        else:
-            total: dict[str, float] = {}
-            count: dict[str, int] = {}
-            for n, p in self.trainable.items():
-                u = self.unit(n)
-                total[u] = total.get(u, 0.0) + float(self.abs_sums.get(n, 0.0))
-                count[u] = count.get(u, 0) + math.prod(p.shape) * self.seen
-            self.scores = {u: total[u] / count[u] for u in total}
+        """The warm-up's score per unit → tiers, largest first (the warm-up ends)."""
+        self.scores = self.warmup.scores()
         unit_tier = tiers_by_score(self.scores, self.updater.n_tiers)
-        self.updater.set_map({n: unit_tier[self.unit(n)] for n in self.trainable})
+        self.updater.set_map({n: unit_tier[self.warmup.unit(n)] for n in self.trainable})
         self.ranked_at.append(self.task_index)
-        self.warming = False
+        self.warmup = None
 
     def diagnostics(self):
         return {**super().diagnostics(),

@@ -6,7 +6,7 @@ an array library goes through ``self.backend``, an instance of a subclass of :cl
 
 * **arrays** — gradients arrive as values keyed by parameter name (``{name: gradient}``), and a
   strategy combines them with :meth:`accumulate`, :meth:`divide`, :meth:`grad_norms`,
-  :meth:`clip_global_norm`, :meth:`snapshot`, :meth:`sq_distance`, :meth:`abs_sum`;
+  :meth:`clip_global_norm`, :meth:`snapshot`, :meth:`sq_distance`;
 * **model surgery** — :meth:`prepare_lora_or_full`, :meth:`decoder_blocks`, :meth:`parameters` (current
   values of named parameters), :meth:`add_cms_adapters` / :meth:`cms_levels`;
 * **one step** — :meth:`forward_backward` (micro-batches → mean loss, logs and gradients; parameters
@@ -226,23 +226,6 @@ class Backend:
 
     def sq_distance(self, a, b) -> float:
         """``‖a − b‖²`` as a Python float."""
-        raise NotImplementedError
-
-    def effective_update_weights(self, model, trainable: Mapping[str, Any], units: Mapping[str, str]) -> dict:
-        """``{unit: tensor whose gradient is ∂L/∂ΔW}`` for importance_tiers' ``delta_w`` score, with that
-        gradient switched on from the next step (``units``: unit → one of its trainable names)."""
-        raise NotImplementedError(f"{type(self).__name__} has no base-weight gradients (importance score delta_w)")
-
-    def effective_update_sq_norms(self, weights: Mapping[str, Any], trainable: Mapping[str, Any]) -> dict:
-        """``{unit: ‖∂L/∂ΔW‖²_F}`` of this step for :meth:`effective_update_weights`' tensors."""
-        raise NotImplementedError
-
-    def release_effective_update_weights(self, weights: Mapping[str, Any], trainable: Mapping[str, Any]) -> None:
-        """Undo :meth:`effective_update_weights` (the warm-up is over)."""
-        raise NotImplementedError
-
-    def abs_sum(self, g):
-        """``Σ|g|`` in float32, as a backend scalar (summed across steps by the caller)."""
         raise NotImplementedError
 
     def to_float(self, x) -> float:

@@ -255,41 +255,6 @@ class TorchBackend(Backend):
     def sq_distance(self, a, b):
         return float((a.detach() - b).float().pow(2).sum())
 
-    def abs_sum(self, g):
-        return g.abs().sum().float()
-
-    def effective_update_weights(self, model, trainable, units):
-        """A LoRA unit's ΔW adds to its frozen base weight (W_eff = W + ΔW), so ∂L/∂ΔW is that weight's
-        gradient: ``requires_grad`` on for it (it is not in the optimizer, and its gradient is read and
-        dropped every step); a trained tensor that is no LoRA factor (full mode) is its own ΔW."""
-        weights = {}
-        for unit, name in units.items():
-            if unit == name:
-                weights[unit] = trainable[name]
-                continue
-            base = getattr(model.get_submodule(unit), "base_layer", None)
-            if base is None or not isinstance(getattr(base, "weight", None), torch.Tensor):
-                raise ValueError(f"{unit}: a LoRA adapter without base_layer.weight; use importance score lora_abs")
-            base.weight.requires_grad_(True)
-            weights[unit] = base.weight
-        return weights
-
-    def effective_update_sq_norms(self, weights, trainable):
-        out = {}
-        with torch.no_grad():
-            for unit, w in weights.items():
-                if w.grad is not None:
-                    out[unit] = w.grad.float().pow(2).sum()
-                    if unit not in trainable:
-                        w.grad = None  # a base weight's: read once, never applied
-        return out
-
-    def release_effective_update_weights(self, weights, trainable):
-        for unit, w in weights.items():
-            if unit not in trainable:
-                w.requires_grad_(False)
-                w.grad = None
-
     # --- one step ---------------------------------------------------------------------------------
     def lm_loss(self, model, batch):
         """``model(**batch).loss``, with the output layer at the labelled positions only

@@ -275,9 +275,6 @@ class MLXBackend(Backend):
     def sq_distance(self, a, b):
         return float(mx.sum(mx.square((a - b).astype(mx.float32))))
 
-    def abs_sum(self, g):
-        return mx.sum(mx.abs(g.astype(mx.float32)))
-
     # --- one step ---------------------------------------------------------------------------------
     def lm_loss(self, model, batch):
         return causal_lm_loss(model, batch)
