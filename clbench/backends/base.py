@@ -5,8 +5,10 @@ an array library goes through ``self.backend``, an instance of a subclass of :cl
 (``clbench.backends.torch_backend.TorchBackend``, ``clbench.backends.mlx.backend.MLXBackend``):
 
 * **arrays** — gradients arrive as values keyed by parameter name (``{name: gradient}``), and a
-  strategy combines them with :meth:`accumulate`, :meth:`divide`, :meth:`grad_norms`,
-  :meth:`clip_global_norm`, :meth:`snapshot`, :meth:`sq_distance`;
+  strategy combines them with :meth:`accumulate`, :meth:`divide`, :meth:`clip_global_norm`,
+  :meth:`snapshot` (an algorithm's own arithmetic sits with it, one twin module per backend: the tier
+  norms in ``clbench.train.tiers.norms_torch`` / ``norms_mlx``, the importance scores in
+  ``clbench.train.tiers.importance_torch`` / ``importance_mlx``);
 * **model surgery** — :meth:`prepare_lora_or_full`, :meth:`decoder_blocks`, :meth:`parameters` (current
   values of named parameters), :meth:`add_cms_adapters` / :meth:`cms_levels`;
 * **one step** — :meth:`forward_backward` (micro-batches → mean loss, logs and gradients; parameters
@@ -27,8 +29,6 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
-
-import numpy as np
 
 from clbench.errors import ConfigError
 
@@ -176,44 +176,12 @@ class Backend:
     def divide(self, g, d: float):
         raise NotImplementedError
 
-    def grad_norms(self, grads: Sequence) -> tuple[Any, Any]:
-        """``(L2 norm of each gradient, as backend values; their squares, in the form
-        :meth:`step_record` stores)``."""
-        raise NotImplementedError
-
-    def total_norm(self, norms):
-        """The global L2 norm from :meth:`grad_norms`' per-tensor norms (what clipping uses)."""
-        raise NotImplementedError
-
-    def subset_norm(self, norms, index: Sequence[int]):
-        """:meth:`total_norm` of the tensors at ``index`` of :meth:`grad_norms`' per-tensor norms (None:
-        :meth:`clip_global_norm` computes it)."""
-        return
-
-    def step_record(self, n: int, index: Sequence[int], sq) -> tuple[Any, Any]:
-        """``(bool[n] updated, squared norms[n])`` of one step: tensors at ``index`` got ``sq``."""
-        updated = np.zeros(n, dtype=bool)
-        row = self.zeros_vector(n)
-        if index:
-            updated[index] = True
-            row[index] = sq
-        return updated, row
-
-    def zeros_vector(self, n: int):
-        """A vector of ``n`` zeros in the form :meth:`grad_norms`' squares are recorded in."""
-        raise NotImplementedError
-
-    def rows_norms(self, sq_rows: Sequence, n: int, rows, positions: Sequence[int]) -> list[float]:
-        """Per step selected by the bool vector ``rows``, the L2 norm over the tensors at ``positions``
-        of the squared norms recorded by :meth:`step_record` (rounded to 6 digits)."""
-        raise NotImplementedError
-
     def materialize(self, arrays: Sequence) -> None:
         """Force lazily computed arrays (MLX); nothing to do for eager libraries."""
 
     def clip_global_norm(self, grads: Grads, max_norm: float, total=None) -> Grads:
         """``grads`` scaled so their global L2 norm is at most ``max_norm`` (0 disables); ``total``: that
-        norm, when already known (:meth:`subset_norm`)."""
+        norm, when already known (the tier updater's ``subset_norm``)."""
         raise NotImplementedError
 
     def snapshot(self, params: Mapping[str, Any]) -> dict:
@@ -223,13 +191,6 @@ class Backend:
     def from_torch(self, tensor, like):
         """A CPU torch tensor (from ``strategy_state.pt``) as an array shaped and typed like ``like``."""
         raise NotImplementedError
-
-    def sq_distance(self, a, b) -> float:
-        """``‖a − b‖²`` as a Python float."""
-        raise NotImplementedError
-
-    def to_float(self, x) -> float:
-        return float(x)
 
     # --- one step ---------------------------------------------------------------------------------
     def lm_loss(self, model, batch):

@@ -215,24 +215,6 @@ class TorchBackend(Backend):
     def divide(self, g, d):
         return g.div_(d)
 
-    def grad_norms(self, grads):
-        # torch._foreach_norm is what clip_grad_norm_ uses itself: one call for all tensors
-        norms = torch.stack(torch._foreach_norm(list(grads)))
-        return norms, norms.float().pow(2).cpu()
-
-    def total_norm(self, norms):
-        return torch.linalg.vector_norm(norms)
-
-    def subset_norm(self, norms, index):
-        return torch.linalg.vector_norm(norms[index])
-
-    def zeros_vector(self, n):
-        return torch.zeros(n)
-
-    def rows_norms(self, sq_rows, n, rows, positions):
-        sq = torch.stack(sq_rows) if sq_rows else torch.zeros(0, n)
-        return [round(v, 6) for v in sq[torch.as_tensor(rows)][:, positions].sum(1).sqrt().tolist()]
-
     def materialize(self, arrays):
         pass
 
@@ -251,9 +233,6 @@ class TorchBackend(Backend):
 
     def from_torch(self, tensor, like):
         return tensor.to(like.device, like.dtype).clone()
-
-    def sq_distance(self, a, b):
-        return float((a.detach() - b).float().pow(2).sum())
 
     # --- one step ---------------------------------------------------------------------------------
     def lm_loss(self, model, batch):

@@ -242,20 +242,6 @@ class MLXBackend(Backend):
     def divide(self, g, d):
         return g / d
 
-    def grad_norms(self, grads):
-        sq = mx.stack([mx.sum(mx.square(g.astype(mx.float32))) for g in grads])
-        return sq, np.array(sq)
-
-    def total_norm(self, norms):
-        return None  # clipping recomputes the norm with mlx's own clip_grad_norm
-
-    def zeros_vector(self, n):
-        return np.zeros(n)
-
-    def rows_norms(self, sq_rows, n, rows, positions):
-        sq = np.stack(sq_rows) if sq_rows else np.zeros((0, n))
-        return [round(float(v), 6) for v in np.sqrt(sq[rows][:, positions].sum(1))]
-
     def materialize(self, arrays):
         mx.eval(arrays)
 
@@ -271,9 +257,6 @@ class MLXBackend(Backend):
 
     def from_torch(self, tensor, like):
         return mx.array(tensor.numpy()).astype(like.dtype)
-
-    def sq_distance(self, a, b):
-        return float(mx.sum(mx.square((a - b).astype(mx.float32))))
 
     # --- one step ---------------------------------------------------------------------------------
     def lm_loss(self, model, batch):

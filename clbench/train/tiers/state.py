@@ -18,7 +18,7 @@ what happened:
   checks it against the runner's;
 * periods of ``"never"`` (``clbench.config.periods.NEVER``): such a tier is never active, and its
   gradient is not even computed (also under ``accumulate``: a chunk that never closes sums nothing);
-* per step, which tensors updated (the backend also stores its squared gradient norms), per task the
+* per step, which tensors updated (the updater also stores their squared gradient norms), per task the
   update counts, over tasks their totals — and from these the diagnostics, checkpoint metadata and the
   resumable state.
 

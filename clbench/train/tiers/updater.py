@@ -53,7 +53,8 @@ the tiers they were later ranked into.
 
 What needs no array library at all — the tier map, the schedule, chunk counts, the update records and
 the JSON above — is ``clbench.train.tiers.state``; this module adds the gradient arithmetic, through the
-strategy's backend (``clbench.backends.base.Backend``).
+strategy's backend (``clbench.backends.base.Backend``) and, for the norms that clip a tier and fill its
+diagnostics, through the twin modules ``norms_torch`` / ``norms_mlx`` next to this one (:func:`tier_norms`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
 
 from clbench.config.options import opt
 from clbench.config.periods import Period
@@ -92,12 +95,14 @@ class TieredUpdater(TierState):
             raise ValueError(f"clip must be per_tier or global, got {clip!r}")
         self.clip = clip
         self.backend = None
+        self.norms = None  # the norms_<backend> module
         self.model = None
         self._start: dict | None = None
 
     # --- what is tiered --------------------------------------------------------------------------
     def attach(self, backend, model, params: Mapping) -> None:
         self.backend, self.model = backend, model
+        self.norms = tier_norms(backend.name)
         self.sizes = {n: int(_numel(p)) for n, p in params.items()}
         self.position = {n: i for i, n in enumerate(self.sizes)}
         self.tier_map = None
@@ -162,18 +167,17 @@ class TieredUpdater(TierState):
         backend.materialize(list(self.buffers.values()) + list(applied.values()))
         norms = self._record(applied)
         if self.clip == "global" or not ctx.max_grad_norm or not applied:
-            return ctx.apply(applied, None if norms is None else backend.total_norm(norms))
+            return ctx.apply(applied, None if norms is None else self.norms.total_norm(norms))
         tier_of = [self.tier_map[n] if self.tier_map is not None else 0 for n in applied]
         names = list(applied)
         for tier in sorted(set(tier_of)):  # each tier by its own norm (from the norms just recorded), no global clip
             idx = [k for k, t in enumerate(tier_of) if t == tier]
             part = {names[k]: applied[names[k]] for k in idx}
-            applied.update(backend.clip_global_norm(part, ctx.max_grad_norm, backend.subset_norm(norms, idx)))
+            applied.update(backend.clip_global_norm(part, ctx.max_grad_norm, self.norms.subset_norm(norms, idx)))
         return ctx.apply(applied, clip=False)
 
     def buffers_state(self) -> dict:
         """The pending chunk sums as CPU torch tensors (what ``strategy_state.pt`` can hold)."""
-        import numpy as np
         import torch
 
         self.backend.materialize(list(self.buffers.values()))
@@ -189,20 +193,39 @@ class TieredUpdater(TierState):
     def _record(self, applied: Mapping):
         """Log which parameters update at this step and their gradient norms; returns the norms."""
         index = [self.position[n] for n in applied]
-        norms, sq = self.backend.grad_norms(list(applied.values())) if applied else (None, None)
-        updated, sq_row = self.backend.step_record(len(self.sizes), index, sq)
+        updated = np.zeros(len(self.sizes), dtype=bool)
+        sq_row = self.norms.zeros(len(self.sizes))
+        norms = None
+        if applied:
+            norms, sq = self.norms.grad_norms(list(applied.values()))
+            updated[index] = True
+            sq_row[index] = sq
         self.log_step(updated, sq_row)
         return norms
 
     def grad_norms(self, rows, positions: list[int]) -> list[float]:
-        return self.backend.rows_norms(self.task_sq_norms, len(self.sizes), rows, positions)
+        return self.norms.rows_norms(self.task_sq_norms, len(self.sizes), rows, positions)
 
     def drift(self, tier: int) -> float | None:
         """L2 distance of the tier's parameters from their values at the start of the task."""
         if self._start is None:
             return None
         now = self._params()
-        return sum(self.backend.sq_distance(now[n], self._start[n]) for n in self.members(tier)) ** 0.5
+        return sum(self.norms.sq_distance(now[n], self._start[n]) for n in self.members(tier)) ** 0.5
+
+
+def tier_norms(backend_name: str):
+    """The norms module for ``backend_name``'s arrays (imported only for that backend, so a torch run never
+    imports MLX)."""
+    if backend_name == "mlx":
+        from clbench.train.tiers import norms_mlx
+
+        return norms_mlx
+    if backend_name == "torch":
+        from clbench.train.tiers import norms_torch
+
+        return norms_torch
+    raise ValueError(f"no tier norms for backend {backend_name!r}")
 
 
 def _numel(p) -> int:
