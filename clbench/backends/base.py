@@ -128,8 +128,9 @@ class Backend:
     # --- model surgery ----------------------------------------------------------------------------
     @property
     def surprise(self):
-        """The module doing surprise's gradient trick for this library: ``prepare(s, model)``,
-        ``before_step(s)``, ``loss(s, model, batch)``, ``after_update(s)`` (``s``: the surprise plugin)."""
+        """The module doing surprise's gradient trick for this library: ``prepare(blocks, model)`` and
+        ``loss(chosen, model, batch, inner) -> (LossOutput, SurpriseTerms)`` (``chosen``: a
+        ``clbench.train.types.SurpriseBlocks``; the terms are this micro-batch's, returned to the plugin)."""
         raise NotImplementedError
 
     def prepare_lora_or_full(self, model, options):
