@@ -261,6 +261,10 @@ class Backend:
         ``loss_fn(model, batch)`` returns a ``LossOutput``. ``keep`` (a collection of names, or None for
         every trainable parameter) says which parameters need a gradient: the others are frozen for the
         step, so their gradient is neither computed nor returned.
+
+        Each micro-batch's loss is differentiated as it is and the sum is divided by the micro-batches once,
+        at the end: whatever sees a gradient inside the backward pass (a hook on an activation, a custom
+        VJP) sees that micro-batch's own, with no factor for ``grad_accum`` to undo.
         """
         raise NotImplementedError
 
