@@ -20,7 +20,7 @@ from clbench.config.options import opt
 from clbench.strategies.surprise import Surprise
 from clbench.train.registry import register_plugin
 from clbench.train.surprise import aux_loss
-from clbench.train.types import LossOutput
+from clbench.train.types import LossOutput, SurpriseTerms
 
 
 @dataclass(frozen=True)
@@ -42,17 +42,11 @@ class ActivationL2(Surprise):
         self.choose_blocks(self.backend.decoder_blocks(model))
         return model
 
-    def before_step(self, step):
-        self.objective_on = self.options.enabled and step % self.options.every_n == 0
-        self.step_aux, self.step_ratio = {}, {}
-
-    def after_update(self, ctx):
-        for layer, value in self.step_aux.items():
-            self.task_aux[layer].append(value)
-
     def loss(self, model, batch, inner):
         if not self.objective_on:
             return inner(model, batch)
+        recorded = SurpriseTerms()  # this micro-batch's terms (surprise's step_values averages them)
+        self.step_terms.append(recorded)
         hidden: dict = {}
 
         def keep(i):
@@ -72,13 +66,12 @@ class ActivationL2(Surprise):
             return out
         terms = [aux_loss(hidden[i], 0.0, self.weights[i]) for i in chosen]
         for i, term in zip(chosen, terms):
-            layer = self.layer_index[i]
-            self.step_aux[layer] = self.step_aux.get(layer, 0.0) + float(term.detach()) / self.train.grad_accum
+            recorded.add(i, float(term.detach()))
         total = sum(terms)
         return LossOutput(out.loss + (total - total.detach()), out.logs)  # logged value: the main loss
 
     def step_log(self):
-        return {f"activation_l2_l{layer}": v for layer, v in self.step_aux.items()}
+        return {f"activation_l2_l{layer}": v for layer, v in self.step_values()[0].items()}
 
     def diagnostics(self):
         per_layer = {str(layer): {"weight": self.weights[i], "steps": len(self.task_aux.get(layer, [])),
@@ -88,4 +81,4 @@ class ActivationL2(Surprise):
                                   "layers": per_layer}}
 
     def checkpoint_metadata(self):
-        return {"activation_l2": {"strategy": self.strategy.name, "layers": self.layer_index, "weights": self.weights}}
+        return {"activation_l2": {"layers": self.layer_index, "weights": self.weights}}

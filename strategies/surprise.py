@@ -49,6 +49,7 @@ from clbench.config.options import from_dict, opt
 from clbench.errors import ConfigError
 from clbench.train.plugin import Plugin
 from clbench.train.registry import register_plugin
+from clbench.train.types import SurpriseBlocks, SurpriseTerms
 
 
 @dataclass(frozen=True)
@@ -69,18 +70,16 @@ class Surprise(Plugin):
 
     Options = SurpriseOptions
 
-    def __init__(self, options=None, *, strategy):
-        super().__init__(options, strategy=strategy)
+    def __init__(self, options=None, **given):
+        super().__init__(options, **given)
         o = self.options
         self.weights = list(o.weights) * (len(o.layers) if len(o.weights) == 1 else 1)
         self.layer_index: list[int] = []  # absolute block indices, known after prepare_model
         self.blocks: list = []  # the chosen blocks, in the order of options.layers
         self.objective_on = False  # whether this step adds the objective (enabled, every_n)
-        self.inner_loss = None  # the strategy's loss (what ∇_y L is the gradient of), set per call
-        self.step_aux: dict[int, float] = {}  # block index -> this step's auxiliary term
+        self.step_terms: list[SurpriseTerms] = []  # what the backend returned for each of this step's micro-batches
         self.task_aux: dict[int, list[float]] = {}  # block index -> its terms over the task's steps
-        self.step_ratio: dict[int, float] = {}  # block index -> this step's rms(∇_y L) / rms(y)
-        self.task_ratio: dict[int, list[float]] = {}
+        self.task_ratio: dict[int, list[float]] = {}  # block index -> rms(∇_y L) / rms(y) over the task's steps
 
     @classmethod
     def options_from(cls, data, where):
@@ -103,10 +102,28 @@ class Surprise(Plugin):
         self.layer_index = [layer % len(blocks) for layer in self.options.layers]
         self.blocks = [blocks[i] for i in self.layer_index]
 
+    def chosen(self) -> SurpriseBlocks:
+        """The chosen blocks as the backend's surprise trick is told them."""
+        return SurpriseBlocks(tuple(self.blocks), tuple(self.layer_index), tuple(self.weights), self.options.target)
+
+    def step_values(self) -> tuple[dict[int, float], dict[int, float]]:
+        """This step's auxiliary term per block index, averaged over its micro-batches (a micro-batch where
+        the block got no gradient counts as 0), and its signal ratio, the largest over them."""
+        aux: dict[int, float] = {}
+        ratio: dict[int, float] = {}
+        for i, layer in enumerate(self.layer_index):
+            values = [float(t.aux[i]) for t in self.step_terms if i in t.aux]
+            if values:
+                aux[layer] = sum(values) / len(self.step_terms)
+            ratios = [t.ratio[i] for t in self.step_terms if i in t.ratio]
+            if ratios:
+                ratio[layer] = max(ratios)
+        return aux, ratio
+
     # --- hooks ----------------------------------------------------------------------------------------
     def prepare_model(self, model):
         self.choose_blocks(self.backend.decoder_blocks(model))
-        self.backend.surprise.prepare(self, model)
+        self.backend.surprise.prepare(self.blocks, model)
         return model
 
     def before_task(self, task, model):
@@ -115,27 +132,27 @@ class Surprise(Plugin):
 
     def before_step(self, step):
         self.objective_on = self.options.enabled and step % self.options.every_n == 0
-        self.step_aux = {}
-        self.step_ratio = {}
-        self.backend.surprise.before_step(self)
+        self.step_terms = []
 
     def loss(self, model, batch, inner):
         if not self.objective_on:
             return inner(model, batch)
-        self.inner_loss = inner
-        return self.backend.surprise.loss(self, model, batch)
+        out, terms = self.backend.surprise.loss(self.chosen(), model, batch, inner)
+        self.step_terms.append(terms)
+        return out
 
     def after_update(self, ctx):
-        self.backend.surprise.after_update(self)
-        for layer, value in self.step_aux.items():
+        aux, ratio = self.step_values()
+        for layer, value in aux.items():
             self.task_aux[layer].append(value)
-        for layer, value in self.step_ratio.items():
+        for layer, value in ratio.items():
             self.task_ratio.setdefault(layer, []).append(value)
 
     # --- logs ------------------------------------------------------------------------------------------
     def step_log(self):
-        return {**{f"surprise_aux_l{layer}": v for layer, v in self.step_aux.items()},
-                **{f"surprise_ratio_l{layer}": v for layer, v in self.step_ratio.items()}}
+        aux, ratio = self.step_values()
+        return {**{f"surprise_aux_l{layer}": v for layer, v in aux.items()},
+                **{f"surprise_ratio_l{layer}": v for layer, v in ratio.items()}}
 
     def diagnostics(self):
         per_layer = {str(layer): {"weight": self.weights[i], "steps": len(self.task_aux.get(layer, [])),
@@ -148,5 +165,5 @@ class Surprise(Plugin):
                              "enabled": self.options.enabled, "layers": per_layer}}
 
     def checkpoint_metadata(self):
-        return {"surprise": {"strategy": self.strategy.name, "layers": self.layer_index, "weights": self.weights,
+        return {"surprise": {"layers": self.layer_index, "weights": self.weights,
                              "target": self.options.target}}

@@ -43,12 +43,12 @@ def make(name: str, options: dict | None = None, model=None, train: TrainConfig 
 def make_with(name: str, options: dict | None, plugins: list[tuple[str, dict]], model=None,
               train: TrainConfig | None = None, seed: int = 0):
     """A registered strategy with plugins (a grid entry's ``with:``), composed and prepared as the runner does."""
-    from clbench.train.plugin import Composed
+    from clbench.train.plugin import Composed, attach
 
     cls = registry.get(name)
     strategy = cls(cls.options_from(options or {}, name), seed=seed, train=train or TrainConfig(),
                    backend=TorchBackend())
-    composed = Composed(strategy, [(pc := registry.get_plugin(p)) (pc.options_from(o, p), strategy=strategy)
+    composed = Composed(strategy, [attach(pc := registry.get_plugin(p), pc.options_from(o, p), strategy)
                                    for p, o in plugins])
     model = composed.prepare_model(model if model is not None else tiny_llama())
     composed.mark_trainable(model)

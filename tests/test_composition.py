@@ -14,7 +14,7 @@ import pytest
 from clbench.config.options import opt
 from clbench.errors import ConfigError
 from clbench.train import registry
-from clbench.train.plugin import Composed, Plugin
+from clbench.train.plugin import Composed, Plugin, attach
 from tests.conftest import micro_config
 from tests.nested_helpers import begin, make, token_batch, train_step
 
@@ -62,7 +62,7 @@ class Recording(Plugin):
 def test_plugins_run_after_the_strategy_in_the_order_listed():
     Recording.log = []
     s, model = make("layer_tiers")
-    composed = Composed(s, [Recording(Recording.Options("a"), strategy=s), Recording(Recording.Options("b"), strategy=s)])
+    composed = Composed(s, [attach(Recording, Recording.Options("a"), s), attach(Recording, Recording.Options("b"), s)])
     composed.prepare_model(model)
     begin(composed, model)
     import torch

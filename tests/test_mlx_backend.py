@@ -27,6 +27,7 @@ from clbench.errors import ConfigError
 from clbench.train import registry
 from clbench.train.loop import train_task
 from clbench.train.strategy import TaskView, UpdateContext
+from clbench.train.types import LossOutput, SurpriseTerms
 from tests.conftest import micro_config
 
 BACKEND = MLXBackend()
@@ -223,19 +224,22 @@ def test_cms_adapter_form_starts_as_the_base_model_and_trains_only_the_chain(tok
 def surprise_grads(target: str, layers, weight: float, explicit: bool = False):
     """Loss value, flat gradients, the surprise plugin and the model of ``{name: sft, options: {mode:
     full}, with: [surprise]}`` on a fixed batch (``explicit``: the extra-pass objective, not the tap)."""
-    from clbench.train.plugin import Composed
+    from clbench.train.plugin import Composed, attach
 
     sft = on_mlx(registry.get("sft"), mode="full")
     plugin_cls = registry.get_plugin("surprise")
-    plugin = plugin_cls(plugin_cls.Options(layers=layers, weights=(weight,), target=target), strategy=sft)
+    plugin = attach(plugin_cls, plugin_cls.Options(layers=layers, weights=(weight,), target=target), sft)
     composed = Composed(sft, [plugin])
     model = composed.prepare_model(tiny_model(60, layers=2))
     composed.mark_trainable(model)
     composed.before_step(1)
-    plugin.inner_loss = sft.loss
 
     def fn(m, batch):
-        out = mlx_surprise._explicit_loss(plugin, m, batch) if explicit else composed.loss(m, batch)
+        if not explicit:
+            out = composed.loss(m, batch)
+        else:
+            plugin.step_terms.append(terms := SurpriseTerms())
+            out = mlx_surprise._explicit_loss(plugin.chosen(), m, batch, sft.loss, terms)
         return out.loss, out.logs
 
     (value, _), tree = nn.value_and_grad(model, fn)(model, SURPRISE_BATCH)
@@ -255,10 +259,32 @@ def test_surprise_detached_one_layer_in_one_pass_equals_the_explicit_objective()
     v_ref, ref, s_ref, _ = surprise_grads("detached", (-1,), 0.1, explicit=True)
     _, plain, _, _ = surprise_grads("detached", (-1,), 0.0)
     assert v_fast == pytest.approx(v_ref, rel=1e-6)
-    assert float(s_fast.mlx_terms[0][0]) == pytest.approx(float(s_ref.mlx_terms[0][0]), rel=1e-5)
+    assert s_fast.step_log()["surprise_aux_l1"] == pytest.approx(s_ref.step_log()["surprise_aux_l1"], rel=1e-5)
     scale = max(float(mx.abs(g).max()) for g in ref.values())
     assert max(float(mx.abs(fast[k] - ref[k]).max()) for k in ref) < 1e-5 * scale
     assert max(float(mx.abs(fast[k] - plain[k]).max()) for k in ref) > 1e-3 * scale
+
+
+@pytest.mark.parametrize("layers", [(-1,), (0, 1)])
+def test_surprise_accumulating_two_copies_of_a_batch_is_one_step_on_it(layers):
+    """grad_accum 2 on two copies of a batch: the tap (one layer) and the extra pass (two) give the
+    gradients and the logged terms of grad_accum 1 on the batch (each micro-batch's ∇_y L, averaged once)."""
+    from clbench.train.plugin import Composed, attach
+
+    steps = []
+    for k in (1, 2):
+        sft = on_mlx(registry.get("sft"), mode="full")
+        plugin_cls = registry.get_plugin("surprise")
+        composed = Composed(sft, [attach(plugin_cls, plugin_cls.Options(layers=layers, weights=(0.3,)), sft)])
+        model = composed.prepare_model(tiny_model(60, layers=2))
+        composed.mark_trainable(model)
+        composed.before_task(TaskView(1, "t", ()), model)
+        composed.before_step(1)
+        _, _, grads = sft.backend.forward_backward(model, composed.trainable, composed.loss, [SURPRISE_BATCH] * k, None)
+        steps.append((grads, composed.step_log()))
+    (g1, log1), (g2, log2) = steps
+    assert g1.keys() == g2.keys() and all(np.array_equal(np.array(g2[n]), np.array(g1[n])) for n in g1)
+    assert log2 == log1 and len(log1) == len(layers)
 
 
 def test_surprise_full_mode_is_the_true_second_order_gradient():
@@ -267,12 +293,15 @@ def test_surprise_full_mode_is_the_true_second_order_gradient():
     from mlx.utils import tree_unflatten
 
     _, full, strategy, model = surprise_grads("full", (0, 1), 20.0)
+
+    def sft_loss(m, batch):  # sft's loss, what surprise wraps
+        return LossOutput(strategy.backend.lm_loss(m, batch))
     _, detached, _, _ = surprise_grads("detached", (0, 1), 20.0)
 
     def objective():
-        strategy.before_step(1)
-        main = mlx_surprise._explicit_loss(strategy, model, SURPRISE_BATCH).loss
-        return float(main) + sum(float(t[-1]) for t in strategy.mlx_terms.values())
+        terms = SurpriseTerms()
+        main = mlx_surprise._explicit_loss(strategy.chosen(), model, SURPRISE_BATCH, sft_loss, terms).loss
+        return float(main) + sum(float(t) for t in terms.aux.values())
 
     params = dict(tree_flatten(model.trainable_parameters()))
     rng = np.random.default_rng(1)

@@ -10,7 +10,7 @@ from clbench.errors import ConfigError
 from clbench.modeling.lm_loss import causal_lm_loss
 from clbench.train import registry
 from clbench.train.surprise import aux_grad, aux_loss
-from tests.nested_helpers import begin, make_with, snapshot, tiny_llama, token_batch, train_step
+from tests.nested_helpers import begin, make, make_with, snapshot, tiny_llama, token_batch, train_step
 
 BATCH = token_batch(5, n=3, length=9)
 
@@ -29,15 +29,15 @@ def surprise(options: dict, train: TrainConfig | None = None, layers: int = 3, b
     return s, model
 
 
-def strategy_grads(s, model, step: int = 1, accum: int = 1) -> tuple[dict, float]:
+def strategy_grads(s, model, step: int = 1) -> tuple[dict, float]:
     """The gradient of one micro-batch as the trainer computes it (``grad_names`` frozen out, the loss
-    divided by the accumulation count)."""
+    backpropagated as it is)."""
     s.before_step(step)
     keep = s.grad_names(step)
     for n, p in s.trainable.items():
         p.requires_grad_(keep is None or n in keep)
     out = s.loss(model, BATCH)
-    (out.loss / accum).backward()
+    out.loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in s.trainable.items() if p.grad is not None}
     for p in s.trainable.values():
         p.grad = None
@@ -94,14 +94,54 @@ def test_pure_aux_gradient_is_the_derivative_of_the_aux_loss():
     assert float(aux_loss(y, t, 0.7).detach()) == pytest.approx(0.7 * float(((y - t) ** 2).sum().detach()) / 24)
 
 
-@pytest.mark.parametrize("accum", [1, 2])
-def test_detached_one_layer_in_one_pass_equals_the_explicit_loss(accum):
-    s, model = surprise({"layers": [1], "weights": [0.3]}, train=TrainConfig(grad_accum=accum))
-    grads, logged = strategy_grads(s, model, accum=accum)
+def test_detached_one_layer_in_one_pass_equals_the_explicit_loss():
+    s, model = surprise({"layers": [1], "weights": [0.3]})
+    grads, logged = strategy_grads(s, model)
     ref, loss, terms = explicit_detached(s, model, [1], [0.3])
-    assert_same(grads, {n: g / accum for n, g in ref.items()})
+    assert_same(grads, ref)
     assert logged == pytest.approx(loss, rel=1e-12)  # the trainer logs the main loss
-    assert s.step_log()["surprise_aux_l1"] * accum == pytest.approx(terms[0], rel=1e-9)
+    assert s.step_log()["surprise_aux_l1"] == pytest.approx(terms[0], rel=1e-9)
+
+
+def test_a_block_output_hook_sees_its_micro_batchs_gradient_under_accumulation():
+    """With grad_accum 2 the step backpropagates each micro-batch's loss as it is and averages the
+    gradients once: a hook on a block's output sees that micro-batch's ∇_y L (what surprise's target and
+    the local rule's δ are), and two copies of one batch give that batch's gradients, bit for bit."""
+    from clbench.modeling.blocks import decoder_blocks
+
+    s, model = make("sft", {"mode": "full"}, model=tiny_llama(layers=3, seed=1, dtype=torch.float64))
+    seen: list = []
+
+    def capture(module, args, output):
+        (output[0] if isinstance(output, tuple) else output).register_hook(lambda g: seen.append(g.clone()))
+
+    handle = decoder_blocks(model)[1].register_forward_hook(capture)
+    grads = {}
+    for k in (1, 2):
+        _, _, g = s.backend.forward_backward(model, s.trainable, s.loss, [BATCH] * k, None)
+        grads[k] = {n: t.clone() for n, t in g.items()}
+        s.backend.clear_gradients(s.trainable)
+    handle.remove()
+    assert len(seen) == 3 and torch.equal(seen[1], seen[0]) and torch.equal(seen[2], seen[0])
+    assert grads[1].keys() == grads[2].keys() and all(torch.equal(grads[2][n], grads[1][n]) for n in grads[1])
+
+
+@pytest.mark.parametrize("layers", [[1], [0, 2]])
+@pytest.mark.parametrize("plugin", ["surprise", "activation_l2"])
+def test_accumulating_two_copies_of_a_batch_is_one_step_on_it(plugin, layers):
+    """surprise (one-pass hook and extra pass) and activation_l2 with grad_accum 2 on two copies of a batch:
+    the same gradients, bit for bit, and the same logged terms as grad_accum 1 on the batch."""
+    steps = {}
+    for k in (1, 2):
+        s, model = make_with("sft", {"mode": "full"}, [(plugin, {"layers": layers, "weights": [0.3]})],
+                             model=tiny_llama(layers=3, seed=1, dtype=torch.float64), train=TrainConfig(grad_accum=k))
+        begin(s, model)
+        s.before_step(1)
+        _, _, g = s.backend.forward_backward(model, s.trainable, s.loss, [BATCH] * k, None)
+        steps[k] = ({n: t.clone() for n, t in g.items()}, s.step_log())
+    (g1, log1), (g2, log2) = steps[1], steps[2]
+    assert g1.keys() == g2.keys() and all(torch.equal(g2[n], g1[n]) for n in g1)
+    assert log2 == log1 and len(log1) == len(layers) * (2 if plugin == "surprise" else 1)  # surprise: term, ratio
 
 
 def test_detached_several_layers_equals_the_explicit_loss():

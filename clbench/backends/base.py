@@ -128,8 +128,9 @@ class Backend:
     # --- model surgery ----------------------------------------------------------------------------
     @property
     def surprise(self):
-        """The module doing surprise's gradient trick for this library: ``prepare(s, model)``,
-        ``before_step(s)``, ``loss(s, model, batch)``, ``after_update(s)`` (``s``: the surprise plugin)."""
+        """The module doing surprise's gradient trick for this library: ``prepare(blocks, model)`` and
+        ``loss(chosen, model, batch, inner) -> (LossOutput, SurpriseTerms)`` (``chosen``: a
+        ``clbench.train.types.SurpriseBlocks``; the terms are this micro-batch's, returned to the plugin)."""
         raise NotImplementedError
 
     def prepare_lora_or_full(self, model, options):
@@ -204,6 +205,10 @@ class Backend:
         ``loss_fn(model, batch)`` returns a ``LossOutput``. ``keep`` (a collection of names, or None for
         every trainable parameter) says which parameters need a gradient: the others are frozen for the
         step, so their gradient is neither computed nor returned.
+
+        Each micro-batch's loss is differentiated as it is and the sum is divided by the micro-batches once,
+        at the end: whatever sees a gradient inside the backward pass (a hook on an activation, a custom
+        VJP) sees that micro-batch's own, with no factor for ``grad_accum`` to undo.
         """
         raise NotImplementedError
 

@@ -251,10 +251,14 @@ class TorchBackend(Backend):
                 batch = {key: v.to(device) for key, v in batch.items()}
                 out = loss_fn(model, batch)
                 if out.loss.requires_grad:
-                    (out.loss / k).backward()
+                    # as it is: a hook on an activation sees this micro-batch's ∇_y L (surprise's target,
+                    # the local rule's δ); the sum is averaged once, below
+                    out.loss.backward()
                 loss_sum += float(out.loss.detach())
                 for name, v in out.logs.items():  # a logged tensor may be part of the graph: its value only
                     logs[name] = logs.get(name, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v) / k
+        if k > 1:
+            _average_gradients(model, k)
         grads = {n: p.grad for n, p in trainable.items() if p.grad is not None}
         return loss_sum / k, logs, grads
 
@@ -287,6 +291,16 @@ def _attention(kernel: str):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel([SDPBackend.MATH])
+
+
+def _average_gradients(model, k: int) -> None:
+    """Divide every gradient the step accumulated by its ``k`` micro-batches: the trainable parameters' and
+    any other weight's that a strategy reads (``effective_update_weights``' base weights). Each step
+    starts with none (``clear_gradients``; a base weight's is dropped once read)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p.grad.div_(k)
 
 
 @contextmanager

@@ -57,14 +57,11 @@ class GridEntry:
         strategy = self.cls(self.options, seed=seed, train=cfg.train, backend=backend)
         if not self.plugins:
             return strategy
-        from clbench.train.plugin import Composed
+        from clbench.train.plugin import Composed, attach
 
-        plugins = []
-        for i, (cls, options) in enumerate(self.plugins):
-            plugin = cls(options, strategy=strategy)
-            plugin.where = f"strategies[{self.spec.run_label}].with[{i}].options"  # for errors found while running
-            plugins.append(plugin)
-        return Composed(strategy, plugins)
+        # each plugin's place in the experiment file, for errors found while running
+        return Composed(strategy, [attach(cls, options, strategy, f"strategies[{self.spec.run_label}].with[{i}].options")
+                                   for i, (cls, options) in enumerate(self.plugins)])
 
 
 def run_plan(cfg: ExperimentConfig, stream: Stream) -> RunPlan:

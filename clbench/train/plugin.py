@@ -14,15 +14,17 @@ one: ``docs/composition.md``):
 * ``after_update(ctx)`` — after the strategy applied this step's gradients;
 * ``step_log`` / ``diagnostics`` / ``checkpoint_metadata`` / ``state_dict`` — merged with the strategy's.
 
-A plugin sees the strategy's backend (``self.backend``) and its trainable parameters
-(``self.strategy.trainable``) — nothing else of it, so a plugin cannot rewire the strategy it is added to.
+A plugin is given the strategy's backend (``self.backend``) and a read-only view of its trainable
+parameters (``self.trainable``, ``self.params(model)``) — nothing else of it, so a plugin cannot rewire the
+strategy it is added to (:func:`attach` builds one so).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 from clbench.train.types import LossOutput
 
@@ -41,11 +43,24 @@ class Plugin:
     # to ``strategies[<label>].with[<i>].options``)
     where: str = "with[].options"
 
-    def __init__(self, options=None, *, strategy):
+    def __init__(self, options=None, *, backend, trainable: Callable[[], Mapping[str, Any]], where: str | None = None):
+        """``trainable()``: the strategy's trainable parameters ``{name: parameter}`` as they are now (the
+        strategy fixes them after ``prepare_model``, so the plugin asks when it needs them)."""
         self.options = options if options is not None else self.Options()
-        self.strategy = strategy
-        self.backend = strategy.backend
-        self.train = strategy.train
+        self.backend = backend
+        self._trainable = trainable
+        if where is not None:
+            self.where = where
+
+    @property
+    def trainable(self) -> Mapping[str, Any]:
+        """The strategy's trainable parameters, ``{name: parameter}``, read-only (empty before the model is
+        prepared)."""
+        return MappingProxyType(self._trainable())
+
+    def params(self, model) -> dict:
+        """Current values of the trainable parameters (inside :meth:`loss`: the ones being differentiated)."""
+        return self.backend.parameters(model, self.trainable)
 
     @classmethod
     def options_from(cls, data: dict, where: str):
@@ -179,6 +194,12 @@ class Composed:
         self.strategy.load_state_dict(state.get("strategy", {}))
         for p, s in zip(self.plugins, state.get("plugins", [])):
             p.load_state_dict(s)
+
+
+def attach(cls: type[Plugin], options, strategy, where: str | None = None) -> Plugin:
+    """A ``cls`` plugin for ``strategy``, given only its backend and its trainable parameters; ``where``: its
+    options' place in the experiment file, for errors found while running."""
+    return cls(options, backend=strategy.backend, trainable=lambda: strategy.trainable, where=where)
 
 
 def _wrapped(plugin: Plugin, inner: Callable) -> Callable:

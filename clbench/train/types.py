@@ -64,3 +64,31 @@ class UpdateContext:
         if not clip:
             return self.apply_fn(grads, None, False)
         return self.apply_fn(grads, total_norm)
+
+
+@dataclass(frozen=True)
+class SurpriseBlocks:
+    """What a backend's surprise trick (``Backend.surprise``) is told by the surprise plugin: the chosen
+    blocks, their indices in the model (for messages), λ per block and the target mode."""
+
+    blocks: tuple  # the chosen transformer blocks, in the order of the plugin's ``layers``
+    index: tuple[int, ...]  # each block's index in the model
+    weights: tuple[float, ...]  # λ per block
+    target: str  # "detached" or "full"
+
+
+@dataclass
+class SurpriseTerms:
+    """What a backend's surprise trick returns for one micro-batch, by position in
+    :attr:`SurpriseBlocks.blocks`: each block's auxiliary term ``λ·mean((y − ∇_y L)²)`` (a number or a backend
+    scalar) and, where the backend measures it, ``rms(∇_y L)/rms(y)``. The one-pass trick computes them
+    inside the backward pass, so they are complete once the step's backward has run; a block whose output
+    got no gradient at this step has no entry."""
+
+    aux: dict[int, Any] = field(default_factory=dict)
+    ratio: dict[int, float] = field(default_factory=dict)
+
+    def add(self, i: int, term, ratio: float | None = None) -> None:
+        self.aux[i] = self.aux[i] + term if i in self.aux else term
+        if ratio is not None:
+            self.ratio[i] = max(ratio, self.ratio.get(i, 0.0))

@@ -283,7 +283,7 @@ class MLXBackend(Backend):
                 for k, v in logs.items():
                     extras.setdefault(k, []).append(v)
         k = len(batches)
-        grads = {n: g / k for n, g in grads.items()}
+        grads = {n: g / k for n, g in grads.items()}  # each micro-batch's loss differentiated as it is; averaged here
         mx.eval(losses, grads, extras)
         return (sum(float(v) for v in losses) / k, {name: sum(float(x) for x in v) / k for name, v in extras.items()},
                 grads)

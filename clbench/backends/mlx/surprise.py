@@ -24,7 +24,7 @@ import os
 import mlx.core as mx
 from mlx import nn
 
-from clbench.train.types import LossOutput
+from clbench.train.types import LossOutput, SurpriseBlocks, SurpriseTerms
 
 _TAPPED: dict[type, type] = {}
 
@@ -52,8 +52,10 @@ def aux_term(y: mx.array, target: mx.array, weight: float) -> mx.array:
     return weight * mx.mean(mx.square(y.astype(mx.float32) - target.astype(mx.float32)))
 
 
-def grad_adding_tap(weight: float, log: list):
-    """Identity whose VJP adds ``∂aux/∂y = 2·weight·(y − g)/N`` to the incoming cotangent ``g = ∇_y L``."""
+def grad_adding_tap(weight: float, terms: SurpriseTerms, i: int):
+    """Identity whose VJP adds ``∂aux/∂y = 2·weight·(y − g)/N`` to the incoming cotangent ``g = ∇_y L``
+    (this micro-batch's: the step differentiates each micro-batch's loss as it is), and records the
+    term in ``terms`` at position ``i``."""
 
     @mx.custom_function
     def tap(y):
@@ -62,51 +64,40 @@ def grad_adding_tap(weight: float, log: list):
     @tap.vjp
     def tap_vjp(primals, cotangent, output):
         y = primals[0] if isinstance(primals, (tuple, list)) else primals
-        log.append(aux_term(y, cotangent, weight))
+        terms.add(i, aux_term(y, cotangent, weight))
         return (cotangent + ((2.0 * weight / y.size) * (y - cotangent)).astype(cotangent.dtype),)
 
     return tap
 
 
-def prepare(s, model) -> None:
+def prepare(blocks, model) -> None:
     """Make the chosen blocks tappable (their class swapped for a subclass; names unchanged)."""
-    for block in s.blocks:
+    for block in blocks:
         make_tappable(block)
 
 
-def before_step(s) -> None:
-    s.mlx_terms = {}  # position in s.blocks -> this step's terms
-
-
-def after_update(s) -> None:
-    """This step's terms (logged inside the taps as arrays) as floats in ``s.step_aux``."""
-    k = s.train.grad_accum
-    s.step_aux = {s.layer_index[i]: sum(float(t) for t in terms) / k
-                  for i, terms in getattr(s, "mlx_terms", {}).items() if terms}
-
-
-def _set_taps(s, taps) -> None:
-    for block, tap in zip(s.blocks, taps):
+def _set_taps(chosen: SurpriseBlocks, taps) -> None:
+    for block, tap in zip(chosen.blocks, taps):
         block.surprise_tap = tap
 
 
-def loss(s, model, batch):
-    """The base strategy's loss with the surprise objective (``s``: the surprise plugin)."""
-    n = len(s.blocks)
-    if s.options.target == "detached" and n == 1:
-        deepest = 0
-        s.mlx_terms.setdefault(deepest, [])
-        _set_taps(s, [grad_adding_tap(s.weights[0], s.mlx_terms[deepest])])
+def loss(chosen: SurpriseBlocks, model, batch, inner) -> tuple[LossOutput, SurpriseTerms]:
+    """``inner(model, batch)`` (the base strategy's loss) with the surprise objective at the ``chosen``
+    blocks, and this micro-batch's terms as MLX scalars (filled by the backward pass on the one-pass path)."""
+    terms = SurpriseTerms()
+    if chosen.target == "detached" and len(chosen.blocks) == 1:
+        _set_taps(chosen, [grad_adding_tap(chosen.weights[0], terms, 0)])
         try:
-            return s.inner_loss(model, batch)
+            return inner(model, batch), terms
         finally:
-            _set_taps(s, [None])
-    return _explicit_loss(s, model, batch)
+            _set_taps(chosen, [None])
+    return _explicit_loss(chosen, model, batch, inner, terms), terms
 
 
-def _explicit_loss(s, model, batch):
-    """``L + Σ λ mean((y − s)²)`` with ``s = ∇_y L`` from an extra pass (detached: ``s`` held constant)."""
-    n = len(s.blocks)
+def _explicit_loss(chosen: SurpriseBlocks, model, batch, inner, terms: SurpriseTerms):
+    """``L + Σ λ mean((y − s)²)`` with ``s = ∇_y L`` from an extra pass (detached: ``s`` held constant);
+    each term goes into ``terms``."""
+    n = len(chosen.blocks)
     seen: list = [None] * n
 
     def tap(i, delta=None):
@@ -116,8 +107,8 @@ def _explicit_loss(s, model, batch):
         return f
 
     def main_loss(deltas):  # L as a function of perturbations of the chosen blocks' outputs
-        _set_taps(s, [tap(i, d) for i, d in enumerate(deltas)])
-        return s.inner_loss(model, batch).loss
+        _set_taps(chosen, [tap(i, d) for i, d in enumerate(deltas)])
+        return inner(model, batch).loss
 
     batch_size, length = batch["input_ids"].shape
     zeros = [mx.zeros((batch_size, length, model.args.hidden_size)) for _ in range(n)]
@@ -126,18 +117,18 @@ def _explicit_loss(s, model, batch):
     mx.disable_compile()
     try:
         signals = mx.grad(main_loss)(zeros)  # ∇_{y_ℓ} L at the unperturbed model
-        if s.options.target == "detached":
+        if chosen.target == "detached":
             signals = [mx.stop_gradient(sig) for sig in signals]
-        _set_taps(s, [tap(i) for i in range(n)])
-        out = s.inner_loss(model, batch)
+        _set_taps(chosen, [tap(i) for i in range(n)])
+        out = inner(model, batch)
         main, logs = out.loss, out.logs
     finally:
-        _set_taps(s, [None] * n)
+        _set_taps(chosen, [None] * n)
         if not os.environ.get("MLX_DISABLE_COMPILE"):
             mx.enable_compile()
-    terms = [aux_term(y, sig, w) for y, sig, w in zip(seen, signals, s.weights)]
-    for i, term in enumerate(terms):
-        s.mlx_terms.setdefault(i, []).append(mx.stop_gradient(term))
-    total = main + sum(terms)
+    values = [aux_term(y, sig, w) for y, sig, w in zip(seen, signals, chosen.weights)]
+    for i, term in enumerate(values):
+        terms.add(i, mx.stop_gradient(term))
+    total = main + sum(values)
     # the value of the main loss (what the trainer logs), the gradient of the whole objective
     return LossOutput(mx.stop_gradient(main) + (total - mx.stop_gradient(total)), logs)
