@@ -163,6 +163,34 @@ class Stream:
     def name(self) -> str:
         return self.spec.name
 
+    # Which tasks are pretrained, worked out here only. A pretrained task (``pretrained: true``, always
+    # before the trained ones) is learned by the base model: no strategy trains on it (with the embedded
+    # model its training records are the pretraining data, with a real model they are never trained on),
+    # it is scored once, on the base model (its row of R is the base row), and LA leaves it out while
+    # general retention is measured on it.
+    @property
+    def pretrained_flags(self) -> list[bool]:
+        """For each task, whether it is pretrained (what ``config.json`` records as ``stream.pretrained``)."""
+        return [t.pretrained for t in self.tasks]
+
+    @property
+    def pretrained_indices(self) -> list[int]:
+        """Positions of the pretrained tasks (the ``general`` tasks of ``clbench.results.metrics``)."""
+        return [i for i, t in enumerate(self.tasks) if t.pretrained]
+
+    @property
+    def trained_indices(self) -> list[int]:
+        """Positions of the tasks a strategy trains on, in stream order."""
+        return [i for i, t in enumerate(self.tasks) if not t.pretrained]
+
+    @property
+    def pretrained_tasks(self) -> list[Task]:
+        return [t for t in self.tasks if t.pretrained]
+
+    @property
+    def trained_tasks(self) -> list[Task]:
+        return [t for t in self.tasks if not t.pretrained]
+
     @property
     def data_sources(self) -> dict[str, dict]:
         """The ``source`` entries of the stream file's tasks, by task name (for ``provenance.json``)."""

@@ -98,7 +98,7 @@ def load_suite_items(run: Run, suite: str) -> SuiteItems | None:
         return None
     files = RunFiles(run.path)
     tasks = run.tasks
-    pretrained = run.config["stream"].get("pretrained", [False] * len(tasks))
+    pretrained = run.pretrained
     R = info["R"]
 
     def row(key, present: list) -> tuple | None:

@@ -29,9 +29,9 @@ def pretrained_part(stream: Stream) -> Stream | None:
     if not stream.spec.known_subset:
         return None
     tasks = []
-    for t in stream.tasks:
+    for t in stream.pretrained_tasks:
         suites = tuple(s for s in t.probes if s.kind in CORRECTNESS_KINDS)
-        if t.pretrained and suites:
+        if suites:
             tasks.append(dataclasses.replace(t, probes=suites))
     return dataclasses.replace(stream, tasks=tuple(tasks)) if tasks else None
 

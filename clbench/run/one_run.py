@@ -89,7 +89,7 @@ def run_record(spec: RunSpec) -> dict:
         strategy["with"] = entry.plugins_list
     return {"schema": SCHEMA_VERSION, "experiment": cfg.name, "seed": spec.seed, "strategy": strategy,
             "stream": {"name": stream.name, "source": stream.source, "fingerprint": stream.file_fingerprint,
-                       "tasks": [t.name for t in stream.tasks], "pretrained": [t.pretrained for t in stream.tasks],
+                       "tasks": [t.name for t in stream.tasks], "pretrained": stream.pretrained_flags,
                        "suites": stream.suite_names, "primary_metric": stream.spec.primary_metric},
             "model": model_record(cfg.model), "base_model": spec.base_dir.name, "train": config_dict(cfg.train),
             "eval": config_dict(cfg.eval),
@@ -251,7 +251,7 @@ class _Run:
             self.kl = KLFromBase(kl_texts(self.stream), lm)
         self.curves = open_curves(cfg.log, files.root, record)  # TensorBoard (and W&B if asked)
         # where the run is, for a parent that runs it in another process (clbench.run.grid_progress)
-        self.live = RunProgress(files.progress, [t.pretrained for t in self.stream.tasks], cfg.train.steps_per_task)
+        self.live = RunProgress(files.progress, self.stream.pretrained_flags, cfg.train.steps_per_task)
 
     def evaluate(self, model, desc: str, wrap=lambda view: view, keep=(), kl: bool = False) -> dict:
         """A row: every probe suite of the stream on ``model`` (through the strategy's ``wrap``); with ``kl``,
@@ -302,7 +302,7 @@ class _Run:
         for view in self.views[:start]:
             if view.pretrained:
                 strategy.observe_pretrained(view)
-        trained_before = [v.index for v in self.views[:start] if not v.pretrained]
+        trained_before = [t for t in self.stream.trained_indices if t < start]
         if trained_before:
             state = load_checkpoint(self.files, trained_before[-1], strategy, self.model, ops)
             self.global_step = len(trained_before) * cfg.train.steps_per_task if strategy.trains else 0
@@ -388,13 +388,13 @@ def finalize(files: RunFiles, stream: Stream, T: int, trainable_parameters: int)
     """
     rows = [read_json(files.after(t)) for t in range(T)]
     mats = matrices(stream, rows, read_json(files.base), read_json(files.reference))
-    mats.update(known_suites(files, stream, rows, mats))  # qa_known, ...: items the base model knew
-    general = [i for i, t in enumerate(stream.tasks) if t.pretrained]
+    mats.update(known_suites(files, stream, mats))  # qa_known, ...: items the base model knew
+    general, trained = stream.pretrained_indices, stream.trained_indices
     metrics = {s: summarize(m["R"], m["reference"], m["base"], general, m["higher_is_better"]) for s, m in mats.items()}
     logs = [rec for t in range(T) if files.task_log(t).exists()
             for rec in map(json.loads, files.task_log(t).read_text().splitlines())]
     cost = {"train_seconds": sum(r.get("train_seconds", 0.0) for r in rows),
-            "eval_seconds": sum(r["seconds"] for r in rows if not r.get("pretrained")),
+            "eval_seconds": sum(rows[t]["seconds"] for t in trained),
             "tokens": sum(r.get("tokens", 0) for r in rows),
             "optimizer_steps": len(logs),
             "updated_elements": sum(r.get("updated_elements", 0) for r in rows),
@@ -404,10 +404,10 @@ def finalize(files: RunFiles, stream: Stream, T: int, trainable_parameters: int)
     atomic_write_json(files.metrics, {"metrics_version": METRICS_VERSION, "primary_metric": stream.spec.primary_metric,
                                       "suites": metrics, "cost": cost,
                                       "final_loss": {stream.tasks[t].name: rows[t].get("final_loss")
-                                                     for t in range(T) if not rows[t].get("pretrained")},
+                                                     for t in trained},
                                       "loss_check": loss_check(logs, [t.name for t in stream.tasks]),
                                       "truncated_records": {stream.tasks[t].name: rows[t].get("truncated_records", 0)
-                                                            for t in range(T) if not rows[t].get("pretrained")},
-                                      "categories": category_scores(files, stream, rows)})
+                                                            for t in trained},
+                                      "categories": category_scores(files, stream)})
     atomic_write_jsonl(files.train_log, logs)
     atomic_write_bytes(files.done, b"")
