@@ -27,10 +27,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from clbench.data.probe_kinds import RIGHT_OR_WRONG_KINDS, aggregation
 from clbench.data.streams import Stream
 from clbench.results.files import RunFiles, read_json, read_jsonl
 
-CORRECTNESS_KINDS = ("exact_match", "multiple_choice")
 KNOWN_SUFFIX = "_known"
 
 
@@ -56,7 +56,7 @@ def subset_score(items: list[dict] | None, kind: str, ids: set[str] | None = Non
     chosen = [i for i in items if ids is None or i["id"] in ids]
     if not chosen:
         return None
-    if kind == "perplexity":
+    if aggregation(kind) == "perplexity":
         return math.exp(sum(i["nll"] for i in chosen) / sum(i["tokens"] for i in chosen))
     return sum(bool(i["correct"]) for i in chosen) / len(chosen)
 
@@ -70,7 +70,7 @@ def known_suites(files: RunFiles, stream: Stream, mats: dict) -> dict:
     keys = _row_keys(stream)
     out = {}
     for suite, mat in mats.items():
-        if mat["kind"] not in CORRECTNESS_KINDS or not any(suite in known.get(t.name, {}) for t in stream.tasks):
+        if mat["kind"] not in RIGHT_OR_WRONG_KINDS or not any(suite in known.get(t.name, {}) for t in stream.tasks):
             continue
 
         def score(key, j, plain, suite=suite, mat=mat):

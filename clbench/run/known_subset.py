@@ -15,10 +15,11 @@ import dataclasses
 from pathlib import Path
 
 from clbench.config.experiment import ExperimentConfig
+from clbench.data.probe_kinds import RIGHT_OR_WRONG_KINDS
 from clbench.data.streams import Stream
 from clbench.eval.rows import evaluate_row
 from clbench.paths import component, inside
-from clbench.results.breakdown import CORRECTNESS_KINDS, known_subset_path
+from clbench.results.breakdown import known_subset_path
 from clbench.results.files import RunFiles, atomic_write_bytes, atomic_write_json, read_json
 from clbench.results.integrity import seal, unseal
 
@@ -30,7 +31,7 @@ def pretrained_part(stream: Stream) -> Stream | None:
         return None
     tasks = []
     for t in stream.pretrained_tasks:
-        suites = tuple(s for s in t.probes if s.kind in CORRECTNESS_KINDS)
+        suites = tuple(s for s in t.probes if s.kind in RIGHT_OR_WRONG_KINDS)
         if suites:
             tasks.append(dataclasses.replace(t, probes=suites))
     return dataclasses.replace(stream, tasks=tuple(tasks)) if tasks else None
