@@ -49,7 +49,7 @@ PROBE_KINDS: dict[str, ProbeKind] = {k.name: k for k in (
 )}
 # the kinds clbench scores itself, from items in the stream file (every kind but lm_eval)
 NATIVE_KINDS = tuple(k for k, p in PROBE_KINDS.items() if p.fields)
-# the kinds with a known subset (clbench.results.breakdown, clbench.run.known_subset)
+# the kinds with a known subset (clbench.results.breakdown, clbench.run.base_scores)
 RIGHT_OR_WRONG_KINDS = tuple(k for k, p in PROBE_KINDS.items() if p.right_or_wrong)
 CHAT_WRAPPED_KINDS = tuple(k for k, p in PROBE_KINDS.items() if p.chat_wrapped)
 MLX_KINDS = tuple(k for k, p in PROBE_KINDS.items() if p.mlx)

@@ -8,7 +8,7 @@ clbench reports both views:
 * the **known subset** (``qa_known``, ``mc_known``): for a *pretrained* task, only the items the base
   model answered correctly before any fine-tuning; for a trained task, every item (nothing was known
   before). The subset is decided once per base model and stream, on the unmodified base model
-  (``clbench.run.known_subset``), and stored with each run (``eval/known_subset.json``), so it cannot
+  (``clbench.run.base_scores``), and stored with each run (``eval/known_subset.json``), so it cannot
   drift with the strategy or the seed. The known-subset score of the base model is 1 by construction;
   forgetting on it is the share of known facts lost.
 

@@ -11,7 +11,7 @@ Order of work (each result file written atomically, the row file of a task last)
    ``provenance.json`` (``_Run``, set-up);
 2. evaluate an untrained model of the same architecture (``reference``, for forward transfer) and the
    base model as loaded (``base``, row before the stream) — or copy both from the cache, where the first
-   run of a model and stream put them (``clbench.run.fixed_rows``; ``_Run.fixed_rows``); then build the
+   run of a model and stream put them (``clbench.run.base_scores``; ``_Run.fixed_rows``); then build the
    strategy and set it on the model (``_Run.set_strategy``), restoring the last finished task's state
    after a kill (``_Run.restore``);
 3. for each task not yet finished: train it (or, for a task the base model learned, take the base
@@ -70,10 +70,9 @@ from clbench.results.loss_check import loss_check
 from clbench.results.metrics import METRICS_VERSION, summarize
 from clbench.results.provenance import provenance
 from clbench.results.tensorboard import open_curves
+from clbench.run.base_scores import ensure_known_subset, fixed_row
 from clbench.run.checks import TruncationCount, readable_checkpoint
-from clbench.run.fixed_rows import fixed_row
 from clbench.run.grid_progress import RunProgress
-from clbench.run.known_subset import ensure_known_subset
 from clbench.run.plan import GridEntry, RunSpec, stored_options_match
 from clbench.seeding import task_seed
 from clbench.train.loop import train_task
