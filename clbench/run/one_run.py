@@ -42,6 +42,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -77,6 +78,13 @@ from clbench.run.plan import GridEntry, RunSpec, stored_options_match
 from clbench.seeding import task_seed
 from clbench.train.loop import train_task
 from clbench.train.types import TaskView
+
+
+class Scored(NamedTuple):
+    """A row of scores and, when asked, the model's KL from the base model (``clbench.eval.kl``)."""
+
+    row: dict
+    kl: dict | None = None
 
 
 def run_record(spec: RunSpec) -> dict:
@@ -252,18 +260,19 @@ class _Run:
         # where the run is, for a parent that runs it in another process (clbench.run.grid_progress)
         self.live = RunProgress(files.progress, self.stream.pretrained_flags, cfg.train.steps_per_task)
 
-    def evaluate(self, model, desc: str, wrap=lambda view: view, keep=(), kl: bool = False) -> dict:
+    def evaluate(self, model, desc: str, wrap=lambda view: view, keep=(), kl: bool = False) -> Scored:
         """A row: every probe suite of the stream on ``model`` (through the strategy's ``wrap``); with ``kl``,
-        also the row's ``kl`` from the base model (``clbench.eval.kl``), on the same evaluation weights
+        also the model's KL from the base model (``clbench.eval.kl``), on the same evaluation weights
         through a plain view: the trained weights, never a test-time-learning ``wrap``."""
         ops, batch_size = self.ops, self.cfg.eval.batch_size
+        divergence = None
         with ops.evaluation_weights(model):
             with wrap(ops.view(model, self.tok, batch_size=batch_size, keep=keep)) as lm:
                 row = evaluate_row(lm, self.stream, self.cfg.eval, desc, self.progress)
             if kl:
                 with ops.view(model, self.tok, batch_size=batch_size, keep=keep) as lm:
-                    row["kl"] = self.kl(lm)
-        return row
+                    divergence = self.kl(lm)
+        return Scored(row, divergence)
 
     def fixed_rows(self) -> None:
         """Step 2: the rows that are the same for every strategy and seed — the reference (untrained) model's
@@ -272,7 +281,7 @@ class _Run:
         for which, make in (("reference", lambda: ops.reference(cfg, base_dir, self.model)), ("base", lambda: self.model)):
             if not files.row(which).exists():
                 row = fixed_row(cfg, self.stream, base_dir, which,
-                                lambda make=make, which=which: self.evaluate(make(), f"eval {which}"),
+                                lambda make=make, which=which: self.evaluate(make(), f"eval {which}").row,
                                 numerics=ops.numerics)
                 write_row(files, which, row, {"cache_file": row["cache_file"]})
                 if which == "base":
@@ -339,17 +348,7 @@ class _Run:
                         self.ops, kept)
         fault_point(f"after_checkpoint:{t}")
         self.live.evaluating(t)
-        if strategy.scores_as_base and not strategy.trains:  # it evaluates the base model, unchanged: the base row
-            row, extra = copied_row(files, "base", self.stream), {"copied_from": "base"}
-            unchanged = self.kl.unchanged()
-            if unchanged is not None:
-                extra["kl"] = unchanged
-        else:
-            row, extra = self.evaluate(self.model, f"eval after {view.name}", strategy.probe_view,
-                                       strategy.trainable.values(), kl=True), {}
-            kl = row.pop("kl")
-            if kl is not None:
-                extra["kl"] = kl
+        row, extra = self.scored_after(view)
         write_row(files, t, row, {**extra, "pretrained": False, "train_seconds": train_seconds,
                                   "tokens": sum(r["tokens"] for r in log),
                                   "updated_elements": sum(r["updated_elements"] for r in log),
@@ -357,6 +356,17 @@ class _Run:
                                   "truncated_records": self.cut.count(t, view.name)})
         self.live.task_done(t, train_seconds, len(log), None if "copied_from" in extra else row["seconds"])
         self.curves.task(log, row["scores"], diagnostics, self.global_step if strategy.trains else t)
+
+    def scored_after(self, view: TaskView) -> tuple[dict, dict]:
+        """The row after training ``view`` and what its file records besides the scores (``kl``, and
+        ``copied_from`` for a strategy that scores as the base model and did not train: the base row)."""
+        strategy = self.strategy
+        if strategy.scores_as_base and not strategy.trains:  # it evaluates the base model, unchanged: the base row
+            row, kl, extra = copied_row(self.files, "base", self.stream), self.kl.unchanged(), {"copied_from": "base"}
+        else:
+            (row, kl), extra = self.evaluate(self.model, f"eval after {view.name}", strategy.probe_view,
+                                             strategy.trainable.values(), kl=True), {}
+        return row, extra if kl is None else {**extra, "kl": kl}
 
     def train(self, view: TaskView) -> tuple[list[dict], float]:
         """The strategy's hooks around the task's optimizer steps; returns the step log and the seconds."""
