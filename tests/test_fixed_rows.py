@@ -1,5 +1,5 @@
 """The reference and base rows: computed by the first run of a model and stream, copied by every other
-run, recomputed when the model or the probes change (``clbench.run.fixed_rows``)."""
+run, recomputed when the model or the probes change (``clbench.run.base_scores``)."""
 
 import json
 import shutil

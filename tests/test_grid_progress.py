@@ -96,7 +96,7 @@ def test_status_line_of_two_running_runs():
 
 def fake_job(root, title):
     """What the parent reads of a job: its files, its stream's tasks (task 0 pretrained), steps per task."""
-    stream = SimpleNamespace(tasks=[SimpleNamespace(pretrained=p) for p in (True, False, False)])
+    stream = SimpleNamespace(pretrained_flags=[True, False, False])
     spec = SimpleNamespace(files=RunFiles(root), stream=stream, cfg=SimpleNamespace(train=SimpleNamespace(steps_per_task=6)))
     return SimpleNamespace(spec=spec, title=title)
 

@@ -40,3 +40,31 @@ def test_the_grid_plan_warns_once(tmp_path, capsys):
     capsys.readouterr()
     plan(load_config(None, ["stream=micro", "strategies=[sft, replay]", f"model.path={tmp_path}"]))
     assert capsys.readouterr().err.count("clbench: warning: task ") == 1
+
+
+def _two_pretrained_stream(tmp_path):
+    (tmp_path / "qa.jsonl").write_text('{"prompt": "Q: x?", "answer": "y"}\n')
+    probes = "probes: [{name: qa, kind: exact_match, path: qa.jsonl}]"
+    (tmp_path / "s.yaml").write_text(
+        f"name: s\ntasks:\n  - name: a\n    pretrained: true\n    {probes}\n  - name: b\n    pretrained: true\n"
+        f"    {probes}\n  - name: c\n    generated: {{domain: notes, entities: 2}}\n"
+        f"  - name: d\n    generated: {{domain: medical, entities: 2}}\n")
+    return load_stream(str(tmp_path / "s.yaml"))
+
+
+def test_the_stream_says_once_which_tasks_are_pretrained(tmp_path):
+    stream = _two_pretrained_stream(tmp_path)
+    assert stream.pretrained_flags == [True, True, False, False]
+    assert stream.pretrained_indices == [0, 1] and stream.trained_indices == [2, 3]
+    assert [t.name for t in stream.pretrained_tasks] == ["a", "b"]
+    assert [t.name for t in stream.trained_tasks] == ["c", "d"]
+
+
+def test_a_stored_run_says_which_tasks_were_pretrained():
+    from clbench.results.aggregate import Run
+    from clbench.results.files import stored_pretrained
+
+    record = {"stream": {"name": "s", "tasks": ["a", "b", "c"], "pretrained": [True, False, False]}}
+    assert stored_pretrained(record) == [True, False, False]
+    assert stored_pretrained({"stream": {"name": "s", "tasks": ["a", "b"]}}) == [False, False]  # older record
+    assert Run("x", record, {}, {}, {}, (), ()).pretrained == [True, False, False]

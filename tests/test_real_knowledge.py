@@ -105,7 +105,7 @@ def _items(path: Path) -> list[dict]:
 
 def test_known_subset_and_categories_from_stored_predictions(tmp_path, micro_cache, micro_base_dir, monkeypatch):
     from clbench.reporting.build import build_report
-    from clbench.run import known_subset
+    from clbench.run import base_scores
     from clbench.run.grid import run_grid
     from tests.conftest import micro_config
 
@@ -141,7 +141,7 @@ def test_known_subset_and_categories_from_stored_predictions(tmp_path, micro_cac
     def refuse(*a, **k):
         raise AssertionError("the known subset was evaluated twice")
 
-    monkeypatch.setattr(known_subset, "evaluate_row", refuse)
+    monkeypatch.setattr(base_scores, "evaluate_row", refuse)
     cfg2 = micro_config(tmp_path, cache_dir=micro_cache, stream=str(tmp_path / "s.yaml"), seeds=[1],
                         model={"path": str(micro_base_dir)}, train={"steps_per_task": 2})
     [(run2, _)] = run_grid(cfg2, progress=False, echo=lambda *_: None)

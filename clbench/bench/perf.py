@@ -49,7 +49,7 @@ def training_throughput(cfg: ExperimentConfig, stream, steps: int) -> dict:
     model = strategy.prepare_model(model)
     strategy.mark_trainable(model)
     opt = strategy.backend.make_optimizer(strategy, model, cfg.train)
-    task = next(t for t in stream.tasks if not t.pretrained)
+    task = stream.trained_tasks[0]
     batches = batch_stream([encode_example(tok, r, cfg.model.max_length) for r in task.train],
                            cfg.train.batch_size, tok.pad_token_id, seed=0)
     tokens, seconds = 0, 0.0

@@ -104,7 +104,7 @@ def main(args=None) -> int:
         print_comparison(compare(model, tok, mc, qa, batch, cfg.eval.max_new_tokens, reps=1, until=until,
                                  autocast=mixed), batch)
 
-    task = next(t for t in stream.tasks if not t.pretrained)
+    task = stream.trained_tasks[0]
     train = TrainConfig(batch_size=getattr(args, "train_batch", 8))
     encoded = [encode_example(tok, r, cfg.model.max_length) for r in task.train]
     shares = {k: padding_share(encoded, train.batch_size, tok.pad_token_id, group=k) for k in (0, 4, 8)}

@@ -127,7 +127,7 @@ def trained_tasks(stream: str, base_path: Path) -> int:
     path = Path(stream)
     if path.suffix in (".yaml", ".yml") and not path.is_absolute():
         path = (base_path.parent / path).resolve()
-    return sum(not t.pretrained for t in load_stream(str(path)).tasks)
+    return len(load_stream(str(path)).trained_indices)
 
 
 def _flow(value) -> str:

@@ -42,21 +42,13 @@ from clbench.config.names import check_name
 from clbench.config.options import from_dict, opt, shown
 from clbench.config.yaml_file import at_line, load_yaml_lines
 from clbench.data.answers import normalize
+from clbench.data.probe_kinds import NATIVE_KINDS, PROBE_KINDS
 from clbench.data.readers import SourceSpec, load_records
 from clbench.errors import ConfigError
 
-PROBE_FIELDS = {
-    "exact_match": {"prompt": str, "answer": str},
-    "multiple_choice": {"prompt": str, "choices": list, "label": int},
-    "perplexity": {"text": str},
-}
-# optional item fields: other accepted spellings of an exact-match answer; a category, for per-category
-# scores (clbench.results.breakdown)
-OPTIONAL_FIELDS = {"exact_match": {"aliases": list, "category": str},
-                   "multiple_choice": {"category": str}, "perplexity": {"category": str}}
 TRAIN_FIELDS = {"text": str, "prompt": str, "completion": str}
-GENERATED_SUITES = {"qa": "exact_match", "mc": "multiple_choice", "ppl": "perplexity"}
-PROBE_KINDS = (*PROBE_FIELDS, "lm_eval")
+# the suites a generated task brings, by name: one per native kind (clbench.data.probe_kinds)
+GENERATED_SUITES = {p.generated_suite: k for k, p in PROBE_KINDS.items() if p.generated_suite}
 MAX_ENTITIES = 10_000  # generated entities of one task: ~3 facts each, every one a training record and 3 probe items
 STREAMS_DIR = Path(__file__).resolve().parent.parent / "tasks"
 
@@ -74,7 +66,7 @@ class ProbeSpec:
     """A native probe suite read from a local file (fields as in :class:`clbench.data.readers.SourceSpec`)."""
 
     name: str
-    kind: Literal["exact_match", "multiple_choice", "perplexity"]
+    kind: Literal[NATIVE_KINDS]  # every kind of clbench.data.probe_kinds but lm_eval
     path: str
     format: Literal["auto", "jsonl", "csv", "parquet", "disk"] = "auto"
     fields: dict = field(default_factory=dict)
@@ -162,6 +154,34 @@ class Stream:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    # Which tasks are pretrained, worked out here only. A pretrained task (``pretrained: true``, always
+    # before the trained ones) is learned by the base model: no strategy trains on it (with the embedded
+    # model its training records are the pretraining data, with a real model they are never trained on),
+    # it is scored once, on the base model (its row of R is the base row), and LA leaves it out while
+    # general retention is measured on it.
+    @property
+    def pretrained_flags(self) -> list[bool]:
+        """For each task, whether it is pretrained (what ``config.json`` records as ``stream.pretrained``)."""
+        return [t.pretrained for t in self.tasks]
+
+    @property
+    def pretrained_indices(self) -> list[int]:
+        """Positions of the pretrained tasks (the ``general`` tasks of ``clbench.results.metrics``)."""
+        return [i for i, t in enumerate(self.tasks) if t.pretrained]
+
+    @property
+    def trained_indices(self) -> list[int]:
+        """Positions of the tasks a strategy trains on, in stream order."""
+        return [i for i, t in enumerate(self.tasks) if not t.pretrained]
+
+    @property
+    def pretrained_tasks(self) -> list[Task]:
+        return [t for t in self.tasks if t.pretrained]
+
+    @property
+    def trained_tasks(self) -> list[Task]:
+        return [t for t in self.tasks if not t.pretrained]
 
     @property
     def data_sources(self) -> dict[str, dict]:
@@ -280,7 +300,7 @@ def parse_probe(raw: object, where: str) -> ProbeSpec | LmEvalProbeSpec:
     if not isinstance(raw, dict):
         raise ConfigError(where, f"expected a mapping, got {raw!r}")
     if raw.get("kind") not in PROBE_KINDS:
-        raise ConfigError(f"{where}.kind", f"unknown probe kind {raw.get('kind')!r}", PROBE_KINDS)
+        raise ConfigError(f"{where}.kind", f"unknown probe kind {raw.get('kind')!r}", tuple(PROBE_KINDS))
     return from_dict(LmEvalProbeSpec if raw["kind"] == "lm_eval" else ProbeSpec, raw, where)
 
 
@@ -295,12 +315,13 @@ def _load_suite(spec: ProbeSpec | LmEvalProbeSpec, base: Path, where: str, allow
         if not stop:
             raise ConfigError(f"{where}.until[{i}]", "an empty string would end every answer before its first "
                               "character")
-    known = {**PROBE_FIELDS[spec.kind], **OPTIONAL_FIELDS[spec.kind], "id": str}
+    kind = PROBE_KINDS[spec.kind]
+    known = {**kind.fields, **kind.optional, "id": str}
     items = []
     ids: dict[str, str] = {}
     for at, n, rec in load_records(spec.source, base, known, where):
-        rec = dict(_validate_record(rec, PROBE_FIELDS[spec.kind], at))
-        _validate_optional(rec, OPTIONAL_FIELDS[spec.kind], at)
+        rec = dict(_validate_record(rec, kind.fields, at))
+        _validate_optional(rec, kind.optional, at)
         if spec.kind == "exact_match":
             _check_answers(rec, at)
         rec.setdefault("id", f"{spec.name}-{n}")

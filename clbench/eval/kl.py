@@ -30,7 +30,7 @@ KL_TEXTS = 64  # texts of the pretrained tasks' perplexity probes, in file order
 def kl_texts(stream) -> list[str]:
     """The held-out general texts of ``stream``: its pretrained tasks' perplexity items, the first
     :data:`KL_TEXTS` (none when it has no such suite: then no KL is recorded)."""
-    texts = [item["text"] for task in stream.tasks if task.pretrained for suite in task.probes
+    texts = [item["text"] for task in stream.pretrained_tasks for suite in task.probes
              if suite.kind == "perplexity" for item in suite.items]
     return texts[:KL_TEXTS]
 

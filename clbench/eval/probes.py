@@ -21,10 +21,9 @@ import math
 from collections.abc import Sequence
 
 from clbench.data.answers import normalize
+from clbench.data.probe_kinds import PROBE_KINDS
 from clbench.data.streams import ProbeSuite
 from clbench.eval.suite_result import SuiteResult
-
-HIGHER_IS_BETTER = {"exact_match": True, "multiple_choice": True, "perplexity": False}
 
 
 def cut_at(text: str, until: Sequence[str]) -> str:
@@ -71,21 +70,27 @@ def score_perplexity(suite: ProbeSuite, lm) -> SuiteResult:
 
 
 def higher_is_better(suite: ProbeSuite) -> bool:
-    """Direction of a suite's score (an lm-eval suite carries its metric's own)."""
-    if suite.kind == "lm_eval":
-        return suite.config["higher_is_better"]
-    return HIGHER_IS_BETTER[suite.kind]
+    """Direction of a suite's score: its kind's (``clbench.data.probe_kinds``), or an lm-eval suite's metric's own."""
+    if suite.kind not in PROBE_KINDS:
+        raise ValueError(f"unknown probe kind {suite.kind!r}; known: {list(PROBE_KINDS)}")
+    kind = PROBE_KINDS[suite.kind].higher_is_better
+    return suite.config["higher_is_better"] if kind is None else kind
+
+
+def _score_lm_eval(suite: ProbeSuite, lm, max_new_tokens: int) -> SuiteResult:
+    from clbench.eval.lm_eval_suite import score_lm_eval  # imports lm-eval: only for streams that use it
+
+    return score_lm_eval(suite, lm)
+
+
+# one scorer per kind of clbench.data.probe_kinds (tests/test_probe_kinds.py checks they match)
+SCORERS = {"exact_match": score_exact_match,
+           "multiple_choice": lambda suite, lm, max_new_tokens: score_multiple_choice(suite, lm),
+           "perplexity": lambda suite, lm, max_new_tokens: score_perplexity(suite, lm),
+           "lm_eval": _score_lm_eval}
 
 
 def score_suite(suite: ProbeSuite, lm, max_new_tokens: int = 12) -> SuiteResult:
-    if suite.kind == "exact_match":
-        return score_exact_match(suite, lm, max_new_tokens)
-    if suite.kind == "multiple_choice":
-        return score_multiple_choice(suite, lm)
-    if suite.kind == "perplexity":
-        return score_perplexity(suite, lm)
-    if suite.kind == "lm_eval":
-        from clbench.eval.lm_eval_suite import score_lm_eval  # imports lm-eval: only for streams that use it
-
-        return score_lm_eval(suite, lm)
-    raise ValueError(f"unknown probe kind {suite.kind!r}; known: {sorted(HIGHER_IS_BETTER) + ['lm_eval']}")
+    if suite.kind not in SCORERS:
+        raise ValueError(f"unknown probe kind {suite.kind!r}; known: {list(PROBE_KINDS)}")
+    return SCORERS[suite.kind](suite, lm, max_new_tokens)

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from clbench.data.probe_kinds import CHAT_WRAPPED_KINDS
 from clbench.data.streams import ProbeSuite, Stream, Task
 from clbench.errors import ConfigError
-
-WRAPPED_SUITES = ("exact_match", "multiple_choice")
 
 
 def _adds_bos(tokenizer) -> bool:
@@ -51,7 +50,7 @@ def _wrap_train(tokenizer, rec: dict) -> dict:
 def _wrap_suite(tokenizer, suite: ProbeSuite) -> ProbeSuite:
     if suite.kind == "lm_eval":
         return dataclasses.replace(suite, config={**suite.config, "apply_chat_template": True})
-    if suite.kind not in WRAPPED_SUITES:
+    if suite.kind not in CHAT_WRAPPED_KINDS:
         return suite
     items = tuple({**it, "prompt": chat_prompt(tokenizer, it["prompt"])} for it in suite.items)
     return dataclasses.replace(suite, items=items)

@@ -45,7 +45,7 @@ def _record_text(rec: dict) -> str:
 
 def pretrain_corpus(stream: Stream) -> list[dict]:
     """Training records of the pretrained tasks plus the stream's background documents."""
-    return [r for t in stream.tasks if t.pretrained for r in t.train] + list(stream.background)
+    return [r for t in stream.pretrained_tasks for r in t.train] + list(stream.background)
 
 
 def tokenizer_corpus(stream: Stream) -> list[str]:

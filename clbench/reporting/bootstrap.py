@@ -53,13 +53,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clbench.data.probe_kinds import PROBE_KINDS
 from clbench.results.aggregate import METRICS, Run
 from clbench.results.files import RunFiles, read_jsonl
 from clbench.results.metrics import summarize
 
 REPLICATES = 1000
 LEVEL = 0.95
-ITEM_KINDS = {"exact_match": "mean", "multiple_choice": "mean", "perplexity": "perplexity"}
+# the kinds with per-item records, and how the items make the score (clbench.data.probe_kinds)
+ITEM_KINDS = {k: p.aggregation for k, p in PROBE_KINDS.items() if p.aggregation}
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def load_suite_items(run: Run, suite: str) -> SuiteItems | None:
         return None
     files = RunFiles(run.path)
     tasks = run.tasks
-    pretrained = run.config["stream"].get("pretrained", [False] * len(tasks))
+    pretrained = run.pretrained
     R = info["R"]
 
     def row(key, present: list) -> tuple | None:

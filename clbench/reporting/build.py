@@ -105,7 +105,7 @@ def cost_columns(values: dict) -> list[Column]:
 
 
 def per_task_columns(first: Run, higher_is_better: bool, values: dict) -> list[Column]:
-    pretrained = first.config["stream"].get("pretrained", [False] * len(first.tasks))
+    pretrained = first.pretrained
     up = "↑" if higher_is_better else "↓"
     return [Column(f"final:{t}", f"{t}{' (pre.)' if p else ''} {up}", higher_is_better,
                    _decimals(values, f"final:{t}")) for t, p in zip(first.tasks, pretrained)]

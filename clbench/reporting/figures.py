@@ -163,7 +163,7 @@ def matrix_heatmap(label: str, runs: Sequence[Run], suite: str, vrange: tuple[fl
     ax = fig.add_subplot()
     ax.grid(False)
     im = ax.imshow(np.ma.masked_invalid(mean), cmap=cmap, vmin=vrange[0], vmax=vrange[1], aspect="equal")
-    pretrained = runs[0].config["stream"].get("pretrained", [False] * T)
+    pretrained = runs[0].pretrained
     rows = [f"{t} (base)" if p else t for t, p in zip(tasks, pretrained)]
     ax.set_xticks(range(T), tasks, rotation=30, ha="right")
     ax.set_yticks(range(T), rows)
@@ -194,7 +194,7 @@ def retention_curves(groups: Mapping[str, Sequence[Run]], suite: str, looks_: Ma
     first = next(iter(groups.values()))[0]
     tasks = first.tasks
     T = len(tasks)
-    pretrained = first.config["stream"].get("pretrained", [False] * T)
+    pretrained = first.pretrained
     with_base = not pretrained[0]  # the stream starts with a trained task: show the base model too
     xlabels = (["base"] if with_base else []) + tasks
     ncols = min(3, T)

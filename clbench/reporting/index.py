@@ -77,7 +77,7 @@ def stream_blocks(rep, reference: str) -> list:
     first = runs[0]
     s = first.config["stream"]
     tasks = ", ".join(f"{t} (pretrained: learned by the base model)" if p else t
-                      for t, p in zip(s["tasks"], s.get("pretrained", [False] * len(s["tasks"]))))
+                      for t, p in zip(s["tasks"], first.pretrained))
     suites = first.matrix["suites"]
     kind = suites[rep.suite].get("kind", "?")
     direction = "higher is better" if suites[rep.suite].get("higher_is_better", True) else "lower is better"

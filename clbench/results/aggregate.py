@@ -25,7 +25,7 @@ import pandas as pd
 from clbench.config.experiment import model_record
 from clbench.data.readers import text_lines
 from clbench.errors import ConfigError
-from clbench.results.files import RunFiles, load_run, read_json
+from clbench.results.files import RunFiles, load_run, read_json, stored_pretrained
 from clbench.results.inventory import Inventory, path_list, require, take_inventory
 
 METRICS = ["acc", "bwt", "fwt", "fwt_base", "forgetting", "learning_acc", "general_retention"]
@@ -51,6 +51,11 @@ class Run:
     @property
     def stream(self) -> str:
         return self.config["stream"]["name"]
+
+    @property
+    def pretrained(self) -> list[bool]:
+        """For each task, whether it was pretrained (``clbench.results.files.stored_pretrained``)."""
+        return stored_pretrained(self.config)
 
     @property
     def label(self) -> str:

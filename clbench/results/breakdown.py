@@ -8,7 +8,7 @@ clbench reports both views:
 * the **known subset** (``qa_known``, ``mc_known``): for a *pretrained* task, only the items the base
   model answered correctly before any fine-tuning; for a trained task, every item (nothing was known
   before). The subset is decided once per base model and stream, on the unmodified base model
-  (``clbench.run.known_subset``), and stored with each run (``eval/known_subset.json``), so it cannot
+  (``clbench.run.base_scores``), and stored with each run (``eval/known_subset.json``), so it cannot
   drift with the strategy or the seed. The known-subset score of the base model is 1 by construction;
   forgetting on it is the share of known facts lost.
 
@@ -27,10 +27,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from clbench.data.probe_kinds import RIGHT_OR_WRONG_KINDS, aggregation
 from clbench.data.streams import Stream
 from clbench.results.files import RunFiles, read_json, read_jsonl
 
-CORRECTNESS_KINDS = ("exact_match", "multiple_choice")
 KNOWN_SUFFIX = "_known"
 
 
@@ -44,9 +44,9 @@ def _items(path: Path) -> list[dict] | None:
     return read_jsonl(path)
 
 
-def _row_keys(rows: list[dict]) -> list[int | str]:
+def _row_keys(stream: Stream) -> list[int | str]:
     """Where each row's predictions are: a pretrained task's row is the base row, copied."""
-    return ["base" if r.get("pretrained") else t for t, r in enumerate(rows)]
+    return ["base" if p else t for t, p in enumerate(stream.pretrained_flags)]
 
 
 def subset_score(items: list[dict] | None, kind: str, ids: set[str] | None = None) -> float | None:
@@ -56,21 +56,21 @@ def subset_score(items: list[dict] | None, kind: str, ids: set[str] | None = Non
     chosen = [i for i in items if ids is None or i["id"] in ids]
     if not chosen:
         return None
-    if kind == "perplexity":
+    if aggregation(kind) == "perplexity":
         return math.exp(sum(i["nll"] for i in chosen) / sum(i["tokens"] for i in chosen))
     return sum(bool(i["correct"]) for i in chosen) / len(chosen)
 
 
-def known_suites(files: RunFiles, stream: Stream, rows: list[dict], mats: dict) -> dict:
+def known_suites(files: RunFiles, stream: Stream, mats: dict) -> dict:
     """``{"<suite>_known": matrix entry}`` for every suite with a stored known subset (see module doc)."""
     path = known_subset_path(files)
     if not path.exists():
         return {}
     known = read_json(path)["ids"]  # {task: {suite: [ids]}}
-    keys = _row_keys(rows)
+    keys = _row_keys(stream)
     out = {}
     for suite, mat in mats.items():
-        if mat["kind"] not in CORRECTNESS_KINDS or not any(suite in known.get(t.name, {}) for t in stream.tasks):
+        if mat["kind"] not in RIGHT_OR_WRONG_KINDS or not any(suite in known.get(t.name, {}) for t in stream.tasks):
             continue
 
         def score(key, j, plain, suite=suite, mat=mat):
@@ -91,14 +91,12 @@ def known_suites(files: RunFiles, stream: Stream, rows: list[dict], mats: dict) 
     return out
 
 
-def category_scores(files: RunFiles, stream: Stream, rows: list[dict]) -> dict:
+def category_scores(files: RunFiles, stream: Stream) -> dict:
     """``{task: {suite: {category: {"base": x, "after": [per task], "n": items}}}}`` for pretrained tasks
     whose items carry a ``category``."""
-    keys = _row_keys(rows)
+    keys = _row_keys(stream)
     out: dict = {}
-    for task in stream.tasks:
-        if not task.pretrained:
-            continue
+    for task in stream.pretrained_tasks:
         for suite in task.probes:
             cats = sorted({it["category"] for it in suite.items if "category" in it})
             if not cats:

@@ -137,6 +137,14 @@ class RunFiles:
         return k
 
 
+def stored_pretrained(record: dict) -> list[bool]:
+    """For each task of a stored run, whether it was pretrained (learned by the base model, its row the base
+    row: ``clbench.data.streams.Stream.pretrained_flags``), read from its ``config.json`` record; a record
+    written before the field existed had no pretrained task."""
+    stream = record["stream"]
+    return list(stream.get("pretrained", [False] * len(stream["tasks"])))
+
+
 def load_run(path: Path) -> dict:
     """A finished run's config, provenance, matrices and metrics as one dict (metrics of an older
     ``metrics_version`` recomputed from the matrices: :func:`current_metrics`)."""

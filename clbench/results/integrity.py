@@ -7,7 +7,7 @@ So each carries a SHA-256 written with it, verified before it is used:
 
 * a checkpoint folder ``checkpoints/task_<t>/`` holds ``checksums.json`` (the adapter and the strategy
   state), written after both: a mismatch refuses the resume, naming the file;
-* a cached row (``<cache>/rows/*.json``, ``<cache>/known_subsets/*.json``) holds ``sha256`` of its
+* a cached row or known subset (``<cache>/rows/*.json``) holds ``sha256`` of its
   content: a mismatch is refused, naming the file (delete it and clbench recomputes it); a cached row
   without one (written before checksums) is recomputed;
 * a cached base model's ``build.json`` lists ``files_sha256`` of every file of the folder: a missing,

@@ -183,7 +183,7 @@ class GridWatch:
         self.printed = float("-inf")
         self.done: set[int] = set()
         self.seen: dict[int, dict] = {}  # the last record read of each run started in this grid
-        self.queued = [queued_work(job.spec.files, [t.pretrained for t in job.spec.stream.tasks],
+        self.queued = [queued_work(job.spec.files, job.spec.stream.pretrained_flags,
                                    job.spec.cfg.train.steps_per_task) for job in jobs]
 
     def finished(self, i: int) -> None:

@@ -11,7 +11,7 @@ Order of work (each result file written atomically, the row file of a task last)
    ``provenance.json`` (``_Run``, set-up);
 2. evaluate an untrained model of the same architecture (``reference``, for forward transfer) and the
    base model as loaded (``base``, row before the stream) — or copy both from the cache, where the first
-   run of a model and stream put them (``clbench.run.fixed_rows``; ``_Run.fixed_rows``); then build the
+   run of a model and stream put them (``clbench.run.base_scores``; ``_Run.fixed_rows``); then build the
    strategy and set it on the model (``_Run.set_strategy``), restoring the last finished task's state
    after a kill (``_Run.restore``);
 3. for each task not yet finished: train it (or, for a task the base model learned, take the base
@@ -42,6 +42,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -70,14 +71,20 @@ from clbench.results.loss_check import loss_check
 from clbench.results.metrics import METRICS_VERSION, summarize
 from clbench.results.provenance import provenance
 from clbench.results.tensorboard import open_curves
+from clbench.run.base_scores import ensure_known_subset, fixed_row
 from clbench.run.checks import TruncationCount, readable_checkpoint
-from clbench.run.fixed_rows import fixed_row
 from clbench.run.grid_progress import RunProgress
-from clbench.run.known_subset import ensure_known_subset
 from clbench.run.plan import GridEntry, RunSpec, stored_options_match
 from clbench.seeding import task_seed
 from clbench.train.loop import train_task
 from clbench.train.types import TaskView
+
+
+class Scored(NamedTuple):
+    """A row of scores and, when asked, the model's KL from the base model (``clbench.eval.kl``)."""
+
+    row: dict
+    kl: dict | None = None
 
 
 def run_record(spec: RunSpec) -> dict:
@@ -89,7 +96,7 @@ def run_record(spec: RunSpec) -> dict:
         strategy["with"] = entry.plugins_list
     return {"schema": SCHEMA_VERSION, "experiment": cfg.name, "seed": spec.seed, "strategy": strategy,
             "stream": {"name": stream.name, "source": stream.source, "fingerprint": stream.file_fingerprint,
-                       "tasks": [t.name for t in stream.tasks], "pretrained": [t.pretrained for t in stream.tasks],
+                       "tasks": [t.name for t in stream.tasks], "pretrained": stream.pretrained_flags,
                        "suites": stream.suite_names, "primary_metric": stream.spec.primary_metric},
             "model": model_record(cfg.model), "base_model": spec.base_dir.name, "train": config_dict(cfg.train),
             "eval": config_dict(cfg.eval),
@@ -251,20 +258,21 @@ class _Run:
             self.kl = KLFromBase(kl_texts(self.stream), lm)
         self.curves = open_curves(cfg.log, files.root, record)  # TensorBoard (and W&B if asked)
         # where the run is, for a parent that runs it in another process (clbench.run.grid_progress)
-        self.live = RunProgress(files.progress, [t.pretrained for t in self.stream.tasks], cfg.train.steps_per_task)
+        self.live = RunProgress(files.progress, self.stream.pretrained_flags, cfg.train.steps_per_task)
 
-    def evaluate(self, model, desc: str, wrap=lambda view: view, keep=(), kl: bool = False) -> dict:
+    def evaluate(self, model, desc: str, wrap=lambda view: view, keep=(), kl: bool = False) -> Scored:
         """A row: every probe suite of the stream on ``model`` (through the strategy's ``wrap``); with ``kl``,
-        also the row's ``kl`` from the base model (``clbench.eval.kl``), on the same evaluation weights
+        also the model's KL from the base model (``clbench.eval.kl``), on the same evaluation weights
         through a plain view: the trained weights, never a test-time-learning ``wrap``."""
         ops, batch_size = self.ops, self.cfg.eval.batch_size
+        divergence = None
         with ops.evaluation_weights(model):
             with wrap(ops.view(model, self.tok, batch_size=batch_size, keep=keep)) as lm:
                 row = evaluate_row(lm, self.stream, self.cfg.eval, desc, self.progress)
             if kl:
                 with ops.view(model, self.tok, batch_size=batch_size, keep=keep) as lm:
-                    row["kl"] = self.kl(lm)
-        return row
+                    divergence = self.kl(lm)
+        return Scored(row, divergence)
 
     def fixed_rows(self) -> None:
         """Step 2: the rows that are the same for every strategy and seed — the reference (untrained) model's
@@ -273,7 +281,7 @@ class _Run:
         for which, make in (("reference", lambda: ops.reference(cfg, base_dir, self.model)), ("base", lambda: self.model)):
             if not files.row(which).exists():
                 row = fixed_row(cfg, self.stream, base_dir, which,
-                                lambda make=make, which=which: self.evaluate(make(), f"eval {which}"),
+                                lambda make=make, which=which: self.evaluate(make(), f"eval {which}").row,
                                 numerics=ops.numerics)
                 write_row(files, which, row, {"cache_file": row["cache_file"]})
                 if which == "base":
@@ -302,7 +310,7 @@ class _Run:
         for view in self.views[:start]:
             if view.pretrained:
                 strategy.observe_pretrained(view)
-        trained_before = [v.index for v in self.views[:start] if not v.pretrained]
+        trained_before = [t for t in self.stream.trained_indices if t < start]
         if trained_before:
             state = load_checkpoint(self.files, trained_before[-1], strategy, self.model, ops)
             self.global_step = len(trained_before) * cfg.train.steps_per_task if strategy.trains else 0
@@ -340,17 +348,7 @@ class _Run:
                         self.ops, kept)
         fault_point(f"after_checkpoint:{t}")
         self.live.evaluating(t)
-        if strategy.scores_as_base and not strategy.trains:  # it evaluates the base model, unchanged: the base row
-            row, extra = copied_row(files, "base", self.stream), {"copied_from": "base"}
-            unchanged = self.kl.unchanged()
-            if unchanged is not None:
-                extra["kl"] = unchanged
-        else:
-            row, extra = self.evaluate(self.model, f"eval after {view.name}", strategy.probe_view,
-                                       strategy.trainable.values(), kl=True), {}
-            kl = row.pop("kl")
-            if kl is not None:
-                extra["kl"] = kl
+        row, extra = self.scored_after(view)
         write_row(files, t, row, {**extra, "pretrained": False, "train_seconds": train_seconds,
                                   "tokens": sum(r["tokens"] for r in log),
                                   "updated_elements": sum(r["updated_elements"] for r in log),
@@ -358,6 +356,17 @@ class _Run:
                                   "truncated_records": self.cut.count(t, view.name)})
         self.live.task_done(t, train_seconds, len(log), None if "copied_from" in extra else row["seconds"])
         self.curves.task(log, row["scores"], diagnostics, self.global_step if strategy.trains else t)
+
+    def scored_after(self, view: TaskView) -> tuple[dict, dict]:
+        """The row after training ``view`` and what its file records besides the scores (``kl``, and
+        ``copied_from`` for a strategy that scores as the base model and did not train: the base row)."""
+        strategy = self.strategy
+        if strategy.scores_as_base and not strategy.trains:  # it evaluates the base model, unchanged: the base row
+            row, kl, extra = copied_row(self.files, "base", self.stream), self.kl.unchanged(), {"copied_from": "base"}
+        else:
+            (row, kl), extra = self.evaluate(self.model, f"eval after {view.name}", strategy.probe_view,
+                                             strategy.trainable.values(), kl=True), {}
+        return row, extra if kl is None else {**extra, "kl": kl}
 
     def train(self, view: TaskView) -> tuple[list[dict], float]:
         """The strategy's hooks around the task's optimizer steps; returns the step log and the seconds."""
@@ -388,13 +397,13 @@ def finalize(files: RunFiles, stream: Stream, T: int, trainable_parameters: int)
     """
     rows = [read_json(files.after(t)) for t in range(T)]
     mats = matrices(stream, rows, read_json(files.base), read_json(files.reference))
-    mats.update(known_suites(files, stream, rows, mats))  # qa_known, ...: items the base model knew
-    general = [i for i, t in enumerate(stream.tasks) if t.pretrained]
+    mats.update(known_suites(files, stream, mats))  # qa_known, ...: items the base model knew
+    general, trained = stream.pretrained_indices, stream.trained_indices
     metrics = {s: summarize(m["R"], m["reference"], m["base"], general, m["higher_is_better"]) for s, m in mats.items()}
     logs = [rec for t in range(T) if files.task_log(t).exists()
             for rec in map(json.loads, files.task_log(t).read_text().splitlines())]
     cost = {"train_seconds": sum(r.get("train_seconds", 0.0) for r in rows),
-            "eval_seconds": sum(r["seconds"] for r in rows if not r.get("pretrained")),
+            "eval_seconds": sum(rows[t]["seconds"] for t in trained),
             "tokens": sum(r.get("tokens", 0) for r in rows),
             "optimizer_steps": len(logs),
             "updated_elements": sum(r.get("updated_elements", 0) for r in rows),
@@ -404,10 +413,10 @@ def finalize(files: RunFiles, stream: Stream, T: int, trainable_parameters: int)
     atomic_write_json(files.metrics, {"metrics_version": METRICS_VERSION, "primary_metric": stream.spec.primary_metric,
                                       "suites": metrics, "cost": cost,
                                       "final_loss": {stream.tasks[t].name: rows[t].get("final_loss")
-                                                     for t in range(T) if not rows[t].get("pretrained")},
+                                                     for t in trained},
                                       "loss_check": loss_check(logs, [t.name for t in stream.tasks]),
                                       "truncated_records": {stream.tasks[t].name: rows[t].get("truncated_records", 0)
-                                                            for t in range(T) if not rows[t].get("pretrained")},
-                                      "categories": category_scores(files, stream, rows)})
+                                                            for t in trained},
+                                      "categories": category_scores(files, stream)})
     atomic_write_jsonl(files.train_log, logs)
     atomic_write_bytes(files.done, b"")

@@ -39,8 +39,7 @@ class TaskOrder:
 
 
 def _split(stream) -> tuple[list[int], list[int]]:
-    pre = [i for i, t in enumerate(stream.tasks) if t.pretrained]
-    return pre, [i for i, t in enumerate(stream.tasks) if not t.pretrained]
+    return stream.pretrained_indices, stream.trained_indices
 
 
 def _explicit(entry: list, stream, where: str) -> TaskOrder:

@@ -66,7 +66,7 @@ class GridEntry:
 
 def run_plan(cfg: ExperimentConfig, stream: Stream) -> RunPlan:
     """What a run of ``cfg`` (a row's config) on ``stream`` will do, for ``Strategy.check_plan``."""
-    return RunPlan(steps_per_task=cfg.train.steps_per_task, trained_tasks=sum(not t.pretrained for t in stream.tasks),
+    return RunPlan(steps_per_task=cfg.train.steps_per_task, trained_tasks=len(stream.trained_indices),
                    grad_accum=cfg.train.grad_accum, max_length=cfg.model.max_length,
                    reset_optimizer=cfg.train.reset_optimizer)
 
@@ -151,7 +151,7 @@ def warn_pretrained_records(cfg: ExperimentConfig, stream: Stream) -> list[str]:
              f"{len(t.train)} training records are not trained on with a real model ({model}); they only "
              "pretrain the embedded model (and strategies that replay pretraining data, replay and joint, draw "
              "on them); to train on them, drop 'pretrained: true'"
-             for t in stream.tasks if t.pretrained and t.train]
+             for t in stream.pretrained_tasks if t.train]
     for line in lines:
         print(line, file=sys.stderr)
     return lines
