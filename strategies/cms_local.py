@@ -36,10 +36,12 @@ from clbench.train.types import LossOutput, RunPlan
 
 @dataclass(frozen=True)
 class CMSLocalOptions:
-    chunk_sizes: tuple[Period, ...] = opt([16, 256, 8192], "C_l per level, fast to slow: level l steps once every "
-                                                           "C_l chunk_units; never: the level stays as it starts")
-    chunk_unit: Literal["tokens", "steps"] = opt("tokens", "what a chunk counts: sequence positions inside the "
-                                                           "forward pass, or optimizer steps")
+    # the defaults are those cms's local rule had, so an old {name: cms, options: {form: memory, update: local,
+    # ...}} row is the same run as {name: cms_local, options: {...}} with form and update left out
+    chunk_sizes: tuple[Period, ...] = opt([1, 2, 4], "C_l per level, fast to slow: level l steps once every C_l "
+                                                     "chunk_units; never: the level stays as it starts")
+    chunk_unit: Literal["steps", "tokens"] = opt("steps", "what a chunk counts: optimizer steps, or sequence "
+                                                          "positions inside the forward pass")
     clock: Literal["global", "task"] = opt("global", "global: chunks count over the whole stream (carried across "
                                                      "tasks and resume); task: restart at every task")
     local_lr: float = opt(1.0, "θ, the step size on the δ-rule's chunk gradient", ge=0)
