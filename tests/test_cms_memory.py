@@ -390,3 +390,15 @@ def test_a_resumed_local_memory_continues_its_open_chunks_and_momentum_bit_for_b
     task(r, rmodel, make_optimizer(r, rmodel, r.train), 2)
     assert [lv["at"] for lv in r.diagnostics()["cms"]["levels"]] == [[25, 30, 35, 40], [25]]
     assert all(torch.equal(r.trainable[n], s.trainable[n]) for n in s.trainable)
+
+
+def test_all_leaves_cms_local_out_so_no_grid_that_says_all_changed(tmp_path):
+    """``strategies: [all]`` ran cms (its LoRA form) and no local memory before the split; it still does:
+    the local memory runs where a grid names it (make bench's cms-local row)."""
+    from clbench.run.plan import plan
+    from tests.conftest import micro_config
+
+    _, entries = plan(micro_config(tmp_path, strategies="[all, {name: cms_local, label: cms-local}]"))
+    names = [(e.spec.name, e.spec.run_label) for e in entries]
+    assert ("cms", "cms") in names and ("cms_local", "cms-local") in names
+    assert [n for n, _ in names].count("cms_local") == 1
