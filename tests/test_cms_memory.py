@@ -1,6 +1,7 @@
-"""CMS as a memory (clbench.modeling.cms_memory, clbench.eval.memory_view, strategies/cms.py): the global
-clock across tasks and a resume, the local rule inside the forward pass, test-time updates on and off,
-refusal of a chunk that never completes, Titans' gate."""
+"""CMS as a memory (clbench.modeling.cms_memory, clbench.eval.memory_view, clbench.train.local_memory,
+strategies/cms.py's memory form and strategies/cms_local.py): the global clock across tasks and a resume, the
+local rule inside the forward pass, test-time updates on and off, refusal of a chunk that never completes,
+Titans' gate, and the split of the two rules into two strategies."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from clbench.train.step import optimizer_step
 from clbench.train.strategy import TaskView
 from tests.nested_helpers import begin, make, snapshot, tiny_llama, token_batch, train_step
 
-LOCAL = {"form": "memory", "update": "local", "chunk_unit": "tokens"}
+LOCAL = {"chunk_unit": "tokens"}
 
 
 def make_optimizer(s, model, train):
@@ -79,10 +80,10 @@ def test_task_clock_restarts_every_task_and_drops_partial_chunks():
 
 
 def _local_with_teach_signal(opts, batch):
-    s, model = make("cms", {**LOCAL, **opts}, model=tiny_llama(seed=4))
+    s, model = make("cms_local", {**LOCAL, **opts}, model=tiny_llama(seed=4))
     begin(s, model)
-    s.loss(model, batch).loss.backward()  # the ordinary pass: teach signals land in s.pending
-    ((_, deltas),) = s.pending
+    s.loss(model, batch).loss.backward()  # the ordinary pass: teach signals land in s.memory.pending
+    ((_, deltas),) = s.memory.pending
     return s, model, deltas
 
 
@@ -121,7 +122,7 @@ def test_local_rule_changes_weights_inside_the_forward_pass_at_chunk_boundaries_
 
 
 def test_local_chunk_longer_than_a_sequence_sums_its_gradient_across_passes():
-    s, model = make("cms", {**LOCAL, "chunk_sizes": [5, 25]}, model=tiny_llama(seed=5))
+    s, model = make("cms_local", {**LOCAL, "chunk_sizes": [5, 25]}, model=tiny_llama(seed=5))
     opt = make_optimizer(s, model, s.train)
     begin(s, model)
     logs = [train_step(s, model, opt, step, [token_batch(step, length=10)]) for step in range(1, 4)]
@@ -134,7 +135,7 @@ def test_local_chunk_longer_than_a_sequence_sums_its_gradient_across_passes():
 
 
 def test_surprise_threshold_gates_updates_and_counts_misses():
-    s, model = make("cms", {**LOCAL, "chunk_sizes": [5], "surprise_threshold": 1e9}, model=tiny_llama(seed=5))
+    s, model = make("cms_local", {**LOCAL, "chunk_sizes": [5], "surprise_threshold": 1e9}, model=tiny_llama(seed=5))
     opt = make_optimizer(s, model, s.train)
     begin(s, model)
     before = snapshot(s.trainable)
@@ -177,7 +178,7 @@ def test_evaluation_leaves_every_parameter_bitwise_unchanged_with_test_time_upda
     model, tok = micro_model
     results = {}
     for tt in (False, True):
-        s, m = make("cms", {**LOCAL, "chunk_sizes": [4, 32], "local_lr": 2.0, "test_time_updates": tt},
+        s, m = make("cms_local", {**LOCAL, "chunk_sizes": [4, 32], "local_lr": 2.0, "test_time_updates": tt},
                     model=__import__("copy").deepcopy(model))
         begin(s, m)
         opt = make_optimizer(s, m, s.train)
@@ -202,10 +203,11 @@ def test_a_chunk_that_never_completes_is_refused_before_anything_is_written(micr
     from clbench.run.grid import run_grid
     from tests.conftest import micro_config
 
-    for opts in ("{form: memory, chunk_sizes: [1, 13]}",  # 2 trained tasks x 6 steps = 12
-                 "{form: memory, chunk_sizes: [1, 7], clock: task}",
-                 "{form: memory, update: local, chunk_unit: tokens, chunk_sizes: [8, 100000]}"):
-        cfg = micro_config(tmp_path / "r", cache_dir=micro_cache, strategies=f"[{{name: cms, options: {opts}}}]")
+    for name, opts in (("cms", "{form: memory, chunk_sizes: [1, 13]}"),  # 2 trained tasks x 6 steps = 12
+                       ("cms", "{form: memory, chunk_sizes: [1, 7], clock: task}"),
+                       ("cms_local", "{chunk_unit: tokens, chunk_sizes: [8, 100000]}"),
+                       ("cms_local", "{chunk_unit: steps, chunk_sizes: [1, 7], clock: task}")):
+        cfg = micro_config(tmp_path / "r", cache_dir=micro_cache, strategies=f"[{{name: {name}, options: {opts}}}]")
         with pytest.raises(ConfigError, match="never completes"):
             run_grid(cfg, progress=False, echo=lambda *a: None)
         assert not (tmp_path / "r" / "results").exists() or not any((tmp_path / "r" / "results").rglob("*.json"))
@@ -215,8 +217,8 @@ def test_local_run_end_to_end_records_the_memory(micro_cache, micro_base_dir, tm
     from clbench.run.grid import run_grid
     from tests.conftest import micro_config
 
-    cfg = micro_config(tmp_path, cache_dir=micro_cache, strategies="[{name: cms, options: {form: memory, "
-                       "update: local, chunk_unit: tokens, chunk_sizes: [8, 64, 256]}}]")
+    cfg = micro_config(tmp_path, cache_dir=micro_cache, strategies="[{name: cms_local, options: {"
+                       "chunk_unit: tokens, chunk_sizes: [8, 64, 256]}}]")
     ((path, status),) = run_grid(cfg, progress=False, echo=lambda *a: None)
     files = RunFiles(path)
     diag = json.loads(files.after(2).read_text())["diagnostics"]["cms"]
@@ -228,11 +230,66 @@ def test_local_run_end_to_end_records_the_memory(micro_cache, micro_base_dir, tm
 def test_option_combinations_that_mean_nothing_are_refused():
     from clbench.train import registry
 
-    cls = registry.get("cms")
-    for bad, field in (({"update": "local"}, "update"), ({"chunk_unit": "tokens", "form": "memory"}, "chunk_unit"),
-                       ({"form": "memory", "test_time_updates": True}, "test_time_updates")):
+    cms = registry.get("cms")
+    for bad, field in (({"form": "adapter", "mode": "full"}, "mode"), ({"adapter_hidden": 0}, "adapter_hidden")):
         with pytest.raises(ConfigError, match=field):
-            cls.options_from(bad, "cms")
+            cms.options_from(bad, "cms")
+    with pytest.raises(ConfigError, match="adapter_hidden"):
+        registry.get("cms_local").options_from({"adapter_hidden": 0}, "cms_local")
+
+
+def test_an_old_local_cms_config_is_refused_naming_cms_local_and_what_to_write():
+    """``{name: cms, options: {update: local, ...}}`` was the local rule; it is ``cms_local`` now, and the
+    message gives the row to write (the same options without form and update), never a silent change."""
+    from clbench.train import registry
+
+    with pytest.raises(ConfigError) as info:
+        registry.get("cms").options_from({"form": "memory", "update": "local", "chunk_unit": "tokens",
+                                          "chunk_sizes": [16, 256, 8192]}, "strategies[cms-local].options")
+    text = str(info.value)
+    assert "strategies[cms-local].options.update" in text
+    assert '{name: cms_local, options: {"chunk_unit": "tokens", "chunk_sizes": [16, 256, 8192]}}' in text
+    # the options written there are cms_local's, as they were
+    options = registry.get("cms_local").options_from({"chunk_unit": "tokens", "chunk_sizes": [16, 256, 8192]}, "x")
+    assert (options.chunk_unit, options.chunk_sizes, options.local_lr) == ("tokens", (16, 256, 8192), 1.0)
+
+
+@pytest.mark.parametrize("key,value", [("local_lr", 2.0), ("local_momentum", 0.9), ("local_decay", 0.1),
+                                       ("surprise_threshold", 0.1), ("test_time_updates", True),
+                                       ("chunk_unit", "tokens")])
+def test_cms_has_no_local_rule_its_fields_name_cms_local(key, value):
+    from clbench.train import registry
+
+    with pytest.raises(ConfigError, match=rf"x\.{key}: '{key}' belongs to the local δ-rule, which is the strategy "
+                                          "cms_local now"):
+        registry.get("cms").options_from({"form": "memory", key: value}, "x")
+
+
+def test_cms_and_cms_local_share_no_rule():
+    """cms learns from the outer optimizer only: its memory's weights take the main loss's gradients, and
+    nothing in it steps inside the forward pass; cms_local's weights never take one."""
+    outer, outer_model = make("cms", {"form": "memory", "chunk_sizes": [1, 4]})
+    assert all(m.rule is None for m in cms_memory.find_memories(outer_model)) and not hasattr(outer, "memory")
+    assert all(p.requires_grad for p in outer.trainable.values())
+    local, model = make("cms_local", {"chunk_sizes": [4]})
+    assert all(m.rule is not None for m in cms_memory.find_memories(model))
+    assert local.trainable and not any(p.requires_grad for p in local.trainable.values())
+
+
+def test_stored_cms_results_written_with_the_local_fields_are_still_the_same_experiment(tmp_path):
+    """A ``config.json`` of an outer ``cms`` run stores the local fields the options had then (at defaults,
+    with no effect): the run is still recognised; a stored ``update: local`` run is not today's ``cms``."""
+    from clbench.config.experiment import StrategySpec
+    from clbench.config.options import to_dict
+    from clbench.run.plan import resolve_entry, stored_options_match
+    from tests.conftest import micro_config
+
+    entry = resolve_entry(StrategySpec("cms", {"form": "memory", "chunk_sizes": [1, 16, 256]}), micro_config(tmp_path))
+    old = {**to_dict(entry.options), "chunk_unit": "steps", "local_lr": 1.0, "local_momentum": 0.0,
+           "local_decay": 0.0, "surprise_threshold": 0.0, "test_time_updates": False}
+    assert "local_lr" not in entry.options_dict and stored_options_match(entry, old)
+    assert not stored_options_match(entry, {**old, "update": "local", "chunk_unit": "tokens"})
+    assert not stored_options_match(entry, {**old, "chunk_sizes": [1, 16, 128]})
 
 
 @pytest.mark.parametrize("clock", ["global", "task"])
@@ -240,7 +297,7 @@ def test_the_local_rule_over_two_tasks_keeps_or_restarts_its_clock(clock):
     """Chunks of 5 and 25 tokens, two tasks of two 10-token steps. On the global clock task 2 continues at
     token 21 (level 0 closes at 25, 30, 35, 40; level 1 at 25, its chunk holding tokens of both tasks); on
     the task clock it starts again at 1 (5, 10, 15, 20; level 1 never closes)."""
-    s, model = make("cms", {**LOCAL, "chunk_sizes": [5, 25], "clock": clock}, model=tiny_llama(seed=5))
+    s, model = make("cms_local", {**LOCAL, "chunk_sizes": [5, 25], "clock": clock}, model=tiny_llama(seed=5))
     opt = make_optimizer(s, model, s.train)
     at = []
     for task in (1, 2):
@@ -267,7 +324,7 @@ def test_test_time_learning_memorises_the_prompts_only_never_continuations_or_pa
     from clbench.modeling.cms_memory import lm_teach_signals
 
     base, tok = micro_model
-    s, model = make("cms", {**LOCAL, "chunk_sizes": [4, 32], "local_lr": 2.0, "test_time_updates": True},
+    s, model = make("cms_local", {**LOCAL, "chunk_sizes": [4, 32], "local_lr": 2.0, "test_time_updates": True},
                     model=copy.deepcopy(base))
     passes = []  # (input ids, attention mask, each memory's teach signal) of every memorising pass
 
@@ -308,7 +365,7 @@ def test_a_resumed_local_memory_continues_its_open_chunks_and_momentum_bit_for_b
     import io
 
     opts = {**LOCAL, "chunk_sizes": [5, 25], "local_momentum": 0.9, "local_lr": 0.5}
-    s, model = make("cms", opts, model=tiny_llama(seed=6))
+    s, model = make("cms_local", opts, model=tiny_llama(seed=6))
     opt = make_optimizer(s, model, s.train)
 
     def task(strategy, m, optimizer, index):
@@ -324,7 +381,7 @@ def test_a_resumed_local_memory_continues_its_open_chunks_and_momentum_bit_for_b
     weights = copy.deepcopy({n: p.detach().clone() for n, p in s.trainable.items()})
     task(s, model, opt, 2)
 
-    r, rmodel = make("cms", opts, model=tiny_llama(seed=6))
+    r, rmodel = make("cms_local", opts, model=tiny_llama(seed=6))
     with torch.no_grad():
         for n, p in r.trainable.items():
             p.copy_(weights[n])
@@ -333,3 +390,15 @@ def test_a_resumed_local_memory_continues_its_open_chunks_and_momentum_bit_for_b
     task(r, rmodel, make_optimizer(r, rmodel, r.train), 2)
     assert [lv["at"] for lv in r.diagnostics()["cms"]["levels"]] == [[25, 30, 35, 40], [25]]
     assert all(torch.equal(r.trainable[n], s.trainable[n]) for n in s.trainable)
+
+
+def test_all_leaves_cms_local_out_so_no_grid_that_says_all_changed(tmp_path):
+    """``strategies: [all]`` ran cms (its LoRA form) and no local memory before the split; it still does:
+    the local memory runs where a grid names it (make bench's cms-local row)."""
+    from clbench.run.plan import plan
+    from tests.conftest import micro_config
+
+    _, entries = plan(micro_config(tmp_path, strategies="[all, {name: cms_local, label: cms-local}]"))
+    names = [(e.spec.name, e.spec.run_label) for e in entries]
+    assert ("cms", "cms") in names and ("cms_local", "cms-local") in names
+    assert [n for n, _ in names].count("cms_local") == 1

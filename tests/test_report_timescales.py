@@ -41,8 +41,11 @@ def test_a_sweep_point_is_read_from_the_label_and_the_stored_periods():
     assert sweep_point("layer_tiers-P180", cfg) == ("layer_tiers", 180, (1, 13, 180))
     assert sweep_point("layer_tiers-deep-P180", cfg) == ("layer_tiers-deep", 180, (1, 13, 180))
     assert sweep_point("layer_tiers-P999", cfg)[1] == 180  # P from the options, not the label
-    never = {"strategy": {"name": "cms", "options": {"chunk_sizes": [1, "never", "never"]}}}
-    assert sweep_point("cms-local-Pinf", never) == ("cms-local", "never", (1, "never", "never"))
+    # cms_local's points, and those stored before the local rule left cms (name: cms, update: local)
+    for name in ("cms_local", "cms"):
+        never = {"strategy": {"name": name, "options": {"chunk_sizes": [1, "never", "never"]}}}
+        assert sweep_point("cms-local-Pinf", never) == ("cms-local", "never", (1, "never", "never"))
+    assert sweep_point("cms-local-Pinf", {"strategy": {"name": "sft", "options": {"chunk_sizes": [1, 4]}}}) is None
     assert sweep_point("layer_tiers", cfg) is None and sweep_point("cms-memory-P4", cfg) is None
 
 

@@ -122,8 +122,7 @@ def test_skip_on_the_global_clock_counts_the_stream_step_and_checks_it_against_t
     ("layer_tiers", {"clock": "global", "frequencies": [1, NEVER, NEVER]}, ".layers.0."),
     ("layer_tiers", {"clock": "global", "order": "deep_fast", "frequencies": [1, NEVER, NEVER]}, ".layers.2."),
     ("cms", {"form": "memory", "chunk_sizes": [1, NEVER, NEVER]}, ".levels.0."),
-    ("cms", {"form": "memory", "update": "local", "chunk_unit": "steps", "chunk_sizes": [1, NEVER, NEVER]},
-     ".levels.0."),
+    ("cms_local", {"chunk_unit": "steps", "chunk_sizes": [1, NEVER, NEVER]}, ".levels.0."),
 ])
 def test_p_infinity_leaves_the_slow_tiers_bitwise_unchanged_and_without_optimizer_state(name, options, fast):
     train = TrainConfig(steps_per_task=4, lr=1e-2, weight_decay=0.1)

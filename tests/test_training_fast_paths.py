@@ -168,7 +168,7 @@ def test_a_bf16_run_of_the_local_cms_memory_keeps_what_its_rule_wrote(tmp_path, 
     from clbench.results.files import RunFiles
 
     cfg = micro_config(tmp_path, cache_dir=micro_cache, model={"autocast": "bfloat16"},
-                       strategies="[{name: cms, options: {form: memory, update: local, chunk_unit: tokens, "
+                       strategies="[{name: cms_local, options: {chunk_unit: tokens, "
                                   f"chunk_sizes: [8, 64, 256], test_time_updates: {str(test_time).lower()}}}}}]")
     ((run, status),) = run_grid(cfg, **QUIET)
     files = RunFiles(run)

@@ -10,7 +10,8 @@ an array library goes through ``self.backend``, an instance of a subclass of :cl
   norms in ``clbench.train.tiers.norms_torch`` / ``norms_mlx``, the importance scores in
   ``clbench.train.tiers.importance_torch`` / ``importance_mlx``);
 * **model surgery** — :meth:`prepare_lora_or_full`, :meth:`decoder_blocks`, :meth:`parameters` (current
-  values of named parameters), :meth:`add_cms_adapters` / :meth:`cms_levels`;
+  values of named parameters); an algorithm's own surgery stays in its modules (the CMS adapter chain:
+  ``clbench.modeling.cms_adapter`` and its MLX twin ``clbench.backends.mlx.cms_adapter``);
 * **one step** — :meth:`forward_backward` (micro-batches → mean loss, logs and gradients; parameters
   outside ``keep`` get no gradient and cost no backward) and :meth:`apply_gradients` (clip, then the
   optimizer on exactly the given gradients);
@@ -155,14 +156,6 @@ class Backend:
 
     def decoder_blocks(self, model) -> list:
         """The transformer blocks of ``model`` in depth order."""
-        raise NotImplementedError
-
-    def add_cms_adapters(self, model, n_levels: int, hidden: int):
-        """Freeze ``model`` and append a chain of ``n_levels`` residual MLPs to every block's FFN."""
-        raise NotImplementedError
-
-    def cms_levels(self, model) -> dict[str, int]:
-        """``{parameter name: level}`` of the CMS adapter parameters."""
         raise NotImplementedError
 
     # --- arrays -----------------------------------------------------------------------------------

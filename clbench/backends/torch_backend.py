@@ -194,16 +194,6 @@ class TorchBackend(Backend):
 
         return decoder_blocks(model)
 
-    def add_cms_adapters(self, model, n_levels, hidden):
-        from clbench.modeling.cms_adapter import add_cms_adapters
-
-        return add_cms_adapters(model, n_levels, hidden)
-
-    def cms_levels(self, model):
-        from clbench.modeling.cms_adapter import adapter_levels
-
-        return adapter_levels(model)
-
     # --- arrays -----------------------------------------------------------------------------------
     def accumulate(self, total, g):
         return total.add_(g)

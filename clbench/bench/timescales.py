@@ -6,8 +6,8 @@ where every "slow" tier is still fast next to a task. This sweep moves the slowe
 step to beyond the stream, for each mechanism:
 
 * ``layer_tiers`` in both depth orders and ``importance_tiers`` (inactive tiers skipped), and the CMS
-  memory beside every FFN with ``outer`` updates (eq. 71, summed chunks) and with the ``local`` δ-rule
-  (chunks counted in optimizer steps, so every mechanism shares one P axis);
+  memory beside every FFN with ``outer`` updates (eq. 71, summed chunks; ``cms``) and with its own
+  δ-rule (``cms_local``, chunks counted in optimizer steps, so every mechanism shares one P axis);
 * P ∈ {1, 4, 16, 64, one task, the whole stream, ∞}; three tiers spaced geometrically, periods
   ``[1, round(√P), P]``; P = ∞ is ``[1, never, never]``, the limit of that spacing: only the fastest tier
   learns (``clbench.config.periods.NEVER``). ``importance_tiers`` still updates every tier during
@@ -57,6 +57,7 @@ class Mechanism:
     options: dict
     field: str  # the option holding the periods (frequencies / chunk_sizes)
     rate: tuple[str, str]  # where its tuned rate is pinned in the base config: (label, "train.lr" | "options.x")
+    former: tuple[str, ...] = ()  # strategy names older results store for it (cms_local was cms, update: local)
 
 
 MECHANISMS = (
@@ -66,8 +67,8 @@ MECHANISMS = (
     Mechanism("importance_tiers", "importance_tiers", {"clock": "global"}, "frequencies",
               ("importance_tiers", "train.lr")),
     Mechanism("cms-memory", "cms", {"form": "memory"}, "chunk_sizes", ("cms-memory", "train.lr")),
-    Mechanism("cms-local", "cms", {"form": "memory", "update": "local", "chunk_unit": "steps"}, "chunk_sizes",
-              ("cms-local", "options.local_lr")),
+    Mechanism("cms-local", "cms_local", {"chunk_unit": "steps"}, "chunk_sizes", ("cms-local", "options.local_lr"),
+              former=("cms",)),
 )
 
 

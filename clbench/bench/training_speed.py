@@ -47,7 +47,7 @@ DEFAULT_VARIANTS: list[tuple] = [
     ("cms", "cms", {}),
     ("cms-adapter", "cms", {"form": "adapter"}),
     ("cms-memory", "cms", {"form": "memory", "chunk_sizes": [1, 16, 256]}),
-    ("cms-local", "cms", {"form": "memory", "update": "local", "chunk_unit": "tokens", "chunk_sizes": [16, 256, 8192]}),
+    ("cms-local", "cms_local", {"chunk_unit": "tokens", "chunk_sizes": [16, 256, 8192]}),
     ("activation_l2", "sft", {}, ["activation_l2"]),
     ("surprise", "sft", {}, ["surprise"]),
     ("surprise-2layers", "sft", {}, [{"name": "surprise", "options": {"layers": [1, 3], "weights": [0.3, 0.1]}}]),

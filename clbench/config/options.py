@@ -95,6 +95,9 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
     moved = getattr(cls, "MOVED_KEYS", {})  # old key -> the field path(s) it moved to
     if unknown and unknown[0] in moved:
         raise ConfigError(f"{where}.{unknown[0]}", moved_key_text(unknown[0], moved[unknown[0]], data[unknown[0]]))
+    gone = getattr(cls, "GONE_KEYS", {})  # old key -> what to write instead (it left for another component)
+    if unknown and unknown[0] in gone:
+        raise ConfigError(f"{where}.{unknown[0]}", gone[unknown[0]])
     if unknown:
         allowed = [shown.get(n, n) for n in names]
         raise ConfigError(where, f"unknown key {unknown[0]!r}{did_you_mean(unknown[0], allowed)}", allowed)
@@ -128,10 +131,13 @@ def moved_key_text(key: str, targets: tuple[str, ...], value: Any, dotted: bool 
 
 def with_moved_keys(cls: type, data: dict) -> dict:
     """Options an older clbench stored (``config.json``) with each key of ``cls.MOVED_KEYS`` put where it
-    went — in every target, for a key that set several fields at once (as that older code did)."""
+    went — in every target, for a key that set several fields at once (as that older code did) — and the
+    keys of ``cls.GONE_KEYS`` dropped: they left these options for another component, and a record that
+    holds them ran without them mattering (e.g. ``cms``'s local-rule fields on an ``update: outer`` run)."""
     moved = getattr(cls, "MOVED_KEYS", {})
+    gone = getattr(cls, "GONE_KEYS", {})
     names = {f.name for f in dataclasses.fields(cls)}
-    out = {k: v for k, v in data.items() if k in names or k not in moved}
+    out = {k: v for k, v in data.items() if k in names or (k not in moved and k not in gone)}
     for key, value in data.items():
         if key not in names and key in moved:
             for path in moved[key]:

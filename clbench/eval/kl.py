@@ -14,7 +14,7 @@ base model's distributions (N × vocabulary floats, ~130 MB on SmolLM2) stay in 
 
 The base distributions are computed once per run, from the model as loaded, through the same probe
 view as every evaluation row (its precision and weight casts), so an unchanged model has KL 0 exactly.
-A strategy's probe view that learns at test time (``cms`` with ``test_time_updates``) is not used here:
+A strategy's probe view that learns at test time (``cms_local`` with ``test_time_updates``) is not used here:
 the KL is that of the trained weights.
 """
 

@@ -1,6 +1,6 @@
 """Test-time learning of a CMS memory: a probe view whose memories learn from each batch's prompts first.
 
-With ``update: local`` and ``test_time_updates`` (``strategies/cms.py``), every probe batch's prompts —
+With ``test_time_updates`` (``strategies/cms_local.py``), every probe batch's prompts —
 never the continuations being scored — are memorised by the local δ-rule of
 ``clbench.modeling.cms_memory`` (one teach-signal pass, one memorising pass), the batch is answered with
 the memory frozen, and every memory is restored afterwards, so no probe sees what another probe taught.

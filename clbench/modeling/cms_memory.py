@@ -10,11 +10,13 @@ Every level's output projection starts at zero, so ``m = 0`` and the pretrained 
 what it computed before (bit for bit) until a level's first update; the pretrained weights are frozen
 (``add_memory``). The layer norm has no affine parameters: a level's weights are its two linear layers.
 
-How a level learns is the strategy's choice (``strategies/cms.py``):
+How a level learns is the strategy's choice:
 
-* ``outer`` — its weights are ordinary trainable parameters, updated from the main loss's gradients
-  accumulated over a chunk (``clbench.train.tiers.updater``, eq. 71);
-* ``local`` — the inner δ-rule. A *teach signal* ``δ = ∇_m L`` (the main loss's gradient at the memory's
+* ``outer`` (``cms`` with ``form: memory``, ``strategies/cms.py``) — its weights are ordinary trainable
+  parameters, updated from the main loss's gradients accumulated over a chunk
+  (``clbench.train.tiers.updater``, eq. 71);
+* ``local`` (``cms_local``, ``strategies/cms_local.py``; the training side ``clbench.train.local_memory``)
+  — the inner δ-rule. A *teach signal* ``δ = ∇_m L`` (the main loss's gradient at the memory's
   output, per token, from an ordinary forward/backward pass) is handed to every memory, and the model is
   run forward once more (:func:`memorize`). In that pass each memory walks along the sequence: level l
   buffers its inputs ``x`` and the teach signal of a chunk of ``C_l`` tokens, and at the chunk's boundary

@@ -46,7 +46,7 @@ def sweep_point(label: str, config: Mapping) -> tuple[str, int | str, tuple] | N
     """``(mechanism, P, periods)`` of a run in the sweep, else None."""
     strategy = config.get("strategy", {})
     for m in sorted(MECHANISMS, key=lambda m: -len(m.label)):  # layer_tiers-deep before layer_tiers
-        if not label.startswith(f"{m.label}-P") or strategy.get("name") != m.strategy:
+        if not label.startswith(f"{m.label}-P") or strategy.get("name") not in (m.strategy, *m.former):
             continue
         periods = tuple(strategy.get("options", {}).get(m.field, ()))
         if not periods:

@@ -135,7 +135,8 @@ def runs_by_default(cls, name: str, backend: str) -> bool:
     """Whether strategy ``cls`` runs on ``backend`` with its default options (what ``all`` expands to;
     e.g. importance_tiers' default ``score: delta_w`` is torch's only, so MLX runs it when asked with
     ``score: lora_abs``)."""
-    return backend in cls.backends and backend in cls.supported_backends(cls.options_from({}, name))
+    return (cls.in_all and backend in cls.backends
+            and backend in cls.supported_backends(cls.options_from({}, name)))
 
 
 def warn_pretrained_records(cfg: ExperimentConfig, stream: Stream) -> list[str]:

@@ -68,6 +68,9 @@ class Strategy:
     # so the runner copies the base row instead of scoring the same model again (frozen: 3 rows of ~25 s on SmolLM2)
     scores_as_base: bool = False
     family: str = "other"  # how reports group it: "nested learning", "baselines" or "references"
+    # False: ``strategies: [all]`` leaves it out — a variant that grids name in their own rows (cms_local, the
+    # CMS memory under its own rule, as cms's memory form is), so adding it changed no grid that says ``all``
+    in_all: ClassVar[bool] = True
     backends: ClassVar[tuple[str, ...]] = ("torch", "mlx")
 
     def __init__(self, options=None, *, seed: int = 0, train: TrainConfig | None = None, backend):

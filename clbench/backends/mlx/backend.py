@@ -225,16 +225,6 @@ class MLXBackend(Backend):
     def decoder_blocks(self, model):
         return list(model.layers)
 
-    def add_cms_adapters(self, model, n_levels, hidden):
-        from clbench.backends.mlx.cms_adapter import add_cms_adapters
-
-        return add_cms_adapters(model, n_levels, hidden)
-
-    def cms_levels(self, model):
-        from clbench.backends.mlx.cms_adapter import adapter_levels
-
-        return adapter_levels(model)
-
     # --- arrays -----------------------------------------------------------------------------------
     def accumulate(self, total, g):
         return total + g

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from clbench.config.periods import NEVER, Period
+from clbench.errors import ConfigError
 
 LAYER_PATTERN = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)(?:\.|$)")
 # peft names a LoRA tensor ``<module>.lora_A.<adapter>.weight``; mlx-lm ``<module>.lora_a``
@@ -117,3 +118,19 @@ def tier_members(tier_map: Mapping[str, int], n_tiers: int) -> list[list[str]]:
     for name, tier in tier_map.items():
         out[tier].append(name)
     return out
+
+
+def check_chunks_complete(chunk_sizes: Sequence[Period], unit: Literal["steps", "tokens"], clock: str, plan,
+                          where: str) -> None:
+    """Refuse a CMS level whose chunk cannot complete: more steps (or tokens) than the stream — or, on the
+    task clock, a task — has. Tokens are bounded by ``plan.max_length`` positions per forward pass. The one
+    check of ``cms`` and ``cms_local`` (``Strategy.check_plan``); ``where`` names the row."""
+    steps = plan.total_steps if clock == "global" else plan.steps_per_task
+    horizon = steps if unit == "steps" else steps * plan.grad_accum * plan.max_length
+    span = "the stream" if clock == "global" else "a task (clock: task)"
+    what = "steps" if unit == "steps" else f"tokens (at most {plan.max_length} per forward pass)"
+    for level, c in enumerate(chunk_sizes):
+        if c != NEVER and c > horizon:
+            raise ConfigError(f"{where}.options.chunk_sizes[{level}]",
+                              f"a chunk of {c} {unit} never completes: {span} has at most "
+                              f"{horizon} {what}, so level {level} would never update")
