@@ -91,7 +91,7 @@ class CMSLocal(Strategy):
                                     o.local_decay, o.surprise_threshold)
         for m in memories:
             m.rule = rule
-        self.memory = LocalMemory(model, memories, self.backend, self.train, o.clock)
+        self.memory = LocalMemory(model, memories, self.backend, o.clock)
         return model
 
     @property

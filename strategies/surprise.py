@@ -35,7 +35,7 @@ The logged ``loss`` is always the main loss; each layer's auxiliary term is logg
 ``rms(∇_y L)/rms(y)``, as ``surprise_ratio_l<ℓ>`` — both summarised in the diagnostics. The ratio says
 whether the objective is about surprise at all: at 0.002 the target is numerically zero and the term
 is the activation penalty ``λ·mean(y²)`` that the control plugin ``activation_l2`` applies on its own.
-(The paper's — Titans' — surprise drives a memory's own update instead: ``cms`` with ``update: local``.) A layer whose output depends on no parameter
+(The paper's — Titans' — surprise drives a memory's own update instead: ``cms_local``.) A layer whose output depends on no parameter
 updated at this step (an inactive shallow tier) gets no term in ``detached`` mode: its gradient would
 reach no update.
 """

@@ -58,7 +58,7 @@ class Backend:
     @property
     def numerics(self) -> dict:
         """How this backend computes, as resolved on this machine (device, weight dtype, autocast): recorded
-        in ``provenance.json`` and part of the cached reference/base rows' key (``clbench.run.fixed_rows``)."""
+        in ``provenance.json`` and part of the cached reference/base rows' key (``clbench.run.base_scores``)."""
         return {}
 
     def compute(self):

@@ -25,8 +25,8 @@ from clbench.modeling import cms_memory
 class LocalMemory:
     """The memories of every block and the micro-batches whose teach signals await the update."""
 
-    def __init__(self, model, memories: Sequence[cms_memory.ContinuumMemory], backend, train, clock: str):
-        self.model, self.memories, self.backend, self.train, self.clock = model, list(memories), backend, train, clock
+    def __init__(self, model, memories: Sequence[cms_memory.ContinuumMemory], backend, clock: str):
+        self.model, self.memories, self.backend, self.clock = model, list(memories), backend, clock
         self.pending: list[tuple[dict, list]] = []  # (micro-batch, its teach signals) until the update
         self.step_updates = [0] * len(self.memories[0].levels)
 
@@ -45,11 +45,10 @@ class LocalMemory:
             loss = self.backend.lm_loss(model, batch)
             outputs = [m.captured[0] for m in self.memories]
         deltas: list = [None] * len(outputs)
-        k = self.train.grad_accum  # the step backpropagates loss / (its micro-batches)
 
         def keep(i):
             def hook(grad):
-                deltas[i] = grad.detach() * k
+                deltas[i] = grad.detach()  # this micro-batch's ∇_y L: the step backpropagates each loss as it is
             return hook
 
         for i, y in enumerate(outputs):

@@ -34,10 +34,11 @@ from mlx.utils import tree_flatten
 from clbench.backends.base import Backend
 from clbench.backends.mlx.optim import adamw
 from clbench.data.encoding import IGNORE
+from clbench.data.probe_kinds import MLX_KINDS
 from clbench.errors import ConfigError
 from clbench.results.files import atomic_path
 
-MLX_PROBE_KINDS = ("exact_match", "multiple_choice", "perplexity")
+MLX_PROBE_KINDS = MLX_KINDS  # the probe-kind table says which kinds the MLX view scores natively
 
 
 def causal_lm_loss(model: nn.Module, batch: dict) -> mx.array:
