@@ -205,3 +205,39 @@ def test_the_frontier_of_every_replicate_is_numpys_interpolation():
                 if len(xs) >= 2 and xs[0] <= x[b] <= xs[-1] else np.nan)
         assert got[b] == want or (np.isnan(want) and np.isnan(got[b])), (b, la[:, b], f[:, b], x[b])
     assert np.isfinite(got).sum() > B / 3 and np.isnan(got).sum() > B / 10  # both cases were exercised
+
+
+def write_reversed(root, label, R, **config):
+    """``write``, as the same label trained in the reversed task order (its runs in ``order-reversed``)."""
+    for seed in (0, 1):
+        d = write_item_run(root / "tmp-reversed", label, seed, R, BASE, REF)
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["order"] = {"name": "reversed", "permutation": [0, 2, 1], "stream_tasks": cfg["stream"]["tasks"]}
+        for section, values in config.items():
+            cfg[section].update(values)
+        (d / "config.json").write_text(json.dumps(cfg))
+        target = root / "exp" / "toy" / label / "order-reversed" / f"seed_{seed}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        d.rename(target)
+
+
+def test_a_row_in_another_task_order_is_matched_against_the_frontier_of_its_own_order(tmp_path):
+    write(tmp_path, "sft", rows(ALL, NONE, ALL))                               # given: LA 1, F 0.5
+    write(tmp_path, "sft-low", rows(ALL, ALL, NONE), train={"lr": 0.001})      # given: LA 1/2, F 0
+    write_reversed(tmp_path, "sft", rows(ALL, ALL, ALL))                       # reversed: LA 1, F 0
+    write_reversed(tmp_path, "sft-low", rows(ALL, ALL, NONE), train={"lr": 0.001})  # reversed: LA 1/2, F 0
+    write_reversed(tmp_path, "half", rows(ALL, NONE, HALF), strategy={"name": "cms"})  # LA 3/4, F 0.5
+    out = tmp_path / "report"
+    build_report([tmp_path / "exp"], out, figures=False)
+    given = json.loads((out / "toy" / "numbers.json").read_text())
+    rev = json.loads((out / "toy-order-reversed" / "numbers.json").read_text())
+    assert rev["reference"] == "sft @reversed"
+    assert sorted(rev["tables"]["matched"]["frontier"]) == ["sft @reversed", "sft-low @reversed"]
+    comp = {(c["strategy"], c["metric"]): c for c in rev["tables"]["matched"]["comparisons"]}
+    # the reversed frontier forgets nothing at any LA: ΔF = 0.5 (against the given order's it would be 0.25)
+    assert comp[("half @reversed", "forgetting")]["delta"] == pytest.approx(0.5)
+    # the given order's section holds the given order's rows only, and the table that averages the orders
+    assert sorted(given["tables"]["matched"]["frontier"]) == ["sft", "sft-low"]
+    assert not any("@" in c["strategy"] for c in given["tables"]["matched"]["comparisons"])
+    assert given["tables"]["orders"]["sft"]["forgetting"]["orders"] == {"given": 0.5, "reversed": 0.0}
+    assert "orders" not in rev["tables"] or not rev["tables"]["orders"]

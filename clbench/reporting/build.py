@@ -37,7 +37,7 @@ from clbench.reporting.figures import FigureFile, write_figures
 from clbench.reporting.kl_forgetting import write_kl_report
 from clbench.reporting.matched import matched_table
 from clbench.reporting.notes import notes_latex, notes_markdown
-from clbench.reporting.orders import order_numbers, order_table
+from clbench.reporting.orders import GIVEN, order_name, order_numbers, order_table
 from clbench.reporting.stats import mean_ci, pareto_optimal
 from clbench.reporting.tables import FLAG_KEY, Column, Table, build_table, to_latex, to_markdown, unit_scale
 from clbench.reporting.timescales import timescale_report, write_timescale_figure
@@ -196,15 +196,17 @@ def write_notes(out_dir: Path, folder: str, stream: str, tables: list[tuple[Tabl
 
 
 def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suite: str | None,
-                  reference: str = REFERENCE, figures: bool = True) -> StreamReport:
-    """Tables, figures and ``numbers.json`` of one stream."""
+                  reference: str = REFERENCE, figures: bool = True, folder: str | None = None,
+                  all_orders: dict[str, list[Run]] | None = None) -> StreamReport:
+    """Tables, figures and ``numbers.json`` of one stream in one task order (:func:`order_sections`);
+    ``all_orders``: the stream's rows in every order, for the table that averages over orders."""
     first = next(iter(groups.values()))[0]
     suite = suite or first.metrics["primary_metric"]
     for runs in groups.values():
         for run in runs:
             run.suite(suite)  # a clear error (file, allowed suites) if any run lacks it
     hib = first.matrix["suites"][suite].get("higher_is_better", True)
-    folder = safe_label(stream)
+    folder = folder or safe_label(stream)
     values = {lab: seed_values(runs, suite) for lab, runs in groups.items()}
     est = {lab: {k: mean_ci(values[lab][k].values()) for k in METRICS + COST} for lab in groups}
     labels = list(groups)
@@ -241,7 +243,7 @@ def stream_report(out_dir: Path, stream: str, groups: dict[str, list[Run]], suit
         tables.append((table, *write_table(out_dir, folder, table, stem)))
         numbers[stem] = table.numbers
     numbers["pareto"] = {lab: bool(pareto[lab]) for lab in labels}
-    orders = order_numbers(groups, suite)  # task orders averaged, and their spread (clbench.run.orders)
+    orders = order_numbers(all_orders or groups, suite)  # task orders averaged, their spread (clbench.run.orders)
     tuned = tuning_records(groups)  # what each tuned strategy was swept over and why its setting won
     for stem, table in (("orders", order_table(orders, stream, suite, slug)),
                         ("tuning", tuning_table(tuned, stream, slug))):
@@ -271,6 +273,18 @@ def compared_reference(groups: dict[str, list[Run]], reference: str, folders: li
     return next((f"{reference} [{tag}]" for tag in folders if f"{reference} [{tag}]" in groups), reference)
 
 
+def order_sections(groups: dict[str, list[Run]]) -> dict[str, dict[str, list[Run]]]:
+    """``{order: {label: runs}}``, the stream file's order first: a grid run in several task orders
+    (``clbench.run.orders``) is reported as one section per order, so that every row is compared with the
+    reference *in its own order* — its † marks, its paired intervals and its matched-learning frontier
+    (``sft @reversed`` at its learning rates for ``layer_tiers @reversed``). Comparing a reversed row with
+    the given order's ``sft`` would pair runs that trained different tasks last."""
+    sections: dict[str, dict[str, list[Run]]] = {}
+    for label, runs in groups.items():
+        sections.setdefault(order_name(runs[0]), {})[label] = runs
+    return dict(sorted(sections.items(), key=lambda kv: (kv[0] != GIVEN, kv[0])))
+
+
 def build_report(paths, out_dir: Path, suite: str | None = None, reference: str = REFERENCE,
                  figures: bool = True, strict: bool = False) -> Path:
     """Write the whole report under ``out_dir``; returns the path of its ``README.md``.
@@ -295,8 +309,15 @@ def build_report(paths, out_dir: Path, suite: str | None = None, reference: str 
     streams = sorted({s for s, _ in groups})
     tags = list(folder_tags(paths).values())
     per_stream = {s: {lab: runs for (st, lab), runs in groups.items() if st == s} for s in streams}
-    reports = [stream_report(out_dir, s, per_stream[s], suite, compared_reference(per_stream[s], reference, tags),
-                             figures) for s in streams]
+    reports = []
+    for s in streams:
+        for i, (order, section) in enumerate(order_sections(per_stream[s]).items()):
+            given = order == GIVEN
+            reports.append(stream_report(
+                out_dir, s if given else f"{s} @{order}", section, suite,
+                compared_reference(section, reference if given else f"{reference} @{order}", tags), figures,
+                folder=None if given else safe_label(f"{s}-order-{order}"),
+                all_orders=per_stream[s] if i == 0 else {}))
     readme = write_readme(out_dir, paths, reports, reference, left_out)
     write_html(out_dir, paths, reports, reference, left_out)
     written = ["README.md", "index.html"]

@@ -15,9 +15,12 @@ from clbench.results.aggregate import Run
 METRICS = (("acc", "ACC"), ("forgetting", "F"), ("learning_acc", "LA"))
 
 
+GIVEN = "given"  # the stream file's own order (a run records no ``order`` then)
+
+
 def order_name(run: Run) -> str:
     order = run.config.get("order")
-    return order["name"] if order else "given"
+    return order["name"] if order else GIVEN
 
 
 def order_numbers(groups: dict[str, list[Run]], suite: str) -> dict:
