@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-real install-paper bench bench-tune bench-variants bench-large bench-real bench-real-full bench-paper bench-timescales test perf coverage report crosscheck lint clean
+.PHONY: install install-real install-paper bench bench-tune bench-variants bench-large bench-real bench-real-tune bench-real-full bench-paper bench-timescales test perf coverage report crosscheck lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -66,6 +66,11 @@ bench-timescales: $(STAMP)
 ## x tasks/real.yaml x 3 seeds on SmolLM2-135M, then the report
 bench-real: $(REAL_STAMP)
 	$(BIN)/clbench run configs/bench_real.yaml
+
+## the real-model settings of the literature's controls (freeze-bottom k, full fine-tuning's rate), M3's rate and
+## the δ-rule memory's step size and chunks, chosen on validation items (seed 0); bench-real-full runs the choices
+bench-real-tune: $(REAL_STAMP)
+	$(BIN)/clbench run configs/bench_real_tune.yaml --no-report
 
 ## every registered strategy on the real stream, into bench-real's results and report (hours on a 2-core CPU)
 bench-real-full: $(REAL_STAMP)
