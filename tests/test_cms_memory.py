@@ -402,3 +402,17 @@ def test_all_leaves_cms_local_out_so_no_grid_that_says_all_changed(tmp_path):
     names = [(e.spec.name, e.spec.run_label) for e in entries]
     assert ("cms", "cms") in names and ("cms_local", "cms-local") in names
     assert [n for n, _ in names].count("cms_local") == 1
+
+
+def test_test_time_updates_with_step_chunks_are_refused_naming_the_field_and_the_allowed_values():
+    """With chunk_unit: steps a level steps only at the end of a training step, never during evaluation: a
+    tt row would score exactly what the plain memory scores (measured on SmolLM2) at 6x the evaluation cost."""
+    from clbench.train import registry
+
+    cls = registry.get("cms_local")
+    with pytest.raises(ConfigError, match="chunk_unit: tokens") as info:
+        cls.options_from({"chunk_unit": "steps", "chunk_sizes": [1, 4], "test_time_updates": True}, "row")
+    assert "row.test_time_updates" in str(info.value)
+    assert cls.options_from({"chunk_unit": "tokens", "chunk_sizes": [4, 32], "test_time_updates": True},
+                            "row").test_time_updates
+    assert not cls.options_from({"chunk_unit": "steps", "chunk_sizes": [1, 4]}, "row").test_time_updates
