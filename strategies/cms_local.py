@@ -77,7 +77,7 @@ class CMSLocal(Strategy):
         if options.test_time_updates and options.chunk_unit == "steps":
             # with step chunks a level closes its chunk only at the end of a training step (end_step), which
             # evaluation never takes: the memory would learn nothing from the probes while paying for the
-            # teach-signal passes (a run measured 6x the evaluation time with every score unchanged)
+            # teach-signal passes (a run measured about 6x the evaluation time with every score unchanged)
             raise ConfigError(f"{where}.test_time_updates", "test-time updates need chunk_unit: tokens (levels "
                               "step inside the forward pass); with chunk_unit: steps no level ever steps during "
                               "evaluation. Allowed: test_time_updates: false, or chunk_unit: tokens")

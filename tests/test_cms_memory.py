@@ -406,7 +406,7 @@ def test_all_leaves_cms_local_out_so_no_grid_that_says_all_changed(tmp_path):
 
 def test_test_time_updates_with_step_chunks_are_refused_naming_the_field_and_the_allowed_values():
     """With chunk_unit: steps a level steps only at the end of a training step, never during evaluation: a
-    tt row would score exactly what the plain memory scores (measured on SmolLM2) at 6x the evaluation cost."""
+    tt row would score exactly what the plain memory scores (measured on SmolLM2) at about 6x the evaluation cost."""
     from clbench.train import registry
 
     cls = registry.get("cms_local")
