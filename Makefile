@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-real install-paper bench bench-tune bench-variants bench-large bench-real bench-real-tune bench-real-full bench-paper bench-timescales test perf coverage report crosscheck lint clean
+.PHONY: install install-real install-paper bench bench-tune bench-variants bench-large bench-real bench-real-tune bench-real-full bench-paper bench-timescales bench-timescales-real test perf coverage report crosscheck lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -61,6 +61,10 @@ bench-large: $(STAMP)
 ## to never, 5 seeds on the embedded model, at matched learning against sft (its own results and report)
 bench-timescales: $(STAMP)
 	$(BIN)/clbench run configs/bench_timescales.yaml
+
+## its SmolLM2 part: three mechanisms at P = one task and never, beside sft at four constant rates (about 2 hours)
+bench-timescales-real: $(REAL_STAMP)
+	$(BIN)/clbench run configs/bench_timescales_real.yaml
 
 ## the real-model benchmark (README's headline): sft, its frontier, layer tiers, the CMS memory and LwF
 ## x tasks/real.yaml x 3 seeds on SmolLM2-135M, then the report
