@@ -170,3 +170,25 @@ def test_pinned_settings_run_on_test_items_without_candidates(micro_cache, micro
                                           **{"tuning.pinned": "{ewc: {lr: 0.02}, sft: {lr: 0.03}}"}), **QUIET)
     assert "tuning.pinned.ewc: no row with this label in this grid (rows: sft); skipped" in capsys.readouterr().err
     assert json.loads(RunFiles(other).config.read_text())["train"]["lr"] == 0.03
+
+
+def test_which_items_a_row_scores_does_not_depend_on_the_rows_one_invocation_runs(micro_cache, micro_base_dir,
+                                                                                  tmp_path):
+    """A grid narrowed to rows that are neither tuned nor pinned (``--set strategies=[...]``, adding a frontier
+    rate to a tuned experiment) scores them on the test items, as the experiment's other rows are; before, it
+    scored every item, and the report silently left such a row out of the frontier (its config differed)."""
+    def role(path):
+        return (json.loads(RunFiles(path).config.read_text()).get("probe_split") or {}).get("role")
+
+    extra = "[{name: sft, label: sft-lr1e-2, train: {lr: 0.01}}]"
+    ((narrowed, _),) = run_grid(micro_config(tmp_path, cache_dir=micro_cache, strategies=extra,
+                                             **{"tuning.pinned": "{sft: {lr: 0.02}}"}), **QUIET)
+    assert role(narrowed) == "test"
+    assert (tmp_path / "results" / "default" / "micro" / "probe_split.json").exists()
+    # an experiment whose runs were split stays split, even when a later config has no tuning section
+    later = "[{name: sft, label: sft-lr3e-2, train: {lr: 0.03}}]"
+    ((after, _),) = run_grid(micro_config(tmp_path, cache_dir=micro_cache, strategies=later), **QUIET)
+    assert role(after) == "test"
+    # an experiment that never tunes scores every item
+    ((plain, _),) = run_grid(micro_config(tmp_path / "fresh", cache_dir=micro_cache), **QUIET)
+    assert role(plain) is None

@@ -27,7 +27,7 @@ from clbench.run.checks import check_logging, check_outputs
 from clbench.run.grid import grid_jobs
 from clbench.run.orders import parse_orders
 from clbench.run.plan import plan, run_spec
-from clbench.run.probe_split import split_stream
+from clbench.run.probe_split import scores_test_items, split_stream
 from clbench.run.sweep import Tuned, plan_settings, tuning_config
 
 
@@ -105,7 +105,7 @@ def dry_run(cfg: ExperimentConfig, echo=print) -> list[Row]:
     pinned, plans = plan_settings(cfg, entries, stream)
     base_dir, base_text = planned_base_model(cfg, stream)
     base_dir = base_dir or Path()  # a run's files do not depend on it: only RunSpec.base_dir, never used here
-    split = bool(pinned or plans)  # run_grid runs on the test items when any row is tuned or pinned
+    split = scores_test_items(cfg, stream.name, bool(pinned or plans))  # the items run_grid's runs score
     T = len(stream.tasks)
     rows = []
     for entry in entries:

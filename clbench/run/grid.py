@@ -22,7 +22,7 @@ from clbench.run.checks import check_logging, check_outputs
 from clbench.run.executors import Job, make_executor
 from clbench.run.orders import parse_orders, reorder
 from clbench.run.plan import GridEntry, plan, run_spec
-from clbench.run.probe_split import split_record, split_stream
+from clbench.run.probe_split import scores_test_items, split_record, split_stream
 from clbench.run.sweep import (
     Tuned,
     pin,
@@ -113,7 +113,11 @@ def run_grid(cfg: ExperimentConfig, progress: bool = True, echo=print, wait: boo
     executor = executor or make_executor(cfg)
     base_dir = base_model_dir(cfg, stream, progress)
     tuned = run_tuning(cfg, stream, entries, settings, base_dir, executor, progress, echo, wait)
-    jobs = grid_jobs(cfg, stream, tuned, base_dir, any(t.record for t in tuned), wait)
+    split = scores_test_items(cfg, stream.name, any(t.record for t in tuned))
+    if split and not probe_split_file(cfg, stream.name).exists():  # the experiment tunes rows this run leaves out
+        atomic_write_json(probe_split_file(cfg, stream.name),
+                          split_record(stream, cfg.tuning.val_fraction, cfg.tuning.split_seed))
+    jobs = grid_jobs(cfg, stream, tuned, base_dir, split, wait)
     echo(f"clbench: {len(jobs)} runs ({len(entries)} strategies x {len(orders)} order{'s' if len(orders) > 1 else ''}"
          f" x {len(cfg.seeds)} seeds) on stream '{stream.name}', base model {base_dir}")
     outcomes = executor.run(jobs, progress, echo)

@@ -22,6 +22,7 @@ import random
 from dataclasses import replace
 
 from clbench.errors import ConfigError
+from clbench.results.files import probe_split_file
 
 ROLES = ("validation", "test")
 
@@ -35,6 +36,16 @@ def split_indices(n: int, fraction: float, task: str, suite: str, seed: int) -> 
     perm = random.Random(key).sample(range(n), n)
     k = min(n - 1, max(1, round(fraction * n)))
     return sorted(perm[:k]), sorted(perm[k:])
+
+
+def scores_test_items(cfg, stream_name: str, tunes_a_row: bool) -> bool:
+    """Whether a grid's runs score the test items only: when this invocation tunes or pins a row
+    (``tunes_a_row``), when the experiment tunes at all (``tuning.pinned`` or ``tuning.sweep``, even for rows
+    this invocation leaves out, as ``--strategies`` or ``--set strategies=...`` do), and when the experiment's
+    earlier runs did (its ``probe_split.json`` exists). Which items a row is scored on must not depend on
+    which rows one invocation runs: the report compares the rows of an experiment item for item, and its
+    matched-learning frontier takes only rows whose configuration (split included) equals ``sft``'s."""
+    return tunes_a_row or bool(cfg.tuning.pinned or cfg.tuning.sweep) or probe_split_file(cfg, stream_name).exists()
 
 
 def split_stream(stream, role: str, fraction: float, seed: int):
