@@ -138,7 +138,7 @@ def _flow(value) -> str:
 
 # beside sft at its tuned rate (1.5e-3); 2e-3 densifies the frontier where the sweep points learn (LA 0.80-0.85:
 # between 1.5e-3 and 3e-3 alone, fewer than 90% of bootstrap replicates bracketed three of them); 5e-3 tries to
-# reach above 3e-3's LA 0.89 (measured 2026-12-07: it learns less, 0.81, so the report leaves it out of the
+# reach above 3e-3's LA 0.89 (measured 2026-12-07: it learns less, 0.79, so the report leaves it out of the
 # frontier: no sft rate learns more than 0.89 here, and points within resampling noise of it get no interval)
 EMBEDDED_FRONTIER = [3e-5, 1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 5e-3]
 
