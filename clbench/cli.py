@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--stream", help="stream whose first task's items are scored (default: real, else default)")
     perf.add_argument("--items", type=int, default=32, help="items per probe kind in the lm-eval comparison")
     perf.add_argument("--eval-batch", type=int, default=16, help="batch size of both scorers")
-    perf.add_argument("--real-steps", type=int, default=4, help="timed steps per repetition on the real model")
+    perf.add_argument("--real-steps", type=int, default=8, help="timed steps per repetition on the real model")
     perf.set_defaults(func=cmd_perf)
 
     cov = sub.add_parser("coverage", parents=[common],

@@ -70,8 +70,6 @@ def run_tuning(cfg: ExperimentConfig, stream: Stream, entries: list[GridEntry], 
     pinned, plans = settings
     if not plans and not pinned:
         return [Tuned(entry, None) for entry in entries]
-    atomic_write_json(probe_split_file(cfg, stream.name),
-                      split_record(stream, cfg.tuning.val_fraction, cfg.tuning.split_seed))
     outcomes: dict[str, list] = {}
     if plans:
         val = split_stream(stream, "validation", cfg.tuning.val_fraction, cfg.tuning.split_seed)
@@ -112,11 +110,11 @@ def run_grid(cfg: ExperimentConfig, progress: bool = True, echo=print, wait: boo
     settings = plan_settings(cfg, entries, stream)  # every row as it will run, checked on the stream
     executor = executor or make_executor(cfg)
     base_dir = base_model_dir(cfg, stream, progress)
-    tuned = run_tuning(cfg, stream, entries, settings, base_dir, executor, progress, echo, wait)
-    split = scores_test_items(cfg, stream.name, any(t.record for t in tuned))
-    if split and not probe_split_file(cfg, stream.name).exists():  # the experiment tunes rows this run leaves out
+    split = scores_test_items(cfg, stream.name, bool(settings[0] or settings[1]))  # as the dry run decides it
+    if split:  # which items are validation and which test: written once, before any run uses the split
         atomic_write_json(probe_split_file(cfg, stream.name),
                           split_record(stream, cfg.tuning.val_fraction, cfg.tuning.split_seed))
+    tuned = run_tuning(cfg, stream, entries, settings, base_dir, executor, progress, echo, wait)
     jobs = grid_jobs(cfg, stream, tuned, base_dir, split, wait)
     echo(f"clbench: {len(jobs)} runs ({len(entries)} strategies x {len(orders)} order{'s' if len(orders) > 1 else ''}"
          f" x {len(cfg.seeds)} seeds) on stream '{stream.name}', base model {base_dir}")
