@@ -110,7 +110,8 @@ def run_grid(cfg: ExperimentConfig, progress: bool = True, echo=print, wait: boo
     settings = plan_settings(cfg, entries, stream)  # every row as it will run, checked on the stream
     executor = executor or make_executor(cfg)
     base_dir = base_model_dir(cfg, stream, progress)
-    split = scores_test_items(cfg, stream.name, bool(settings[0] or settings[1]))  # as the dry run decides it
+    pinned, plans = settings
+    split = scores_test_items(cfg, stream.name, bool(pinned or plans))  # as the dry run decides it
     if split:  # which items are validation and which test: written once, before any run uses the split
         atomic_write_json(probe_split_file(cfg, stream.name),
                           split_record(stream, cfg.tuning.val_fraction, cfg.tuning.split_seed))
