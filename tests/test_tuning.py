@@ -192,3 +192,22 @@ def test_which_items_a_row_scores_does_not_depend_on_the_rows_one_invocation_run
     # an experiment that never tunes scores every item
     ((plain, _),) = run_grid(micro_config(tmp_path / "fresh", cache_dir=micro_cache), **QUIET)
     assert role(plain) is None
+
+
+def test_a_tuning_only_grid_reports_its_choices_instead_of_failing_on_a_missing_table(micro_cache, micro_base_dir,
+                                                                                         tmp_path, capsys):
+    """``seeds: []`` (configs/bench_real_tune.yaml) runs candidates only; asked for a report, the CLI used to
+    end a successful tuning with 'no finished runs found' and exit code 1."""
+    from tests.cli_helpers import cli, micro_args
+
+    args = [a for a in micro_args(tmp_path / "results", micro_cache) if a != "--no-report"]
+    at = args.index("--seeds")
+    del args[at:at + 2]
+    args += ["--set", "seeds=[]", "--set", "tuning.sweep={lr: [0.0005, 0.02]}",
+             "--report-dir", str(tmp_path / "report")]
+    rc, out, err = cli(args, capsys)
+    assert rc == 0, err
+    record = tmp_path / "results" / "default" / "micro" / "sft" / "tuning.json"
+    assert json.loads(record.read_text())["chosen"]["train.lr"] in (0.0005, 0.02)
+    assert "no report: the experiment has no seeds" in out and "tuning.json" in out
+    assert not (tmp_path / "report").exists()
