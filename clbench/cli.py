@@ -119,13 +119,12 @@ def cmd_run(args) -> int:
     if busy:
         print(f"clbench: {len(busy)} run(s) skipped because another clbench process is writing them "
               "(--wait waits for it)", file=sys.stderr)
-    if not args.no_report and not cfg.seeds:
-        # a tuning-only grid (seeds: [], configs/bench_real_tune.yaml) has no test run to report on: its
-        # product is each row's tuning.json, not a table
-        print(f"clbench: no report: the experiment has no seeds, so it ran only tuning candidates; each row's "
-              f"choice is in {root}/<stream>/<label>/tuning.json")
-    elif not args.no_report:
-        _print_report(build_report([root], Path(args.report_dir or f"reports/{cfg.name}")), [root])
+    if not args.no_report:
+        if cfg.seeds:
+            _print_report(build_report([root], Path(args.report_dir or f"reports/{cfg.name}")), [root])
+        else:  # a tuning-only grid (configs/bench_real_tune.yaml): its product is each row's tuning.json
+            print(f"clbench: no report: the experiment has no seeds, so it ran only tuning candidates; each "
+                  f"row's choice is in {root}/<stream>/<label>/tuning.json")
     if failed:
         print(f"clbench: {len(failed)} runs failed (listed above): " + ", ".join(map(str, failed)), file=sys.stderr)
         return 1
