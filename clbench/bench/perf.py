@@ -77,8 +77,9 @@ def eval_throughput(cfg: ExperimentConfig, stream) -> dict:
     return out
 
 
-def main(args=None) -> int:
-    steps = getattr(args, "steps", 30)
+def main(args) -> int:
+    """``args``: ``clbench perf``'s parsed arguments (its flags hold the defaults)."""
+    steps = args.steps
     bench = Path("configs/bench.yaml")
     cfg = load_config(bench if bench.exists() else None)
     torch.set_num_threads(cfg.train.threads or torch.get_num_threads())
@@ -93,7 +94,7 @@ def main(args=None) -> int:
     print("\nstep time against sft, side by side in this process (clbench/bench/training_speed.py):")
     from clbench.bench import training_speed as perf_nested
 
-    rc = perf_nested.main(["--strategies", getattr(args, "strategies", "all")])
+    rc = perf_nested.main(["--strategies", args.strategies])
     from clbench.bench.real_model import main as real_main
 
     return rc or real_main(args)

