@@ -28,9 +28,9 @@ def test_every_relative_link_in_the_readme_and_docs_resolves():
     assert broken == []
 
 
-MAKEFILE_TARGETS = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(), re.M))
+MAKEFILE_TARGETS = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(), re.MULTILINE))
 # `make bench`, (make perf), ": make install-real)", "$ make test -j2": a command, not the verb in prose
-MAKE_COMMAND = re.compile(r"(?:`|\$ |\(|: )make ([a-z][\w-]*)(?=[`)'\"]|$| -)", re.M)
+MAKE_COMMAND = re.compile(r"(?:`|\$ |\(|: )make ([a-z][\w-]*)(?=[`)'\"]|$| -)", re.MULTILINE)
 
 
 def test_every_make_target_named_anywhere_is_in_the_makefile():
