@@ -52,7 +52,7 @@ def test_real_model_smoke_run(tmp_path, smollm2_dir):
     cfg = load_config(None, [f"stream={tmp_path / 'real-smoke.yaml'}", f"results_dir={tmp_path / 'results'}",
                              "strategies=[sft]", "seeds=[0]", "model.name=smollm2-135m", "train.steps_per_task=2",
                              "train.batch_size=4", "train.lr=1e-3", "train.threads=2", "eval.batch_size=16",
-                             "eval.max_new_tokens=4", "model.autocast=auto"])  # as configs/bench_real.yaml
+                             "eval.max_new_tokens=4", "model.autocast=auto"])  # the machine-dependent path
     [(run, status)] = run_grid(cfg, progress=False, echo=lambda *_: None)
     assert status == "done"
     config = json.loads((run / "config.json").read_text())
