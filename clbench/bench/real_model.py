@@ -119,7 +119,7 @@ def main(args) -> int:
     # bookkeeping under 1% of a step (docs/nested_learning.md): too few steps to tell a ratio from noise
     steps, reps = max(4, args.real_steps), 3
     variants = NESTED + [("sft, math attention", "sft", {}, (), {"attention_kernel": "math"})]
-    if mixed is not None:  # configs/bench_real.yaml's settings: bf16 autocast and the math attention kernel
+    if mixed is not None:  # autocast: auto is bf16 here (the real configs pin float32: docs/real_models.md)
         variants += [("sft, bf16 autocast", "sft", {}, (), None, mixed),
                      ("sft, bf16 + math", "sft", {}, (), {"attention_kernel": "math"}, mixed)]
     times = step_times_on(model, example, variants, steps=steps, reps=reps, warmup=4, train=train)
