@@ -42,6 +42,6 @@ def test_the_real_model_benchmarks_compute_in_float32_on_every_machine():
     """`autocast: auto` resolves to bf16 only where the CPU or GPU computes it natively, and bf16 changed what
     sft learns on the real stream (seed 1: chemistry 0.50, notes 0.58 against 1.00): README's numbers must
     not depend on the machine's instruction set."""
-    real = [p for p in CONFIGS if load_config(p, []).model.name]
-    assert {p.name for p in real} >= {"bench_real.yaml", "bench_real_full.yaml", "bench_paper.yaml"}
-    assert {p.name: load_config(p, []).model.autocast for p in real} == dict.fromkeys((p.name for p in real), "none")
+    autocast = {p.name: cfg.model.autocast for p in CONFIGS if (cfg := load_config(p, [])).model.name}
+    assert set(autocast) >= {"bench_real.yaml", "bench_real_full.yaml", "bench_paper.yaml"}
+    assert autocast == dict.fromkeys(autocast, "none")
